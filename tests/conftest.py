@@ -1,0 +1,94 @@
+"""Shared fixtures: every async test runs on both loops; nothing may leak.
+
+``pytest_asyncio_loop_factories`` makes pytest-asyncio run each async test once
+on the stdlib loop and once on uvloop (uvloop's "one test, both loops").  The
+IOThreads a test creates use the same kind of loop as the test itself
+(``loop_factory`` fixture), so both sides of a hand-off are covered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+
+import pytest
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a test dependency where it installs
+    uvloop = None  # type: ignore[assignment]
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+LOOP_FACTORIES: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
+if uvloop is not None:
+    LOOP_FACTORIES["uvloop"] = uvloop.new_event_loop
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, LoopFactory]:
+    return LOOP_FACTORIES
+
+
+def loop_kind(loop: asyncio.AbstractEventLoop) -> str:
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+@pytest.fixture
+def loop_factory(request: pytest.FixtureRequest) -> LoopFactory:
+    """The factory of the running test's loop kind (async tests), else both kinds.
+
+    Sync tests that ask for it are parametrised over both kinds through
+    ``pytest_generate_tests`` below.
+    """
+    if hasattr(request, "param"):
+        return LOOP_FACTORIES[request.param]
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return LOOP_FACTORIES["asyncio"]
+    return LOOP_FACTORIES[loop_kind(loop)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A sync test that asks for ``loop_factory`` runs once per loop kind; an
+    # async test already does, through the hook above.
+    is_async = asyncio.iscoroutinefunction(metafunc.function)
+    if "loop_factory" in metafunc.fixturenames and not is_async:
+        metafunc.parametrize("loop_factory", list(LOOP_FACTORIES), indirect=True)
+
+
+def _fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")} if os.path.isdir("/proc/self/fd") else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_up_loops() -> None:
+    # The first uvloop in a process opens process-wide descriptors that live
+    # until exit; open them before the leak check starts counting.
+    for factory in LOOP_FACTORIES.values():
+        factory().close()
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(_warm_up_loops: None) -> Iterator[None]:
+    """Fail a test that leaves a thread or a file descriptor behind."""
+    threads_before = set(threading.enumerate())
+    fds_before = _fds()
+    yield
+    # Threads that were told to exit may still be unwinding: wait, bounded,
+    # for them to finish rather than sleeping a fixed time.
+    deadline = time.monotonic() + 10.0
+    leaked: list[threading.Thread] = []
+    for thread in set(threading.enumerate()) - threads_before:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            leaked.append(thread)
+    assert not leaked, f"test leaked threads: {leaked}"
+    # The fd listing itself opens one fd, which is closed again: compare sets.
+    leaked_fds = _fds() - fds_before
+    assert not leaked_fds, f"test leaked file descriptors: {sorted(leaked_fds)}"
