@@ -1,0 +1,60 @@
+"""The adaptive polling window: pure arithmetic, no clocks, no threads.
+
+QEMU's ``aio_poll`` (util/aio-posix.c, ``adjust_polling_time``) grows the busy
+poll window while the loop keeps being woken a little after it would have gone
+to sleep, and shrinks it when it sleeps for long.  This module is that rule and
+nothing else, so it can be tested by walking exact sequences; the AioContext
+owns one window and feeds it the measured block time after each iteration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["PollWindow"]
+
+#: First non-zero window.  QEMU starts growing from 4 us (aio-posix.c:
+#: "4 us is a reasonable starting point").
+POLL_START_NS: Final = 4000
+
+
+@dataclass
+class PollWindow:
+    """The current polling window ``poll_ns`` and the parameters that move it.
+
+    Owned by one AioContext and only touched from its loop's thread.
+    """
+
+    poll_max_ns: int = 32768
+    poll_grow: int = 0
+    poll_shrink: int = 0
+    poll_ns: int = 0
+
+    def reset(self, poll_max_ns: int, poll_grow: int, poll_shrink: int) -> None:
+        """Take new parameters; like QEMU, a change restarts the window from 0."""
+        self.poll_max_ns = poll_max_ns
+        self.poll_grow = poll_grow
+        self.poll_shrink = poll_shrink
+        self.poll_ns = 0
+
+    def adjust(self, block_ns: int) -> int:
+        """Move the window after an iteration that blocked for *block_ns*.
+
+        *block_ns* runs from the start of the iteration's poll phase to the
+        moment the loop had work again (polling plus sleeping).  Returns the
+        new ``poll_ns``.
+        """
+        if not self.poll_max_ns:
+            self.poll_ns = 0
+        elif block_ns <= self.poll_ns:
+            pass  # the window caught the event: it is the right size
+        elif block_ns > self.poll_max_ns:
+            # Slept too long for polling to ever have helped: shrink.
+            self.poll_ns = self.poll_ns // self.poll_shrink if self.poll_shrink else 0
+        elif self.poll_ns < self.poll_max_ns and block_ns < self.poll_max_ns:
+            # The event came a little after the window closed: grow.
+            grow = self.poll_grow or 2
+            self.poll_ns = self.poll_ns * grow if self.poll_ns else POLL_START_NS
+            self.poll_ns = min(self.poll_ns, self.poll_max_ns)
+        return self.poll_ns
