@@ -1,0 +1,697 @@
+"""A self-regulating worker pool with QEMU's thread-pool-min / thread-pool-max rules.
+
+``ThreadPool`` follows QEMU's ``util/thread-pool.c`` (DESIGN.md §3):
+
+- a request goes straight to an idle worker when there is one (the most
+  recently idle first, so its caches are warm and the others can time out);
+  otherwise it is queued and, when fewer than ``max_threads`` workers exist, a
+  new worker is started **off the submitter's path**;
+- an idle worker exits after ``idle_timeout`` seconds while more than
+  ``min_threads`` exist; the ``min_threads`` workers are created with the pool
+  and never exit until it is shut down;
+- ``set_limits()`` applies live: raising min starts the missing workers at
+  once, lowering max retires excess idle workers at once and busy ones as soon
+  as they finish; a rejected update changes nothing;
+- a queued request can be cancelled (it never runs); a running one completes
+  and its result is discarded.
+
+It is a ``concurrent.futures.ThreadPoolExecutor`` so that it can be an event
+loop's default executor, and adds ``await pool.run(func, *args)``, which
+resolves one future on the awaiting loop instead of ``run_in_executor``'s
+concurrent future chained to an asyncio future.
+
+Locking: one ``threading.Lock`` (``ThreadPool._lock``) guards every mutable
+field of the pool, of its ``_Worker`` records and the ``state`` of its
+requests.  Nothing slow runs under it: no user code, no thread creation, no
+future callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final, ParamSpec, TypeVar, TypeVarTuple
+
+from ._errors import InvalidParameterType, InvalidParameterValue
+from ._props import check_int64, check_thread_pool_limits
+
+__all__ = ["ThreadPool", "ThreadPoolStatistics"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+#: Seconds an idle worker above ``min_threads`` waits before it exits.  QEMU's
+#: thread pool, trio and anyio all use 10 s (DESIGN.md §3).
+DEFAULT_IDLE_TIMEOUT: Final = 10.0
+
+#: QEMU's THREAD_POOL_MAX_THREADS_DEFAULT (DESIGN.md §3).
+DEFAULT_MAX_THREADS: Final = 64
+
+# Life of a request; each transition happens under the pool lock.
+_QUEUED: Final = "queued"  # waiting in the queue for a worker
+_RUNNING: Final = "running"  # a worker took it
+_DONE: Final = "done"  # the function returned or raised, result delivered
+_CANCELLED: Final = "cancelled"  # withdrawn before it started: it never runs
+_DISCARDED: Final = "discarded"  # withdrawn while running: its result is dropped
+
+
+@dataclass(frozen=True)
+class ThreadPoolStatistics:
+    """A consistent snapshot of a ``ThreadPool`` (taken under its lock).
+
+    ``threads`` counts the workers that exist or are being started and have not
+    been told to exit; ``spawned`` and ``exited`` count them since the pool was
+    created (``threads == spawned - exited``).  ``completed`` counts requests
+    whose function ran to its end (returned or raised) for a caller that still
+    wanted the result; ``cancelled`` counts requests withdrawn by their caller,
+    whether they never ran or their result was discarded.  ``queued`` may
+    include ``submit()`` futures cancelled by their caller that no worker has
+    discarded yet.
+    """
+
+    threads: int
+    idle: int
+    active: int
+    queued: int
+    min: int
+    max: int
+    peak: int
+    spawned: int
+    exited: int
+    completed: int
+    cancelled: int
+
+
+class _Request:
+    """One call of ``fn(*args, **kwargs)`` in a copy of the submitter's context.
+
+    ``state`` is guarded by the pool lock; the rest is immutable.
+    """
+
+    __slots__ = ("args", "context", "fn", "kwargs", "state")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.context = contextvars.copy_context()
+        self.state = _QUEUED
+
+    def begin(self) -> bool:
+        """Mark the request running; False if its caller withdrew it.
+
+        Runs in the thread that hands the request to a worker, under the pool lock.
+        """
+        if self.state != _QUEUED:
+            return False
+        self.state = _RUNNING
+        return True
+
+    def execute(self) -> None:
+        """Call the function and deliver its outcome; never raises.
+
+        Runs in a worker thread, without the pool lock.
+        """
+        try:
+            result = self.context.run(self.fn, *self.args, **self.kwargs)
+        except BaseException as exc:  # the caller gets everything, as from a ThreadPoolExecutor
+            self.deliver(None, exc)
+        else:
+            self.deliver(result, None)
+
+    def deliver(self, result: Any, exc: BaseException | None) -> None:
+        """Hand the outcome to the caller.  Runs in a worker thread, without the lock."""
+        raise NotImplementedError
+
+    def withdraw(self) -> None:
+        """Tell the caller the request will never run.  Runs without the pool lock."""
+        raise NotImplementedError
+
+
+class _FutureRequest(_Request):
+    """A ``submit()``: the outcome goes to a ``concurrent.futures.Future``."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        super().__init__(fn, args, kwargs)
+        self.future: Future[Any] = Future()
+
+    def begin(self) -> bool:
+        # The caller withdraws a submit() by cancelling its future, which the
+        # pool only learns here.  The future's own lock nests inside the pool
+        # lock; no future callback runs on this path.
+        if not self.future.set_running_or_notify_cancel():
+            self.state = _CANCELLED
+            return False
+        return super().begin()
+
+    def deliver(self, result: Any, exc: BaseException | None) -> None:
+        if exc is None:
+            self.future.set_result(result)
+        else:
+            self.future.set_exception(exc)
+
+    def withdraw(self) -> None:
+        self.future.cancel()
+
+
+class _LoopRequest(_Request):
+    """A ``run()``: the outcome resolves an asyncio future on the awaiting loop."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], args: tuple[Any, ...]
+    ):
+        super().__init__(fn, args, {})
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(self, result: Any, exc: BaseException | None) -> None:
+        try:
+            self.loop.call_soon_threadsafe(_resolve, self.future, result, exc)
+        except RuntimeError:
+            pass  # the awaiting loop is closed: nobody is left to take the outcome
+
+    def withdraw(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.future.cancel)
+        except RuntimeError:
+            pass  # the awaiting loop is closed: nobody is left to tell
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    """Complete *future* unless its task was cancelled meanwhile.  Runs on its loop."""
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(result)
+    elif isinstance(exc, StopIteration):
+        # asyncio refuses StopIteration in a future (it would end the awaiting
+        # coroutine silently); Python 3.12+ converts it the same way.
+        wrapped = RuntimeError("function raised StopIteration")
+        wrapped.__cause__ = exc
+        future.set_exception(wrapped)
+    else:
+        future.set_exception(exc)
+
+
+class _Worker:
+    """The pool's record of one worker thread; every field is guarded by the pool lock.
+
+    ``wake`` is a binary semaphore, held while the worker has nothing to do.
+    Whoever takes the worker off the idle stack sets ``handoff`` (a started
+    request, or None for "exit") and releases ``wake`` while still holding the
+    pool lock, so a worker that sees it was taken can consume ``wake`` without
+    blocking.
+    """
+
+    __slots__ = ("handoff", "idle", "retired", "thread", "wake")
+
+    thread: threading.Thread  # set right after construction, before anyone sees it
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.idle = False  # on the pool's idle stack
+        self.retired = False  # told to exit and accounted for
+        self.handoff: _Request | None = None
+
+
+def _check_idle_timeout(value: object) -> float:
+    """Return *value* as a float if it is a usable idle timeout.
+
+    Raises:
+        InvalidParameterType: *value* is not an int or a float (a bool is not).
+        InvalidParameterValue: *value* is not positive, or is beyond what a
+            lock can wait for (``threading.TIMEOUT_MAX``; this also refuses
+            infinity and NaN).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidParameterType("idle_timeout must be a number of seconds")
+    if not (0 < value <= threading.TIMEOUT_MAX) or math.isnan(value):
+        raise InvalidParameterValue(
+            f"idle_timeout must be in range (0, {threading.TIMEOUT_MAX}] seconds"
+        )
+    return float(value)
+
+
+class ThreadPool(ThreadPoolExecutor):
+    """A pool of worker threads sized between ``min_threads`` and ``max_threads``.
+
+    It subclasses ``ThreadPoolExecutor`` only because the stdlib loop's
+    ``set_default_executor()`` refuses anything else (Python 3.11+); none of
+    that class's machinery is used: its ``__init__`` is not called and every
+    public method is implemented here.
+
+    Workers are daemon threads, so a pool that is never shut down does not
+    hang interpreter exit (its min workers never exit by themselves); shut the
+    pool down (or use it as a context manager) to wait for its work.  Workers
+    keep their pool alive until it is shut down.
+    """
+
+    def __init__(
+        self,
+        min_threads: int = 0,
+        max_threads: int = DEFAULT_MAX_THREADS,
+        *,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        name: str = "worker",
+    ) -> None:
+        """Create the pool and its *min_threads* workers (and its spawner thread).
+
+        Workers are named ``f"{name}-{n}"``, n counting from 1.
+
+        Raises:
+            InvalidParameterType: a limit that is not an int64 (a bool is not),
+                an idle_timeout that is not a number, a name that is not a str.
+            InvalidParameterValue: a negative limit, ``min > max``,
+                ``max == 0``, or an idle_timeout that is not positive.
+        """
+        min_threads = check_int64("thread-pool-min", min_threads)
+        max_threads = check_int64("thread-pool-max", max_threads)
+        check_thread_pool_limits(min_threads, max_threads)
+        if not isinstance(name, str):
+            raise InvalidParameterType("name must be a str")
+        self._name = name
+        self._idle_timeout = _check_idle_timeout(idle_timeout)
+
+        self._lock = threading.Lock()
+        # Every field below is guarded by self._lock.
+        self._min = min_threads
+        self._max = max_threads
+        self._closed = False  # shutdown() was called
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._idle: list[_Worker] = []  # a stack: the most recently idle on top
+        self._to_start: collections.deque[_Worker] = collections.deque()  # for the spawner
+        self._workers: set[threading.Thread] = set()  # to join at shutdown
+        self._nthreads = 0  # workers that exist or are being started, not told to exit
+        self._active = 0
+        self._peak = 0
+        self._spawned = 0
+        self._exited = 0
+        self._completed = 0
+        self._cancelled = 0
+        self._spawn_wanted = threading.Condition(self._lock)
+
+        # Why a spawner thread: threading.Thread.start() blocks its caller
+        # until the new thread runs (~53 µs here, milliseconds under mlock,
+        # DESIGN.md §4), and QEMU keeps that off the submitter's path by
+        # creating threads from a bottom half of the main loop.  This pool
+        # belongs to no loop and its busy workers are running user code, so
+        # one small thread of its own does the starting: a submitter only
+        # queues a _Worker record and notifies it.  It sleeps on a condition
+        # when there is nothing to start and exits at shutdown.
+        self._spawner = threading.Thread(
+            target=self._spawner_main, name=f"{name}-spawner", daemon=True
+        )
+        self._spawner.start()
+
+        # The min workers are started here, by the constructor, so they exist
+        # (idle, ready for the first burst) when it returns: the seed
+        # commit's point is no thread creation once requests flow.
+        with self._lock:
+            initial = [self._new_worker_locked(idle=True) for _ in range(min_threads)]
+        for worker in initial:
+            self._start_worker(worker)
+
+    # ------------------------------------------------------------------ limits
+
+    @property
+    def name(self) -> str:
+        """The prefix of the worker thread names."""
+        return self._name
+
+    @property
+    def idle_timeout(self) -> float:
+        """Seconds an idle worker above ``min_threads`` waits before it exits."""
+        return self._idle_timeout
+
+    @property
+    def min_threads(self) -> int:
+        """Workers kept alive regardless of demand (``thread-pool-min``)."""
+        with self._lock:
+            return self._min
+
+    @min_threads.setter
+    def min_threads(self, value: int) -> None:
+        with self._lock:
+            self._set_limits_locked(value, self._max)
+
+    @property
+    def max_threads(self) -> int:
+        """Workers at most (``thread-pool-max``)."""
+        with self._lock:
+            return self._max
+
+    @max_threads.setter
+    def max_threads(self, value: int) -> None:
+        with self._lock:
+            self._set_limits_locked(self._min, value)
+
+    def set_limits(self, min_threads: int, max_threads: int) -> None:
+        """Change both limits at once, live.
+
+        Raising min starts the missing workers at once (through the spawner);
+        lowering max retires excess idle workers at once and busy ones when
+        they finish; raising max gives queued requests new workers.  Lowering
+        min lets the surplus idle workers time out.  After shutdown the limits
+        are recorded but no worker is started.  Runs in any thread.
+
+        Raises:
+            InvalidParameterType: a limit that is not an int64 (a bool is not).
+            InvalidParameterValue: a negative limit, ``min > max`` or ``max == 0``;
+                the pool is left exactly as it was.
+        """
+        with self._lock:
+            self._set_limits_locked(min_threads, max_threads)
+
+    def _set_limits_locked(self, min_threads: object, max_threads: object) -> None:
+        # Runs in any thread, with self._lock held.  Validates everything
+        # before changing anything (QEMU stores a bad max before rejecting it).
+        new_min = check_int64("thread-pool-min", min_threads)
+        new_max = check_int64("thread-pool-max", max_threads)
+        check_thread_pool_limits(new_min, new_max)
+        self._min, self._max = new_min, new_max
+        if self._closed:
+            return
+        # Lowering max: the coldest idle workers go first; busy and starting
+        # ones check the limit whenever they look for work.
+        while self._nthreads > new_max and self._idle:
+            self._retire_locked(self._idle.pop(0))
+        # Raising min starts the missing workers; raising max gives queued
+        # requests not yet covered by a worker being started a worker each.
+        while self._nthreads < new_min or (
+            self._nthreads < new_max and len(self._queue) > len(self._to_start)
+        ):
+            self._spawn_locked(idle=not self._queue)
+
+    # ------------------------------------------------------------- submission
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        """Run ``fn(*args, **kwargs)`` in a worker, in a copy of the caller's context.
+
+        Never waits for a thread to be created.  Runs in any thread.
+
+        Raises:
+            RuntimeError: the pool was shut down.
+        """
+        request = _FutureRequest(fn, args, kwargs)
+        self._dispatch(request)
+        return request.future
+
+    async def run(self, func: Callable[[*_Ts], _T], /, *args: *_Ts) -> _T:
+        """Await ``func(*args)`` run in a worker, from any running loop.
+
+        The worker resolves one future of the awaiting loop (one
+        ``call_soon_threadsafe``), and runs the call in a copy of the caller's
+        context.  Cancelling the awaiting task withdraws the request if it is
+        still queued (it never runs); a running call completes and its result
+        is discarded.  Exceptions reach the caller with their traceback.
+
+        Raises:
+            RuntimeError: the pool was shut down.
+            asyncio.CancelledError: the task was cancelled, or the request was
+                dropped by ``shutdown(cancel_futures=True)``.
+        """
+        request = _LoopRequest(asyncio.get_running_loop(), func, args)
+        self._dispatch(request)
+        try:
+            return await request.future  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            self._withdraw(request)
+            raise
+
+    def _dispatch(self, request: _Request) -> None:
+        # Runs in the submitting thread.  The fast path: hand the request to
+        # the most recently idle worker.  Otherwise queue it and, below max,
+        # have the spawner start one more worker (QEMU spawns one per request
+        # that finds no idle worker).
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"cannot submit to thread pool {self._name!r}: it is shut down")
+            if self._idle:
+                request.begin()  # a new request: nobody can have withdrawn it yet
+                self._active += 1
+                self._hand_locked(self._idle.pop(), request)
+                return
+            self._queue.append(request)
+            if self._nthreads < self._max:
+                self._spawn_locked(idle=False)
+
+    def _withdraw(self, request: _LoopRequest) -> None:
+        # Runs on the awaiting loop when its task was cancelled.
+        with self._lock:
+            if request.state == _QUEUED:
+                request.state = _CANCELLED
+                self._queue.remove(request)
+            elif request.state == _RUNNING:
+                request.state = _DISCARDED
+            else:
+                return  # done (or cancelled by shutdown), already counted
+            self._cancelled += 1
+
+    # ---------------------------------------------------------------- workers
+
+    def _new_worker_locked(self, *, idle: bool) -> _Worker:
+        # Runs in any thread, with self._lock held; the caller starts the
+        # thread.  The worker is counted at once (like QEMU's cur_threads) so
+        # that concurrent submitters do not over-spawn.  An *idle* one goes on
+        # the idle stack before its thread runs, so requests can be handed to
+        # it at once; it goes at the bottom, the coldest place, so that
+        # workers already running are preferred.  A non-idle one takes a
+        # queued request when it starts.
+        self._spawned += 1
+        self._nthreads += 1
+        self._peak = max(self._peak, self._nthreads)
+        worker = _Worker()
+        worker.thread = threading.Thread(
+            target=self._worker_main,
+            args=(worker, idle),
+            name=f"{self._name}-{self._spawned}",
+            daemon=True,
+        )
+        if idle:
+            worker.idle = True
+            self._idle.insert(0, worker)
+        return worker
+
+    def _spawn_locked(self, *, idle: bool) -> None:
+        # Runs in any thread, with self._lock held: one more worker, started
+        # by the spawner thread.
+        self._to_start.append(self._new_worker_locked(idle=idle))
+        self._spawn_wanted.notify()
+
+    def _spawner_main(self) -> None:
+        # Runs in the spawner thread.  It starts what is asked even after
+        # shutdown (those workers drain the queue or exit at once) and exits
+        # when shut down with nothing left to start.
+        while True:
+            with self._lock:
+                while not self._to_start:
+                    if self._closed:
+                        return
+                    self._spawn_wanted.wait()
+                worker = self._to_start.popleft()
+            self._start_worker(worker)
+
+    def _start_worker(self, worker: _Worker) -> None:
+        # Runs in the spawner thread (or the constructor), without the lock.
+        try:
+            worker.thread.start()
+        except RuntimeError as exc:  # "can't start new thread": out of threads or memory
+            self._start_failed(worker, exc)
+            return
+        with self._lock:
+            # Forget the workers that have exited (joining them is moot).
+            self._workers = {t for t in self._workers if t.is_alive()}
+            self._workers.add(worker.thread)
+
+    def _start_failed(self, worker: _Worker, exc: RuntimeError) -> None:
+        # Runs in the spawner thread (or the constructor), without the lock.
+        # The worker never existed: undo it.  A request already handed to it,
+        # and the queue when no worker is left to serve it, fail with *exc*
+        # (as ThreadPoolExecutor.submit() raises it) instead of hanging.
+        orphans: list[_Request] = []
+        with self._lock:
+            if not worker.retired:
+                self._exit_locked(worker)
+            if worker.handoff is not None:
+                orphans.append(worker.handoff)
+            if self._nthreads == 0:
+                orphans += self._begin_all_locked()
+        for request in orphans:
+            request.deliver(None, exc)
+        with self._lock:
+            for request in orphans:
+                self._finish_locked(request)
+
+    def _worker_main(self, worker: _Worker, idle: bool) -> None:
+        # Runs in the worker thread: serves requests until told to exit.
+        # *idle*: the worker was put on the idle stack before its thread ran.
+        request = self._idle_wait(worker) if idle else self._next(worker, None)
+        while request is not None:
+            request.execute()
+            request = self._next(worker, request)
+
+    def _next(self, worker: _Worker, finished: _Request | None) -> _Request | None:
+        # Runs in the worker thread: account for the *finished* request, then
+        # return the next one (waiting idle if there is none), or None when
+        # the worker exits.
+        with self._lock:
+            if finished is not None:
+                self._finish_locked(finished)
+            request = self._take_locked(worker)
+            if request is not None or not worker.idle:
+                return request
+        return self._idle_wait(worker)
+
+    def _take_locked(self, worker: _Worker) -> _Request | None:
+        # Runs in the worker thread, with self._lock held.  Returns the next
+        # queued request (started); or None after either putting the worker
+        # on top of the idle stack, or deciding that it exits.
+        while True:
+            if self._nthreads > self._max or (self._closed and not self._queue):
+                self._exit_locked(worker)
+                return None
+            if not self._queue:
+                worker.idle = True
+                worker.handoff = None
+                self._idle.append(worker)
+                return None
+            request = self._queue.popleft()
+            if request.begin():
+                self._active += 1
+                return request
+            self._cancelled += 1
+
+    def _idle_wait(self, worker: _Worker) -> _Request | None:
+        # Runs in the worker thread, without the lock but on timeouts.
+        # Returns the request handed over, or None when the worker exits.
+        while True:
+            if worker.wake.acquire(timeout=self._idle_timeout):
+                return worker.handoff  # written before wake was released
+            with self._lock:
+                if not worker.idle:
+                    # Taken off the stack as the wait timed out; wake was
+                    # released under the lock, so this does not block.
+                    worker.wake.acquire()
+                    return worker.handoff
+                if self._nthreads > self._min:
+                    self._exit_locked(worker)
+                    return None
+
+    def _hand_locked(self, worker: _Worker, request: _Request | None) -> None:
+        # Runs in any thread, with self._lock held: *worker* was just taken
+        # off the idle stack; give it a started *request*, or None to exit.
+        worker.idle = False
+        worker.handoff = request
+        worker.wake.release()
+
+    def _retire_locked(self, worker: _Worker) -> None:
+        # Runs in any thread, with self._lock held: *worker* was just taken
+        # off the idle stack and must exit.
+        worker.idle = False
+        self._exit_locked(worker)
+        self._hand_locked(worker, None)
+
+    def _exit_locked(self, worker: _Worker) -> None:
+        # Runs in any thread, with self._lock held: account for a worker
+        # leaving the pool (its thread exits soon after, or never ran).
+        if worker.idle:
+            worker.idle = False
+            self._idle.remove(worker)
+        worker.retired = True
+        self._nthreads -= 1
+        self._exited += 1
+
+    def _finish_locked(self, request: _Request) -> None:
+        # Runs in any thread, with self._lock held: *request* was delivered
+        # (unless its caller withdrew it meanwhile, which counted it).
+        self._active -= 1
+        if request.state == _RUNNING:
+            request.state = _DONE
+            self._completed += 1
+
+    def _begin_all_locked(self) -> list[_Request]:
+        # Runs in any thread, with self._lock held: empty the queue, and
+        # return its requests that have not been withdrawn, started.
+        started = []
+        while self._queue:
+            request = self._queue.popleft()
+            if request.begin():
+                self._active += 1
+                started.append(request)
+            else:
+                self._cancelled += 1
+        return started
+
+    # --------------------------------------------------------------- shutdown
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Refuse new requests; the workers exit once the queue is drained.
+
+        With *cancel_futures*, the queued requests are cancelled (they never
+        run) instead of drained; running ones always complete.  With *wait*,
+        return when every worker (and the spawner) has exited.  Calling it
+        again is harmless.  Runs in any thread; from a worker, that worker is
+        not waited for.
+        """
+        dropped: list[_Request] = []
+        with self._lock:
+            self._closed = True
+            if cancel_futures:
+                while self._queue:
+                    request = self._queue.popleft()
+                    request.state = _CANCELLED
+                    self._cancelled += 1
+                    dropped.append(request)
+            while self._idle:
+                self._retire_locked(self._idle.pop())
+            self._spawn_wanted.notify()
+        for request in dropped:
+            request.withdraw()
+        if not wait:
+            return
+        # Once the spawner is gone, no worker can appear any more.
+        self._spawner.join()
+        with self._lock:
+            workers = list(self._workers)
+        me = threading.current_thread()
+        for thread in workers:
+            if thread is not me:
+                thread.join()
+
+    # ------------------------------------------------------------- statistics
+
+    def statistics(self) -> ThreadPoolStatistics:
+        """A consistent snapshot of the pool's figures.  Runs in any thread."""
+        with self._lock:
+            return ThreadPoolStatistics(
+                threads=self._nthreads,
+                idle=len(self._idle),
+                active=self._active,
+                queued=len(self._queue),
+                min=self._min,
+                max=self._max,
+                peak=self._peak,
+                spawned=self._spawned,
+                exited=self._exited,
+                completed=self._completed,
+                cancelled=self._cancelled,
+            )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<ThreadPool {self._name!r} threads={s.threads} idle={s.idle} "
+            f"active={s.active} queued={s.queued} min={s.min} max={s.max}>"
+        )
