@@ -1,7 +1,15 @@
-"""iothreads: asyncio-native IOThreads modelled on QEMU's."""
+"""iothreads: asyncio-native IOThreads modelled on QEMU's.
+
+Each :class:`IOThread` runs its own event loop (uvloop where installed) in a
+dedicated thread; work reaches it from any thread or loop through
+``call_soon_threadsafe``, ``run``, ``submit`` and ``run_sync``.  User objects
+live under ``/objects/<id>`` and can be listed and tuned live, in process
+(``query_iothreads``, ``qom_set``...) or through the QMP monitor.
+"""
 
 from __future__ import annotations
 
+from ._aio import AioContext, AioContextStatistics, PollHandler
 from ._errors import (
     DeviceNotFound,
     InvalidParameterType,
@@ -11,13 +19,45 @@ from ._errors import (
     ObjectNotFound,
     PropertyNotFound,
 )
+from ._iothread import EventLoopBase, IOThread, current_iothread, in_iothread
+from ._objects import (
+    IOThreadInfo,
+    ObjectPropertyInfo,
+    iothread_by_id,
+    iothread_create,
+    iothread_destroy,
+    object_add,
+    object_del,
+    qom_get,
+    qom_list,
+    qom_set,
+    query_iothreads,
+)
 
 __all__ = [
+    "AioContext",
+    "AioContextStatistics",
     "DeviceNotFound",
+    "EventLoopBase",
+    "IOThread",
+    "IOThreadInfo",
     "IOThreadStopped",
     "IOThreadsError",
     "InvalidParameterType",
     "InvalidParameterValue",
     "ObjectNotFound",
+    "ObjectPropertyInfo",
+    "PollHandler",
     "PropertyNotFound",
+    "current_iothread",
+    "in_iothread",
+    "iothread_by_id",
+    "iothread_create",
+    "iothread_destroy",
+    "object_add",
+    "object_del",
+    "qom_get",
+    "qom_list",
+    "qom_set",
+    "query_iothreads",
 ]

@@ -1,0 +1,227 @@
+"""The object tree: ``/objects/<id>``, QOM-style access, query-iothreads.
+
+This is the in-process API a QMP monitor calls; it knows no JSON.  User
+objects live under ``/objects`` (the container is owned by ``_iothread``, which
+registers an IOThread when it starts and removes it when it stops); internal
+iothreads (``iothread_create``) never appear there.  Every error is worded as
+QEMU 7.2 words it and carries its QMP class (``IOThreadsError.qmp_class``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ._errors import (
+    DeviceNotFound,
+    InvalidParameterValue,
+    IOThreadsError,
+    ObjectNotFound,
+)
+from ._iothread import USER_OBJECTS, EventLoopBase, IOThread
+from ._props import attr_name, check_id, check_properties, wire_name
+
+__all__ = [
+    "IOThreadInfo",
+    "ObjectPropertyInfo",
+    "iothread_by_id",
+    "iothread_create",
+    "iothread_destroy",
+    "object_add",
+    "object_del",
+    "qom_get",
+    "qom_list",
+    "qom_set",
+    "query_iothreads",
+]
+
+_OBJECTS_PATH: Final = "/objects"
+
+
+@dataclass(frozen=True)
+class IOThreadInfo:
+    """One entry of ``query_iothreads()`` (QMP's IOThreadInfo)."""
+
+    id: str
+    thread_id: int
+    poll_max_ns: int
+    poll_grow: int
+    poll_shrink: int
+    aio_max_batch: int
+
+    def to_qmp(self) -> dict[str, Any]:
+        """The QMP wire form: exactly the six keys QEMU reports."""
+        return {
+            "id": self.id,
+            "thread-id": self.thread_id,
+            "poll-max-ns": self.poll_max_ns,
+            "poll-grow": self.poll_grow,
+            "poll-shrink": self.poll_shrink,
+            "aio-max-batch": self.aio_max_batch,
+        }
+
+
+@dataclass(frozen=True)
+class ObjectPropertyInfo:
+    """One entry of ``qom_list()`` (QMP's ObjectPropertyInfo)."""
+
+    name: str
+    type: str
+
+    def to_qmp(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type}
+
+
+#: qom-type -> class, for object_add.
+_TYPES: Final[Mapping[str, type[EventLoopBase]]] = {"iothread": IOThread}
+
+
+def query_iothreads() -> list[IOThreadInfo]:
+    """The user IOThreads under ``/objects``, in the order they were added."""
+    infos = []
+    for obj in USER_OBJECTS.snapshot():
+        if isinstance(obj, IOThread):
+            p = obj.properties()
+            infos.append(
+                IOThreadInfo(
+                    id=obj.id,
+                    thread_id=obj.thread_id,
+                    poll_max_ns=p["poll-max-ns"],
+                    poll_grow=p["poll-grow"],
+                    poll_shrink=p["poll-shrink"],
+                    aio_max_batch=p["aio-max-batch"],
+                )
+            )
+    return infos
+
+
+def iothread_by_id(id: str) -> IOThread | None:
+    """The user IOThread with this id, or None (internal ones are not found)."""
+    obj = USER_OBJECTS.get(id)
+    return obj if isinstance(obj, IOThread) else None
+
+
+def iothread_create(id: str, **props: int) -> IOThread:
+    """Create and start an internal IOThread, invisible under ``/objects``.
+
+    As QEMU's ``iothread_create()``: for the runtime's own use (the monitor
+    runs on one).  Stop it with :func:`iothread_destroy`.
+
+    Raises:
+        InvalidParameterValue, InvalidParameterType: as the IOThread constructor.
+    """
+    io = IOThread(id, **props)  # type: ignore[arg-type]
+    io._user_object = False
+    io.start()
+    return io
+
+
+def iothread_destroy(io: IOThread) -> None:
+    """Stop an IOThread of either kind and forget it."""
+    io.stop()
+
+
+def object_add(qom_type: str, id: str | None = None, **props: object) -> EventLoopBase:
+    """Create a user object under ``/objects/<id>`` and start it.
+
+    *props* take wire names (``**{"poll-max-ns": 0}``) or attribute names
+    (``poll_max_ns=0``).
+
+    Raises:
+        InvalidParameterValue: unknown type, missing or malformed id, a
+            duplicate id, an unknown property, a bad value.
+        InvalidParameterType: a value that is not an int64.
+    """
+    cls = _TYPES.get(qom_type)
+    if cls is None:
+        raise InvalidParameterValue(f"Parameter 'qom-type' does not accept value '{qom_type}'")
+    if id is None:
+        raise InvalidParameterValue("Parameter 'id' is missing")
+    check_id(id)
+    wire_props = {wire_name(k): v for k, v in props.items()}
+    # Validate names and values before anything exists (QEMU's order: id first).
+    check_properties(cls.property_defaults, cls.property_defaults, wire_props)
+    obj = cls(id, **{attr_name(k): v for k, v in wire_props.items()})  # type: ignore[arg-type]
+    if isinstance(obj, IOThread):
+        obj.start()
+    return obj
+
+
+def object_del(id: str) -> None:
+    """Stop and remove the user object ``/objects/<id>``.
+
+    Raises:
+        ObjectNotFound: no user object has this id.
+    """
+    obj = USER_OBJECTS.get(id)
+    if obj is None:
+        raise ObjectNotFound(f"object '{id}' not found")
+    if isinstance(obj, IOThread):
+        obj.stop()
+
+
+def _resolve(path: str) -> EventLoopBase | None:
+    """``/objects/<id>``, or a bare ``<id>`` (QEMU resolves partial paths);
+    None stands for the ``/objects`` container itself."""
+    if path.rstrip("/") == _OBJECTS_PATH:
+        return None
+    prefix = _OBJECTS_PATH + "/"
+    id = path[len(prefix) :] if path.startswith(prefix) else path
+    obj = USER_OBJECTS.get(id) if "/" not in id else None
+    if obj is None:
+        raise DeviceNotFound(f"Device '{path}' not found")
+    return obj
+
+
+def _object(path: str) -> EventLoopBase:
+    obj = _resolve(path)
+    if obj is None:
+        raise IOThreadsError("the /objects container has no properties but its children")
+    return obj
+
+
+def qom_get(path: str, prop: str) -> int | str:
+    """Read property *prop* (wire name, or ``type``) of the object at *path*.
+
+    Raises:
+        DeviceNotFound: no object at *path*.
+        PropertyNotFound: the object's type has no property *prop*.
+    """
+    obj = _object(path)
+    if prop == "type":
+        return obj.qom_type
+    return obj.get_property(prop)
+
+
+def qom_set(path: str, prop: str, value: object) -> None:
+    """Write property *prop* (wire name) of the object at *path*, live.
+
+    Raises:
+        DeviceNotFound: no object at *path*.
+        PropertyNotFound: the object's type has no property *prop*.
+        InvalidParameterValue, InvalidParameterType: a rejected value; the
+            object is left exactly as it was.
+    """
+    obj = _object(path)
+    if prop == "type":
+        raise IOThreadsError("Insufficient permission to perform this operation")
+    obj.set_property(prop, value)
+
+
+def qom_list(path: str) -> list[ObjectPropertyInfo]:
+    """The properties of the object at *path*; of ``/objects``, its children.
+
+    Raises:
+        DeviceNotFound: no object at *path*.
+    """
+    obj = _resolve(path)
+    if obj is None:
+        return [
+            ObjectPropertyInfo("type", "string"),
+            *(ObjectPropertyInfo(o.id, f"child<{o.qom_type}>") for o in USER_OBJECTS.snapshot()),
+        ]
+    return [
+        ObjectPropertyInfo("type", "string"),
+        *(ObjectPropertyInfo(name, "int") for name in obj.property_defaults),
+    ]

@@ -1,0 +1,530 @@
+"""IOThread lifecycle and every cross-thread path, on both loops.
+
+Async tests run once per loop kind (conftest's loop factories hook) and their
+IOThread uses the same kind; sync tests that take ``loop_factory`` run once
+per kind too.  Nothing here sleeps to synchronise: threads meet on
+``threading.Event``s and futures, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import os
+import random
+import threading
+import traceback
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import iothreads
+from iothreads import IOThread, IOThreadStopped
+
+from .conftest import LoopFactory, loop_kind
+
+WAIT = 10.0  # bound on every wait: a hang fails the test instead of blocking CI
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+
+
+@pytest.fixture
+async def io(loop_factory: LoopFactory) -> AsyncIterator[IOThread]:
+    async with IOThread("io0", loop_factory=loop_factory) as io:
+        yield io
+
+
+def gate_loop(io: IOThread) -> threading.Event:
+    """Block io's loop until the returned event is set (to queue work behind it)."""
+    entered = threading.Event()
+    gate = threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        assert gate.wait(WAIT)
+
+    io.call_soon_threadsafe(hold)
+    assert entered.wait(WAIT)
+    return gate
+
+
+def flush(io: IOThread) -> None:
+    """Return once everything queued on io before this call has run."""
+    io.submit(lambda: None).result(WAIT)
+
+
+# -- lifecycle ----------------------------------------------------------------
+
+
+def test_start_publishes_thread_and_loop(loop_factory: LoopFactory) -> None:
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    try:
+        assert io.running
+        assert io.thread_id == io.run_sync(threading.get_native_id)
+        assert io.run_sync(lambda: threading.current_thread().name) == "IO io0"
+        probe = loop_factory()
+        probe.close()
+        assert loop_kind(io.loop) == loop_kind(probe)  # type: ignore[arg-type]
+    finally:
+        io.stop()
+    assert (io.running, io.thread_id, io.loop) == (False, -1, None)
+
+
+def test_os_thread_name(loop_factory: LoopFactory) -> None:
+    with IOThread("a-long-iothread-name", loop_factory=loop_factory) as io:
+        path = f"/proc/self/task/{io.thread_id}/comm"
+        if not os.path.exists(path):
+            pytest.skip("no /proc on this platform")
+        with open(path) as f:
+            assert f.read().strip() == "IO a-long-iothr"  # the kernel keeps 15 bytes
+
+
+def test_stop_is_idempotent_and_start_is_one_shot(loop_factory: LoopFactory) -> None:
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.stop()  # never started: nothing to do
+    io.start()
+    with pytest.raises(RuntimeError, match="can only be started once"):
+        io.start()
+    io.stop()
+    io.stop()
+    with pytest.raises(RuntimeError, match="can only be started once; create a new IOThread"):
+        io.start()
+
+
+def test_init_error_reaches_start_and_leaves_no_thread() -> None:
+    class Boom(Exception):
+        pass
+
+    def factory() -> asyncio.AbstractEventLoop:
+        raise Boom("no loop today")
+
+    io = IOThread("io0", loop_factory=factory)
+    with pytest.raises(Boom, match="no loop today"):
+        io.start()
+    assert not io.running
+    assert all(t.name != "IO io0" for t in threading.enumerate())
+    assert iothreads.iothread_by_id("io0") is None
+
+
+async def test_init_error_reaches_astart() -> None:
+    io = IOThread("io0", loop_factory=lambda: 1 / 0)  # type: ignore[arg-type, return-value]
+    with pytest.raises(ZeroDivisionError):
+        await io.astart()
+    assert iothreads.iothread_by_id("io0") is None
+
+
+@pytest.mark.parametrize(("choice", "kind"), [("asyncio", "asyncio"), ("uvloop", "uvloop")])
+def test_iothreads_loop_env_picks_the_default(
+    monkeypatch: pytest.MonkeyPatch, choice: str, kind: str
+) -> None:
+    pytest.importorskip("uvloop")
+    monkeypatch.setenv("IOTHREADS_LOOP", choice)
+    with IOThread("io0") as io:
+        assert loop_kind(io.loop) == kind  # type: ignore[arg-type]
+
+
+def test_iothreads_loop_env_rejects_junk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOTHREADS_LOOP", "trio")
+    with pytest.raises(
+        ValueError, match="IOTHREADS_LOOP must be 'asyncio' or 'uvloop', not 'trio'"
+    ):
+        IOThread("io0").start()
+
+
+def test_stop_from_its_own_thread_is_refused(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        with pytest.raises(RuntimeError, match="cannot be stopped from its own thread"):
+            io.run_sync(io.stop)
+        assert io.running
+
+
+def test_200_create_stop_cycles_leave_nothing_behind(loop_factory: LoopFactory) -> None:
+    before = threading.active_count()
+    for i in range(200):
+        with IOThread(f"io{i}", loop_factory=loop_factory) as io:
+            assert io.run_sync(lambda: 1) == 1
+    assert threading.active_count() == before
+    # conftest's no_leaks also checks that every wake-up descriptor closed.
+
+
+async def test_async_context_manager_never_blocks_the_caller(loop_factory: LoopFactory) -> None:
+    # While astart/aclose are pending, the caller's loop keeps running callbacks.
+    ticks = 0
+    stop_ticking = False
+
+    def tick() -> None:
+        nonlocal ticks
+        ticks += 1
+        if not stop_ticking:
+            asyncio.get_running_loop().call_soon(tick)
+
+    asyncio.get_running_loop().call_soon(tick)
+    async with IOThread("io0", loop_factory=loop_factory) as io:
+        assert io.running
+    stop_ticking = True
+    assert ticks > 0
+
+
+# -- call_soon_threadsafe -------------------------------------------------------
+
+
+async def test_call_soon_threadsafe_runs_in_the_iothread(io: IOThread) -> None:
+    done = concurrent.futures.Future[str]()
+    handle = io.call_soon_threadsafe(lambda: done.set_result(threading.current_thread().name))
+    assert isinstance(handle, asyncio.Handle)
+    assert await asyncio.wrap_future(done) == "IO io0"
+
+
+def test_cancelled_handle_never_runs(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        ran: list[int] = []
+        gate = gate_loop(io)
+        handles = [io.call_soon_threadsafe(ran.append, i) for i in range(10)]
+        for h in handles[::2]:
+            h.cancel()
+        gate.set()
+        flush(io)
+        assert ran == [1, 3, 5, 7, 9]
+        assert all(h.cancelled() for h in handles[::2])
+
+
+def test_call_soon_threadsafe_copies_context_or_takes_one(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        seen = concurrent.futures.Future[tuple[str, str]]()
+        token = request_id.set("from-caller")
+        try:
+            io.call_soon_threadsafe(lambda: seen.set_result((request_id.get(), "")))
+            assert seen.result(WAIT)[0] == "from-caller"
+            ctx = contextvars.Context()
+            other = concurrent.futures.Future[str]()
+            io.call_soon_threadsafe(lambda: other.set_result(request_id.get()), context=ctx)
+            assert other.result(WAIT) == "none"
+        finally:
+            request_id.reset(token)
+
+
+def test_callback_exception_goes_to_the_loop_handler(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        got = concurrent.futures.Future[BaseException]()
+        assert io.loop is not None
+        io.loop.set_exception_handler(lambda loop, ctx: got.set_result(ctx["exception"]))
+        io.call_soon_threadsafe(lambda: 1 / 0)
+        assert isinstance(got.result(WAIT), ZeroDivisionError)
+        assert io.run_sync(lambda: "still serving") == "still serving"
+
+
+# -- run ------------------------------------------------------------------------
+
+
+async def coro_add(a: int, b: int) -> tuple[int, str]:
+    await asyncio.sleep(0)
+    return a + b, threading.current_thread().name
+
+
+async def test_run_coroutine_function(io: IOThread) -> None:
+    assert await io.run(coro_add, 1, 2) == (3, "IO io0")
+
+
+async def test_run_coroutine_object(io: IOThread) -> None:
+    assert await io.run(coro_add(2, 3)) == (5, "IO io0")
+
+
+async def test_run_plain_function_on_the_iothread(io: IOThread) -> None:
+    assert await io.run(lambda x: (x * 2, threading.current_thread().name), 21) == (42, "IO io0")
+
+
+async def test_run_copies_contextvars_in(io: IOThread) -> None:
+    async def read() -> str:
+        return request_id.get()
+
+    request_id.set("req-1")
+    assert await io.run(read) == "req-1"
+    assert await io.run(request_id.get) == "req-1"
+
+
+async def test_run_propagates_exceptions_with_traceback(io: IOThread) -> None:
+    async def fail() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("inner")
+
+    def fail_sync() -> None:
+        raise ValueError("sync inner")
+
+    with pytest.raises(KeyError, match="inner") as info:
+        await io.run(fail)
+    assert "fail" in [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
+    with pytest.raises(ValueError, match="sync inner") as info2:
+        await io.run(fail_sync)
+    assert "fail_sync" in [f.name for f in traceback.extract_tb(info2.value.__traceback__)]
+
+
+async def test_run_from_the_iothreads_own_loop_is_inline(io: IOThread) -> None:
+    async def outer() -> tuple[Any, Any, int]:
+        inner_thread = await io.run(threading.get_native_id)
+        return inner_thread, await io.run(coro_add, 1, 1), io.aio_context.statistics().submitted
+
+    before = io.aio_context.statistics().submitted
+    thread_id, added, submitted_inside = await io.run(outer)
+    assert thread_id == io.thread_id
+    assert added == (2, "IO io0")
+    # Only `outer` itself crossed threads: the inner runs used no inbox.
+    assert submitted_inside == before + 1
+
+
+async def test_run_from_another_iothread(io: IOThread, loop_factory: LoopFactory) -> None:
+    async with IOThread("io1", loop_factory=loop_factory) as io1:
+
+        async def hop() -> tuple[int, str]:
+            return await io.run(coro_add, 20, 22)
+
+        assert await io1.run(hop) == (42, "IO io0")
+
+
+async def test_cancelling_the_caller_cancels_and_waits_for_the_inner_task(io: IOThread) -> None:
+    caller = asyncio.get_running_loop()
+    started = caller.create_future()
+    saw_cancel = caller.create_future()
+    release: asyncio.Event | None = None
+    finished = threading.Event()
+
+    async def inner() -> None:
+        nonlocal release
+        release = asyncio.Event()
+        caller.call_soon_threadsafe(started.set_result, None)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            caller.call_soon_threadsafe(saw_cancel.set_result, None)
+            await release.wait()  # cleanup that takes a while
+            finished.set()
+            raise
+
+    task = asyncio.create_task(io.run(inner))
+    await asyncio.wait_for(started, WAIT)
+    task.cancel()
+    await asyncio.wait_for(saw_cancel, WAIT)
+    # The inner task is cancelled but still cleaning up: the caller must wait.
+    assert not task.done()
+    assert release is not None
+    io.call_soon_threadsafe(release.set)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, WAIT)
+    assert finished.is_set()
+
+
+async def test_cancelled_while_queued_never_runs(io: IOThread) -> None:
+    ran = threading.Event()
+
+    async def body() -> None:
+        ran.set()
+
+    gate = gate_loop(io)
+    task = asyncio.create_task(io.run(body))
+    await asyncio.sleep(0)  # let the task submit its call
+    task.cancel()
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, WAIT)
+    await io.run(lambda: None)
+    assert not ran.is_set()
+
+
+async def test_inner_cancelling_itself_reaches_the_caller(io: IOThread) -> None:
+    async def give_up() -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await io.run(give_up)
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0  # the caller itself was not cancelled
+
+
+async def test_run_on_a_stopped_iothread(loop_factory: LoopFactory) -> None:
+    io = IOThread("io0", loop_factory=loop_factory)
+    with pytest.raises(IOThreadStopped, match="'io0' is not running; start\\(\\) it first"):
+        await io.run(lambda: None)
+    await io.astart()
+    await io.aclose()
+    with pytest.raises(IOThreadStopped, match="'io0' is stopped; it takes no more work"):
+        await io.run(lambda: None)
+    with pytest.raises(IOThreadStopped):
+        io.call_soon_threadsafe(lambda: None)
+    with pytest.raises(IOThreadStopped):
+        io.submit(lambda: None)
+    assert issubclass(IOThreadStopped, RuntimeError)
+
+
+# -- submit and run_sync ---------------------------------------------------------
+
+
+def test_submit_from_a_plain_thread(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        assert io.submit(coro_add, 1, 2).result(WAIT) == (3, "IO io0")
+        assert io.submit(coro_add(1, 1)).result(WAIT) == (2, "IO io0")
+        with pytest.raises(ZeroDivisionError):
+            io.submit(lambda: 1 / 0).result(WAIT)
+
+
+def test_cancelling_the_future_cancels_the_inner_task(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        started = threading.Event()
+        cancelled = threading.Event()
+
+        async def forever() -> None:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        future = io.submit(forever)
+        assert started.wait(WAIT)
+        assert future.cancel()
+        assert cancelled.wait(WAIT)
+
+
+def test_future_cancelled_while_queued_never_runs(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        ran = threading.Event()
+        gate = gate_loop(io)
+        future = io.submit(ran.set)
+        assert future.cancel()
+        gate.set()
+        flush(io)
+        assert not ran.is_set()
+
+
+def test_run_sync(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        assert io.run_sync(coro_add, 2, 2) == (4, "IO io0")
+        with pytest.raises(RuntimeError, match="would deadlock"):
+            io.run_sync(lambda: io.run_sync(lambda: None))
+
+
+def test_run_sync_timeout_cancels_the_work(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        cancelled = threading.Event()
+
+        async def forever() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        with pytest.raises(TimeoutError):
+            io.run_sync(forever, timeout=0.01)
+        assert cancelled.wait(WAIT)
+
+
+# -- stop with work pending --------------------------------------------------------
+
+
+def test_stop_gives_every_pending_submission_an_outcome(loop_factory: LoopFactory) -> None:
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    ran: list[int] = []
+    cleaned_up = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned_up.set()
+
+    async def agen() -> Any:
+        try:
+            yield 1
+            yield 2
+        finally:
+            ran.append(-1)
+
+    suspended: list[Any] = []
+
+    async def start_agen() -> None:
+        gen = agen()
+        suspended.append(gen)
+        await gen.__anext__()  # left suspended: shutdown_asyncgens must close it
+
+    io.run_sync(start_agen)
+    gate = gate_loop(io)
+    for i in range(100):
+        io.call_soon_threadsafe(ran.append, i)
+    pending_task = io.submit(forever)
+    stopper = threading.Thread(target=io.stop)
+    stopper.start()
+    # The stop request is queued behind the work: the loop is still held.
+    gate.set()
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert ran == [*range(100), -1]  # callbacks in order, then the async generator closed
+    with pytest.raises(IOThreadStopped, match="stopped before the call completed"):
+        pending_task.result(WAIT)
+    assert cleaned_up.is_set()
+
+
+async def test_stop_while_awaiting_run_raises_iothread_stopped(loop_factory: LoopFactory) -> None:
+    io = IOThread("io0", loop_factory=loop_factory)
+    await io.astart()
+    started = asyncio.get_running_loop().create_future()
+    caller = asyncio.get_running_loop()
+
+    async def forever() -> None:
+        caller.call_soon_threadsafe(started.set_result, None)
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(io.run(forever))
+    await asyncio.wait_for(started, WAIT)
+    await io.aclose()
+    with pytest.raises(IOThreadStopped):
+        await asyncio.wait_for(task, WAIT)
+
+
+def test_submissions_racing_stop_get_exactly_one_outcome(loop_factory: LoopFactory) -> None:
+    """Producers hammer the IOThread while it stops: every call either raises
+    IOThreadStopped or has its callback run, exactly once."""
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    lock = threading.Lock()
+    ran: list[int] = []
+    accepted: list[int] = []
+    go = threading.Barrier(5)
+
+    def producer(base: int) -> None:
+        rng = random.Random(base)
+        go.wait(WAIT)
+        for i in range(base, base + 20000):
+            try:
+                io.call_soon_threadsafe(ran.append, i)
+            except IOThreadStopped:
+                return
+            with lock:
+                accepted.append(i)
+            if rng.random() < 0.01:
+                os.sched_yield()
+
+    threads = [threading.Thread(target=producer, args=(k * 100000,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    go.wait(WAIT)
+    io.stop()
+    for t in threads:
+        t.join(WAIT)
+    assert sorted(ran) == sorted(accepted)
+    assert len(set(ran)) == len(ran)
+
+
+# -- in_iothread / current_iothread -----------------------------------------------
+
+
+def test_in_iothread_and_current_iothread(loop_factory: LoopFactory) -> None:
+    assert not iothreads.in_iothread()
+    assert iothreads.current_iothread() is None
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        assert io.run_sync(iothreads.in_iothread)
+        assert io.run_sync(iothreads.current_iothread) is io
