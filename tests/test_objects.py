@@ -1,0 +1,201 @@
+"""The object tree: /objects/<id>, QOM access, query_iothreads (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import iothreads
+from iothreads import (
+    DeviceNotFound,
+    IOThread,
+    IOThreadInfo,
+    ObjectNotFound,
+    ObjectPropertyInfo,
+    PropertyNotFound,
+)
+
+from .conftest import LoopFactory
+
+
+@pytest.fixture
+def io0(loop_factory: LoopFactory) -> Iterator[IOThread]:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        yield io
+
+
+def test_user_iothreads_are_registered_from_start_to_stop(loop_factory: LoopFactory) -> None:
+    io = IOThread("io0", loop_factory=loop_factory)
+    assert iothreads.iothread_by_id("io0") is None  # not before start
+    io.start()
+    try:
+        assert iothreads.iothread_by_id("io0") is io
+        (info,) = iothreads.query_iothreads()
+        assert info == IOThreadInfo("io0", io.thread_id, 32768, 0, 0, 0)
+    finally:
+        io.stop()
+    assert iothreads.iothread_by_id("io0") is None
+    assert iothreads.query_iothreads() == []
+
+
+def test_query_iothreads_wire_form(io0: IOThread) -> None:
+    io0.poll_max_ns = 1000
+    io0.aio_max_batch = 7
+    assert [i.to_qmp() for i in iothreads.query_iothreads()] == [
+        {
+            "id": "io0",
+            "thread-id": io0.thread_id,
+            "poll-max-ns": 1000,
+            "poll-grow": 0,
+            "poll-shrink": 0,
+            "aio-max-batch": 7,
+        }
+    ]
+
+
+def test_duplicate_id_is_rejected_and_the_second_never_starts(
+    io0: IOThread, loop_factory: LoopFactory
+) -> None:
+    twin = IOThread("io0", loop_factory=loop_factory)
+    with pytest.raises(
+        ValueError,
+        match=r"^attempt to add duplicate property 'io0' to object \(type 'container'\)$",
+    ):
+        twin.start()
+    assert not twin.running
+    assert iothreads.iothread_by_id("io0") is io0
+
+
+def test_internal_iothreads_are_invisible() -> None:
+    io = iothreads.iothread_create("internal0")
+    try:
+        assert io.running
+        assert iothreads.iothread_by_id("internal0") is None
+        assert iothreads.query_iothreads() == []
+        with pytest.raises(DeviceNotFound):
+            iothreads.qom_get("/objects/internal0", "poll-max-ns")
+        # An internal iothread does not reserve its id among user objects.
+        with IOThread("internal0"):
+            assert iothreads.iothread_by_id("internal0") is not io
+    finally:
+        iothreads.iothread_destroy(io)
+    assert not io.running
+
+
+def test_query_lists_in_creation_order(loop_factory: LoopFactory) -> None:
+    with IOThread("b", loop_factory=loop_factory), IOThread("a", loop_factory=loop_factory):
+        assert [i.id for i in iothreads.query_iothreads()] == ["b", "a"]
+
+
+def test_object_add_and_del() -> None:
+    io = iothreads.object_add("iothread", "io1", **{"poll-max-ns": 0}, poll_grow=3)
+    try:
+        assert isinstance(io, IOThread)
+        assert io.running
+        assert (io.poll_max_ns, io.poll_grow) == (0, 3)
+        assert iothreads.iothread_by_id("io1") is io
+    finally:
+        iothreads.object_del("io1")
+    assert not io.running
+    assert iothreads.iothread_by_id("io1") is None
+
+
+@pytest.mark.parametrize(
+    ("args", "props", "exc", "message"),
+    [
+        (("iothread", None), {}, ValueError, "Parameter 'id' is missing"),
+        (("iothread", "1bad"), {}, ValueError, "Parameter 'id' expects an identifier"),
+        (("iothread", "io1"), {"bogus": 1}, ValueError, "Parameter 'bogus' is unexpected"),
+        (
+            ("iothread", "io1"),
+            {"poll-max-ns": -1},
+            ValueError,
+            "poll-max-ns value must be in range [0, 9223372036854775807]",
+        ),
+        (
+            ("iothread", "io1"),
+            {"poll-max-ns": "1"},
+            TypeError,
+            "Invalid parameter type for 'poll-max-ns', expected: integer",
+        ),
+        (
+            ("iothread", "io1"),
+            {"thread-pool-min": 10, "thread-pool-max": 2},
+            ValueError,
+            "bad thread-pool-min/thread-pool-max values",
+        ),
+        (("bogus", "io1"), {}, ValueError, "Parameter 'qom-type' does not accept value 'bogus'"),
+    ],
+)
+def test_object_add_errors_leave_nothing(
+    args: tuple[str, str | None], props: dict[str, object], exc: type[Exception], message: str
+) -> None:
+    with pytest.raises(exc) as info:
+        iothreads.object_add(*args, **props)
+    assert str(info.value) == message
+    assert isinstance(info.value, iothreads.IOThreadsError)
+    assert info.value.qmp_class == "GenericError"
+    assert iothreads.query_iothreads() == []
+
+
+def test_object_del_unknown() -> None:
+    with pytest.raises(ObjectNotFound, match=r"^object 'nope' not found$") as info:
+        iothreads.object_del("nope")
+    assert info.value.qmp_class == "GenericError"
+
+
+def test_qom_get_and_set(io0: IOThread) -> None:
+    assert iothreads.qom_get("/objects/io0", "type") == "iothread"
+    assert iothreads.qom_get("/objects/io0", "poll-max-ns") == 32768
+    iothreads.qom_set("/objects/io0", "poll-max-ns", 0)
+    assert io0.poll_max_ns == 0
+    assert iothreads.qom_get("io0", "poll-max-ns") == 0  # partial paths resolve, as in QEMU
+
+
+def test_qom_errors(io0: IOThread) -> None:
+    with pytest.raises(DeviceNotFound, match=r"^Device '/objects/X' not found$") as info:
+        iothreads.qom_get("/objects/X", "poll-max-ns")
+    assert info.value.qmp_class == "DeviceNotFound"
+    with pytest.raises(DeviceNotFound, match=r"^Device '/objects/X' not found$"):
+        iothreads.qom_set("/objects/X", "poll-max-ns", 1)
+    with pytest.raises(PropertyNotFound, match=r"^Property 'iothread.X' not found$") as info2:
+        iothreads.qom_get("/objects/io0", "X")
+    assert info2.value.qmp_class == "GenericError"
+    with pytest.raises(PropertyNotFound, match=r"^Property 'iothread.X' not found$"):
+        iothreads.qom_set("/objects/io0", "X", 1)
+    with pytest.raises(iothreads.IOThreadsError, match="Insufficient permission"):
+        iothreads.qom_set("/objects/io0", "type", "x")
+
+
+def test_qom_set_rejected_value_changes_nothing(io0: IOThread) -> None:
+    io0.thread_pool_min = 2
+    before = io0.properties()
+    with pytest.raises(ValueError, match=r"^bad thread-pool-min/thread-pool-max values$"):
+        iothreads.qom_set("/objects/io0", "thread-pool-max", 1)
+    with pytest.raises(TypeError, match=r"^Invalid parameter type for 'poll-grow'"):
+        iothreads.qom_set("/objects/io0", "poll-grow", True)
+    assert io0.properties() == before
+
+
+def test_qom_list(io0: IOThread) -> None:
+    assert iothreads.qom_list("/objects/io0") == [
+        ObjectPropertyInfo("type", "string"),
+        *(
+            ObjectPropertyInfo(name, "int")
+            for name in [
+                "poll-max-ns",
+                "poll-grow",
+                "poll-shrink",
+                "aio-max-batch",
+                "thread-pool-min",
+                "thread-pool-max",
+            ]
+        ),
+    ]
+    assert [p.to_qmp() for p in iothreads.qom_list("/objects")] == [
+        {"name": "type", "type": "string"},
+        {"name": "io0", "type": "child<iothread>"},
+    ]
+    with pytest.raises(DeviceNotFound):
+        iothreads.qom_list("/objects/nope")
