@@ -1,0 +1,1 @@
+"""Benchmarks of iothreads against the baselines it replaces; run ``python -m benchmarks``."""

@@ -1,0 +1,66 @@
+"""``python -m benchmarks [--quick] [--json FILE] [--only SUITE]``.
+
+Runs every suite for every loop kind present (stdlib, uvloop) under every
+thread placement (unpinned, all on one CPU), prints one table with p50 /
+p99 / p99.9 latency, CPU per operation and the ratios to each group's
+baseline, and optionally writes the raw figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from . import roundtrip
+from ._harness import Progress, Result, loop_kinds, placements, print_table, run_group, write_json
+
+# Each suite module has NAME and cases(loop_factory) -> [(group, [Case, ...])],
+# the first case of a group being its baseline.
+SUITES: dict[str, ModuleType] = {m.NAME: m for m in (roundtrip,)}
+
+# Samples per case: the full run's 20 000 leave 20 samples beyond p99.9; the
+# quick run keeps the whole suite under a minute on a 2-vCPU machine.
+SAMPLES = {"quick": 1500, "full": 20000}
+# Rounds interleave the cases of a group, so drift hits them all alike.
+ROUNDS = {"quick": 3, "full": 5}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer samples (under 60 s)")
+    parser.add_argument("--json", metavar="FILE", help="write the raw figures to FILE")
+    parser.add_argument("--only", choices=sorted(SUITES), action="append", help="run a suite")
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    suites = [SUITES[name] for name in (args.only or SUITES)]
+
+    plan = [
+        (f"{suite.NAME}/{group}/{kind}/{placement.name}", cases, factory, placement)
+        for kind, factory in loop_kinds().items()
+        for placement in placements()
+        for suite in suites
+        for group, cases in suite.cases(factory)
+    ]
+    progress = Progress(sum(len(cases) for _, cases, _, _ in plan) * ROUNDS[mode])
+    results: list[Result] = []
+    for name, cases, factory, placement in plan:
+        results += run_group(
+            name,
+            cases,
+            loop_factory=factory,
+            placement=placement,
+            samples=SAMPLES[mode],
+            rounds=ROUNDS[mode],
+            progress=progress,
+        )
+    progress.close()
+    print_table(results)
+    if args.json:
+        write_json(args.json, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

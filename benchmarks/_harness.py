@@ -1,0 +1,237 @@
+"""What every benchmark shares: cases, placement, sampling, the table.
+
+A *case* is an async context manager factory: entered on the caller's loop,
+it sets up what it measures (an IOThread, a plain loop thread, a pool...) and
+yields ``op``, a coroutine function doing one operation.  A *group* is a
+baseline case followed by the cases compared with it.
+
+Fairness rules, from DESIGN.md §4 (placement changes results about 3x, and
+absolute times are noisy on these 2-vCPU machines):
+
+* every case of a group runs in the same process, under the same thread
+  placement, interleaved in rounds (baseline chunk, case chunk, ... repeat),
+  so drift hits all of them alike;
+* each chunk starts with a warm-up that is not sampled;
+* latency is sampled per operation with ``perf_counter_ns``; CPU per operation
+  is the process's CPU time (all threads) over the chunk, divided by the ops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Op = Callable[[], Awaitable[object]]
+CaseFactory = Callable[[], contextlib.AbstractAsyncContextManager[Op]]
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    factory: CaseFactory
+
+
+@dataclass
+class Result:
+    """The samples of one case in one group."""
+
+    group: str
+    case: str
+    samples_ns: list[int] = field(default_factory=list)
+    cpu_ns: int = 0
+    ops: int = 0
+
+    def percentile(self, q: float) -> float:
+        """The q-th percentile in microseconds (nearest rank)."""
+        ordered = sorted(self.samples_ns)
+        if not ordered:
+            return float("nan")
+        rank = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
+        return ordered[rank] / 1000
+
+    @property
+    def cpu_us_per_op(self) -> float:
+        return self.cpu_ns / self.ops / 1000 if self.ops else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "case": self.case,
+            "ops": self.ops,
+            "p50_us": self.percentile(50),
+            "p99_us": self.percentile(99),
+            "p999_us": self.percentile(99.9),
+            "cpu_us_per_op": self.cpu_us_per_op,
+        }
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which CPUs the benchmark's threads may run on.
+
+    Threads inherit the affinity of the thread that creates them, so setting
+    it on the main thread before a case starts its threads places them all.
+    """
+
+    name: str
+    cpus: frozenset[int] | None  # None: every CPU the process may use
+
+    @contextlib.contextmanager
+    def applied(self) -> Any:
+        if self.cpus is None or not hasattr(os, "sched_setaffinity"):
+            yield
+            return
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, self.cpus)
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, before)
+
+
+def placements() -> list[Placement]:
+    """Unpinned, and everything on one CPU (when the machine has more than one)."""
+    result = [Placement("unpinned", None)]
+    if hasattr(os, "sched_getaffinity"):
+        allowed = sorted(os.sched_getaffinity(0))
+        if len(allowed) > 1:
+            result.append(Placement("one-cpu", frozenset(allowed[:1])))
+    return result
+
+
+def loop_kinds() -> dict[str, LoopFactory]:
+    """The loop implementations present: stdlib always, uvloop when installed."""
+    kinds: dict[str, LoopFactory] = {"stdlib": asyncio.SelectorEventLoop}
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        kinds["uvloop"] = uvloop.new_event_loop
+    return kinds
+
+
+class Progress:
+    """One line on stderr, rewritten in place: what runs now, and how far along."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self._tty = sys.stderr.isatty()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        line = f"[{self.done}/{self.total}] {label}"
+        if self._tty:
+            sys.stderr.write(f"\r\033[K{line}")
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._tty:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+async def run_chunk(op: Op, result: Result, samples: int, warmup: int) -> None:
+    """Warm up, then time *samples* operations one by one."""
+    for _ in range(warmup):
+        await op()
+    clock = time.perf_counter_ns
+    out = result.samples_ns
+    cpu0 = time.process_time_ns()
+    for _ in range(samples):
+        t0 = clock()
+        await op()
+        out.append(clock() - t0)
+    result.cpu_ns += time.process_time_ns() - cpu0
+    result.ops += samples
+
+
+async def _run_group(
+    group: str, cases: Sequence[Case], samples: int, rounds: int, progress: Progress
+) -> list[Result]:
+    results = [Result(group, case.name) for case in cases]
+    per_round = max(1, samples // rounds)
+    warmup = max(50, per_round // 10)
+    for r in range(rounds):
+        for case, result in zip(cases, results, strict=True):
+            progress.step(f"{group}: {case.name} (round {r + 1}/{rounds})")
+            async with case.factory() as op:
+                await run_chunk(op, result, per_round, warmup)
+    return results
+
+
+def run_group(
+    group: str,
+    cases: Sequence[Case],
+    *,
+    loop_factory: LoopFactory,
+    placement: Placement,
+    samples: int,
+    rounds: int,
+    progress: Progress,
+) -> list[Result]:
+    """Run one group on a caller loop of *loop_factory*, under *placement*."""
+    with placement.applied(), asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_run_group(group, cases, samples, rounds, progress))
+
+
+def print_table(results: Iterable[Result], file: Any = None) -> None:
+    """Print results grouped, each case with its ratio to its group's first case."""
+    file = file or sys.stdout
+    header = (
+        f"{'group':<34} {'case':<30} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} "
+        f"{'CPU us/op':>9}  {'p50 x':>6} {'p99 x':>6} {'CPU x':>6}"
+    )
+    print(header, file=file)
+    print("-" * len(header), file=file)
+    baseline: dict[str, Result] = {}
+    for r in results:
+        base = baseline.setdefault(r.group, r)
+        ratios = (
+            r.percentile(50) / base.percentile(50),
+            r.percentile(99) / base.percentile(99),
+            r.cpu_us_per_op / base.cpu_us_per_op,
+        )
+        marks = "  (baseline)" if r is base else "".join(f" {x:6.2f}" for x in ratios)
+        print(
+            f"{r.group:<34} {r.case:<30} {r.percentile(50):8.1f} {r.percentile(99):8.1f} "
+            f"{r.percentile(99.9):9.1f} {r.cpu_us_per_op:9.1f} {marks}",
+            file=file,
+        )
+
+
+def write_json(path: str, results: Iterable[Result], raw: bool = True) -> None:
+    """Write the summaries (and the raw samples) to *path*."""
+    data = []
+    for r in results:
+        entry = r.summary()
+        if raw:
+            entry["samples_ns"] = r.samples_ns
+        data.append(entry)
+    with open(path, "w") as f:
+        json.dump({"python": sys.version, "results": data}, f)
+
+
+__all__ = [
+    "Case",
+    "Placement",
+    "Progress",
+    "Result",
+    "loop_kinds",
+    "placements",
+    "print_table",
+    "run_chunk",
+    "run_group",
+    "write_json",
+]
