@@ -114,17 +114,15 @@ class _Request:
         self.state = _RUNNING
         return True
 
-    def execute(self) -> None:
-        """Call the function and deliver its outcome; never raises.
+    def call(self) -> tuple[Any, BaseException | None]:
+        """Call the function; return its result or what it raised.  Never raises.
 
         Runs in a worker thread, without the pool lock.
         """
         try:
-            result = self.context.run(self.fn, *self.args, **self.kwargs)
+            return self.context.run(self.fn, *self.args, **self.kwargs), None
         except BaseException as exc:  # the caller gets everything, as from a ThreadPoolExecutor
-            self.deliver(None, exc)
-        else:
-            self.deliver(result, None)
+            return None, exc
 
     def deliver(self, result: Any, exc: BaseException | None) -> None:
         """Hand the outcome to the caller.  Runs in a worker thread, without the lock."""
@@ -537,27 +535,37 @@ class ThreadPool(ThreadPoolExecutor):
     def _worker_main(self, worker: _Worker, idle: bool) -> None:
         # Runs in the worker thread: serves requests until told to exit.
         # *idle*: the worker was put on the idle stack before its thread ran.
-        request = self._idle_wait(worker) if idle else self._next(worker, None)
-        while request is not None:
-            request.execute()
-            request = self._next(worker, request)
-
-    def _next(self, worker: _Worker, finished: _Request | None) -> _Request | None:
-        # Runs in the worker thread: account for the *finished* request, then
-        # return the next one (waiting idle if there is none), or None when
-        # the worker exits.
-        with self._lock:
+        finished: _Request | None = None
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            with self._lock:
+                if finished is not None:
+                    self._finish_locked(finished)
+                request = None if idle else self._take_locked(worker)
+                leaving = request is None and worker.retired
             if finished is not None:
-                self._finish_locked(finished)
-            request = self._take_locked(worker)
-            if request is not None or not worker.idle:
-                return request
-        return self._idle_wait(worker)
+                # Delivered only now, once this worker is idle again (or has
+                # its next request), as QEMU completes a request after its
+                # worker is back under the pool lock: a caller that submits
+                # again as soon as it has the result finds this worker idle
+                # instead of an empty stack and a needless spawn.
+                finished.deliver(result, error)
+                finished = result = error = None  # hold nothing while idle
+            if leaving:
+                return
+            if request is None:
+                request = self._idle_wait(worker)
+                if request is None:
+                    return
+            idle = False
+            result, error = request.call()
+            finished = request
 
     def _take_locked(self, worker: _Worker) -> _Request | None:
         # Runs in the worker thread, with self._lock held.  Returns the next
         # queued request (started); or None after either putting the worker
-        # on top of the idle stack, or deciding that it exits.
+        # on top of the idle stack, or deciding that it exits (retired).
         while True:
             if self._nthreads > self._max or (self._closed and not self._queue):
                 self._exit_locked(worker)
