@@ -266,6 +266,7 @@ class MainContext:
         self._owner: int | None = None  # thread ident of the owner
         self._owner_count = 0
         self._waker: _Waker | None = None  # created on first need
+        self._close_waker_fds: Callable[[], object] | None = None  # closes _waker's fds once
         self._poll_waiting = False  # between prepare() and check(): changes must wake
         self._woken = False  # a wake-up byte is in the pipe
         self._poll_changed = False  # fds changed since query(): revents are stale
@@ -417,8 +418,22 @@ class MainContext:
     def _waker_locked(self) -> _Waker:
         if self._waker is None:
             self._waker = _Waker()
-            weakref.finalize(self, _Waker.close, self._waker.r, self._waker.w)
+            self._close_waker_fds = weakref.finalize(
+                self, _Waker.close, self._waker.r, self._waker.w
+            )
         return self._waker
+
+    def _close_waker(self) -> None:
+        """Close the wake-up pipe now; it is re-created on next need.
+
+        Only while no thread polls it: by the owner, or when nothing runs the
+        context.
+        """
+        with self._lock:
+            if self._close_waker_fds is not None:
+                self._close_waker_fds()
+            self._waker = self._close_waker_fds = None
+            self._woken = False
 
     def _signal_locked(self) -> None:
         if not self._woken:
@@ -1320,7 +1335,8 @@ class _AsyncioDriver:
 
     def close(self) -> None:
         """Stop serving: unregister everything, destroy and finalise every
-        source of the context, release it.  Harmless if not running.
+        source of the context, close its wake-up pipe, release it.  Harmless
+        if not running.
         """
         # runs in the loop's thread
         if self._state != "running":
@@ -1331,6 +1347,7 @@ class _AsyncioDriver:
         self._loop.remove_reader(self._wake_fd)
         self._sync([])
         self._context._destroy_all()
+        self._context._close_waker()
         self._context.release()
 
     def _cancel_round(self) -> None:
