@@ -299,6 +299,9 @@ class ThreadPool(ThreadPoolExecutor):
         self._completed = 0
         self._cancelled = 0
         self._spawn_wanted = threading.Condition(self._lock)
+        # Constructor workers whose thread has not reached its first wait yet.
+        self._booting = 0
+        self._booted = threading.Condition(self._lock)
 
         # Why a spawner thread: threading.Thread.start() blocks its caller
         # until the new thread runs (~53 µs here, milliseconds under mlock,
@@ -313,13 +316,18 @@ class ThreadPool(ThreadPoolExecutor):
         )
         self._spawner.start()
 
-        # The min workers are started here, by the constructor, so they exist
-        # (idle, ready for the first burst) when it returns: the seed
-        # commit's point is no thread creation once requests flow.
+        # The min workers are started here, by the constructor, which returns
+        # once each has reached its first wait: the seed commit's point is no
+        # thread creation once requests flow, and a burst right after this
+        # must not compete for the GIL with threads still booting.
         with self._lock:
             initial = [self._new_worker_locked(idle=True) for _ in range(min_threads)]
+            self._booting = min_threads
         for worker in initial:
             self._start_worker(worker)
+        with self._lock:
+            while self._booting:
+                self._booted.wait()
 
     # ------------------------------------------------------------------ limits
 
@@ -520,6 +528,7 @@ class ThreadPool(ThreadPoolExecutor):
         # (as ThreadPoolExecutor.submit() raises it) instead of hanging.
         orphans: list[_Request] = []
         with self._lock:
+            self._booted_locked()
             if not worker.retired:
                 self._exit_locked(worker)
             if worker.handoff is not None:
@@ -535,6 +544,8 @@ class ThreadPool(ThreadPoolExecutor):
     def _worker_main(self, worker: _Worker, idle: bool) -> None:
         # Runs in the worker thread: serves requests until told to exit.
         # *idle*: the worker was put on the idle stack before its thread ran.
+        with self._lock:
+            self._booted_locked()
         finished: _Request | None = None
         result: Any = None
         error: BaseException | None = None
@@ -561,6 +572,15 @@ class ThreadPool(ThreadPoolExecutor):
             idle = False
             result, error = request.call()
             finished = request
+
+    def _booted_locked(self) -> None:
+        # Runs in a new worker thread (or the spawner when it could not start
+        # one), with self._lock held.  While the constructor waits, every
+        # worker is one of its min workers: count it as ready.
+        if self._booting:
+            self._booting -= 1
+            if not self._booting:
+                self._booted.notify()
 
     def _take_locked(self, worker: _Worker) -> _Request | None:
         # Runs in the worker thread, with self._lock held.  Returns the next

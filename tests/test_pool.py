@@ -374,6 +374,10 @@ def test_a_failed_thread_start_fails_the_request_and_the_pool_recovers(
             pool.submit(pow, 2, 2).result(BOUND)
         stats = pool.statistics()
         assert (stats.threads, stats.spawned, stats.exited, stats.queued) == (0, 1, 1, 0)
+        # The constructor does not wait forever for min workers that never start.
+        eager = pools.new(2, 4, name="boom")
+        stats = eager.statistics()
+        assert (stats.threads, stats.idle, stats.exited) == (0, 0, 2)
     assert pool.submit(pow, 2, 3).result(BOUND) == 8
 
 
