@@ -97,6 +97,8 @@ class AioContextStatistics:
     spin_ns: int
     #: submissions taken per iteration at most (aio-max-batch, 0 resolved to 32)
     max_batch: int
+    #: the CPUs the loop's thread is pinned to, or None when unpinned
+    cpu_affinity: frozenset[int] | None
 
 
 class PollHandler:
@@ -155,6 +157,8 @@ class AioContext:
         self._closing = False
         self._window = PollWindow(poll_max_ns, poll_grow, poll_shrink)
         self._max_batch = aio_max_batch or DEFAULT_AIO_MAX_BATCH
+        # Where the owning IOThread pinned the loop's thread (None: unpinned).
+        self.cpu_affinity: frozenset[int] | None = None
         # Poll handlers: the tuple is replaced, never mutated, so the spin
         # iterates a consistent snapshot while other threads add or remove.
         self._poll_handlers: tuple[PollHandler, ...] = ()
@@ -259,6 +263,7 @@ class AioContext:
             wakeups_suppressed=max(0, self._submitted - self._wakeups),
             spin_ns=self._spin_ns,
             max_batch=self._max_batch,
+            cpu_affinity=self.cpu_affinity,
         )
 
     def _remove_poll_handler(self, handler: PollHandler) -> None:

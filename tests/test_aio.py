@@ -1,0 +1,272 @@
+"""The AioContext: wake-ups are never lost, polling, poll handlers, batching.
+
+Each test runs on both loops: the stdlib loop goes through the selector
+wrapper, uvloop through the self-rescheduling callback poller.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from iothreads import IOThread
+
+from .conftest import LoopFactory
+
+WAIT = 10.0
+
+#: A poll-max-ns so large that every round trip in a test grows the window.
+HUGE_POLL_NS = 10**11
+#: A window of a second: once grown to it, the loop spins far longer than the
+#: test needs to set a flag the spin must see.
+SPINNING_NS = 10**9
+
+
+def grow_window(io: IOThread, until: Callable[[int], bool]) -> None:
+    """Serve round trips until the polling window satisfies *until*.
+
+    The window grows when the loop blocks for longer than the window but less
+    than poll-max-ns, so each round trip comes a little after the window
+    closed (the pause shapes the load; nothing is synchronised by it).
+    Bounded: gives up after 100 round trips.
+    """
+    for _ in range(100):
+        poll_ns = io.aio_context.statistics().poll_ns
+        if until(poll_ns):
+            return
+        threading.Event().wait(min(0.05, 2 * poll_ns / 1e9))
+        io.submit(lambda: None).result(WAIT)
+    pytest.fail(f"window never reached the wanted size: {io.aio_context.statistics()}")
+
+
+@pytest.mark.parametrize("poll_max_ns", [0, 32768, 500_000])
+def test_no_wakeup_is_ever_lost(loop_factory: LoopFactory, poll_max_ns: int) -> None:
+    """Many producers, random gaps; each waits for its own callback, bounded.
+
+    A lost wake-up leaves the loop asleep with work queued, so the producer's
+    bounded wait fails.  Gaps range from none to longer than the window, so
+    submissions land while the loop is awake, spinning, announcing sleep and
+    asleep.
+    """
+    producers, per_producer = 4, 400
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=poll_max_ns) as io:
+        failures: list[str] = []
+
+        def producer(seed: int) -> None:
+            rng = random.Random(seed)
+            done = threading.Event()
+            for i in range(per_producer):
+                done.clear()
+                io.call_soon_threadsafe(done.set)
+                if not done.wait(WAIT):
+                    failures.append(f"producer {seed}: callback {i} never ran")
+                    return
+                gap = rng.random()
+                if gap < 0.3:
+                    continue  # back to back
+                if gap < 0.6:
+                    for _ in range(rng.randrange(2000)):
+                        pass  # a short busy gap, inside or around the window
+                else:
+                    threading.Event().wait(rng.random() / 2000)  # up to 0.5 ms asleep
+
+        threads = [threading.Thread(target=producer, args=(k,)) for k in range(producers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT * per_producer)
+        assert failures == []
+        stats = io.aio_context.statistics()
+        assert stats.submitted >= producers * per_producer
+        assert stats.wakeups_sent + stats.wakeups_suppressed == stats.submitted
+
+
+def test_awake_loop_suppresses_wakeups(loop_factory: LoopFactory) -> None:
+    """While the loop is busy, producers only enqueue: no eventfd writes."""
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=0) as io:
+        entered, gate = threading.Event(), threading.Event()
+        io.call_soon_threadsafe(lambda: (entered.set(), gate.wait(WAIT)))
+        assert entered.wait(WAIT)
+        before = io.aio_context.statistics()
+        for _ in range(1000):
+            io.call_soon_threadsafe(lambda: None)
+        after = io.aio_context.statistics()
+        gate.set()
+        io.submit(lambda: None).result(WAIT)
+        assert after.wakeups_sent == before.wakeups_sent  # not one write while awake
+        final = io.aio_context.statistics()
+        assert final.wakeups_suppressed >= 1000
+
+
+def test_window_grows_with_traffic_and_zero_disables(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS) as io:
+        grow_window(io, lambda poll_ns: poll_ns >= 4000)
+        assert io.aio_context.statistics().polls > 0
+    with IOThread("io1", loop_factory=loop_factory, poll_max_ns=0) as io:
+        for _ in range(50):
+            io.submit(lambda: None).result(WAIT)
+        stats = io.aio_context.statistics()
+        assert (stats.poll_ns, stats.polls, stats.spin_ns) == (0, 0, 0)
+
+
+def test_live_tuning_resets_the_window(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS) as io:
+        grow_window(io, lambda poll_ns: poll_ns >= 8000)
+        io.poll_max_ns = 0
+        # The reset is applied by the loop itself, after what was queued.
+        io.submit(lambda: None).result(WAIT)
+        assert io.aio_context.statistics().poll_ns == 0
+        polls = io.aio_context.statistics().polls
+        for _ in range(20):
+            io.submit(lambda: None).result(WAIT)
+        assert io.aio_context.statistics().polls == polls  # polling is off
+
+
+def test_poll_handler_is_polled_during_the_spin(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS, poll_grow=1000) as io:
+        flag = threading.Event()
+        readied = threading.Event()
+        calls: list[str] = []
+
+        def poll() -> bool:
+            return flag.is_set()
+
+        def ready() -> None:
+            calls.append("ready")
+            flag.clear()
+            readied.set()
+
+        handler = io.aio_context.add_poll_handler(
+            poll, ready, begin=lambda: calls.append("begin"), end=lambda: calls.append("end")
+        )
+        grow_window(io, lambda poll_ns: poll_ns >= SPINNING_NS)
+        # The loop is now spinning with a window far longer than our wait;
+        # the flag is the only signal (no wake-up is written).
+        wakeups = io.aio_context.statistics().wakeups_sent
+        flag.set()
+        assert readied.wait(WAIT)
+        assert io.aio_context.statistics().wakeups_sent == wakeups
+        assert "begin" in calls
+        assert "end" in calls
+        assert calls.index("begin") < calls.index("ready")
+        handler.remove()
+        io.submit(lambda: None).result(WAIT)
+        readied.clear()
+        flag.set()
+        io.submit(lambda: None).result(WAIT)  # a full iteration with the flag set
+        assert not readied.is_set()
+
+
+def test_poll_handler_errors_go_to_the_exception_handler(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS, poll_grow=1000) as io:
+        errors: list[BaseException] = []
+        seen = threading.Event()
+        assert io.loop is not None
+        io.loop.set_exception_handler(
+            lambda loop, ctx: (errors.append(ctx["exception"]), seen.set())
+        )
+        fire = threading.Event()
+        io.aio_context.add_poll_handler(fire.is_set, lambda: (fire.clear(), 1 / 0))
+        grow_window(io, lambda poll_ns: poll_ns >= SPINNING_NS)
+        fire.set()
+        assert seen.wait(WAIT)
+        assert isinstance(errors[0], ZeroDivisionError)
+        assert io.run_sync(lambda: "alive") == "alive"
+
+
+def test_flood_does_not_starve_timers_or_sockets(loop_factory: LoopFactory) -> None:
+    """aio-max-batch: the inbox never empties, yet timers and I/O are served.
+
+    Each flood callback re-queues itself through the inbox, so a loop that
+    drained the inbox until empty would never get to anything else.
+    """
+    with IOThread("io0", loop_factory=loop_factory, aio_max_batch=8) as io:
+        flooding = True
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        timer_ticks = 0
+        echoes = 0
+        served = threading.Event()
+
+        def flood() -> None:
+            if flooding:
+                io.call_soon_threadsafe(flood)
+
+        def check() -> None:
+            if timer_ticks >= 20 and echoes >= 20:
+                served.set()
+
+        def tick() -> None:
+            nonlocal timer_ticks
+            timer_ticks += 1
+            check()
+            assert io.loop is not None
+            io.loop.call_later(0.0001, tick)
+
+        def on_readable() -> None:
+            nonlocal echoes
+            b.recv(1)
+            echoes += 1
+            check()
+            a.send(b"x")
+
+        def setup() -> None:
+            assert io.loop is not None
+            io.loop.add_reader(b.fileno(), on_readable)
+            io.loop.call_later(0.0001, tick)
+            a.send(b"x")
+            for _ in range(200):
+                io.call_soon_threadsafe(flood)
+
+        try:
+            io.call_soon_threadsafe(setup)
+            assert served.wait(WAIT), (timer_ticks, echoes)
+            assert io.aio_context.statistics().max_batch == 8
+        finally:
+            flooding = False
+            assert io.loop is not None
+            io.run_sync(io.loop.remove_reader, b.fileno())
+            a.close()
+            b.close()
+
+
+def test_default_batch_is_32(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        assert io.aio_context.statistics().max_batch == 32
+        io.aio_max_batch = 5
+        io.submit(lambda: None).result(WAIT)
+        assert io.aio_context.statistics().max_batch == 5
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+def test_cpu_affinity(loop_factory: LoopFactory) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    first = {allowed[0]}
+    with IOThread("io0", loop_factory=loop_factory, cpu_affinity=first) as io:
+        assert io.run_sync(os.sched_getaffinity, 0) == first
+        assert io.aio_context.statistics().cpu_affinity == frozenset(first)
+        io.cpu_affinity = set(allowed)
+        assert io.run_sync(os.sched_getaffinity, 0) == set(allowed)
+        io.cpu_affinity = None  # None: back to the CPUs the thread inherited
+        assert io.cpu_affinity is None
+        io.submit(lambda: None).result(WAIT)  # applied by the loop, in order
+        assert io.aio_context.statistics().cpu_affinity is None
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+def test_cpu_affinity_rejects_bad_sets() -> None:
+    io = IOThread("io0")
+    with pytest.raises(ValueError, match="cpu_affinity must not be empty"):
+        io.cpu_affinity = set()
+    missing = max(os.sched_getaffinity(0)) + 1
+    with pytest.raises(ValueError, match=f"CPU {missing} is not allowed to this process"):
+        IOThread("io1", cpu_affinity={missing})
+    with pytest.raises(TypeError, match="cpu_affinity must be a set of CPU ids or None"):
+        io.cpu_affinity = {"0"}  # type: ignore[assignment]
+    assert io.cpu_affinity is None
