@@ -42,6 +42,7 @@ from ``query()`` plus :meth:`MainContext.fileno` for at most the timeout, then
 ``check()`` and ``dispatch()``.  :class:`_AsyncioDriver` does this on an
 asyncio loop (stdlib or uvloop).
 
+Threads: a function runs in any thread unless its comment names one.
 Locking: every field of a context, of its attached sources and of its main
 loops is guarded by the context's ``_lock``, unless a comment says otherwise.
 User code (``prepare``, ``check``, ``dispatch``, ``finalize``, callbacks) never
@@ -254,8 +255,8 @@ class MainContext:
 
     Any thread may attach and destroy sources and call :meth:`wakeup`; one
     thread at a time owns the context (:meth:`acquire`) and runs its
-    iterations.  The wake-up pipe is created on first need and closed when
-    the context is garbage-collected.
+    iterations.  The wake-up pipe is created on first need and closed by
+    ``_AsyncioDriver.close()``, or when the context is garbage-collected.
     """
 
     def __init__(self) -> None:
@@ -293,7 +294,8 @@ class MainContext:
     @staticmethod
     def get_thread_default() -> MainContext | None:
         """The calling thread's pushed context; ``None`` means the global default."""
-        # runs in any thread; reads only that thread's stack
+        # runs in any thread; reads only that thread's stack (and
+        # _default_context without its lock: it is set once, never changed)
         stack = _thread_defaults.stack
         if not stack or stack[-1] is _default_context:
             return None
@@ -434,6 +436,8 @@ class MainContext:
                 self._close_waker_fds()
             self._waker = self._close_waker_fds = None
             self._woken = False
+            # Nobody polls now: changes need not (and must not) re-create the pipe.
+            self._poll_waiting = False
 
     def _signal_locked(self) -> None:
         if not self._woken:
@@ -641,17 +645,20 @@ class MainContext:
                     source._blocked = True
                 source._in_call += 1
                 callback, args = source._callback, source._args
-            keep = False
+            # None: a BaseException (KeyboardInterrupt...) went through; the
+            # source is left as it was.
+            keep: bool | None = None
             try:
                 keep = bool(source.dispatch(callback, args))
             except Exception:
                 _logger.exception("dispatch of %r raised; destroying it", source)
+                keep = False
             finally:
                 with self._lock:
                     source._in_call -= 1
                     if blocked_here:
                         source._blocked = False
-                    if not keep:
+                    if keep is False:
                         source._destroy_locked(self)
                     finalize = source._take_finalize_locked()
                 if finalize:

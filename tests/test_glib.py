@@ -112,6 +112,23 @@ class Probe(Source):
         return False, -1
 
 
+def keep_calling(fn: Callable[..., object], *args: object) -> Callable[..., bool]:
+    """A source callback running ``fn(*args, *callback_args)`` that keeps its source."""
+
+    def callback(*callback_args: object) -> bool:
+        fn(*args, *callback_args)
+        return glib.SOURCE_CONTINUE
+
+    return callback
+
+
+def record_thread(into: list[int], done: threading.Event) -> bool:
+    """A source callback: note the thread it runs in, signal, remove the source."""
+    into.append(threading.get_ident())
+    done.set()
+    return glib.SOURCE_REMOVE
+
+
 def in_thread(fn: Callable[[], T]) -> T:
     """Run *fn* in a new thread, wait for it, return its result."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -281,7 +298,7 @@ def test_a_false_result_destroys_the_source(ctx: MainContext, result: object) ->
 
 def test_a_true_result_keeps_the_source(ctx: MainContext) -> None:
     calls: list[int] = []
-    source_id = glib.idle_add(lambda: calls.append(1) or glib.SOURCE_CONTINUE, context=ctx)
+    source_id = glib.idle_add(keep_calling(calls.append, 1), context=ctx)
     for _ in range(3):
         assert ctx.iteration(False)
     assert calls == [1, 1, 1]
@@ -301,10 +318,38 @@ def test_a_raising_callback_is_logged_and_destroys_its_source(
     assert ctx.find_source_by_id(source_id) is None
 
 
+def test_a_raising_prepare_is_logged_and_destroys_its_source(
+    ctx: MainContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(Source):
+        def prepare(self) -> tuple[bool, int]:
+            raise OSError("broken prepare")
+
+    source = Broken()
+    source.attach(ctx)
+    with caplog.at_level(logging.ERROR, logger="iothreads.glib"):
+        assert not ctx.iteration(False)
+    assert "broken prepare" in caplog.text
+    assert source.is_destroyed()
+
+
+def test_a_base_exception_from_a_callback_propagates_and_keeps_the_source(
+    ctx: MainContext,
+) -> None:
+    def interrupt() -> bool:
+        raise KeyboardInterrupt
+
+    source_id = glib.idle_add(interrupt, context=ctx)
+    with pytest.raises(KeyboardInterrupt):
+        ctx.iteration(False)
+    assert ctx.find_source_by_id(source_id) is not None
+    assert not ctx.is_owner()  # the iteration released the context
+
+
 def test_destroyed_from_another_thread_mid_iteration_never_dispatches(ctx: MainContext) -> None:
     calls: list[str] = []
     victim = glib.Idle()
-    victim.set_callback(lambda: calls.append("victim") or True)
+    victim.set_callback(keep_calling(calls.append, "victim"))
 
     def first() -> bool:
         # Runs while the iteration has already chosen `victim` to dispatch.
@@ -324,7 +369,7 @@ def test_destroyed_from_another_thread_mid_iteration_never_dispatches(ctx: MainC
 def test_destroyed_between_check_and_dispatch_never_dispatches(ctx: MainContext) -> None:
     calls: list[int] = []
     source = glib.Idle()
-    source.set_callback(lambda: calls.append(1) or True)
+    source.set_callback(keep_calling(calls.append, 1))
     source.attach(ctx)
     assert ctx.acquire()
     try:
@@ -421,7 +466,6 @@ def test_timeouts_fire_in_deadline_order_and_never_early(ctx: MainContext) -> No
     intervals = [30, 10, 20, 0, 10, 5, 30]
     fired: list[tuple[int, int, int]] = []  # (index, deadline, clock at dispatch)
     start = glib.get_monotonic_time()
-    deadlines = []
 
     def on_timeout(index: int) -> bool:
         fired.append((index, deadlines[index], glib.get_monotonic_time()))
@@ -622,7 +666,7 @@ def test_a_source_without_callback_warns_and_is_removed(ctx: MainContext) -> Non
 def test_set_ready_time_makes_a_source_ready(ctx: MainContext) -> None:
     calls: list[int] = []
     source = Source()
-    source.set_callback(lambda: calls.append(glib.get_monotonic_time()) or True)
+    source.set_callback(keep_calling(lambda: calls.append(glib.get_monotonic_time())))
     source.attach(ctx)
     assert not ctx.iteration(False)  # no ready time: never ready
     deadline = glib.get_monotonic_time() + 2000
@@ -657,7 +701,7 @@ def test_unix_fd_tags_can_be_modified_queried_and_removed(ctx: MainContext) -> N
         hits: list[IOCondition] = []
         source = Source()
         tag = source.add_unix_fd(a.fileno(), 0)
-        source.set_callback(lambda: hits.append(source.query_unix_fd(tag)) or True)
+        source.set_callback(keep_calling(lambda: hits.append(source.query_unix_fd(tag))))
         source.attach(ctx)
         assert not ctx.iteration(False)  # events 0: paused
         source.modify_unix_fd(tag, glib.IO_OUT)
@@ -684,18 +728,35 @@ def test_set_priority_reorders_an_attached_source(ctx: MainContext) -> None:
     assert calls == ["second", "first"]
 
 
+def _untyped(value: object) -> Any:
+    """*value* as ``Any``: lets a test pass a badly typed argument on purpose."""
+    return value
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
         (lambda: glib.timeout_add(-1, print), ValueError, "interval must be >= 0 ms, not -1"),
         (lambda: glib.timeout_add_seconds(-2, print), ValueError, "not -2"),
-        (lambda: glib.timeout_add(1.5, print), TypeError, "interval must be an int, not 1.5"),
-        (lambda: glib.idle_add("nope"), TypeError, "callback must be callable, not 'nope'"),
+        (
+            lambda: glib.timeout_add(_untyped(1.5), print),
+            TypeError,
+            "interval must be an int, not 1.5",
+        ),
+        (
+            lambda: glib.idle_add(_untyped("nope")),
+            TypeError,
+            "callback must be callable, not 'nope'",
+        ),
         (lambda: glib.idle_add(print, priority=True), TypeError, "priority must be an int"),
         (lambda: glib.io_add_watch(-1, 0, glib.IO_IN, print), ValueError, "not -1"),
         (lambda: glib.io_add_watch("x", 0, glib.IO_IN, print), TypeError, "not 'x'"),
         (lambda: glib.io_add_watch(0, 0, 1024, print), ValueError, "condition 1024 has bits"),
-        (lambda: glib.source_remove("1"), TypeError, "tag must be an int, not '1'"),
+        (
+            lambda: glib.source_remove(_untyped("1")),
+            TypeError,
+            "tag must be an int, not '1'",
+        ),
     ],
 )
 def test_bad_arguments_are_named(call: Callable[[], object], error: type, message: str) -> None:
@@ -717,7 +778,11 @@ def test_a_context_can_be_driven_externally(ctx: MainContext) -> None:
     calls: list[IOCondition] = []
     try:
         glib.io_add_watch(
-            r, glib.PRIORITY_DEFAULT, glib.IO_IN, lambda fd, c: calls.append(c) or True, context=ctx
+            r,
+            glib.PRIORITY_DEFAULT,
+            glib.IO_IN,
+            keep_calling(lambda fd, condition: calls.append(condition)),
+            context=ctx,
         )
         glib.timeout_add(WAIT_MS, print, context=ctx)
         assert ctx.acquire()
@@ -803,9 +868,13 @@ def test_run_from_a_second_thread_is_refused_while_another_runs(ctx: MainContext
 
 def test_invoke_runs_at_once_in_the_owner(ctx: MainContext) -> None:
     calls: list[int] = []
+    def thrice() -> bool:
+        calls.append(len(calls))
+        return len(calls) < 3  # invoke repeats it while it returns true
+
     assert ctx.acquire()
     try:
-        ctx.invoke(lambda: calls.append(len(calls)) or len(calls) < 3)  # repeats while true
+        ctx.invoke(thrice)
     finally:
         ctx.release()
     assert calls == [0, 1, 2]
@@ -929,6 +998,7 @@ def test_driver_reports_in_then_hup(driven: tuple[LoopThread, MainContext]) -> N
         os.close(w)
         assert got_hup.wait(WAIT)
         lt.call(lambda: None)  # the round that removed the watch is over
+        assert not lt.call(lt.loop.remove_reader, r)  # the driver unregistered it
     finally:
         with contextlib.suppress(OSError):
             os.close(w)
@@ -1011,7 +1081,7 @@ def test_driver_wakes_for_attach_destroy_and_invoke_from_another_thread(
     assert after_destroy.prepared.wait(WAIT)
     ran_in: list[int] = []
     invoked = threading.Event()
-    ctx.invoke(lambda: ran_in.append(threading.get_ident()) or invoked.set())
+    ctx.invoke(record_thread, ran_in, invoked)
     assert invoked.wait(WAIT)
     assert ran_in == [lt.thread.ident]
 
@@ -1029,7 +1099,7 @@ def test_driver_owns_the_context_so_a_main_loop_elsewhere_is_refused(
     done = threading.Event()
     try:
         wait_until(other.is_running)
-        glib.idle_add(lambda: ran_in.append(threading.get_ident()) or done.set(), context=ctx)
+        glib.idle_add(record_thread, ran_in, done, context=ctx)
         assert done.wait(WAIT)
     finally:
         other.quit()
