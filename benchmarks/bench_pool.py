@@ -306,11 +306,16 @@ def verdicts(results: Sequence[Result]) -> list[str]:
                 f"({best.case}); target <= 0.8"
             )
         elif group.startswith(f"{NAME}/burst"):
-            warm = rs[0].percentile(50)
+            # The target compares with the warm p50; a burst has a
+            # spread of its own (8 requests share 2 CPUs and one caller
+            # loop), so the warm burst's own p99.9 is shown as well.
+            warm = rs[0]
             for r in rs[1:4]:
                 lines.append(
-                    f"{group}: {r.case} p99.9 = {r.percentile(99.9) / warm:.2f}x the warm p50"
-                    + ("; target <= 1.5" if r.case == BURST_CASES[1][0] else "")
+                    f"{group}: {r.case} p99.9 = "
+                    f"{r.percentile(99.9) / warm.percentile(50):.2f}x the warm p50"
+                    + ("  (target <= 1.5)" if r.case == BURST_CASES[1][0] else "")
+                    + f", {r.percentile(99.9) / warm.percentile(99.9):.2f}x the warm p99.9"
                 )
         elif group.startswith(f"{NAME}/submit"):
             tpe, ours = rs
