@@ -1,0 +1,392 @@
+"""The ``iothreads`` command line (also ``python -m iothreads``).
+
+* ``iothreads serve --object iothread,id=io0,poll-max-ns=32768 --qmp unix:PATH``
+  hosts objects (QEMU's ``-object`` syntax) and a QMP monitor until SIGINT or
+  SIGTERM, then stops everything and exits 0.
+* ``iothreads query --qmp unix:PATH [--json]`` prints the iothreads.
+* ``iothreads set --qmp unix:PATH io0 poll-max-ns=0`` tunes an object live.
+* ``iothreads bench [ARGS]`` runs ``python -m benchmarks ARGS`` (the benchmarks
+  live in the source tree, not in the wheel).
+
+``serve`` uses the public objects API and :class:`iothreads.qmp.Monitor`;
+``query`` and ``set`` speak QMP through the small client below, so they work
+against any process that embeds a monitor.  A monitor's error is printed as
+its ``desc``, and the exit status is 1.
+
+Everything here runs in the main thread (``serve`` on its asyncio loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import runpy
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self
+
+from ._errors import IOThreadsError
+from ._objects import object_add, object_del, query_iothreads
+from .qmp import Monitor
+
+__all__ = ["main"]
+
+#: Exit statuses: 1 for a refused request or an unreachable monitor; argparse
+#: uses 2 for a malformed command line.
+_EXIT_ERROR: Final = 1
+
+#: Longest reply line the client accepts.  Replies are one line each;
+#: query-iothreads takes ~150 bytes per iothread, so 16 MiB is far beyond any
+#: real answer while still bounding a broken server.
+_REPLY_LIMIT: Final = 16 << 20
+
+#: The ``-qmp`` options QEMU users write out of habit; they describe what the
+#: monitor does anyway (it listens, and never waits for a client).
+_QMP_NOOP_OPTIONS: Final = frozenset({"server", "server=on", "wait=off", "nowait"})
+
+#: The TCP host when an address names none: loopback, as the monitor's default.
+_LOOPBACK: Final = "127.0.0.1"
+
+#: ``query``'s columns, in QEMU's order (the keys of query-iothreads).
+_COLUMNS: Final = ("id", "thread-id", "poll-max-ns", "poll-grow", "poll-shrink", "aio-max-batch")
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Address:
+    """A ``--qmp`` address: ``unix:PATH`` or ``tcp:[HOST]:PORT``."""
+
+    path: str | None = None
+    host: str | None = None  # None: loopback (the monitor's default)
+    port: int | None = None
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
+        return f"tcp:{self.host or ''}:{self.port}"
+
+
+def _parse_address(text: str) -> _Address:
+    """Parse ``unix:PATH`` or ``tcp:[HOST]:PORT`` (QEMU's ``-qmp`` forms).
+
+    Raises:
+        argparse.ArgumentTypeError: anything else; the message quotes *text*.
+    """
+    address, *options = text.split(",")
+    for option in options:
+        if option not in _QMP_NOOP_OPTIONS:
+            raise argparse.ArgumentTypeError(f"unsupported option {option!r} in {text!r}")
+    kind, sep, rest = address.partition(":")
+    if kind == "unix" and sep and rest:
+        return _Address(path=rest)
+    if kind == "tcp" and sep:
+        host, sep, port = rest.rpartition(":")
+        if sep and port.isdigit():
+            return _Address(host=host.strip("[]") or None, port=int(port))
+    raise argparse.ArgumentTypeError(f"expected unix:PATH or tcp:[HOST]:PORT, got {text!r}")
+
+
+def _parse_value(text: str) -> int | str:
+    """An int where the text is one (``32768``, ``0x8000``), else the text,
+    for the object to reject with its own message naming the property."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        return text
+
+
+@dataclass(frozen=True)
+class _ObjectSpec:
+    """One ``--object`` argument, parsed."""
+
+    text: str
+    qom_type: str
+    id: str | None
+    props: dict[str, int | str]
+
+
+def _parse_object(text: str) -> _ObjectSpec:
+    """Parse QEMU's ``-object`` syntax: ``TYPE,id=ID,PROP=VALUE,...``
+    (``qom-type=TYPE`` also works); property values are ints.
+
+    Raises:
+        argparse.ArgumentTypeError: a malformed item; the message quotes it.
+    """
+    fields: dict[str, str] = {}
+    for i, item in enumerate(text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep and i == 0:
+            key, value = "qom-type", item
+        elif not sep:
+            raise argparse.ArgumentTypeError(f"expected PROPERTY=VALUE, got {item!r} in {text!r}")
+        if not key:
+            raise argparse.ArgumentTypeError(f"empty property name in {text!r}")
+        if key in fields:
+            raise argparse.ArgumentTypeError(f"Parameter '{key}' is duplicate in {text!r}")
+        fields[key] = value
+    qom_type = fields.pop("qom-type", None)
+    if not qom_type:
+        raise argparse.ArgumentTypeError(f"Parameter 'qom-type' is missing in {text!r}")
+    id = fields.pop("id", None)
+    return _ObjectSpec(text, qom_type, id, {k: _parse_value(v) for k, v in fields.items()})
+
+
+def _parse_assignment(text: str) -> tuple[str, int | str]:
+    """``PROP=VALUE`` for ``set``.
+
+    Raises:
+        argparse.ArgumentTypeError: no ``=`` or no name; the message quotes *text*.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected PROPERTY=VALUE, got {text!r}")
+    return key, _parse_value(value)
+
+
+# -- a minimal QMP client ----------------------------------------------------------------
+
+
+class _MonitorError(Exception):
+    """The monitor refused a command; ``str()`` is its ``desc``."""
+
+
+class _QMPClient:
+    """Just enough QMP for ``query`` and ``set``: connect, negotiate, execute."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._last_id = 0
+
+    @classmethod
+    async def connect(cls, address: _Address) -> Self:
+        """Connect, read the greeting, negotiate capabilities.
+
+        Raises:
+            OSError: the connection failed.
+            _MonitorError: the peer does not speak QMP or refused negotiation.
+        """
+        if address.path is not None:
+            reader, writer = await asyncio.open_unix_connection(address.path, limit=_REPLY_LIMIT)
+        else:
+            reader, writer = await asyncio.open_connection(
+                address.host or _LOOPBACK, address.port, limit=_REPLY_LIMIT
+            )
+        client = cls(reader, writer)
+        try:
+            greeting = await client._receive()
+            if "QMP" not in greeting:
+                raise _MonitorError(f"{address} is not a QMP monitor (greeting {greeting!r})")
+            await client.execute("qmp_capabilities")
+        except BaseException:
+            await client.aclose()
+            raise
+        return client
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Run one command; return its ``return`` value.
+
+        Raises:
+            _MonitorError: the monitor's error reply (its ``desc``), or the
+                monitor hung up.
+            OSError: the connection broke.
+        """
+        self._last_id += 1
+        request: dict[str, Any] = {"execute": command, "id": self._last_id}
+        if arguments:
+            request["arguments"] = arguments
+        self._writer.write(json.dumps(request).encode() + b"\n")
+        await self._writer.drain()
+        while True:
+            reply = await self._receive()
+            if reply.get("id") != self._last_id:
+                continue  # an event, or a reply to someone else's id
+            if "error" in reply:
+                raise _MonitorError(reply["error"].get("desc", reply["error"]))
+            return reply.get("return")
+
+    async def _receive(self) -> dict[str, Any]:
+        line = await self._reader.readline()
+        if not line:
+            raise _MonitorError("the monitor closed the connection")
+        message = json.loads(line)
+        if not isinstance(message, dict):
+            raise _MonitorError(f"the monitor sent {message!r}, not a JSON object")
+        return message
+
+    async def aclose(self) -> None:
+        self._writer.close()
+        try:
+            await self._writer.wait_closed()
+        except OSError:
+            pass  # broken already: closed all the same
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _fail(message: object) -> int:
+    print(message, file=sys.stderr)
+    return _EXIT_ERROR
+
+
+# -- the commands ------------------------------------------------------------------------
+
+
+async def _serve(objects: Sequence[_ObjectSpec], addresses: Sequence[_Address]) -> int:
+    """Host *objects* and a monitor per address until SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    monitors: list[Monitor] = []
+    try:
+        for spec in objects:
+            try:
+                object_add(spec.qom_type, spec.id, **spec.props)
+            except IOThreadsError as exc:
+                return _fail(f"iothreads serve: --object {spec.text}: {exc}")
+        for address in addresses:
+            monitor = Monitor(address.path, host=address.host or _LOOPBACK, port=address.port)
+            try:
+                await monitor.start()
+            except OSError as exc:
+                return _fail(f"iothreads serve: cannot listen on {address}: {exc}")
+            monitors.append(monitor)
+            if monitor.tcp_address is not None:
+                host, port = monitor.tcp_address
+                address = _Address(host=host, port=port)
+            print(f"iothreads serve: QMP monitor listening on {address}", flush=True)
+        await stop.wait()
+        return 0
+    finally:
+        for monitor in monitors:
+            await monitor.aclose()
+        # Every user iothread, including those added over QMP, stops cleanly.
+        for info in reversed(query_iothreads()):
+            object_del(info.id)
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+async def _query(address: _Address, as_json: bool) -> int:
+    try:
+        async with await _QMPClient.connect(address) as client:
+            iothreads = await client.execute("query-iothreads")
+    except _MonitorError as exc:
+        return _fail(exc)
+    except OSError as exc:
+        return _fail(f"iothreads query: cannot reach the monitor at {address}: {exc}")
+    if as_json:
+        print(json.dumps(iothreads, indent=2))
+        return 0
+    rows = [[c.upper() for c in _COLUMNS]]
+    rows += [[str(t.get(c, "")) for c in _COLUMNS] for t in iothreads]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+async def _set(address: _Address, target: str, assignments: Sequence[tuple[str, int | str]]) -> int:
+    path = target if target.startswith("/") else f"/objects/{target}"
+    try:
+        async with await _QMPClient.connect(address) as client:
+            for prop, value in assignments:
+                await client.execute("qom-set", {"path": path, "property": prop, "value": value})
+    except _MonitorError as exc:
+        return _fail(exc)
+    except OSError as exc:
+        return _fail(f"iothreads set: cannot reach the monitor at {address}: {exc}")
+    return 0
+
+
+def _bench(args: Sequence[str]) -> int:
+    """Run ``python -m benchmarks ARGS``: the current directory first on
+    ``sys.path``, as ``python -m`` has it.
+
+    Raises:
+        SystemExit: whatever the benchmarks exit with.
+    """
+    sys.path.insert(0, os.getcwd())
+    try:
+        found = importlib.util.find_spec("benchmarks.__main__") is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        return _fail(
+            "iothreads bench: no 'benchmarks' package here; run it from the root of a "
+            "checkout of the iothreads repository (the benchmarks are not in the wheel)"
+        )
+    sys.argv = ["python -m benchmarks", *args]
+    runpy.run_module("benchmarks", run_name="__main__", alter_sys=True)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="iothreads", description="Host, inspect and tune iothreads over QMP."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="host objects and a QMP monitor until SIGINT/SIGTERM")
+    serve.add_argument(
+        "--object",
+        action="append",
+        default=[],
+        type=_parse_object,
+        metavar="TYPE,id=ID[,PROP=VALUE...]",
+        help="create an object, as QEMU's -object (e.g. iothread,id=io0,poll-max-ns=32768)",
+    )
+    serve.add_argument(
+        "--qmp",
+        action="append",
+        default=[],
+        type=_parse_address,
+        metavar="ADDRESS",
+        help="listen for QMP clients on unix:PATH or tcp:[HOST]:PORT (loopback by default)",
+    )
+
+    query = sub.add_parser("query", help="list the iothreads of a running monitor")
+    query.add_argument("--qmp", required=True, type=_parse_address, metavar="ADDRESS")
+    query.add_argument("--json", action="store_true", help="print query-iothreads' JSON")
+
+    set_ = sub.add_parser("set", help="set properties of a live object")
+    set_.add_argument("--qmp", required=True, type=_parse_address, metavar="ADDRESS")
+    set_.add_argument("id", help="the object's id (or its QOM path)")
+    set_.add_argument("assignments", nargs="+", type=_parse_assignment, metavar="PROP=VALUE")
+
+    # Listed for --help only: main() hands "bench" and all after it to the benchmarks.
+    sub.add_parser("bench", help="run the benchmarks (python -m benchmarks ARGS)", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: parse *argv* (default ``sys.argv[1:]``), run, return
+    the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["bench"]:
+        return _bench(args_list[1:])
+    args = _parser().parse_args(args_list)
+    if args.command == "serve":
+        return asyncio.run(_serve(args.object, args.qmp))
+    if args.command == "query":
+        return asyncio.run(_query(args.qmp, args.json))
+    return asyncio.run(_set(args.qmp, args.id, args.assignments))
