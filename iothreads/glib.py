@@ -21,6 +21,10 @@ The semantics follow GLib's ``gmain.c``:
   own callback) unless ``set_can_recurse(True)``;
 - attaching, destroying, or changing a source from another thread wakes a
   context blocked in poll;
+- ``MainLoop.run()`` in a second thread, while another thread owns the
+  context, never iterates it: it waits, dispatching nothing, until it can own
+  the context or its loop is quit (``g_main_loop_run``); ``iteration(False)``
+  from such a thread returns ``False`` at once;
 - ``finalize()`` runs once, after the source is destroyed and no dispatch of
   it is running, in the thread that did the last of the two.
 
@@ -170,8 +174,10 @@ def _check_int(name: str, value: object) -> int:
 
 
 def _check_callable(value: object) -> None:
-    """Raises:
-    TypeError: *value* is not callable.
+    """Check that *value* can be a callback.
+
+    Raises:
+        TypeError: *value* is not callable.
     """
     if not callable(value):
         raise TypeError(f"callback must be callable, not {value!r}")
@@ -389,9 +395,11 @@ class MainContext:
                 self._cond.wait()
 
     def _require_owner(self, what: str) -> None:
-        """Raises:
-        RuntimeError: the calling thread does not own the context, or
-            *what* is called from a source's ``prepare()``/``check()``.
+        """Check that the calling thread may run the step *what* of an iteration.
+
+        Raises:
+            RuntimeError: the calling thread does not own the context, or
+                *what* is called from a source's ``prepare()``/``check()``.
         """
         with self._lock:
             owner = self._owner
@@ -418,6 +426,7 @@ class MainContext:
             return self._waker_locked().r
 
     def _waker_locked(self) -> _Waker:
+        # caller holds self._lock
         if self._waker is None:
             self._waker = _Waker()
             self._close_waker_fds = weakref.finalize(
@@ -440,12 +449,14 @@ class MainContext:
             self._poll_waiting = False
 
     def _signal_locked(self) -> None:
+        # caller holds self._lock
         if not self._woken:
             self._woken = True
             self._waker_locked().signal()
 
     def _wake_locked(self) -> None:
         """Wake the poller if the context is (about to be) waiting; suppressed otherwise."""
+        # caller holds self._lock
         if self._poll_waiting:
             self._signal_locked()
 
@@ -458,21 +469,24 @@ class MainContext:
     # -- the iteration, in GLib's steps ----------------------------------
 
     def _sorted_locked(self) -> list[Source]:
+        # caller holds self._lock; the list returned is never mutated, only replaced
         if self._sorted is None:
             # sorted() is stable: attach order within one priority.
             self._sorted = sorted(self._sources.values(), key=lambda s: s._priority)
         return self._sorted
 
     def _call_prepare(self, source: Source) -> tuple[bool, int]:
+        # runs in the owner thread, without the lock
         try:
             ready, timeout = source.prepare()
+            return bool(ready), int(timeout)
         except Exception:
             _logger.exception("prepare() of %r raised; destroying it", source)
             source.destroy()
             return False, -1
-        return bool(ready), int(timeout)
 
     def _call_check(self, source: Source) -> bool:
+        # runs in the owner thread, without the lock
         try:
             return bool(source.check())
         except Exception:
@@ -802,14 +816,12 @@ class MainLoop:
         """
         # runs in the thread that will own the context
         ctx = self._context
-        if not ctx.acquire():
-            with ctx._lock:
-                self._running = True
-            if not ctx._wait_for_ownership(lambda: self._running):
-                return
+        with ctx._lock:
+            self._running = True
+        # quit() while waiting makes run() return without ever owning the context.
+        if not ctx.acquire() and not ctx._wait_for_ownership(lambda: self._running):
+            return
         try:
-            with ctx._lock:
-                self._running = True
             while self.is_running():
                 ctx.iteration(True)
         finally:
@@ -1066,8 +1078,10 @@ class Source:
         return tag
 
     def _tag(self, tag: object) -> _UnixFD:
-        """Raises:
-        ValueError: *tag* is not one returned by this source's add_unix_fd().
+        """*tag* as this source's polled fd record; the caller holds the guard.
+
+        Raises:
+            ValueError: *tag* is not one returned by this source's add_unix_fd().
         """
         if not isinstance(tag, _UnixFD) or all(t is not tag for t in self._fds):
             raise ValueError(f"{tag!r} is not a unix fd tag of {self!r}")
