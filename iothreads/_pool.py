@@ -5,7 +5,9 @@
 - a request goes straight to an idle worker when there is one (the most
   recently idle first, so its caches are warm and the others can time out);
   otherwise it is queued and, when fewer than ``max_threads`` workers exist, a
-  new worker is started **off the submitter's path**;
+  new worker is started **off the submitter's path**, by the pool's spawner
+  thread (itself started on the pool's first need: an unused pool with
+  ``min_threads=0`` has no thread at all);
 - an idle worker exits after ``idle_timeout`` seconds while more than
   ``min_threads`` exist; the ``min_threads`` workers are created with the pool
   and never exit until it is shut down;
@@ -264,7 +266,9 @@ class ThreadPool(ThreadPoolExecutor):
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         name: str = "worker",
     ) -> None:
-        """Create the pool and its *min_threads* workers (and its spawner thread).
+        """Create the pool and its *min_threads* workers.
+
+        A pool with ``min_threads=0`` starts no thread until a worker is needed.
 
         Workers are named ``f"{name}-{n}"``, n counting from 1.
 
@@ -311,10 +315,23 @@ class ThreadPool(ThreadPoolExecutor):
         # one small thread of its own does the starting: a submitter only
         # queues a _Worker record and notifies it.  It sleeps on a condition
         # when there is nothing to start and exits at shutdown.
-        self._spawner = threading.Thread(
-            target=self._spawner_main, name=f"{name}-spawner", daemon=True
-        )
-        self._spawner.start()
+        #
+        # It is started lazily, the first time a worker has to be spawned, so
+        # that a pool with min_threads=0 that is never used (every IOThread
+        # owns one) has no thread at all.  That first time, and only once in
+        # the pool's life, the caller that needed the worker starts the
+        # spawner itself, after releasing the lock (_start_spawner): one
+        # Thread.start() on the submitter's path, instead of one per worker.
+        # A pool with min_threads > 0 starts it here instead: its constructor
+        # pays for thread starts anyway, and a pool configured for latency
+        # keeps even that one off its requests' path.
+        self._spawner: threading.Thread | None = None  # exists once needed
+        self._spawner_up = False  # its start() returned
+        self._spawner_settled = threading.Condition(self._lock)  # for shutdown
+        if min_threads:
+            with self._lock:
+                self._new_spawner_locked()
+            self._start_spawner()
 
         # The min workers are started here, by the constructor, which returns
         # once each has reached its first wait: the seed commit's point is no
@@ -350,7 +367,9 @@ class ThreadPool(ThreadPoolExecutor):
     @min_threads.setter
     def min_threads(self, value: int) -> None:
         with self._lock:
-            self._set_limits_locked(value, self._max)
+            start_spawner = self._set_limits_locked(value, self._max)
+        if start_spawner:
+            self._start_spawner()
 
     @property
     def max_threads(self) -> int:
@@ -361,7 +380,9 @@ class ThreadPool(ThreadPoolExecutor):
     @max_threads.setter
     def max_threads(self, value: int) -> None:
         with self._lock:
-            self._set_limits_locked(self._min, value)
+            start_spawner = self._set_limits_locked(self._min, value)
+        if start_spawner:
+            self._start_spawner()
 
     def set_limits(self, min_threads: int, max_threads: int) -> None:
         """Change both limits at once, live.
@@ -378,34 +399,43 @@ class ThreadPool(ThreadPoolExecutor):
                 the pool is left exactly as it was.
         """
         with self._lock:
-            self._set_limits_locked(min_threads, max_threads)
+            start_spawner = self._set_limits_locked(min_threads, max_threads)
+        if start_spawner:
+            self._start_spawner()
 
-    def _set_limits_locked(self, min_threads: object, max_threads: object) -> None:
+    def _set_limits_locked(self, min_threads: object, max_threads: object) -> bool:
         # Runs in any thread, with self._lock held.  Validates everything
         # before changing anything (QEMU stores a bad max before rejecting it).
+        # Returns True when the caller must start the spawner once it has
+        # released the lock.
         new_min = check_int64("thread-pool-min", min_threads)
         new_max = check_int64("thread-pool-max", max_threads)
         check_thread_pool_limits(new_min, new_max)
         self._min, self._max = new_min, new_max
         if self._closed:
-            return
+            return False
         # Lowering max: the coldest idle workers go first; busy and starting
         # ones check the limit whenever they look for work.
         while self._nthreads > new_max and self._idle:
             self._retire_locked(self._idle.pop(0))
         # Raising min starts the missing workers; raising max gives queued
         # requests not yet covered by a worker being started a worker each.
+        start_spawner = False
         while self._nthreads < new_min or (
             self._nthreads < new_max and len(self._queue) > len(self._to_start)
         ):
-            self._spawn_locked(idle=not self._queue)
+            start_spawner |= self._spawn_locked(idle=not self._queue)
+        return start_spawner
 
     # ------------------------------------------------------------- submission
 
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         """Run ``fn(*args, **kwargs)`` in a worker, in a copy of the caller's context.
 
-        Never waits for a thread to be created.  Runs in any thread.
+        Never waits for a worker thread to be created.  The one exception, once
+        in a pool's life: the first spawn of a pool created with
+        ``min_threads=0`` starts the pool's spawner thread in the caller.
+        Runs in any thread.
 
         Raises:
             RuntimeError: the pool was shut down.
@@ -450,8 +480,9 @@ class ThreadPool(ThreadPoolExecutor):
                 self._hand_locked(self._idle.pop(), request)
                 return
             self._queue.append(request)
-            if self._nthreads < self._max:
-                self._spawn_locked(idle=False)
+            if self._nthreads >= self._max or not self._spawn_locked(idle=False):
+                return
+        self._start_spawner()  # the first spawn of the pool's life (see __init__)
 
     def _withdraw(self, request: _LoopRequest) -> None:
         # Runs on the awaiting loop when its task was cancelled.
@@ -490,11 +521,49 @@ class ThreadPool(ThreadPoolExecutor):
             self._idle.insert(0, worker)
         return worker
 
-    def _spawn_locked(self, *, idle: bool) -> None:
+    def _spawn_locked(self, *, idle: bool) -> bool:
         # Runs in any thread, with self._lock held: one more worker, started
-        # by the spawner thread.
+        # by the spawner thread.  Returns True when there was no spawner yet:
+        # the caller must then call _start_spawner() once it has released the
+        # lock (starting a thread under the lock would stall every submitter).
         self._to_start.append(self._new_worker_locked(idle=idle))
+        if self._spawner is None:
+            self._new_spawner_locked()
+            return True
         self._spawn_wanted.notify()
+        return False
+
+    def _new_spawner_locked(self) -> None:
+        # Runs in any thread, with self._lock held; the caller starts it.
+        self._spawner = threading.Thread(
+            target=self._spawner_main, name=f"{self._name}-spawner", daemon=True
+        )
+        self._spawner_up = False
+
+    def _start_spawner(self) -> None:
+        # Runs in the thread that created the spawner, without the lock.
+        # Until start() returns, the workers asked for wait in _to_start; the
+        # spawner looks there before it first sleeps, so none is missed.
+        with self._lock:
+            spawner = self._spawner
+        assert spawner is not None  # only this thread can reset it
+        try:
+            spawner.start()
+        except RuntimeError as exc:  # "can't start new thread": out of threads or memory
+            # No spawner: the workers waiting for it never start.  Undo them
+            # (failing what they were to serve, as _start_failed does), and
+            # let the next spawn try again with a new spawner.
+            with self._lock:
+                self._spawner = None
+                stranded = list(self._to_start)
+                self._to_start.clear()
+                self._spawner_settled.notify_all()
+            for worker in stranded:
+                self._start_failed(worker, exc)
+            return
+        with self._lock:
+            self._spawner_up = True
+            self._spawner_settled.notify_all()
 
     def _spawner_main(self) -> None:
         # Runs in the spawner thread.  It starts what is asked even after
@@ -689,8 +758,16 @@ class ThreadPool(ThreadPoolExecutor):
             request.withdraw()
         if not wait:
             return
-        # Once the spawner is gone, no worker can appear any more.
-        self._spawner.join()
+        # Once the spawner is gone, no worker can appear any more.  A pool
+        # that never needed one has none; one being started by a submitter
+        # right now is waited for (start() returns promptly, or fails and
+        # resets it to None).
+        with self._lock:
+            while self._spawner is not None and not self._spawner_up:
+                self._spawner_settled.wait()
+            spawner = self._spawner
+        if spawner is not None:
+            spawner.join()
         with self._lock:
             workers = list(self._workers)
         me = threading.current_thread()

@@ -381,6 +381,115 @@ def test_a_failed_thread_start_fails_the_request_and_the_pool_recovers(
     assert pool.submit(pow, 2, 3).result(BOUND) == 8
 
 
+def pool_threads(name: str) -> list[str]:
+    """Names of every live thread of the pool called *name*, its spawner included."""
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith(f"{name}-"))
+
+
+def test_a_min_zero_pool_has_no_thread_until_a_worker_is_needed(pools: Pools) -> None:
+    before = set(threading.enumerate())
+    pool = pools.new(0, 4, name="unused")
+    assert set(threading.enumerate()) == before  # not even the spawner
+    pool.set_limits(0, 8)  # a change that needs no worker starts nothing either
+    assert set(threading.enumerate()) == before
+    # The first submit works: it starts the spawner, which starts the worker.
+    assert pool.submit(pow, 2, 5).result(BOUND) == 32
+    assert pool_threads("unused") == ["unused-1", "unused-spawner"]
+    assert pool.statistics().spawned == 1
+
+
+def test_shutdown_of_a_never_used_pool(pools: Pools) -> None:
+    before = set(threading.enumerate())
+    pool = pools.new(name="never")
+    pool.shutdown(wait=True)
+    assert set(threading.enumerate()) == before
+    with pytest.raises(RuntimeError, match="'never': it is shut down"):
+        pool.submit(pow, 2, 2)
+    pool.set_limits(2, 4)  # recorded, but a shut-down pool starts nothing
+    assert set(threading.enumerate()) == before
+    stats = pool.statistics()
+    assert (stats.min, stats.threads, stats.spawned) == (2, 0, 0)
+    pool.shutdown(wait=True)  # again: harmless
+
+
+def test_raising_min_on_an_unused_pool_starts_the_spawner(pools: Pools) -> None:
+    pool = pools.new(0, 4, name="late")
+    pool.min_threads = 2
+    wait_until(lambda: pool_threads("late") == ["late-1", "late-2", "late-spawner"])
+    assert pool.submit(pow, 2, 2).result(BOUND) == 4
+    assert pool.statistics().spawned == 2
+
+
+def test_a_pool_with_min_workers_starts_its_spawner_with_them(pools: Pools) -> None:
+    # Its first request beyond min then finds a spawner already running.
+    pools.new(1, 4, name="ready")
+    assert pool_threads("ready") == ["ready-1", "ready-spawner"]
+
+
+def test_shutdown_while_the_first_submit_starts_the_spawner(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The submitter is stalled inside the spawner's start(); shutdown(wait=True)
+    # must wait for it, then drain the queued request and join everything.
+    real_start = threading.Thread.start
+    starting, may_start = threading.Event(), pools.gate()
+
+    def stalled_start(thread: threading.Thread) -> None:
+        if thread.name == "race-spawner":
+            starting.set()
+            assert may_start.wait(BOUND)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", stalled_start)
+    pool = pools.new(0, 2, name="race")
+    futures: list[Future[int]] = []
+    submitter = threading.Thread(target=lambda: futures.append(pool.submit(pow, 2, 6)))
+    submitter.start()
+    assert starting.wait(BOUND)
+    stopper = threading.Thread(target=pool.shutdown)
+    stopper.start()
+
+    def closed() -> bool:
+        try:
+            pool.submit(pow, 0, 0).cancel()
+        except RuntimeError:
+            return True
+        return False
+
+    wait_until(closed)
+    may_start.set()
+    submitter.join(BOUND)
+    stopper.join(BOUND)
+    assert not submitter.is_alive()
+    assert not stopper.is_alive()
+    assert futures[0].result(0) == 64
+    assert pool_threads("race") == []
+
+
+def test_a_failed_spawner_start_fails_the_request_and_the_pool_recovers(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start = threading.Thread.start
+
+    def failing_start(thread: threading.Thread) -> None:
+        if thread.name == "nospawn-spawner":
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    pool = pools.new(0, 2, name="nospawn")
+    with monkeypatch.context() as patch:
+        patch.setattr(threading.Thread, "start", failing_start)
+        future = pool.submit(pow, 2, 2)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            future.result(BOUND)
+        stats = pool.statistics()
+        assert (stats.threads, stats.spawned, stats.exited, stats.queued) == (0, 1, 1, 0)
+        assert pool_threads("nospawn") == []
+    # The next spawn tries again with a new spawner.
+    assert pool.submit(pow, 2, 3).result(BOUND) == 8
+    assert pool_threads("nospawn") == ["nospawn-2", "nospawn-spawner"]
+
+
 def test_idle_workers_are_reused_most_recently_idle_first(pools: Pools) -> None:
     pool = pools.new(0, 3, name="lifo")
     gates = [pools.gate() for _ in range(3)]
