@@ -9,6 +9,7 @@ live under ``/objects/<id>`` and can be listed and tuned live, in process
 
 from __future__ import annotations
 
+from . import glib
 from ._aio import AioContext, AioContextStatistics, PollHandler
 from ._errors import (
     DeviceNotFound,
@@ -19,7 +20,7 @@ from ._errors import (
     ObjectNotFound,
     PropertyNotFound,
 )
-from ._iothread import EventLoopBase, IOThread, current_iothread, in_iothread
+from ._iothread import EventLoopBase, IOThread, MainLoop, current_iothread, in_iothread
 from ._objects import (
     IOThreadInfo,
     ObjectPropertyInfo,
@@ -33,6 +34,7 @@ from ._objects import (
     qom_set,
     query_iothreads,
 )
+from ._pool import ThreadPool, ThreadPoolStatistics
 
 __all__ = [
     "AioContext",
@@ -45,11 +47,15 @@ __all__ = [
     "IOThreadsError",
     "InvalidParameterType",
     "InvalidParameterValue",
+    "MainLoop",
     "ObjectNotFound",
     "ObjectPropertyInfo",
     "PollHandler",
     "PropertyNotFound",
+    "ThreadPool",
+    "ThreadPoolStatistics",
     "current_iothread",
+    "glib",
     "in_iothread",
     "iothread_by_id",
     "iothread_create",

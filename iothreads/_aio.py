@@ -43,8 +43,10 @@ import collections
 import contextvars
 import os
 import selectors
+import sys
 import threading
 import time
+from asyncio import format_helpers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -70,6 +72,24 @@ class ThreadsafeHandle(asyncio.Handle):
     """
 
     __slots__ = ()
+
+    def __init__(
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context | None,
+    ) -> None:
+        # asyncio.Handle.__init__, flattened: this runs once per hand-off.
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._loop = loop
+        self._repr = None
+        self._context = context if context is not None else contextvars.copy_context()
+        self._source_traceback = (
+            format_helpers.extract_stack(sys._getframe(1)) if loop.get_debug() else None
+        )
 
     def cancel(self) -> None:
         self._cancelled = True
@@ -202,14 +222,20 @@ class AioContext:
         if self._notify_me:
             self.wake()
         if self._closing:
-            # The loop closed between our two looks.  Its last drain ran after
-            # it set _closing; if that drain took our handle, the handle has
-            # its outcome.  Otherwise take it back: it must not be silently lost.
-            try:
-                self._inbox.remove(handle)
-            except ValueError:
-                return
-            raise IOThreadStopped("the event loop is stopped; it takes no more work")
+            self._take_back(handle)
+
+    def _take_back(self, handle: asyncio.Handle) -> None:
+        """The loop closed between a producer's two looks (any thread).
+
+        Its last drain ran after it set _closing; if that drain took *handle*,
+        the handle has its outcome.  Otherwise take it back, so that it is not
+        silently lost, and tell the producer.
+        """
+        try:
+            self._inbox.remove(handle)
+        except ValueError:
+            return
+        raise IOThreadStopped("the event loop is stopped; it takes no more work")
 
     def wake(self) -> None:
         """Make the loop leave its sleep (any thread)."""
@@ -227,9 +253,20 @@ class AioContext:
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
-        """Schedule *callback* on the loop from any thread; the handle can be cancelled."""
+        """Schedule *callback* on the loop from any thread; the handle can be cancelled.
+
+        Raises:
+            IOThreadStopped: the loop no longer takes work.
+        """
+        # submit(), inlined: this is the hot path of every hand-off.
+        if self._closing:
+            raise IOThreadStopped("the event loop is stopped; it takes no more work")
         handle = ThreadsafeHandle(callback, args, self.loop, context)
-        self.submit(handle)
+        self._inbox.append(handle)
+        if self._notify_me:
+            self.wake()
+        if self._closing:
+            self._take_back(handle)
         return handle
 
     def add_poll_handler(
@@ -290,12 +327,13 @@ class AioContext:
     def _run_inbox(self) -> None:
         """Run up to one batch of queued handles and the ready poll handlers."""
         inbox = self._inbox
-        for _ in range(self._max_batch):
-            if not inbox:
-                break
+        # What is queued now, up to one batch; later arrivals wait for the
+        # next iteration, behind the loop's timers and I/O.
+        batch = min(len(inbox), self._max_batch)
+        self._submitted += batch
+        for _ in range(batch):
             handle = inbox.popleft()
-            self._submitted += 1
-            if not handle.cancelled():
+            if not handle._cancelled:
                 handle._run()
         if self._ready_handlers:
             ready, self._ready_handlers = self._ready_handlers, []
@@ -441,6 +479,7 @@ class _PollingSelector(selectors.BaseSelector):
                     return []
                 # The zero-timeout select is the GIL-releasing step: producers
                 # run while we are in the syscall.
+                os.sched_yield()
                 events = inner_select(0)
                 if events:
                     return events

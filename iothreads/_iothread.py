@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Final, Self, TypeVar, overload
 
 from ._aio import AioContext
 from ._errors import InvalidParameterValue, IOThreadStopped, PropertyNotFound
+from ._pool import ThreadPool
 from ._props import (
     EVENT_LOOP_BASE_DEFAULTS,
     IOTHREAD_DEFAULTS,
@@ -44,6 +45,7 @@ from ._props import (
 __all__ = [
     "EventLoopBase",
     "IOThread",
+    "MainLoop",
     "current_iothread",
     "in_iothread",
 ]
@@ -134,6 +136,8 @@ class EventLoopBase:
         self._id = check_id(id)
         self._lock = threading.RLock()
         self._props = check_properties(self.property_defaults, self.property_defaults, props)
+        # The worker pool sized by thread-pool-min/max; guarded by _lock.
+        self._pool: ThreadPool | None = None
 
     @property
     def id(self) -> str:
@@ -174,12 +178,120 @@ class EventLoopBase:
         with self._lock:
             return dict(self._props)
 
+    @property
+    def thread_pool(self) -> ThreadPool | None:
+        """The worker pool (the loop's default executor) while there is one."""
+        return self._pool
+
+    def _new_pool(self, name: str) -> ThreadPool:
+        with self._lock:
+            return ThreadPool(
+                self._props["thread-pool-min"], self._props["thread-pool-max"], name=name
+            )
+
     def _apply(self, changed: set[str]) -> None:
         """Push committed property changes to the running machinery (under _lock)."""
+        pool = self._pool
+        if pool is not None and changed & {"thread-pool-min", "thread-pool-max"}:
+            # Validated as a pair already, with the same rules the pool has.
+            pool.set_limits(self._props["thread-pool-min"], self._props["thread-pool-max"])
 
     def _check_property_name(self, name: str) -> None:
         if name not in self.property_defaults:
             raise PropertyNotFound(f"Property '{self.qom_type}.{name}' not found")
+
+
+# -- MainLoop ---------------------------------------------------------------------
+
+
+class MainLoop(EventLoopBase):
+    """The ``main-loop`` object: the application's own loop, as QEMU's main loop.
+
+    ``MainLoop(*, aio_max_batch=0, thread_pool_min=0, thread_pool_max=64)``.
+    At most one exists at a time (as in QEMU).  :meth:`install` binds it to
+    the application's loop and makes its worker pool that loop's default
+    executor, so ``asyncio.to_thread`` and ``run_in_executor(None, ...)`` use
+    a pool sized by thread-pool-min / thread-pool-max, tunable live.  It has
+    no poll properties: the application's loop is not an IOThread's, so
+    aio-max-batch is kept for QEMU compatibility and reported, nothing more.
+
+    Raises:
+        InvalidParameterValue: a main-loop exists already, or a bad value.
+        InvalidParameterType: a value that is not an int64.
+    """
+
+    qom_type: ClassVar[str] = "main-loop"
+    property_defaults: ClassVar[Mapping[str, int]] = EVENT_LOOP_BASE_DEFAULTS
+
+    # The one instance; guarded by _INSTANCE_LOCK.
+    _instance: ClassVar[MainLoop | None] = None
+    _INSTANCE_LOCK: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        *,
+        aio_max_batch: int = EVENT_LOOP_BASE_DEFAULTS["aio-max-batch"],
+        thread_pool_min: int = EVENT_LOOP_BASE_DEFAULTS["thread-pool-min"],
+        thread_pool_max: int = EVENT_LOOP_BASE_DEFAULTS["thread-pool-max"],
+        id: str = "main-loop",
+    ) -> None:
+        values = {
+            "aio-max-batch": aio_max_batch,
+            "thread-pool-min": thread_pool_min,
+            "thread-pool-max": thread_pool_max,
+        }
+        super().__init__(id, values)
+        with MainLoop._INSTANCE_LOCK:
+            if MainLoop._instance is not None:
+                raise InvalidParameterValue("only one main-loop instance allowed")
+            MainLoop._instance = self
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def instance(cls) -> MainLoop | None:
+        """The main-loop object, if one exists."""
+        return cls._instance
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop :meth:`install` bound it to, or None."""
+        return self._loop
+
+    def install(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Bind to *loop* (default: the running one); its pool becomes the
+        loop's default executor.
+
+        Raises:
+            RuntimeError: no loop given and none running, or already installed.
+        """
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._loop is not None:
+                raise RuntimeError(f"main-loop is already installed on {self._loop!r}")
+            pool = self._new_pool("main-loop worker")
+            try:
+                loop.set_default_executor(pool)
+            except BaseException:
+                pool.shutdown()
+                raise
+            self._loop, self._pool = loop, pool
+
+    def close(self) -> None:
+        """Shut the pool down and let another main-loop be created.
+
+        Idempotent.  Call it once the application's loop has finished with the
+        pool (``asyncio.run`` shuts the default executor down itself; shutting
+        it down twice is harmless).
+        """
+        with self._lock:
+            pool, self._pool, self._loop = self._pool, None, None
+        if pool is not None:
+            pool.shutdown()
+        with MainLoop._INSTANCE_LOCK:
+            if MainLoop._instance is self:
+                MainLoop._instance = None
+        USER_OBJECTS.remove(self)
 
 
 # -- which IOThread runs this thread -------------------------------------------
@@ -458,6 +570,7 @@ class IOThread(EventLoopBase):
             self._thread = None
             self._aio = None
             self._loop = None
+            self._pool = None
             self._thread_id = -1
             USER_OBJECTS.remove(self)
 
@@ -484,6 +597,7 @@ class IOThread(EventLoopBase):
         try:
             _set_os_thread_name(f"IO {self._id}")
             loop = self._make_loop()
+            aio: AioContext | None = None
             try:
                 asyncio.set_event_loop(loop)
                 params = self.properties()
@@ -496,7 +610,15 @@ class IOThread(EventLoopBase):
                 )
                 if self._cpu_affinity is not None:
                     self._apply_cpu_affinity(aio)
+                # The pool starts no thread unless thread-pool-min asks for
+                # some: those exist before the first request (QEMU's seed
+                # commit); others are spawned on demand.  Created last, so
+                # nothing after it can fail and leave its threads behind.
+                pool = self._new_pool(f"IO {self._id} worker")
+                loop.set_default_executor(pool)
             except BaseException:
+                if aio is not None:
+                    aio.close()
                 asyncio.set_event_loop(None)
                 loop.close()
                 raise
@@ -507,6 +629,7 @@ class IOThread(EventLoopBase):
         with self._lock:
             self._loop = loop
             self._aio = aio
+            self._pool = pool
             self._thread_id = threading.get_native_id()
         _current.iothread = self
         ready.set_result(None)
@@ -541,6 +664,7 @@ class IOThread(EventLoopBase):
 
     def _apply(self, changed: set[str]) -> None:
         # Runs under _lock in the writer's thread; the loop applies it itself.
+        super()._apply(changed)
         aio = self._aio
         if aio is not None and changed & _POLL_PROPS:
             params = dict(self._props)
@@ -552,12 +676,13 @@ class IOThread(EventLoopBase):
     def _running_context(self) -> AioContext:
         aio = self._aio
         if aio is None or self._stop_requested:
-            raise IOThreadStopped(
-                f"IOThread {self._id!r} is not running; start() it first"
-                if not self._started_once
-                else f"IOThread {self._id!r} is stopped; it takes no more work"
-            )
+            raise self._stopped_error()
         return aio
+
+    def _stopped_error(self) -> IOThreadStopped:
+        if not self._started_once:
+            return IOThreadStopped(f"IOThread {self._id!r} is not running; start() it first")
+        return IOThreadStopped(f"IOThread {self._id!r} is stopped; it takes no more work")
 
     # -- the cross-thread API ----------------------------------------------------
 
@@ -575,21 +700,25 @@ class IOThread(EventLoopBase):
         Raises:
             IOThreadStopped: the IOThread is not running.
         """
-        return self._submit_to(self._running_context(), callback, *args, context=context)
-
-    def _submit_to(
-        self,
-        aio: AioContext,
-        callback: Callable[..., object],
-        *args: Any,
-        context: contextvars.Context | None = None,
-    ) -> asyncio.Handle:
+        # _running_context() and _schedule(), inlined: the hot path.
+        aio = self._aio
+        if aio is None or self._stop_requested:
+            raise self._stopped_error()
         try:
             return aio.call_soon_threadsafe(callback, *args, context=context)
         except IOThreadStopped:
-            raise IOThreadStopped(
-                f"IOThread {self._id!r} is stopped; it takes no more work"
-            ) from None
+            raise self._stopped_error() from None
+
+    def _schedule(self, aio: AioContext, callback: Callable[[], object]) -> None:
+        """Queue one of our own callbacks (any thread).
+
+        Raises:
+            IOThreadStopped: the loop no longer takes work.
+        """
+        try:
+            aio.call_soon_threadsafe(callback)
+        except IOThreadStopped:
+            raise self._stopped_error() from None
 
     @overload
     async def run(self, func: Coroutine[Any, Any, T], /) -> T: ...
@@ -620,7 +749,7 @@ class IOThread(EventLoopBase):
                 return await result
             return result
         call = _Call(self, func, args, caller)
-        self._submit_to(aio, call.start)
+        self._schedule(aio, call.start)
         try:
             return await call.outcome
         except asyncio.CancelledError:
@@ -629,7 +758,7 @@ class IOThread(EventLoopBase):
             # The caller was cancelled: cancel the inner work, wait for it.
             call.finished = caller.create_future()
             try:
-                self._submit_to(aio, call.cancel)
+                self._schedule(aio, call.cancel)
             except IOThreadStopped:
                 pass  # the loop's shutdown cancels it and delivers
             while not call.finished.done():
@@ -651,7 +780,7 @@ class IOThread(EventLoopBase):
         aio = self._running_context()
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         call = _Call(self, func, args, future)
-        self._submit_to(aio, call.start)
+        self._schedule(aio, call.start)
         return future
 
     def run_sync(self, func: Callable[..., T], /, *args: Any, timeout: float | None = None) -> T:

@@ -19,7 +19,7 @@ from ._errors import (
     IOThreadsError,
     ObjectNotFound,
 )
-from ._iothread import USER_OBJECTS, EventLoopBase, IOThread
+from ._iothread import USER_OBJECTS, EventLoopBase, IOThread, MainLoop
 from ._props import attr_name, check_id, check_properties, wire_name
 
 __all__ = [
@@ -74,7 +74,7 @@ class ObjectPropertyInfo:
 
 
 #: qom-type -> class, for object_add.
-_TYPES: Final[Mapping[str, type[EventLoopBase]]] = {"iothread": IOThread}
+_TYPES: Final[Mapping[str, type[EventLoopBase]]] = {"iothread": IOThread, "main-loop": MainLoop}
 
 
 def query_iothreads() -> list[IOThreadInfo]:
@@ -142,10 +142,18 @@ def object_add(qom_type: str, id: str | None = None, **props: object) -> EventLo
     wire_props = {wire_name(k): v for k, v in props.items()}
     # Validate names and values before anything exists (QEMU's order: id first).
     check_properties(cls.property_defaults, cls.property_defaults, wire_props)
-    obj = cls(id, **{attr_name(k): v for k, v in wire_props.items()})  # type: ignore[arg-type]
-    if isinstance(obj, IOThread):
-        obj.start()
-    return obj
+    kwargs = {attr_name(k): v for k, v in wire_props.items()}
+    if cls is IOThread:
+        io = IOThread(id, **kwargs)  # type: ignore[arg-type]
+        io.start()  # registers it under /objects
+        return io
+    main_loop = MainLoop(id=id, **kwargs)  # type: ignore[arg-type]
+    try:
+        USER_OBJECTS.add(main_loop)
+    except BaseException:
+        main_loop.close()
+        raise
+    return main_loop
 
 
 def object_del(id: str) -> None:
@@ -157,6 +165,9 @@ def object_del(id: str) -> None:
     obj = USER_OBJECTS.get(id)
     if obj is None:
         raise ObjectNotFound(f"object '{id}' not found")
+    if isinstance(obj, MainLoop):
+        # QEMU: the main loop cannot go while the process runs on it.
+        raise IOThreadsError(f"object '{id}' is in use, can not be deleted")
     if isinstance(obj, IOThread):
         obj.stop()
 

@@ -323,8 +323,9 @@ async def test_cancelled_while_queued_never_runs(io: IOThread) -> None:
 
     gate = gate_loop(io)
     task = asyncio.create_task(io.run(body))
-    await asyncio.sleep(0)  # let the task submit its call
+    await asyncio.sleep(0)  # the task submits its call, which queues behind the gate
     task.cancel()
+    await asyncio.sleep(0)  # the task handles its cancellation: it queues the inner cancel
     gate.set()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, WAIT)
