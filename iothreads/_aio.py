@@ -51,6 +51,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from . import glib
 from ._errors import IOThreadStopped
 from ._polling import PollWindow
 
@@ -179,6 +180,10 @@ class AioContext:
         self._max_batch = aio_max_batch or DEFAULT_AIO_MAX_BATCH
         # Where the owning IOThread pinned the loop's thread (None: unpinned).
         self.cpu_affinity: frozenset[int] | None = None
+        # The GLib-like context, attached on first request (QEMU's
+        # run_gcontext); until then no GLib machinery runs here at all.
+        self._gcontext: glib.MainContext | None = None
+        self._gdriver: glib._AsyncioDriver | None = None
         # Poll handlers: the tuple is replaced, never mutated, so the spin
         # iterates a consistent snapshot while other threads add or remove.
         self._poll_handlers: tuple[PollHandler, ...] = ()
@@ -372,6 +377,21 @@ class AioContext:
             # other channel was silenced must not wait for that channel.
             self._poll_once()
 
+    def get_g_main_context(self) -> glib.MainContext:
+        """The loop's GLib-like context, created and attached on the first call.
+
+        Runs in the loop's thread.  From then on the loop dispatches the
+        context's sources too (see ``glib._AsyncioDriver``), and the context
+        is this thread's thread-default context.
+        """
+        if self._gcontext is None:
+            context = glib.MainContext()
+            driver = glib._AsyncioDriver(context, self.loop)
+            driver.start()
+            context.push_thread_default()
+            self._gcontext, self._gdriver = context, driver
+        return self._gcontext
+
     def close_inbox(self) -> None:
         """Stop taking work (runs in the loop, while it still runs).
 
@@ -392,8 +412,13 @@ class AioContext:
     def close(self) -> None:
         """Detach from the loop (runs in the loop's thread, before it closes).
 
-        Closes the wake channel and drops the poller and the poll handlers.
+        Closes the wake channel, drops the poller and the poll handlers, and
+        detaches the GLib-like context, destroying and finalising its sources.
         """
+        if self._gcontext is not None and self._gdriver is not None:
+            self._gcontext.pop_thread_default()
+            self._gdriver.close()
+            self._gdriver = None
         self.loop.remove_reader(self._wake_rfd)
         with self._wake_lock:
             _close_wake_channel(self._wake_rfd, self._wake_wfd)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeVar, overload
 
+from . import glib
 from ._aio import AioContext
 from ._errors import InvalidParameterValue, IOThreadStopped, PropertyNotFound
 from ._pool import ThreadPool
@@ -683,6 +684,22 @@ class IOThread(EventLoopBase):
         if not self._started_once:
             return IOThreadStopped(f"IOThread {self._id!r} is not running; start() it first")
         return IOThreadStopped(f"IOThread {self._id!r} is stopped; it takes no more work")
+
+    def get_g_main_context(self) -> glib.MainContext:
+        """The IOThread's GLib-like context (QEMU's iothread_get_g_main_context).
+
+        The first call creates it, makes it the thread-default context inside
+        the IOThread, and has the IOThread's thread serve it from then on
+        alongside its asyncio loop; later calls return the same context.
+        ``stop()`` destroys and finalises its sources.
+
+        Raises:
+            IOThreadStopped: the IOThread is not running.
+        """
+        aio = self._running_context()
+        if current_iothread() is self:
+            return aio.get_g_main_context()
+        return self.run_sync(aio.get_g_main_context)
 
     # -- the cross-thread API ----------------------------------------------------
 
