@@ -13,12 +13,23 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from . import roundtrip
-from ._harness import Progress, Result, loop_kinds, placements, print_table, run_group, write_json
+from . import polling, roundtrip
+from ._harness import (
+    Progress,
+    Rate,
+    Result,
+    loop_kinds,
+    placements,
+    print_rates,
+    print_table,
+    run_group,
+    write_json,
+)
 
 # Each suite module has NAME and cases(loop_factory) -> [(group, [Case, ...])],
-# the first case of a group being its baseline.
-SUITES: dict[str, ModuleType] = {m.NAME: m for m in (roundtrip,)}
+# the first case of a group being its baseline; it may also have
+# rates(kind, loop_factory, placement, quick) -> [Rate, ...].
+SUITES: dict[str, ModuleType] = {m.NAME: m for m in (roundtrip, polling)}
 
 # Samples per case: the full run's 20 000 leave 20 samples beyond p99.9; the
 # quick run keeps the whole suite under a minute on a 2-vCPU machine.
@@ -43,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for suite in suites
         for group, cases in suite.cases(factory)
     ]
-    progress = Progress(sum(len(cases) for _, cases, _, _ in plan) * ROUNDS[mode])
+    rate_steps = len(loop_kinds()) * len(placements()) * sum(hasattr(s, "rates") for s in suites)
+    progress = Progress(sum(len(cases) for _, cases, _, _ in plan) * ROUNDS[mode] + rate_steps)
     results: list[Result] = []
     for name, cases, factory, placement in plan:
         results += run_group(
@@ -55,10 +67,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             rounds=ROUNDS[mode],
             progress=progress,
         )
+    rates: list[Rate] = []
+    for kind, factory in loop_kinds().items():
+        for placement in placements():
+            for suite in suites:
+                if hasattr(suite, "rates"):
+                    progress.step(f"{suite.NAME} rates: {kind}/{placement.name}")
+                    rates += suite.rates(kind, factory, placement, args.quick)
     progress.close()
     print_table(results)
+    if rates:
+        print()
+        print_rates(rates)
     if args.json:
-        write_json(args.json, results)
+        write_json(args.json, results, rates)
     return 0
 
 

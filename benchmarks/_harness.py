@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,9 @@ LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 class Case:
     name: str
     factory: CaseFactory
+    #: pause before each operation (sparse traffic); not part of the latency,
+    #: but the CPU any thread burns meanwhile counts towards CPU per op
+    gap_s: float = 0.0
 
 
 @dataclass
@@ -75,35 +78,56 @@ class Result:
 
 @dataclass(frozen=True)
 class Placement:
-    """Which CPUs the benchmark's threads may run on.
+    """Which CPUs the caller and the threads a case starts may run on.
 
-    Threads inherit the affinity of the thread that creates them, so setting
-    it on the main thread before a case starts its threads places them all.
+    Threads inherit the affinity of the thread that starts them, so a case's
+    threads are placed by pinning the caller to the worker CPUs while the case
+    sets up (``starting_workers``), and back to the caller CPUs to measure.
     """
 
     name: str
-    cpus: frozenset[int] | None  # None: every CPU the process may use
+    caller: frozenset[int] | None  # None: every CPU the process may use
+    workers: frozenset[int] | None
 
     @contextlib.contextmanager
-    def applied(self) -> Any:
-        if self.cpus is None or not hasattr(os, "sched_setaffinity"):
+    def applied(self) -> Iterator[None]:
+        """Pin the calling thread (and what it starts) to the caller CPUs."""
+        with _pinned(self.caller):
             yield
-            return
-        before = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, self.cpus)
-        try:
+
+    @contextlib.contextmanager
+    def starting_workers(self) -> Iterator[None]:
+        """Threads started inside run on the worker CPUs."""
+        with _pinned(self.workers):
             yield
-        finally:
-            os.sched_setaffinity(0, before)
+
+
+@contextlib.contextmanager
+def _pinned(cpus: frozenset[int] | None) -> Iterator[None]:
+    if cpus is None or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def placements() -> list[Placement]:
-    """Unpinned, and everything on one CPU (when the machine has more than one)."""
-    result = [Placement("unpinned", None)]
+    """Unpinned; everything on one CPU; caller and workers on two different CPUs.
+
+    The split placement is QEMU's deployment (an iothread on a CPU of its
+    own) and the one where a wake-up costs most: a cross-CPU wake of an idle
+    vCPU.  DESIGN.md §4: placement changes results about 3x.
+    """
+    result = [Placement("unpinned", None, None)]
     if hasattr(os, "sched_getaffinity"):
         allowed = sorted(os.sched_getaffinity(0))
+        result.append(Placement("one-cpu", frozenset(allowed[:1]), frozenset(allowed[:1])))
         if len(allowed) > 1:
-            result.append(Placement("one-cpu", frozenset(allowed[:1])))
+            result.append(Placement("split", frozenset(allowed[:1]), frozenset(allowed[1:2])))
     return result
 
 
@@ -142,14 +166,16 @@ class Progress:
             sys.stderr.flush()
 
 
-async def run_chunk(op: Op, result: Result, samples: int, warmup: int) -> None:
-    """Warm up, then time *samples* operations one by one."""
+async def run_chunk(op: Op, result: Result, samples: int, warmup: int, gap_s: float) -> None:
+    """Warm up, then time *samples* operations one by one, *gap_s* apart."""
     for _ in range(warmup):
         await op()
     clock = time.perf_counter_ns
     out = result.samples_ns
     cpu0 = time.process_time_ns()
     for _ in range(samples):
+        if gap_s:
+            time.sleep(gap_s)  # the caller's loop has nothing else to do meanwhile
         t0 = clock()
         await op()
         out.append(clock() - t0)
@@ -158,16 +184,28 @@ async def run_chunk(op: Op, result: Result, samples: int, warmup: int) -> None:
 
 
 async def _run_group(
-    group: str, cases: Sequence[Case], samples: int, rounds: int, progress: Progress
+    group: str,
+    cases: Sequence[Case],
+    placement: Placement,
+    samples: int,
+    rounds: int,
+    progress: Progress,
 ) -> list[Result]:
     results = [Result(group, case.name) for case in cases]
     per_round = max(1, samples // rounds)
-    warmup = max(50, per_round // 10)
     for r in range(rounds):
         for case, result in zip(cases, results, strict=True):
             progress.step(f"{group}: {case.name} (round {r + 1}/{rounds})")
-            async with case.factory() as op:
-                await run_chunk(op, result, per_round, warmup)
+            # Sparse cases are slow per op: sample fewer, and warm up less.
+            n = per_round if not case.gap_s else max(20, per_round // 10)
+            with placement.starting_workers():
+                setup = case.factory()
+                op = await setup.__aenter__()
+            try:
+                await run_chunk(op, result, n, max(20, n // 10), case.gap_s)
+            finally:
+                with placement.starting_workers():
+                    await setup.__aexit__(None, None, None)
     return results
 
 
@@ -183,7 +221,7 @@ def run_group(
 ) -> list[Result]:
     """Run one group on a caller loop of *loop_factory*, under *placement*."""
     with placement.applied(), asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_run_group(group, cases, samples, rounds, progress))
+        return runner.run(_run_group(group, cases, placement, samples, rounds, progress))
 
 
 def print_table(results: Iterable[Result], file: Any = None) -> None:
@@ -211,25 +249,58 @@ def print_table(results: Iterable[Result], file: Any = None) -> None:
         )
 
 
-def write_json(path: str, results: Iterable[Result], raw: bool = True) -> None:
-    """Write the summaries (and the raw samples) to *path*."""
-    data = []
-    for r in results:
-        entry = r.summary()
-        if raw:
-            entry["samples_ns"] = r.samples_ns
-        data.append(entry)
+@dataclass(frozen=True)
+class Rate:
+    """A throughput or an idle-cost figure (not a per-operation latency)."""
+
+    group: str
+    case: str
+    ops_per_s: float
+    cpu_pct: float  # of one core, all threads of the process
+
+
+def print_rates(rates: Sequence[Rate], file: Any = None) -> None:
+    """Print rates grouped, each with its ratio to its group's first row."""
+    file = file or sys.stdout
+    header = f"{'group':<34} {'case':<30} {'ops/s':>12} {'CPU %':>7}  {'rate x':>6}"
+    print(header, file=file)
+    print("-" * len(header), file=file)
+    baseline: dict[str, Rate] = {}
+    for r in rates:
+        base = baseline.setdefault(r.group, r)
+        ratio = (
+            "  (baseline)"
+            if r is base
+            else f" {r.ops_per_s / base.ops_per_s:6.2f}"
+            if base.ops_per_s
+            else ""
+        )
+        print(f"{r.group:<34} {r.case:<30} {r.ops_per_s:12.0f} {r.cpu_pct:7.2f} {ratio}", file=file)
+
+
+def write_json(path: str, results: Iterable[Result], rates: Iterable[Rate] = ()) -> None:
+    """Write the summaries, the raw samples and the rates to *path*."""
+    data = [{**r.summary(), "samples_ns": r.samples_ns} for r in results]
     with open(path, "w") as f:
-        json.dump({"python": sys.version, "results": data}, f)
+        json.dump(
+            {
+                "python": sys.version,
+                "results": data,
+                "rates": [vars(r) for r in rates],
+            },
+            f,
+        )
 
 
 __all__ = [
     "Case",
     "Placement",
     "Progress",
+    "Rate",
     "Result",
     "loop_kinds",
     "placements",
+    "print_rates",
     "print_table",
     "run_chunk",
     "run_group",

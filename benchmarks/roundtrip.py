@@ -61,8 +61,8 @@ def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
             yield op
 
     @contextlib.asynccontextmanager
-    async def iothread(**props: int) -> AsyncIterator[IOThread]:
-        async with IOThread("bench", loop_factory=loop_factory, **props) as io:
+    async def iothread() -> AsyncIterator[IOThread]:
+        async with IOThread("bench", loop_factory=loop_factory) as io:
             yield io
 
     @contextlib.asynccontextmanager
@@ -94,16 +94,6 @@ def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
         async with iothread() as io:
             yield handle_op(io.call_soon_threadsafe)
 
-    @contextlib.asynccontextmanager
-    async def io_handle_nopoll() -> AsyncIterator[Op]:
-        async with iothread(poll_max_ns=0) as io:
-            yield handle_op(io.call_soon_threadsafe)
-
-    @contextlib.asynccontextmanager
-    async def io_run_sync_nopoll() -> AsyncIterator[Op]:
-        async with iothread(poll_max_ns=0) as io:
-            yield lambda: io.run(noop_sync)
-
     return [
         (
             "await",
@@ -111,7 +101,6 @@ def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
                 Case("run_coroutine_threadsafe", baseline_run),
                 Case("io.run(async noop)", io_run_async),
                 Case("io.run(sync noop)", io_run_sync),
-                Case("io.run(sync noop) poll off", io_run_sync_nopoll),
             ],
         ),
         (
@@ -119,7 +108,6 @@ def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
             [
                 Case("loop.call_soon_threadsafe", baseline_handle),
                 Case("io.call_soon_threadsafe", io_handle),
-                Case("io.call_soon_threadsafe poll off", io_handle_nopoll),
             ],
         ),
     ]

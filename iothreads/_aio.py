@@ -167,8 +167,11 @@ class AioContext:
         poll_grow: int,
         poll_shrink: int,
         aio_max_batch: int,
+        owner: str = "the event loop",
     ) -> None:
         self.loop = loop
+        #: who runs the loop, for error messages ("IOThread 'io0'")
+        self.owner = owner
         # Lock-free MPSC queue: producers append, the loop thread poplefts.
         self._inbox: collections.deque[asyncio.Handle] = collections.deque()
         # QEMU's notify_me: True while the loop blocks or is about to block.
@@ -222,7 +225,7 @@ class AioContext:
             IOThreadStopped: the loop no longer takes work; *handle* never runs.
         """
         if self._closing:
-            raise IOThreadStopped("the event loop is stopped; it takes no more work")
+            raise IOThreadStopped(f"{self.owner} is stopped; it takes no more work")
         self._inbox.append(handle)
         if self._notify_me:
             self.wake()
@@ -240,7 +243,7 @@ class AioContext:
             self._inbox.remove(handle)
         except ValueError:
             return
-        raise IOThreadStopped("the event loop is stopped; it takes no more work")
+        raise IOThreadStopped(f"{self.owner} is stopped; it takes no more work")
 
     def wake(self) -> None:
         """Make the loop leave its sleep (any thread)."""
@@ -265,7 +268,7 @@ class AioContext:
         """
         # submit(), inlined: this is the hot path of every hand-off.
         if self._closing:
-            raise IOThreadStopped("the event loop is stopped; it takes no more work")
+            raise IOThreadStopped(f"{self.owner} is stopped; it takes no more work")
         handle = ThreadsafeHandle(callback, args, self.loop, context)
         self._inbox.append(handle)
         if self._notify_me:

@@ -608,6 +608,7 @@ class IOThread(EventLoopBase):
                     poll_grow=params["poll-grow"],
                     poll_shrink=params["poll-shrink"],
                     aio_max_batch=params["aio-max-batch"],
+                    owner=f"IOThread {self._id!r}",
                 )
                 if self._cpu_affinity is not None:
                     self._apply_cpu_affinity(aio)
@@ -717,25 +718,11 @@ class IOThread(EventLoopBase):
         Raises:
             IOThreadStopped: the IOThread is not running.
         """
-        # _running_context() and _schedule(), inlined: the hot path.
+        # _running_context(), inlined: the hot path of every hand-off.
         aio = self._aio
         if aio is None or self._stop_requested:
             raise self._stopped_error()
-        try:
-            return aio.call_soon_threadsafe(callback, *args, context=context)
-        except IOThreadStopped:
-            raise self._stopped_error() from None
-
-    def _schedule(self, aio: AioContext, callback: Callable[[], object]) -> None:
-        """Queue one of our own callbacks (any thread).
-
-        Raises:
-            IOThreadStopped: the loop no longer takes work.
-        """
-        try:
-            aio.call_soon_threadsafe(callback)
-        except IOThreadStopped:
-            raise self._stopped_error() from None
+        return aio.call_soon_threadsafe(callback, *args, context=context)
 
     @overload
     async def run(self, func: Coroutine[Any, Any, T], /) -> T: ...
@@ -766,7 +753,7 @@ class IOThread(EventLoopBase):
                 return await result
             return result
         call = _Call(self, func, args, caller)
-        self._schedule(aio, call.start)
+        aio.call_soon_threadsafe(call.start)
         try:
             return await call.outcome
         except asyncio.CancelledError:
@@ -775,7 +762,7 @@ class IOThread(EventLoopBase):
             # The caller was cancelled: cancel the inner work, wait for it.
             call.finished = caller.create_future()
             try:
-                self._schedule(aio, call.cancel)
+                aio.call_soon_threadsafe(call.cancel)
             except IOThreadStopped:
                 pass  # the loop's shutdown cancels it and delivers
             while not call.finished.done():
@@ -797,7 +784,7 @@ class IOThread(EventLoopBase):
         aio = self._running_context()
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         call = _Call(self, func, args, future)
-        self._schedule(aio, call.start)
+        aio.call_soon_threadsafe(call.start)
         return future
 
     def run_sync(self, func: Callable[..., T], /, *args: Any, timeout: float | None = None) -> T:
@@ -961,13 +948,34 @@ def _check_cpu_affinity(value: Iterable[int] | None) -> frozenset[int] | None:
         raise TypeError(f"cpu_affinity must be a set of CPU ids or None, not {value!r}")
     if not cpus:
         raise ValueError("cpu_affinity must not be empty; pass None to leave the thread unpinned")
-    allowed = os.sched_getaffinity(0)
+    allowed = _process_cpus()
     for cpu in sorted(cpus):
         if cpu not in allowed:
             raise ValueError(
                 f"CPU {cpu} is not allowed to this process (allowed: {sorted(allowed)})"
             )
     return cpus
+
+
+@functools.cache
+def _process_cpus() -> frozenset[int]:
+    """The CPUs any thread of this process may be pinned to.
+
+    Not the calling thread's own mask: a thread may be pinned narrower than
+    the process (benchmarks pin the caller), and pinning another thread
+    elsewhere is still allowed.  The limit is the cgroup's cpuset where one is
+    set (cgroup v2), else every CPU the system has.
+    """
+    try:
+        with open("/sys/fs/cgroup/cpuset.cpus.effective") as f:
+            text = f.read().strip()
+    except OSError:
+        text = ""
+    cpus: set[int] = set()
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return frozenset(cpus) or frozenset(range(os.cpu_count() or 1))
 
 
 def _set_os_thread_name(name: str) -> None:
