@@ -132,7 +132,11 @@ IO_HUP: Final = IOCondition.HUP
 IO_NVAL: Final = IOCondition.NVAL
 
 _ALL_CONDITIONS: Final = int(
-    IOCondition.IN | IOCondition.OUT | IOCondition.PRI | IOCondition.ERR | IOCondition.HUP
+    IOCondition.IN
+    | IOCondition.OUT
+    | IOCondition.PRI
+    | IOCondition.ERR
+    | IOCondition.HUP
     | IOCondition.NVAL
 )
 # poll(2) reports these whether or not they were asked for (GLib masks
@@ -339,6 +343,30 @@ class MainContext:
         stack.pop()
         self.release()
 
+    def _discard_thread_default(self) -> None:
+        """Take every push of this context off the calling thread's stack,
+        releasing it once per push; contexts pushed above it stay pushed.
+
+        For a thread that is shutting down (``AioContext.close()`` at an
+        IOThread's stop): unlike :meth:`pop_thread_default` it never raises,
+        so code in that thread that pushed a context and never popped it (or
+        popped once too often) cannot break the shutdown; the imbalance is
+        logged.
+        """
+        # runs in the thread that pushed
+        stack = _thread_defaults.stack
+        if not stack or stack[-1] is not self:
+            _logger.warning(
+                "%r is not the thread's top default context (the stack is %r): "
+                "a push_thread_default() without its pop_thread_default()?",
+                self,
+                stack,
+            )
+        pushes = [i for i, context in enumerate(stack) if context is self]
+        for i in reversed(pushes):
+            del stack[i]
+            self.release()
+
     # -- ownership -------------------------------------------------------
 
     def acquire(self) -> bool:
@@ -531,8 +559,8 @@ class MainContext:
                         else:
                             # Rounded up so that the poll never wakes early.
                             until = -(-(ready_time - now) // _US_PER_MS)
-                            source_timeout = until if source_timeout < 0 else min(
-                                source_timeout, until
+                            source_timeout = (
+                                until if source_timeout < 0 else min(source_timeout, until)
                             )
                     if ready:
                         with self._lock:

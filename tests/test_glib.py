@@ -223,6 +223,42 @@ def test_thread_default_stack(ctx: MainContext) -> None:
         MainContext.default().pop_thread_default()
 
 
+def test_discard_thread_default_never_raises_on_an_unbalanced_stack(
+    ctx: MainContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = MainContext()
+    # Balanced: as pop_thread_default(), silently.
+    ctx.push_thread_default()
+    with caplog.at_level(logging.WARNING, logger="iothreads.glib"):
+        ctx._discard_thread_default()
+    assert caplog.text == ""
+    assert MainContext.get_thread_default() is None
+    assert not ctx.is_owner()
+    # Pushed twice, with another pushed above and never popped: every push of
+    # ctx goes, the other stays, and the imbalance is logged.
+    ctx.push_thread_default()
+    ctx.push_thread_default()
+    other.push_thread_default()
+    try:
+        with caplog.at_level(logging.WARNING, logger="iothreads.glib"):
+            ctx._discard_thread_default()
+        assert "is not the thread's top default context" in caplog.text
+        assert glib._thread_defaults.stack == [other]
+        assert not ctx.is_owner()
+
+        def acquire_and_release() -> bool:
+            if not ctx.acquire():
+                return False
+            ctx.release()
+            return True
+
+        assert in_thread(acquire_and_release)  # free for any thread now
+    finally:
+        other.pop_thread_default()
+    # Popped already (once too often): nothing left to release, no error.
+    ctx._discard_thread_default()
+
+
 def test_acquire_is_recursive_and_per_thread(ctx: MainContext) -> None:
     assert not ctx.is_owner()
     assert ctx.acquire()
@@ -868,6 +904,7 @@ def test_run_from_a_second_thread_is_refused_while_another_runs(ctx: MainContext
 
 def test_invoke_runs_at_once_in_the_owner(ctx: MainContext) -> None:
     calls: list[int] = []
+
     def thrice() -> bool:
         calls.append(len(calls))
         return len(calls) < 3  # invoke repeats it while it returns true
@@ -938,9 +975,7 @@ class LoopThread:
 
 
 @pytest.fixture
-def driven(
-    loop_factory: LoopFactory, ctx: MainContext
-) -> Iterator[tuple[LoopThread, MainContext]]:
+def driven(loop_factory: LoopFactory, ctx: MainContext) -> Iterator[tuple[LoopThread, MainContext]]:
     """*ctx* served by an _AsyncioDriver on a loop in a thread."""
     with LoopThread(loop_factory) as lt:
         driver = _AsyncioDriver(ctx, lt.loop)
