@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from iothreads import IOThread
 
-from ._harness import Case, LoopFactory, Op
+from ._harness import Case, CaseFactory, LoopFactory, Op
 
 NAME = "roundtrip"
 
@@ -30,9 +30,9 @@ def noop_sync() -> None:
     pass
 
 
-@contextlib.asynccontextmanager
-async def plain_loop_thread(loop_factory: LoopFactory) -> AsyncIterator[asyncio.AbstractEventLoop]:
-    """A loop running in a plain thread: the baseline's target."""
+@contextlib.contextmanager
+def plain_loop_thread(loop_factory: LoopFactory) -> Iterator[asyncio.AbstractEventLoop]:
+    """A loop running in a plain thread: the baselines' target."""
     loop = loop_factory()
     ready = threading.Event()
     thread = threading.Thread(
@@ -44,70 +44,89 @@ async def plain_loop_thread(loop_factory: LoopFactory) -> AsyncIterator[asyncio.
         yield loop
     finally:
         loop.call_soon_threadsafe(loop.stop)
-        await asyncio.to_thread(thread.join)
+        thread.join()
         loop.close()
 
 
-def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
-    """Two groups: ``await``-style round trips, and handle round trips."""
+def handle_op(schedule: Callable[..., object]) -> Op:
+    """A handle round trip: *schedule* a callback there that schedules one back."""
+
+    async def op() -> None:
+        caller = asyncio.get_running_loop()
+        done = caller.create_future()
+        schedule(caller.call_soon_threadsafe, done.set_result, None)
+        await done
+
+    return op
+
+
+def baseline_handle(loop_factory: LoopFactory) -> CaseFactory:
+    """``loop.call_soon_threadsafe`` there and back, to a plain loop thread."""
 
     @contextlib.asynccontextmanager
-    async def baseline_run() -> AsyncIterator[Op]:
-        async with plain_loop_thread(loop_factory) as loop:
+    async def case() -> AsyncIterator[Op]:
+        with plain_loop_thread(loop_factory) as loop:
+            yield handle_op(loop.call_soon_threadsafe)
+
+    return case
+
+
+def baseline_run(loop_factory: LoopFactory) -> CaseFactory:
+    """``run_coroutine_threadsafe`` + ``wrap_future`` onto a plain loop thread."""
+
+    @contextlib.asynccontextmanager
+    async def case() -> AsyncIterator[Op]:
+        with plain_loop_thread(loop_factory) as loop:
 
             async def op() -> None:
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(noop(), loop))
 
             yield op
 
-    @contextlib.asynccontextmanager
-    async def iothread() -> AsyncIterator[IOThread]:
-        async with IOThread("bench", loop_factory=loop_factory) as io:
-            yield io
+    return case
+
+
+def io_case(
+    loop_factory: LoopFactory, make_op: Callable[[IOThread], Op], poll_max_ns: int = 32768
+) -> CaseFactory:
+    """An IOThread of the group's loop kind, and the op *make_op* builds on it."""
 
     @contextlib.asynccontextmanager
-    async def io_run_async() -> AsyncIterator[Op]:
-        async with iothread() as io:
-            yield lambda: io.run(noop)
+    async def case() -> AsyncIterator[Op]:
+        async with IOThread("bench", loop_factory=loop_factory, poll_max_ns=poll_max_ns) as io:
+            yield make_op(io)
 
-    @contextlib.asynccontextmanager
-    async def io_run_sync() -> AsyncIterator[Op]:
-        async with iothread() as io:
-            yield lambda: io.run(noop_sync)
+    return case
 
-    def handle_op(schedule: object) -> Op:
-        async def op() -> None:
-            caller = asyncio.get_running_loop()
-            done = caller.create_future()
-            schedule(caller.call_soon_threadsafe, done.set_result, None)  # type: ignore[operator]
-            await done
 
-        return op
+def run_noop(io: IOThread) -> Op:
+    return lambda: io.run(noop)
 
-    @contextlib.asynccontextmanager
-    async def baseline_handle() -> AsyncIterator[Op]:
-        async with plain_loop_thread(loop_factory) as loop:
-            yield handle_op(loop.call_soon_threadsafe)
 
-    @contextlib.asynccontextmanager
-    async def io_handle() -> AsyncIterator[Op]:
-        async with iothread() as io:
-            yield handle_op(io.call_soon_threadsafe)
+def run_noop_sync(io: IOThread) -> Op:
+    return lambda: io.run(noop_sync)
 
+
+def io_handle(io: IOThread) -> Op:
+    return handle_op(io.call_soon_threadsafe)
+
+
+def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
+    """Two groups: ``await``-style round trips, and handle round trips."""
     return [
         (
             "await",
             [
-                Case("run_coroutine_threadsafe", baseline_run),
-                Case("io.run(async noop)", io_run_async),
-                Case("io.run(sync noop)", io_run_sync),
+                Case("run_coroutine_threadsafe", baseline_run(loop_factory)),
+                Case("io.run(async noop)", io_case(loop_factory, run_noop)),
+                Case("io.run(sync noop)", io_case(loop_factory, run_noop_sync)),
             ],
         ),
         (
             "handle",
             [
-                Case("loop.call_soon_threadsafe", baseline_handle),
-                Case("io.call_soon_threadsafe", io_handle),
+                Case("loop.call_soon_threadsafe", baseline_handle(loop_factory)),
+                Case("io.call_soon_threadsafe", io_case(loop_factory, io_handle)),
             ],
         ),
     ]
