@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from ._errors import IOThreadsError, IOThreadStopped
-from ._iothread import EventLoopBase, IOThread
+from ._iothread import EventLoopBase, IOThread, MainLoop
 from ._objects import (
     iothread_by_id,
     iothread_create,
@@ -288,6 +288,9 @@ def _qom_types() -> tuple[_QomType, ...]:
         _QomType(
             IOThread.qom_type, EventLoopBase.qom_type, False, tuple(IOThread.property_defaults)
         ),
+        _QomType(
+            MainLoop.qom_type, EventLoopBase.qom_type, False, tuple(MainLoop.property_defaults)
+        ),
     )
 
 
@@ -435,6 +438,23 @@ def _cmd_x_query_iothread_stats(session: _Session, args: dict[str, Any]) -> obje
     return out
 
 
+def _cmd_x_query_thread_pools(session: _Session, args: dict[str, Any]) -> object:
+    # Every user object under /objects, in order, that has a pool now (a
+    # main-loop has one once installed on the application's loop).
+    out = []
+    main_loop = MainLoop.instance()
+    for child in qom_list("/objects"):
+        if not child.type.startswith("child<"):
+            continue  # the container's own "type"
+        obj: EventLoopBase | None = iothread_by_id(child.name)
+        if obj is None and main_loop is not None and main_loop.id == child.name:
+            obj = main_loop
+        pool = obj.thread_pool if obj is not None else None
+        if pool is not None:
+            out.append({"id": child.name, **_hyphenated(pool.statistics())})
+    return out
+
+
 _PATH = _Param("path", "string")
 _COMMANDS: Final[Mapping[str, _Command]] = {
     "qmp_capabilities": _Command(
@@ -461,6 +481,7 @@ _COMMANDS: Final[Mapping[str, _Command]] = {
     ),
     "qom-list-properties": _Command(_cmd_qom_list_properties, (_Param("typename", "string"),)),
     "x-query-iothread-stats": _Command(_cmd_x_query_iothread_stats),
+    "x-query-thread-pools": _Command(_cmd_x_query_thread_pools),
 }
 
 
