@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from . import polling, roundtrip
+from . import bench_pool, polling, roundtrip
 from ._harness import (
     Progress,
     Rate,
@@ -28,8 +28,11 @@ from ._harness import (
 
 # Each suite module has NAME and cases(loop_factory) -> [(group, [Case, ...])],
 # the first case of a group being its baseline; it may also have
-# rates(kind, loop_factory, placement, quick) -> [Rate, ...].
-SUITES: dict[str, ModuleType] = {m.NAME: m for m in (roundtrip, polling)}
+# rates(kind, loop_factory, placement, quick) -> [Rate, ...],
+# results(kind, loop_factory, placement, quick) -> [Result, ...] (latencies it
+# measures its own way, printed in the table, first of a group = baseline), and
+# report(results, quick) -> [str] (lines printed last, e.g. its verdicts).
+SUITES: dict[str, ModuleType] = {m.NAME: m for m in (roundtrip, polling, bench_pool)}
 
 # Samples per case: the full run's 20 000 leave 20 samples beyond p99.9; the
 # quick run keeps the whole suite under a minute on a 2-vCPU machine.
@@ -54,8 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for suite in suites
         for group, cases in suite.cases(factory)
     ]
-    rate_steps = len(loop_kinds()) * len(placements()) * sum(hasattr(s, "rates") for s in suites)
-    progress = Progress(sum(len(cases) for _, cases, _, _ in plan) * ROUNDS[mode] + rate_steps)
+    hooks = sum(hasattr(s, "rates") + hasattr(s, "results") for s in suites)
+    steps = len(loop_kinds()) * len(placements()) * hooks + sum(
+        hasattr(s, "report") for s in suites
+    )
+    progress = Progress(sum(len(cases) for _, cases, _, _ in plan) * ROUNDS[mode] + steps)
     results: list[Result] = []
     for name, cases, factory, placement in plan:
         results += run_group(
@@ -71,14 +77,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     for kind, factory in loop_kinds().items():
         for placement in placements():
             for suite in suites:
+                if hasattr(suite, "results"):
+                    progress.step(f"{suite.NAME} results: {kind}/{placement.name}")
+                    results += suite.results(kind, factory, placement, args.quick)
                 if hasattr(suite, "rates"):
                     progress.step(f"{suite.NAME} rates: {kind}/{placement.name}")
                     rates += suite.rates(kind, factory, placement, args.quick)
+    lines: list[str] = []
+    for suite in suites:
+        if hasattr(suite, "report"):
+            progress.step(f"{suite.NAME} report")
+            lines += suite.report(results, args.quick)
     progress.close()
     print_table(results)
     if rates:
         print()
         print_rates(rates)
+    if lines:
+        print()
+        print("\n".join(lines))
     if args.json:
         write_json(args.json, results, rates)
     return 0

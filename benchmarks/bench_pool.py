@@ -1,59 +1,63 @@
 """ThreadPool against the executors it replaces (issue 4, "Performance it must show").
 
-Three measurements, each in one process under one thread placement, the cases
+Four measurements, each in one process under one thread placement, the cases
 of a group interleaved in rounds (``_harness`` rules):
 
-* **dispatch**: the round trip of one no-op from a loop to a worker and back.
-  Baselines: ``loop.run_in_executor`` on a warm ``ThreadPoolExecutor``,
-  ``asyncio.to_thread`` (the loop's default executor, warm) and
-  ``anyio.to_thread.run_sync``; ours: ``await pool.run(noop)``, and
+* **dispatch** (a regular ``cases()`` group): the round trip of one no-op from
+  a loop to a worker and back.  Baselines: ``loop.run_in_executor`` on a warm
+  ``ThreadPoolExecutor``, ``asyncio.to_thread`` (the loop's default executor,
+  warm) and ``anyio.to_thread.run_sync``; ours: ``await pool.run(noop)``, and
   ``run_in_executor`` on our pool.  Target: our p50 at most 0.8x the best
   baseline's.
-* **burst**: N requests issued at once, right after the pool is created.
-  Each sample is one request's latency, from just before it is submitted to
-  its result being on the caller's loop.  Baseline: the same burst on a warm
-  pool of ours; cases: a new pool with min=N (the seed commit's case), a new
-  pool with min=0, a new ``ThreadPoolExecutor(N)`` (cold: it creates threads
-  in ``submit()``), and a warm one.  Target: p99.9 of the min=N burst within
-  1.5x the warm p50 (no creation spike).
+* **burst**: N requests issued at once.  Each sample is one request's
+  latency, from just before it is submitted to its result being on the
+  caller's loop.  A *new* case creates its executor just before each burst
+  and shuts it down just after (both untimed): ``ThreadPool(min=N)`` (the
+  seed commit's case), ``ThreadPool(min=0)``, ``ThreadPoolExecutor(N)``
+  (cold: it creates threads in ``submit()``).  A *warm* case bursts on one
+  long-lived executor, each burst surrounded by the very same creation and
+  shutdown of a throwaway executor of that kind, so that it is measured
+  identically: creating 8 threads just before a burst slows that burst down
+  whichever pool it goes to (cache and scheduler effects), and a back-to-back
+  warm case is shown to size that effect.  "No creation spike" means the
+  new min=N burst matches the warm one, quantile for quantile
+  (``burst_verdicts`` explains why that, and not the literal "p99.9 within
+  1.5x the warm p50", is the comparison; both are printed).
 * **submit**: the ``submit()`` call itself when no worker is idle, so each call
   brings a new thread: ``ThreadPoolExecutor`` starts it inside ``submit()``,
   ours hands it to its spawner.  CPU per op counts everything the process
   spent until every submitted request had started, thread creation included.
+* **timeline**: the pool's thread count under a burst then idleness (min,
+  max, idle shrink), printed, and saved as a PNG when matplotlib is installed
+  (it is optional: nothing else needs it).
 
-Run ``python -m benchmarks.bench_pool [--quick] [--json FILE]``.  ``NAME`` and
-``cases()`` also make the dispatch group a regular suite of
-``python -m benchmarks``.
+``python -m benchmarks`` runs it through the hooks ``cases()`` (dispatch),
+``results()`` (burst, submit) and ``report()`` (verdicts, timeline);
+``python -m benchmarks.bench_pool [--quick] [--json FILE]`` runs it alone.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
+import importlib
+import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
 
-from iothreads._pool import ThreadPool
+from iothreads._pool import ThreadPool, ThreadPoolStatistics
 
-from ._harness import (
-    Case,
-    LoopFactory,
-    Op,
-    Placement,
-    Progress,
-    Result,
-    loop_kinds,
-    placements,
-    print_table,
-    run_group,
-    write_json,
-)
+from ._harness import Case, LoopFactory, Op, Placement, Result, loop_kinds
 
 NAME = "pool"
+
+_E = TypeVar("_E", bound=Executor)
 
 #: Requests per burst and min of the burst pool: 8 is four per vCPU on the
 #: 2-vCPU machines of DESIGN.md §4, so a burst queues on CPUs as well as on
@@ -65,10 +69,16 @@ BURST = 8
 #: short next to the thousands of samples.
 SUBMITS_PER_EXECUTOR = 16
 
-# Samples per case and rounds, as benchmarks/__main__.py: the full run's
-# 20 000 leave 20 samples beyond p99.9.
-SAMPLES = {"quick": 1500, "full": 20000}
-ROUNDS = {"quick": 3, "full": 5}
+#: Requests per burst case and per submit case.  Every new-executor burst
+#: creates and joins 8 threads (~3 ms here): the full run's 8000 leave 8
+#: samples beyond p99.9 and keep the suite to a few minutes; the quick run
+#: keeps all of ``python -m benchmarks --quick`` under a minute.
+BURST_SAMPLES = {"quick": 400, "full": 8000}
+SAMPLES = {"quick": 400, "full": 8000}
+ROUNDS = {"quick": 2, "full": 5}
+
+#: Where the timeline's PNG goes (matplotlib permitting): outside the work tree.
+TIMELINE_PNG = os.path.join(tempfile.gettempdir(), "iothreads-pool-timeline.png")
 
 
 def noop() -> None:
@@ -79,31 +89,42 @@ def noop() -> None:
 
 
 def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
-    """The dispatch group, baselines first (the first one is the table's ratio base)."""
+    """The dispatch group, baselines first (the first one is the table's ratio base).
+
+    Warm-up note: every executor creates its threads on demand, from the
+    thread that submits (or, for ours, from a spawner that thread starts), and
+    threads inherit that thread's CPU affinity.  Each case therefore makes one
+    call while it sets up, which the harness runs pinned to the placement's
+    worker CPUs, so that every executor's worker lands there.
+    """
 
     @contextlib.asynccontextmanager
     async def tpe_run_in_executor() -> AsyncIterator[Op]:
         executor = ThreadPoolExecutor(thread_name_prefix="bench-tpe")
         loop = asyncio.get_running_loop()
         try:
+            await loop.run_in_executor(executor, noop)  # see warm-up note below
             yield lambda: loop.run_in_executor(executor, noop)
         finally:
             executor.shutdown()
 
     @contextlib.asynccontextmanager
     async def to_thread() -> AsyncIterator[Op]:
+        await asyncio.to_thread(noop)
         yield lambda: asyncio.to_thread(noop)
 
     @contextlib.asynccontextmanager
     async def anyio_run_sync() -> AsyncIterator[Op]:
         import anyio.to_thread
 
+        await anyio.to_thread.run_sync(noop)
         yield lambda: anyio.to_thread.run_sync(noop)
 
     @contextlib.asynccontextmanager
     async def pool_run() -> AsyncIterator[Op]:
         pool = ThreadPool(name="bench-pool")
         try:
+            await pool.run(noop)
             yield lambda: pool.run(noop)
         finally:
             pool.shutdown()
@@ -113,6 +134,7 @@ def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
         pool = ThreadPool(name="bench-pool")
         loop = asyncio.get_running_loop()
         try:
+            await loop.run_in_executor(pool, noop)
             yield lambda: loop.run_in_executor(pool, noop)
         finally:
             pool.shutdown()
@@ -136,9 +158,10 @@ def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
 
 # --------------------------------------------------------------------- burst
 
-# One burst strategy: given the caller's loop, issue BURST requests at once
-# and return each one's latency (ns) and the process CPU the burst took (ns).
+# One burst: issue BURST requests at once; return each one's latency (ns) and
+# the process CPU the burst took (ns).
 Burst = Callable[[], Awaitable[tuple[list[int], int]]]
+BurstCase = Callable[[], contextlib.AbstractAsyncContextManager[Burst]]
 
 
 async def timed_burst(submit: Callable[[], Awaitable[object]]) -> tuple[list[int], int]:
@@ -155,72 +178,122 @@ async def timed_burst(submit: Callable[[], Awaitable[object]]) -> tuple[list[int
     return list(latencies), time.process_time_ns() - cpu0
 
 
-@contextlib.asynccontextmanager
-async def warm_pool() -> AsyncIterator[Burst]:
-    pool = ThreadPool(BURST, name="bench-warm")
-    try:
-        yield lambda: timed_burst(lambda: pool.run(noop))
-    finally:
-        pool.shutdown()
+def pool_runner(pool: ThreadPool) -> Callable[[], Awaitable[object]]:
+    return lambda: pool.run(noop)
 
 
-def new_pool(min_threads: int) -> Callable[[], contextlib.AbstractAsyncContextManager[Burst]]:
-    @contextlib.asynccontextmanager
-    async def factory() -> AsyncIterator[Burst]:
-        async def burst() -> tuple[list[int], int]:
-            # Created (untimed), then the burst right away, then shut down (untimed).
-            pool = ThreadPool(min_threads, name="bench-new")
-            try:
-                return await timed_burst(lambda: pool.run(noop))
-            finally:
-                pool.shutdown()
-
-        yield burst
-
-    return factory
-
-
-@contextlib.asynccontextmanager
-async def new_tpe() -> AsyncIterator[Burst]:
+def tpe_runner(executor: ThreadPoolExecutor) -> Callable[[], Awaitable[object]]:
     loop = asyncio.get_running_loop()
+    return lambda: loop.run_in_executor(executor, noop)
 
+
+def new_pool() -> ThreadPool:
+    return ThreadPool(BURST, name="bench-burst")
+
+
+def new_tpe() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(BURST, thread_name_prefix="bench-burst")
+
+
+def burst_on_new(
+    make: Callable[[], _E], runner: Callable[[_E], Callable[[], Awaitable[object]]]
+) -> Callable[[Placement], BurstCase]:
+    """Each burst: create an executor (untimed), burst on it, shut it down (untimed).
+
+    The executor is created pinned to the placement's worker CPUs, so that the
+    threads it creates there land there; those it creates on demand inherit
+    the submitter's CPUs, for ours as for ThreadPoolExecutor.
+    """
+
+    def placed(placement: Placement) -> BurstCase:
+        return contextlib.asynccontextmanager(lambda: _new_bursts(make, runner, placement))
+
+    return placed
+
+
+async def _new_bursts(
+    make: Callable[[], _E],
+    runner: Callable[[_E], Callable[[], Awaitable[object]]],
+    placement: Placement,
+) -> AsyncIterator[Burst]:
     async def burst() -> tuple[list[int], int]:
-        executor = ThreadPoolExecutor(BURST, thread_name_prefix="bench-cold")
+        with placement.starting_workers():
+            executor = make()
         try:
-            return await timed_burst(lambda: loop.run_in_executor(executor, noop))
+            return await timed_burst(runner(executor))
         finally:
             executor.shutdown()
 
     yield burst
 
 
-@contextlib.asynccontextmanager
-async def warm_tpe() -> AsyncIterator[Burst]:
-    loop = asyncio.get_running_loop()
-    executor = ThreadPoolExecutor(BURST, thread_name_prefix="bench-warm-tpe")
-    try:
-        yield lambda: timed_burst(lambda: loop.run_in_executor(executor, noop))
-    finally:
-        executor.shutdown()
+def burst_on_warm(
+    make: Callable[[], _E],
+    runner: Callable[[_E], Callable[[], Awaitable[object]]],
+    *,
+    same_surroundings: bool = True,
+) -> Callable[[Placement], BurstCase]:
+    """Bursts on one long-lived executor.
+
+    With *same_surroundings*, each burst is surrounded exactly as in
+    ``burst_on_new(make, ...)``: a throwaway executor made by *make* is created
+    just before it and shut down just after (untimed), so the only difference
+    from the new-executor case is which executor the burst goes to.
+    """
+
+    def placed(placement: Placement) -> BurstCase:
+        @contextlib.asynccontextmanager
+        async def case() -> AsyncIterator[Burst]:
+            with placement.starting_workers():
+                executor = make()
+                submit = runner(executor)
+                await timed_burst(submit)  # every thread exists and has run once
+
+            async def burst() -> tuple[list[int], int]:
+                if not same_surroundings:
+                    return await timed_burst(submit)
+                with placement.starting_workers():
+                    throwaway = make()
+                try:
+                    return await timed_burst(submit)
+                finally:
+                    throwaway.shutdown()
+
+            try:
+                yield burst
+            finally:
+                executor.shutdown()
+
+        return case
+
+    return placed
 
 
-BURST_CASES: list[tuple[str, Callable[[], contextlib.AbstractAsyncContextManager[Burst]]]] = [
-    (f"ThreadPool(min={BURST}) warm", warm_pool),
-    (f"new ThreadPool(min={BURST})", new_pool(BURST)),
-    ("new ThreadPool(min=0)", new_pool(0)),
-    (f"new ThreadPoolExecutor({BURST})", new_tpe),
-    (f"ThreadPoolExecutor({BURST}) warm", warm_tpe),
+def min0_pool() -> ThreadPool:
+    return ThreadPool(0, BURST, name="bench-burst")
+
+
+BURST_CASES: list[tuple[str, Callable[[Placement], BurstCase]]] = [
+    (f"ThreadPool(min={BURST}) warm", burst_on_warm(new_pool, pool_runner)),
+    (f"new ThreadPool(min={BURST})", burst_on_new(new_pool, pool_runner)),
+    ("new ThreadPool(min=0)", burst_on_new(min0_pool, pool_runner)),
+    (f"new ThreadPoolExecutor({BURST})", burst_on_new(new_tpe, tpe_runner)),
+    (f"ThreadPoolExecutor({BURST}) warm", burst_on_warm(new_tpe, tpe_runner)),
+    (
+        f"ThreadPool(min={BURST}) back-to-back",
+        burst_on_warm(new_pool, pool_runner, same_surroundings=False),
+    ),
 ]
 
 
-async def run_bursts(group: str, samples: int, rounds: int, progress: Progress) -> list[Result]:
+async def run_bursts(group: str, placement: Placement, samples: int, rounds: int) -> list[Result]:
+    """Every burst case, interleaved in *rounds*; about *samples* requests each."""
     results = [Result(group, name) for name, _ in BURST_CASES]
     bursts = max(1, samples // rounds // BURST)
-    warmup = max(5, bursts // 10)
-    for r in range(rounds):
-        for (name, factory), result in zip(BURST_CASES, results, strict=True):
-            progress.step(f"{group}: {name} (round {r + 1}/{rounds})")
-            async with factory() as burst:
+    warmup = max(3, bursts // 20)
+    for _ in range(rounds):
+        for (_, factory), result in zip(BURST_CASES, results, strict=True):
+            async with factory(placement)() as burst:
                 for _ in range(warmup):
                     await burst()
                 for _ in range(bursts):
@@ -260,9 +333,8 @@ def submit_chunk(make: Callable[[], Executor], result: Result, submits: int) -> 
         executor.shutdown()
 
 
-def run_submits(
-    group: str, placement: Placement, samples: int, rounds: int, progress: Progress
-) -> list[Result]:
+def run_submits(group: str, samples: int, rounds: int) -> list[Result]:
+    """Both executors' submit() with every worker busy, interleaved in *rounds*."""
     makers: list[tuple[str, Callable[[], Executor]]] = [
         (
             "ThreadPoolExecutor.submit",
@@ -274,96 +346,231 @@ def run_submits(
         ),
     ]
     results = [Result(group, name) for name, _ in makers]
-    with placement.applied():
-        for r in range(rounds):
-            for (name, make), result in zip(makers, results, strict=True):
-                progress.step(f"{group}: {name} (round {r + 1}/{rounds})")
-                warmup = Result(group, name)  # discarded
-                submit_chunk(make, warmup, SUBMITS_PER_EXECUTOR * 5)
-                submit_chunk(make, result, samples // rounds)
+    for _ in range(rounds):
+        for (name, make), result in zip(makers, results, strict=True):
+            warmup = Result(group, name)  # discarded
+            submit_chunk(make, warmup, SUBMITS_PER_EXECUTOR * 2)
+            submit_chunk(make, result, samples // rounds)
     return results
 
 
-# ---------------------------------------------------------------------- main
+# ------------------------------------------------------------------ timeline
 
 
-def verdicts(results: Sequence[Result]) -> list[str]:
+@dataclass(frozen=True)
+class Timeline:
+    """The pool's figures sampled over time: (seconds since start, statistics)."""
+
+    min: int
+    max: int
+    idle_timeout: float
+    points: list[tuple[float, ThreadPoolStatistics]]
+
+
+#: Timeline scenario: a pool of min 2, max 8, hit by 24 requests at once that
+#: sleep (releasing the GIL) between 10 and 125 ms each, so it grows to max,
+#: drains its queue in waves, and its workers go idle at staggered times; then
+#: idleness, during which the workers above min time out one after another.
+TIMELINE_MIN, TIMELINE_MAX, TIMELINE_REQUESTS = 2, 8, 24
+#: Sampling period of the thread count (s): fine enough to see each exit.
+TIMELINE_TICK = 0.005
+
+
+def record_timeline(quick: bool) -> Timeline:
+    """Run the timeline scenario, sampling ``statistics()`` every TIMELINE_TICK."""
+    # A short idle timeout (instead of the 10 s default) makes the shrink
+    # visible within seconds.
+    idle_timeout = 0.25 if quick else 1.0
+    pool = ThreadPool(TIMELINE_MIN, TIMELINE_MAX, idle_timeout=idle_timeout, name="bench-timeline")
+    points: list[tuple[float, ThreadPoolStatistics]] = []
+    tick = threading.Event()  # never set: a bounded sleep
+    t0 = time.perf_counter()
+
+    def sample() -> ThreadPoolStatistics:
+        stats = pool.statistics()
+        points.append((time.perf_counter() - t0, stats))
+        return stats
+
+    try:
+        for _ in range(10):  # the pool at rest, before the burst
+            sample()
+            tick.wait(TIMELINE_TICK)
+        futures = [pool.submit(time.sleep, 0.010 + 0.005 * n) for n in range(TIMELINE_REQUESTS)]
+        # Sample until every request is done and the pool is back to min,
+        # then a little longer to show that min workers stay; bounded.
+        deadline = time.perf_counter() + 10 * idle_timeout + 5.0
+        settled_at = None
+        while time.perf_counter() < deadline:
+            stats = sample()
+            done = all(f.done() for f in futures)
+            if done and stats.threads == TIMELINE_MIN and settled_at is None:
+                settled_at = points[-1][0]
+            if settled_at is not None and points[-1][0] > settled_at + idle_timeout:
+                break
+            tick.wait(TIMELINE_TICK)
+    finally:
+        pool.shutdown()
+    return Timeline(TIMELINE_MIN, TIMELINE_MAX, idle_timeout, points)
+
+
+def timeline_lines(timeline: Timeline) -> list[str]:
+    """The timeline as text: one line per change of the thread count."""
+    lines = [
+        f"{NAME}/timeline: min={timeline.min} max={timeline.max} "
+        f"idle_timeout={timeline.idle_timeout:g}s, {TIMELINE_REQUESTS} requests at once "
+        f"(sleeping 10-{10 + 5 * (TIMELINE_REQUESTS - 1)} ms) after {10 * TIMELINE_TICK:g}s",
+        f"  {'t (s)':>7} {'threads':>7} {'idle':>5} {'active':>6} {'queued':>6}",
+    ]
+    last = None
+    for i, (t, s) in enumerate(timeline.points):
+        if s.threads != last or i == len(timeline.points) - 1:
+            lines.append(f"  {t:7.3f} {s.threads:7d} {s.idle:5d} {s.active:6d} {s.queued:6d}")
+            last = s.threads
+    final = timeline.points[-1][1]
+    lines.append(
+        f"  peak {final.peak}, spawned {final.spawned}, exited {final.exited}, "
+        f"completed {final.completed}"
+    )
+    return lines
+
+
+def save_timeline_png(timeline: Timeline, path: str) -> str:
+    """Plot the timeline to *path* with matplotlib, if it is installed; say what happened."""
+    try:
+        matplotlib = importlib.import_module("matplotlib")
+    except ImportError:
+        return f"{NAME}/timeline: matplotlib is not installed; no PNG written"
+    matplotlib.use("Agg")  # a file, no display
+    plt = importlib.import_module("matplotlib.pyplot")
+    t = [p[0] for p in timeline.points]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.step(t, [p[1].threads for p in timeline.points], where="post", label="threads")
+    ax.step(t, [p[1].active for p in timeline.points], where="post", label="active")
+    ax.step(t, [p[1].queued for p in timeline.points], where="post", label="queued")
+    ax.axhline(timeline.min, linestyle=":", color="grey", label="min")
+    ax.axhline(timeline.max, linestyle="--", color="grey", label="max")
+    ax.set_xlabel("seconds since the pool was created")
+    ax.set_ylabel("count")
+    ax.set_title(
+        f"ThreadPool(min={timeline.min}, max={timeline.max}, "
+        f"idle_timeout={timeline.idle_timeout:g}s): a burst, then idleness"
+    )
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return f"{NAME}/timeline: saved to {path}"
+
+
+# ------------------------------------------------- hooks of python -m benchmarks
+
+
+def results(
+    kind: str, loop_factory: LoopFactory, placement: Placement, quick: bool
+) -> list[Result]:
+    """The burst (per loop kind) and submit (once per placement) measurements."""
+    mode = "quick" if quick else "full"
+    out = []
+    with placement.applied(), asyncio.Runner(loop_factory=loop_factory) as runner:
+        out += runner.run(
+            run_bursts(
+                f"{NAME}/burst{BURST}/{kind}/{placement.name}",
+                placement,
+                BURST_SAMPLES[mode],
+                ROUNDS[mode],
+            )
+        )
+        # submit() is called from a plain thread: the loop kind does not
+        # matter, so it runs with the first kind only.
+        if kind == next(iter(loop_kinds())):
+            out += run_submits(f"{NAME}/submit/{placement.name}", SAMPLES[mode], ROUNDS[mode])
+    return out
+
+
+def report(all_results: Sequence[Result], quick: bool) -> list[str]:
+    """The issue's targets checked against this run, then the thread-count timeline."""
+    timeline = record_timeline(quick)
+    lines = verdicts(all_results)
+    lines.append("")
+    lines += timeline_lines(timeline)
+    lines.append(save_timeline_png(timeline, TIMELINE_PNG))
+    return lines
+
+
+def verdicts(all_results: Sequence[Result]) -> list[str]:
     """The issue's targets, checked against this run's figures."""
     lines = []
-    groups: dict[str, list[Result]] = {}
-    for r in results:
-        groups.setdefault(r.group, []).append(r)
-    for group, rs in groups.items():
-        by_case = {r.case: r for r in rs}
+    groups: dict[str, dict[str, Result]] = {}
+    for r in all_results:
+        if r.group.startswith(f"{NAME}/"):
+            groups.setdefault(r.group, {})[r.case] = r
+    for group, by_case in groups.items():
         if group.startswith(f"{NAME}/dispatch"):
             best = min(
-                (r for r in rs if "ThreadPool" not in r.case), key=lambda r: r.percentile(50)
+                (r for r in by_case.values() if "ThreadPool" not in r.case),
+                key=lambda r: r.percentile(50),
             )
-            ours = by_case["ThreadPool.run"]
-            ratio = ours.percentile(50) / best.percentile(50)
+            ratio = by_case["ThreadPool.run"].percentile(50) / best.percentile(50)
             lines.append(
                 f"{group}: ThreadPool.run p50 = {ratio:.2f}x the best baseline "
                 f"({best.case}); target <= 0.8"
             )
         elif group.startswith(f"{NAME}/burst"):
-            # The issue's target compares with the warm p50; a burst has a
-            # spread of its own (8 requests share 2 CPUs and one caller
-            # loop), so the warm burst's own p99.9 is shown as well.
-            warm = rs[0]
-            for r in rs[1:4]:
-                lines.append(
-                    f"{group}: {r.case} p99.9 = "
-                    f"{r.percentile(99.9) / warm.percentile(50):.2f}x the warm p50"
-                    + ("  (target <= 1.5)" if r.case == BURST_CASES[1][0] else "")
-                    + f", {r.percentile(99.9) / warm.percentile(99.9):.2f}x the warm p99.9"
-                )
+            lines += burst_verdicts(group, by_case, groups)
         elif group.startswith(f"{NAME}/submit"):
-            tpe, ours = rs
+            tpe, ours = by_case["ThreadPoolExecutor.submit"], by_case["ThreadPool.submit"]
             lines.append(
-                f"{group}: submit() p99 ours/TPE = {ours.percentile(99) / tpe.percentile(99):.3f}"
+                f"{group}: submit() ours/TPE p50 = "
+                f"{ours.percentile(50) / tpe.percentile(50):.2f}, "
+                f"p99 = {ours.percentile(99) / tpe.percentile(99):.2f}"
             )
     return lines
 
 
+def burst_verdicts(
+    group: str, by_case: dict[str, Result], groups: dict[str, dict[str, Result]]
+) -> list[str]:
+    """No creation spike: each new executor's burst against a warm one's, same surroundings.
+
+    The issue's wording, "p99.9 of the burst with min=N within 1.5x the warm
+    p50", compares one quantile of a burst with another of a different
+    distribution: a burst of 8 on 2 CPUs through one caller loop queues, so
+    even a warm pool's burst has a p99.9 several times its p50 (shown as
+    "spread").  What shows a creation spike is the new pool's burst against
+    the same burst, measured identically, on a warm pool: same quantiles,
+    ratio near 1 when there is no spike.  The literal ratios are printed too.
+    """
+    warm = by_case[BURST_CASES[0][0]]
+    warm_tpe = by_case[BURST_CASES[4][0]]
+    lines = [
+        f"{group}: warm ThreadPool burst spread p99.9/p50 = "
+        f"{warm.percentile(99.9) / warm.percentile(50):.2f}"
+    ]
+    for name, base in (
+        (BURST_CASES[1][0], warm),
+        (BURST_CASES[2][0], warm),
+        (BURST_CASES[3][0], warm_tpe),
+    ):
+        r = by_case[name]
+        ratios = "/".join(f"{r.percentile(q) / base.percentile(q):.2f}" for q in (50, 99, 99.9))
+        line = f"{group}: {name} vs {base.case}: p50/p99/p99.9 = {ratios}x"
+        if name == BURST_CASES[1][0]:
+            line += "  (no creation spike: p99.9 target <= 1.5)"
+            dispatch = groups.get(group.replace(f"burst{BURST}", "dispatch"), {})
+            literal = f"{r.percentile(99.9) / warm.percentile(50):.2f}x the warm burst p50"
+            if "ThreadPool.run" in dispatch:
+                single = dispatch["ThreadPool.run"].percentile(50)
+                literal += f", {r.percentile(99.9) / single:.2f}x the warm single-request p50"
+            line += f"; literal reading: p99.9 = {literal}"
+        lines.append(line)
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_pool", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer samples")
-    parser.add_argument("--json", metavar="FILE", help="write the raw figures to FILE")
-    args = parser.parse_args(argv)
-    mode = "quick" if args.quick else "full"
-    samples, rounds = SAMPLES[mode], ROUNDS[mode]
-    kinds, places = loop_kinds(), placements()
-    dispatch_cases = len(cases(asyncio.new_event_loop)[0][1])
-    progress = Progress(
-        rounds * len(places) * (len(kinds) * (dispatch_cases + len(BURST_CASES)) + 2)
-    )
-    results: list[Result] = []
-    for placement in places:
-        for kind, factory in kinds.items():
-            for group, group_cases in cases(factory):
-                results += run_group(
-                    f"{NAME}/{group}/{kind}/{placement.name}",
-                    group_cases,
-                    loop_factory=factory,
-                    placement=placement,
-                    samples=samples,
-                    rounds=rounds,
-                    progress=progress,
-                )
-            burst_group = f"{NAME}/burst{BURST}/{kind}/{placement.name}"
-            with placement.applied(), asyncio.Runner(loop_factory=factory) as runner:
-                results += runner.run(run_bursts(burst_group, samples, rounds, progress))
-        results += run_submits(
-            f"{NAME}/submit/{placement.name}", placement, samples, rounds, progress
-        )
-    progress.close()
-    print_table(results)
-    print()
-    for line in verdicts(results):
-        print(line)
-    if args.json:
-        write_json(args.json, results)
-    return 0
+    """``python -m benchmarks.bench_pool [--quick] [--json FILE]``: the pool suite alone."""
+    from .__main__ import main as run_suites
+
+    return run_suites(["--only", NAME, *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":
