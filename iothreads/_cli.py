@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from ._errors import IOThreadsError
+from ._iothread import MainLoop
 from ._objects import object_add, object_del, query_iothreads
 from .qmp import Monitor
 
@@ -260,9 +261,11 @@ async def _serve(objects: Sequence[_ObjectSpec], addresses: Sequence[_Address]) 
     try:
         for spec in objects:
             try:
-                object_add(spec.qom_type, spec.id, **spec.props)
+                obj = object_add(spec.qom_type, spec.id, **spec.props)
             except IOThreadsError as exc:
                 return _fail(f"iothreads serve: --object {spec.text}: {exc}")
+            if isinstance(obj, MainLoop):
+                obj.install()  # this loop is the application's loop: its pool runs here
         for address in addresses:
             monitor = Monitor(address.path, host=address.host or _LOOPBACK, port=address.port)
             try:
@@ -282,6 +285,9 @@ async def _serve(objects: Sequence[_ObjectSpec], addresses: Sequence[_Address]) 
         # Every user iothread, including those added over QMP, stops cleanly.
         for info in reversed(query_iothreads()):
             object_del(info.id)
+        main_loop = MainLoop.instance()
+        if main_loop is not None:
+            main_loop.close()
         for sig in signals:
             loop.remove_signal_handler(sig)
 

@@ -1,0 +1,322 @@
+"""The ``iothreads`` command line, end to end against ``iothreads serve``.
+
+Each end-to-end test starts ``python -m iothreads serve`` itself, waits
+(bounded) for its ready line, drives it with ``query`` / ``set`` subprocesses
+and with ``qemu.qmp``, then stops it with a signal and checks the exit status.
+No child process outlives its test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qemu.qmp import QMPClient
+
+from iothreads._cli import _Address, _parse_address, _parse_object, main
+
+WAIT = 10.0  # bound on every wait: a hang fails the test instead of blocking CI
+REPO = Path(__file__).resolve().parent.parent
+INT64_MAX = 2**63 - 1
+
+
+@pytest.fixture
+def sock_path() -> Iterator[str]:
+    """A socket path well under AF_UNIX's 108 bytes (tmp_path can be longer)."""
+    directory = tempfile.mkdtemp(prefix="cli-", dir="/tmp")
+    try:
+        yield os.path.join(directory, "qmp.sock")
+    finally:
+        shutil.rmtree(directory)
+
+
+def cli(*args: str, cwd: Path | str = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "iothreads", *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,
+        cwd=cwd,
+        check=False,
+    )
+
+
+@contextlib.contextmanager
+def serve(*args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``iothreads serve ARGS`` as a child process, killed if still running at the end."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iothreads", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,  # unbuffered: select() sees every line
+        cwd=REPO,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def ready_line(proc: subprocess.Popen[bytes]) -> str:
+    """The line serve prints once its monitor listens (bounded wait)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + WAIT
+    line = b""
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        readable, _, _ = select.select([proc.stdout], [], [], max(0.0, remaining))
+        assert readable, "iothreads serve printed no ready line in time"
+        byte = proc.stdout.read(1)
+        assert byte, f"iothreads serve exited: {proc.wait(WAIT)} {stderr_of(proc)}"
+        line += byte
+    text = line.decode()
+    assert "QMP monitor listening on" in text
+    return text.strip()
+
+
+def stderr_of(proc: subprocess.Popen[bytes]) -> str:
+    assert proc.stderr is not None
+    return proc.stderr.read().decode()
+
+
+def stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> int:
+    proc.send_signal(sig)
+    return proc.wait(WAIT)
+
+
+def query_json(address: str) -> list[dict[str, Any]]:
+    result = cli("query", "--qmp", address, "--json")
+    assert result.returncode == 0, result.stderr
+    data: list[dict[str, Any]] = json.loads(result.stdout)
+    return data
+
+
+async def qmp_execute(path: str, cmd: str, args: dict[str, Any] | None = None) -> Any:
+    client = QMPClient("cli-test")
+    await client.connect(path)
+    try:
+        return await client.execute(cmd, args)
+    finally:
+        await client.disconnect()
+
+
+# -- end to end ------------------------------------------------------------------------
+
+
+def test_serve_query_set(sock_path: str) -> None:
+    address = f"unix:{sock_path}"
+    with serve(
+        "--object", "iothread,id=io0,poll-max-ns=32768",
+        "--object", "iothread,id=io1,thread-pool-max=8,poll-grow=0x2",
+        "--object", "main-loop,id=main-loop,thread-pool-max=8",
+        "--qmp", address,
+    ) as proc:  # fmt: skip
+        assert ready_line(proc) == f"iothreads serve: QMP monitor listening on {address}"
+        assert stat.S_IMODE(os.lstat(sock_path).st_mode) == 0o600
+
+        table = cli("query", "--qmp", address)
+        assert table.returncode == 0, table.stderr
+        rows = [line.split() for line in table.stdout.splitlines()]
+        assert rows[0] == [
+            "ID",
+            "THREAD-ID",
+            "POLL-MAX-NS",
+            "POLL-GROW",
+            "POLL-SHRINK",
+            "AIO-MAX-BATCH",
+        ]
+        assert [(r[0], r[2], r[3]) for r in rows[1:]] == [
+            ("io0", "32768", "0"),
+            ("io1", "32768", "2"),
+        ]
+
+        infos = query_json(address)
+        assert [i["id"] for i in infos] == ["io0", "io1"]
+        assert all(i["thread-id"] > 0 for i in infos)
+
+        result = cli("set", "--qmp", address, "io0", "poll-max-ns=0", "poll-shrink=2")
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+        io0 = query_json(address)[0]
+        assert (io0["poll-max-ns"], io0["poll-shrink"]) == (0, 2)
+
+        assert cli("set", "--qmp", address, "main-loop", "thread-pool-min=2").returncode == 0
+        pools = asyncio.run(qmp_execute(sock_path, "x-query-thread-pools"))
+        assert [(p["id"], p["max"]) for p in pools] == [("io0", 64), ("io1", 8), ("main-loop", 8)]
+        assert pools[2]["min"] == 2
+
+        assert stop(proc) == 0
+        assert stderr_of(proc) == ""
+    assert not os.path.lexists(sock_path)
+
+
+SET_ERRORS = [
+    ("io0", "poll-max-ns=-1", f"poll-max-ns value must be in range [0, {INT64_MAX}]"),
+    ("io0", "poll-max-ns=abc", "Invalid parameter type for 'poll-max-ns', expected: integer"),
+    (
+        "io0",
+        f"poll-max-ns={INT64_MAX + 1}",
+        "Invalid parameter type for 'poll-max-ns', expected: integer",
+    ),
+    ("io0", "thread-pool-max=0", "bad thread-pool-min/thread-pool-max values"),
+    ("io0", "bogus=1", "Property 'iothread.bogus' not found"),
+    ("nope", "poll-max-ns=0", "Device '/objects/nope' not found"),
+    ("/objects/nope", "poll-max-ns=0", "Device '/objects/nope' not found"),
+]
+
+
+def test_set_prints_the_monitor_error(sock_path: str) -> None:
+    address = f"unix:{sock_path}"
+    with serve("--object", "iothread,id=io0,poll-max-ns=100", "--qmp", address) as proc:
+        ready_line(proc)
+        for target, assignment, desc in SET_ERRORS:
+            result = cli("set", "--qmp", address, target, assignment)
+            assert (result.returncode, result.stdout, result.stderr) == (1, "", desc + "\n")
+        assert query_json(address)[0]["poll-max-ns"] == 100  # untouched
+        assert stop(proc, signal.SIGINT) == 0
+
+
+def test_serve_on_tcp_and_objects_added_over_qmp_are_stopped(sock_path: str) -> None:
+    with serve("--qmp", "tcp:127.0.0.1:0", "--qmp", f"unix:{sock_path},server=on,wait=off") as proc:
+        tcp = ready_line(proc).rsplit(" ", 1)[1]
+        assert tcp.startswith("tcp:127.0.0.1:")
+        assert ready_line(proc) == f"iothreads serve: QMP monitor listening on unix:{sock_path}"
+        assert query_json(tcp) == []
+        args = {"qom-type": "iothread", "id": "late"}
+        assert asyncio.run(qmp_execute(sock_path, "object-add", args)) == {}
+        assert [i["id"] for i in query_json(tcp)] == ["late"]
+        assert stop(proc) == 0
+        assert stderr_of(proc) == ""
+
+
+def test_serve_errors(sock_path: str) -> None:
+    result = cli("serve", "--object", "iothread,id=1bad", "--qmp", f"unix:{sock_path}")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "iothreads serve: --object iothread,id=1bad: Parameter 'id' expects an identifier\n"
+    )
+    result = cli("serve", "--object", "iothread,id=io0,poll-max-ns=fast")
+    assert result.returncode == 1
+    assert "'poll-max-ns', expected: integer" in result.stderr
+    assert "poll-max-ns=fast" in result.stderr
+    result = cli("serve", "--object", "main-loop,id=a", "--object", "main-loop,id=b")
+    assert result.returncode == 1
+    assert result.stderr.endswith("only one main-loop instance allowed\n")
+
+    Path(sock_path).write_text("precious")
+    result = cli("serve", "--object", "iothread,id=io0", "--qmp", f"unix:{sock_path}")
+    assert result.returncode == 1
+    assert f"cannot listen on unix:{sock_path}" in result.stderr
+    assert "not a socket" in result.stderr
+    assert Path(sock_path).read_text() == "precious"
+
+
+def test_query_without_a_monitor(sock_path: str) -> None:
+    result = cli("query", "--qmp", f"unix:{sock_path}")
+    assert result.returncode == 1
+    assert f"cannot reach the monitor at unix:{sock_path}" in result.stderr
+
+
+def test_usage_errors() -> None:
+    for argv in (
+        [],
+        ["query"],
+        ["query", "--qmp", "ftp:x"],
+        ["set", "--qmp", "unix:/x", "io0"],
+        ["set", "--qmp", "unix:/x", "io0", "poll-max-ns"],
+        ["serve", "--object", "iothread,id=a,oops"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2, argv
+
+
+def test_console_script() -> None:
+    script = Path(sys.executable).parent / "iothreads"
+    if not script.exists():
+        pytest.skip("the package is not installed with its console script here")
+    result = subprocess.run(
+        [script, "--help"], capture_output=True, text=True, timeout=WAIT * 3, check=False
+    )
+    assert result.returncode == 0
+    for command in ("serve", "query", "set", "bench"):
+        assert command in result.stdout
+
+
+# -- bench -------------------------------------------------------------------------------
+
+
+def test_bench_runs_the_benchmarks_module() -> None:
+    result = cli("bench", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: python -m benchmarks" in result.stdout
+
+
+def test_bench_without_the_benchmarks(tmp_path: Path) -> None:
+    # Only the package, no source tree, no site-packages (no editable install).
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "iothreads").symlink_to(REPO / "iothreads")
+    (tmp_path / "cwd").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-S", "-m", "iothreads", "bench"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,
+        cwd=tmp_path / "cwd",
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "lib")},
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "no 'benchmarks' package here" in result.stderr
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+
+def test_parse_object() -> None:
+    spec = _parse_object("iothread,id=io0,poll-max-ns=32768,poll-grow=0x10,aio-max-batch=-1")
+    assert (spec.qom_type, spec.id) == ("iothread", "io0")
+    assert spec.props == {"poll-max-ns": 32768, "poll-grow": 16, "aio-max-batch": -1}
+    spec = _parse_object("qom-type=main-loop,id=ml,thread-pool-max=eight")
+    assert (spec.qom_type, spec.id, spec.props) == ("main-loop", "ml", {"thread-pool-max": "eight"})
+    assert _parse_object("iothread").id is None
+    for bad, message in (
+        ("iothread,id=a,id=b", "Parameter 'id' is duplicate"),
+        ("iothread,poll", "expected PROPERTY=VALUE, got 'poll'"),
+        ("iothread,=1", "empty property name"),
+        ("id=io0", "Parameter 'qom-type' is missing"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            _parse_object(bad)
+
+
+def test_parse_address() -> None:
+    assert _parse_address("unix:/run/q.sock") == _Address(path="/run/q.sock")
+    assert _parse_address("unix:/q,server,nowait") == _Address(path="/q")
+    assert _parse_address("tcp:localhost:4444") == _Address(host="localhost", port=4444)
+    assert _parse_address("tcp::4444") == _Address(port=4444)
+    assert _parse_address("tcp:[::1]:4444") == _Address(host="::1", port=4444)
+    assert str(_parse_address("tcp::4444")) == "tcp::4444"
+    for bad in ("unix:", "tcp:host", "tcp:host:port", "/path", "unix:/q,reconnect=1"):
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(bad).replace("[", r"\[")):
+            _parse_address(bad)
