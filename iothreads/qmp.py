@@ -160,12 +160,21 @@ class _JsonStreamer:
                 pos = m.end()
                 if m.group() == b'"':
                     self._in_string = False
+                    if self._depth == 0:  # a top-level string is a whole text
+                        texts.append(bytes(buf[:pos]))
+                        del buf[:pos]
+                        pos = 0
                 continue
             m = _OUTSIDE.search(buf, pos)
             if m is None:
                 pos = len(buf)
                 break
             char, pos = m.group(), m.end()
+            if self._depth == 0 and char in b'"{[' and buf[: pos - 1].strip():
+                # A top-level scalar ends where the next text starts.
+                texts.append(bytes(buf[: pos - 1]))
+                del buf[: pos - 1]
+                pos = 1
             if char == b'"':
                 self._in_string = True
             elif char in b"{[":

@@ -614,7 +614,7 @@ async def test_malformed_json_keeps_the_connection(raw: RawClient) -> None:
     reply = await raw.receive()
     assert reply["error"]["class"] == "GenericError"
     assert reply["error"]["desc"].startswith("JSON parse error, ")
-    await raw.send(b"\xff\xfe{}\n")
+    await raw.send(b'{"execute": "\xff\xfe"}\n')
     assert (await raw.receive())["error"]["desc"].startswith("JSON parse error, invalid UTF-8")
     await raw.send(b'{"execute": "query-iothreads", "execute": "x"}\n')
     assert (await raw.receive())["error"]["desc"] == "JSON parse error, duplicate key 'execute'"
@@ -657,6 +657,13 @@ async def test_stream_framing(raw: RawClient) -> None:
     assert (await raw.receive()) == {"return": [], "id": 1}
     assert (await raw.receive())["id"] == [2]
     assert (await raw.receive())["id"] == {"n": 3}
+    # Top-level scalars are texts of their own, wherever they end.
+    await raw.send(b'"a"{"execute": "query-iothreads"}1[2]3 \n')
+    not_an_object = {"error": {"class": "GenericError", "desc": "QMP input must be a JSON object"}}
+    assert await raw.receive() == not_an_object
+    assert await raw.receive() == {"return": []}
+    for _ in range(3):
+        assert await raw.receive() == not_an_object
     text = (
         b'{"execute":\n "qom-list",\r\n "arguments": {"path": "/obj\\u0065cts\\\\"}, "id": "}"}\n'
     )
