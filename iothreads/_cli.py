@@ -47,6 +47,9 @@ _EXIT_ERROR: Final = 1
 #: real answer while still bounding a broken server.
 _REPLY_LIMIT: Final = 16 << 20
 
+#: Bytes of a garbled reply quoted in the error: about one terminal line.
+_QUOTE: Final = 80
+
 #: The ``-qmp`` options QEMU users write out of habit; they describe what the
 #: monitor does anyway (it listens, and never waits for a client).
 _QMP_NOOP_OPTIONS: Final = frozenset({"server", "server=on", "wait=off", "nowait"})
@@ -209,16 +212,22 @@ class _QMPClient:
         while True:
             reply = await self._receive()
             if reply.get("id") != self._last_id:
-                continue  # an event, or a reply to someone else's id
+                continue  # an event (QMP interleaves them with replies)
             if "error" in reply:
                 raise _MonitorError(reply["error"].get("desc", reply["error"]))
             return reply.get("return")
 
     async def _receive(self) -> dict[str, Any]:
-        line = await self._reader.readline()
+        try:
+            line = await self._reader.readline()
+        except ValueError:  # asyncio's LimitOverrunError, re-raised as ValueError
+            raise _MonitorError(f"the monitor sent a line over {_REPLY_LIMIT} bytes") from None
         if not line:
             raise _MonitorError("the monitor closed the connection")
-        message = json.loads(line)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            raise _MonitorError(f"the monitor sent {line[:_QUOTE]!r}, not JSON") from None
         if not isinstance(message, dict):
             raise _MonitorError(f"the monitor sent {message!r}, not a JSON object")
         return message

@@ -16,10 +16,12 @@ import os
 import select
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,6 +237,32 @@ def test_query_without_a_monitor(sock_path: str) -> None:
     result = cli("query", "--qmp", f"unix:{sock_path}")
     assert result.returncode == 1
     assert f"cannot reach the monitor at unix:{sock_path}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("greeting", "error"),
+    [(b"hello\n", "not JSON"), (b'{"hello": 1}\n', "is not a QMP monitor"), (b"", "closed")],
+)
+def test_query_against_something_else(sock_path: str, greeting: bytes, error: str) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.settimeout(WAIT)  # accept() is bounded too
+        server.bind(sock_path)
+        server.listen()
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(greeting)
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        try:
+            result = cli("query", "--qmp", f"unix:{sock_path}")
+        finally:
+            thread.join(WAIT)
+    assert result.returncode == 1
+    assert error in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_usage_errors() -> None:
