@@ -24,6 +24,7 @@ from ._iothread import EventLoopBase, IOThread, MainLoop, current_iothread, in_i
 from ._objects import (
     IOThreadInfo,
     ObjectPropertyInfo,
+    ObjectTypeInfo,
     iothread_by_id,
     iothread_create,
     iothread_destroy,
@@ -31,8 +32,12 @@ from ._objects import (
     object_del,
     qom_get,
     qom_list,
+    qom_list_properties,
+    qom_list_types,
     qom_set,
+    query_iothread_stats,
     query_iothreads,
+    query_thread_pools,
 )
 from ._pool import ThreadPool, ThreadPoolStatistics
 
@@ -50,6 +55,7 @@ __all__ = [
     "MainLoop",
     "ObjectNotFound",
     "ObjectPropertyInfo",
+    "ObjectTypeInfo",
     "PollHandler",
     "PropertyNotFound",
     "ThreadPool",
@@ -64,6 +70,10 @@ __all__ = [
     "object_del",
     "qom_get",
     "qom_list",
+    "qom_list_properties",
+    "qom_list_types",
     "qom_set",
+    "query_iothread_stats",
     "query_iothreads",
+    "query_thread_pools",
 ]

@@ -13,18 +13,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ._aio import AioContextStatistics
 from ._errors import (
     DeviceNotFound,
     InvalidParameterValue,
     IOThreadsError,
+    IOThreadStopped,
     ObjectNotFound,
 )
 from ._iothread import USER_OBJECTS, EventLoopBase, IOThread, MainLoop
+from ._pool import ThreadPoolStatistics
 from ._props import attr_name, check_id, check_properties, wire_name
 
 __all__ = [
     "IOThreadInfo",
     "ObjectPropertyInfo",
+    "ObjectTypeInfo",
     "iothread_by_id",
     "iothread_create",
     "iothread_destroy",
@@ -32,8 +36,12 @@ __all__ = [
     "object_del",
     "qom_get",
     "qom_list",
+    "qom_list_properties",
+    "qom_list_types",
     "qom_set",
+    "query_iothread_stats",
     "query_iothreads",
+    "query_thread_pools",
 ]
 
 _OBJECTS_PATH: Final = "/objects"
@@ -73,8 +81,41 @@ class ObjectPropertyInfo:
         return {"name": self.name, "type": self.type}
 
 
-#: qom-type -> class, for object_add.
-_TYPES: Final[Mapping[str, type[EventLoopBase]]] = {"iothread": IOThread, "main-loop": MainLoop}
+@dataclass(frozen=True)
+class ObjectTypeInfo:
+    """One entry of ``qom_list_types()`` (QMP's ObjectTypeInfo)."""
+
+    name: str
+    parent: str | None = None
+    abstract: bool = False
+
+    def to_qmp(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"name": self.name}
+        if self.abstract:
+            info["abstract"] = True
+        if self.parent is not None:
+            info["parent"] = self.parent
+        return info
+
+
+#: The QOM types this runtime has: QEMU's root ``object``, the ``container``
+#: that ``/objects`` is, and the event loop types (type -> its class, if any).
+_TYPE_INFO: Final[Mapping[str, tuple[ObjectTypeInfo, type[EventLoopBase] | None]]] = {
+    "object": (ObjectTypeInfo("object", abstract=True), None),
+    "container": (ObjectTypeInfo("container", "object"), None),
+    EventLoopBase.qom_type: (
+        ObjectTypeInfo(EventLoopBase.qom_type, "object", abstract=True),
+        EventLoopBase,
+    ),
+    IOThread.qom_type: (ObjectTypeInfo(IOThread.qom_type, EventLoopBase.qom_type), IOThread),
+    MainLoop.qom_type: (ObjectTypeInfo(MainLoop.qom_type, EventLoopBase.qom_type), MainLoop),
+}
+
+#: The types object_add creates.
+_USER_CREATABLE: Final[Mapping[str, type[EventLoopBase]]] = {
+    IOThread.qom_type: IOThread,
+    MainLoop.qom_type: MainLoop,
+}
 
 
 def query_iothreads() -> list[IOThreadInfo]:
@@ -94,6 +135,67 @@ def query_iothreads() -> list[IOThreadInfo]:
                 )
             )
     return infos
+
+
+def query_iothread_stats() -> list[tuple[str, AioContextStatistics]]:
+    """Each running user IOThread's id and its AioContext statistics."""
+    out = []
+    for obj in USER_OBJECTS.snapshot():
+        if isinstance(obj, IOThread):
+            try:
+                out.append((obj.id, obj.aio_context.statistics()))
+            except IOThreadStopped:
+                pass  # stopped since it was listed: it has no figures any more
+    return out
+
+
+def query_thread_pools() -> list[tuple[str, ThreadPoolStatistics]]:
+    """Each user object's id and its pool's statistics, for those that have a
+    pool now (a main-loop has one once installed on the application's loop)."""
+    out = []
+    for obj in USER_OBJECTS.snapshot():
+        pool = obj.thread_pool
+        if pool is not None:
+            out.append((obj.id, pool.statistics()))
+    return out
+
+
+def qom_list_types(implements: str | None = None, abstract: bool = False) -> list[ObjectTypeInfo]:
+    """The QOM types, optionally those implementing *implements* (the type
+    itself or a descendant), abstract ones only when *abstract* is true."""
+    out = []
+    for info, _cls in _TYPE_INFO.values():
+        if info.abstract and not abstract:
+            continue
+        if implements is not None and implements not in _ancestry(info):
+            continue
+        out.append(info)
+    return out
+
+
+def qom_list_properties(typename: str) -> list[ObjectPropertyInfo]:
+    """The properties an object of QOM type *typename* has.
+
+    Raises:
+        DeviceNotFound: no such type (QEMU's ``Class 'X' not found``).
+    """
+    entry = _TYPE_INFO.get(typename)
+    if entry is None:
+        raise DeviceNotFound(f"Class '{typename}' not found")
+    cls = entry[1]
+    return _properties_of(cls.property_defaults if cls is not None else {})
+
+
+def _ancestry(info: ObjectTypeInfo) -> list[str]:
+    names = [info.name]
+    while info.parent is not None:
+        info = _TYPE_INFO[info.parent][0]
+        names.append(info.name)
+    return names
+
+
+def _properties_of(defaults: Mapping[str, int]) -> list[ObjectPropertyInfo]:
+    return [ObjectPropertyInfo("type", "string"), *(ObjectPropertyInfo(n, "int") for n in defaults)]
 
 
 def iothread_by_id(id: str) -> IOThread | None:
@@ -133,7 +235,7 @@ def object_add(qom_type: str, id: str | None = None, **props: object) -> EventLo
             duplicate id, an unknown property, a bad value.
         InvalidParameterType: a value that is not an int64.
     """
-    cls = _TYPES.get(qom_type)
+    cls = _USER_CREATABLE.get(qom_type)
     if cls is None:
         raise InvalidParameterValue(f"Parameter 'qom-type' does not accept value '{qom_type}'")
     if id is None:
@@ -232,7 +334,4 @@ def qom_list(path: str) -> list[ObjectPropertyInfo]:
             ObjectPropertyInfo("type", "string"),
             *(ObjectPropertyInfo(o.id, f"child<{o.qom_type}>") for o in USER_OBJECTS.snapshot()),
         ]
-    return [
-        ObjectPropertyInfo("type", "string"),
-        *(ObjectPropertyInfo(name, "int") for name in obj.property_defaults),
-    ]
+    return _properties_of(obj.property_defaults)

@@ -40,16 +40,19 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from ._errors import IOThreadsError, IOThreadStopped
-from ._iothread import EventLoopBase, IOThread, MainLoop
+from ._iothread import IOThread
 from ._objects import (
-    iothread_by_id,
     iothread_create,
     object_add,
     object_del,
     qom_get,
     qom_list,
+    qom_list_properties,
+    qom_list_types,
     qom_set,
+    query_iothread_stats,
     query_iothreads,
+    query_thread_pools,
 )
 
 __all__ = ["MAX_MESSAGE_BYTES", "MAX_NESTING", "Monitor"]
@@ -279,38 +282,6 @@ def _check_args(
 # -- the QOM types, as qom-list-types and qom-list-properties see them ---------------
 
 
-@dataclass(frozen=True)
-class _QomType:
-    name: str
-    parent: str | None
-    abstract: bool
-    properties: tuple[str, ...]  # int64 properties, besides ``type``
-
-
-def _qom_types() -> tuple[_QomType, ...]:
-    """The types this runtime has: QEMU's root ``object``, the ``container``
-    that ``/objects`` is, and the event loop types users create."""
-    return (
-        _QomType("object", None, True, ()),
-        _QomType("container", "object", False, ()),
-        _QomType(EventLoopBase.qom_type, "object", True, tuple(EventLoopBase.property_defaults)),
-        _QomType(
-            IOThread.qom_type, EventLoopBase.qom_type, False, tuple(IOThread.property_defaults)
-        ),
-        _QomType(
-            MainLoop.qom_type, EventLoopBase.qom_type, False, tuple(MainLoop.property_defaults)
-        ),
-    )
-
-
-def _ancestors(t: _QomType, by_name: Mapping[str, _QomType]) -> list[str]:
-    names = [t.name]
-    while t.parent is not None:
-        t = by_name[t.parent]
-        names.append(t.name)
-    return names
-
-
 # -- the commands ----------------------------------------------------------------------
 
 
@@ -408,60 +379,20 @@ def _cmd_qom_list(session: _Session, args: dict[str, Any]) -> object:
 
 
 def _cmd_qom_list_types(session: _Session, args: dict[str, Any]) -> object:
-    types = _qom_types()
-    by_name = {t.name: t for t in types}
-    implements = args.get("implements")
-    abstract = args.get("abstract", False)
-    out: list[dict[str, Any]] = []
-    for t in types:
-        if implements is not None and implements not in _ancestors(t, by_name):
-            continue
-        if t.abstract and not abstract:
-            continue
-        info: dict[str, Any] = {"name": t.name}
-        if t.abstract:
-            info["abstract"] = True
-        if t.parent is not None:
-            info["parent"] = t.parent
-        out.append(info)
-    return out
+    types = qom_list_types(args.get("implements"), args.get("abstract", False))
+    return [t.to_qmp() for t in types]
 
 
 def _cmd_qom_list_properties(session: _Session, args: dict[str, Any]) -> object:
-    name = args["typename"]
-    t = next((t for t in _qom_types() if t.name == name), None)
-    if t is None:
-        raise _QMPError(f"Class '{name}' not found", "DeviceNotFound")
-    return [{"name": "type", "type": "string"}, *({"name": p, "type": "int"} for p in t.properties)]
+    return [p.to_qmp() for p in qom_list_properties(args["typename"])]
 
 
 def _cmd_x_query_iothread_stats(session: _Session, args: dict[str, Any]) -> object:
-    out = []
-    for info in query_iothreads():
-        io = iothread_by_id(info.id)
-        try:
-            if io is not None:
-                out.append({"id": info.id, **_hyphenated(io.aio_context.statistics())})
-        except IOThreadStopped:
-            pass  # deleted since it was listed: it has no figures any more
-    return out
+    return [{"id": id, **_hyphenated(stats)} for id, stats in query_iothread_stats()]
 
 
 def _cmd_x_query_thread_pools(session: _Session, args: dict[str, Any]) -> object:
-    # Every user object under /objects, in order, that has a pool now (a
-    # main-loop has one once installed on the application's loop).
-    out = []
-    main_loop = MainLoop.instance()
-    for child in qom_list("/objects"):
-        if not child.type.startswith("child<"):
-            continue  # the container's own "type"
-        obj: EventLoopBase | None = iothread_by_id(child.name)
-        if obj is None and main_loop is not None and main_loop.id == child.name:
-            obj = main_loop
-        pool = obj.thread_pool if obj is not None else None
-        if pool is not None:
-            out.append({"id": child.name, **_hyphenated(pool.statistics())})
-    return out
+    return [{"id": id, **_hyphenated(stats)} for id, stats in query_thread_pools()]
 
 
 _PATH = _Param("path", "string")

@@ -199,3 +199,37 @@ def test_qom_list(io0: IOThread) -> None:
     ]
     with pytest.raises(DeviceNotFound):
         iothreads.qom_list("/objects/nope")
+
+
+def test_qom_list_types() -> None:
+    names = [t.name for t in iothreads.qom_list_types()]
+    assert names == ["container", "iothread", "main-loop"]
+    assert [t.to_qmp() for t in iothreads.qom_list_types("event-loop-base", abstract=True)] == [
+        {"name": "event-loop-base", "abstract": True, "parent": "object"},
+        {"name": "iothread", "parent": "event-loop-base"},
+        {"name": "main-loop", "parent": "event-loop-base"},
+    ]
+    assert [t.name for t in iothreads.qom_list_types("iothread")] == ["iothread"]
+    assert iothreads.qom_list_types("nothing") == []
+
+
+def test_qom_list_properties() -> None:
+    assert [p.name for p in iothreads.qom_list_properties("main-loop")] == [
+        "type",
+        "aio-max-batch",
+        "thread-pool-min",
+        "thread-pool-max",
+    ]
+    assert len(iothreads.qom_list_properties("iothread")) == 7
+    with pytest.raises(DeviceNotFound, match=r"^Class 'nope' not found$"):
+        iothreads.qom_list_properties("nope")
+
+
+def test_statistics_queries(io0: IOThread) -> None:
+    io0.run_sync(lambda: None)
+    ((id, stats),) = iothreads.query_iothread_stats()
+    assert id == "io0"
+    assert stats.submitted >= 1
+    ((pool_id, pool_stats),) = iothreads.query_thread_pools()
+    assert pool_id == "io0"
+    assert pool_stats.max == 64
