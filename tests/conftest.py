@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -60,6 +62,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     is_async = asyncio.iscoroutinefunction(metafunc.function)
     if "loop_factory" in metafunc.fixturenames and not is_async:
         metafunc.parametrize("loop_factory", list(LOOP_FACTORIES), indirect=True)
+
+
+@pytest.fixture
+def sock_path() -> Iterator[str]:
+    """A unix socket path well under AF_UNIX's 108 bytes (tmp_path can be longer)."""
+    directory = tempfile.mkdtemp(prefix="iothreads-", dir="/tmp")
+    try:
+        yield os.path.join(directory, "qmp.sock")
+    finally:
+        shutil.rmtree(directory)
 
 
 def _fds() -> set[int]:

@@ -14,13 +14,11 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,16 +33,6 @@ from iothreads._cli import _Address, _parse_address, _parse_object, main
 WAIT = 10.0  # bound on every wait: a hang fails the test instead of blocking CI
 REPO = Path(__file__).resolve().parent.parent
 INT64_MAX = 2**63 - 1
-
-
-@pytest.fixture
-def sock_path() -> Iterator[str]:
-    """A socket path well under AF_UNIX's 108 bytes (tmp_path can be longer)."""
-    directory = tempfile.mkdtemp(prefix="cli-", dir="/tmp")
-    try:
-        yield os.path.join(directory, "qmp.sock")
-    finally:
-        shutil.rmtree(directory)
 
 
 def cli(*args: str, cwd: Path | str = REPO) -> subprocess.CompletedProcess[str]:

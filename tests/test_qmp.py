@@ -14,13 +14,11 @@ import dataclasses
 import errno
 import json
 import os
-import shutil
 import socket
 import stat
 import struct
-import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -46,16 +44,6 @@ IOTHREAD_PROPS = [
 ]
 
 # -- fixtures -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sock_path() -> Iterator[str]:
-    """A socket path well under AF_UNIX's 108 bytes (tmp_path can be longer)."""
-    directory = tempfile.mkdtemp(prefix="qmp-", dir="/tmp")
-    try:
-        yield os.path.join(directory, "qmp.sock")
-    finally:
-        shutil.rmtree(directory)
 
 
 @pytest.fixture
