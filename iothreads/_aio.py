@@ -319,9 +319,13 @@ class AioContext:
     def set_params(self, params: Mapping[str, int]) -> None:
         """Apply new poll / batch parameters (runs in the loop's thread).
 
-        Like QEMU, any change to a poll parameter restarts the window from 0.
+        Like QEMU, a change to a poll parameter restarts the window from 0; a
+        change of aio-max-batch alone leaves the window as it is.
         """
-        self._window.reset(params["poll-max-ns"], params["poll-grow"], params["poll-shrink"])
+        window = self._window
+        poll = (params["poll-max-ns"], params["poll-grow"], params["poll-shrink"])
+        if poll != (window.poll_max_ns, window.poll_grow, window.poll_shrink):
+            window.reset(*poll)
         self._max_batch = params["aio-max-batch"] or DEFAULT_AIO_MAX_BATCH
 
     def _on_wake(self) -> None:

@@ -236,6 +236,15 @@ def test_flood_does_not_starve_timers_or_sockets(loop_factory: LoopFactory) -> N
             b.close()
 
 
+def test_batch_change_keeps_the_window(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS) as io:
+        grow_window(io, lambda poll_ns: poll_ns >= 8000)
+        io.aio_max_batch = 7
+        stats = io.run_sync(io.aio_context.statistics)  # applied in order before this
+        assert stats.max_batch == 7
+        assert stats.poll_ns >= 8000
+
+
 def test_default_batch_is_32(loop_factory: LoopFactory) -> None:
     with IOThread("io0", loop_factory=loop_factory) as io:
         assert io.aio_context.statistics().max_batch == 32
