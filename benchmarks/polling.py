@@ -1,5 +1,10 @@
 """Adaptive polling and wake-up suppression (DESIGN.md §3, §4).
 
+* echo: another *process* sends a byte over a socket and the IOThread echoes
+  it, polling on vs off vs a plain loop thread.  Here the producer holds none
+  of our GIL, which is where a busy poll can pay: QEMU's case (a guest or a
+  device writes, the iothread notices), and any socket peer;
+
 * back-to-back round trips, polling on vs polling off vs plain asyncio;
 * sparse traffic (200 us and 5 ms between requests), polling on vs off: the
   window must shrink, so polling costs no CPU and no latency there;
@@ -10,7 +15,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +29,7 @@ from typing import Any
 
 from iothreads import IOThread
 
-from ._harness import Case, CaseFactory, LoopFactory, Op, Placement, Rate
+from ._harness import Case, CaseFactory, LoopFactory, Op, Placement, Rate, Result
 from .roundtrip import (
     baseline_handle,
     baseline_run,
@@ -79,6 +90,91 @@ def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
             )
         )
     return groups
+
+
+def results(
+    kind: str, loop_factory: LoopFactory, placement: Placement, quick: bool
+) -> list[Result]:
+    """The echo group: latency as the far process sees it, CPU of both processes."""
+    samples, rounds = (600, 2) if quick else (10_000, 5)
+    group = f"{NAME}/echo/{kind}/{placement.name}"
+    servers: dict[str, Callable[[contextlib.ExitStack], asyncio.AbstractEventLoop]] = {
+        "plain loop thread": lambda stack: stack.enter_context(plain_loop_thread(loop_factory)),
+        "IOThread, polling off": lambda stack: _io_loop(stack, loop_factory, 0),
+        "IOThread, polling on": lambda stack: _io_loop(stack, loop_factory, DEFAULT_POLL_MAX_NS),
+        "IOThread, polling 262us": lambda stack: _io_loop(stack, loop_factory, WIDE_POLL_MAX_NS),
+    }
+    out = {name: Result(group, name) for name in servers}
+    with placement.applied():
+        for _ in range(rounds):
+            for name, server in servers.items():
+                with contextlib.ExitStack() as stack:
+                    with placement.starting_workers():
+                        loop = server(stack)
+                    _echo_round(loop, out[name], samples // rounds)
+    return list(out.values())
+
+
+def _io_loop(
+    stack: contextlib.ExitStack, loop_factory: LoopFactory, poll_max_ns: int
+) -> asyncio.AbstractEventLoop:
+    io = stack.enter_context(IOThread("bench", loop_factory=loop_factory, poll_max_ns=poll_max_ns))
+    assert io.loop is not None
+    return io.loop
+
+
+def _echo_round(loop: asyncio.AbstractEventLoop, result: Result, samples: int) -> None:
+    """Serve one echo client process from *loop*; add its figures to *result*."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+
+        def echo() -> None:
+            try:
+                data = ours.recv(64)
+            except BlockingIOError:
+                return
+            ours.send(data)
+
+        _in_loop(loop, lambda: loop.add_reader(ours.fileno(), echo))
+        cpu0 = time.process_time_ns()
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks._echo_client",
+                str(theirs.fileno()),
+                str(max(50, samples // 10)),
+                str(samples),
+            ],
+            pass_fds=(theirs.fileno(),),
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        ours_cpu = time.process_time_ns() - cpu0
+        _in_loop(loop, lambda: loop.remove_reader(ours.fileno()))
+    figures = json.loads(child.stdout)
+    result.samples_ns += figures["samples_ns"]
+    # Ours covers the client's warm-up and start-up too (the IOThread idles
+    # then, without polling): the same small excess for every case.
+    result.cpu_ns += ours_cpu + figures["cpu_ns"]
+    result.ops += samples
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop, func: Callable[[], object]) -> None:
+    """Run *func* in *loop*'s thread and wait for it."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            func()
+        finally:
+            done.set()
+
+    loop.call_soon_threadsafe(run)
+    done.wait()
 
 
 @contextlib.contextmanager
