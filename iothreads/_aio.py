@@ -1,9 +1,10 @@
 """AioContext: one event loop's cross-thread inbox, wake-ups and polling window.
 
-Work from other threads reaches the loop through ``AioContext.submit``: the
-handle is appended to a lock-free inbox (a ``deque``, whose append and popleft
-are atomic) and the loop is woken through an eventfd **only when it is blocking
-or about to block** -- QEMU's ``notify_me`` protocol.  While the loop is awake
+Work from other threads reaches the loop through
+``AioContext.call_soon_threadsafe``: the handle is appended to a lock-free
+inbox (a ``deque``, whose append and popleft are atomic) and the loop is
+woken through an eventfd **only when it is blocking or about to block** --
+QEMU's ``notify_me`` protocol.  While the loop is awake
 or spinning, appending is enough: it will look at the inbox before it sleeps.
 
 Why no wake-up is ever lost: the loop publishes ``notify_me = True`` *before*
@@ -18,7 +19,8 @@ Two ways to hook a loop, one window arithmetic (``_polling.PollWindow``):
   ``select(timeout)`` is exactly "the loop is about to block for *timeout*", so
   the wrapper spins there for up to ``min(poll_ns, timeout)`` -- each spin step
   checks the inbox, the poll handlers and zero-timeout I/O readiness, and
-  releases the GIL (the zero-timeout ``select`` syscall does) -- then announces
+  releases the GIL twice (``os.sched_yield()``, which also lets a producer on
+  the same CPU run, and the zero-timeout ``select``) -- then announces
   ``notify_me`` and sleeps.
 * any other loop, uvloop first among them (libuv has no selector to wrap): a
   self-rescheduling callback (``_CallbackPoller``).  While it is queued the loop
@@ -32,8 +34,14 @@ Two ways to hook a loop, one window arithmetic (``_polling.PollWindow``):
   be woken while it is busy with other callbacks, which costs a syscall, never
   a lost wake-up.
 
-Threads: ``submit``, ``wake`` and ``statistics`` may be called from any thread;
-everything else runs in the loop's thread.
+Threads: ``call_soon_threadsafe``, ``add_poll_handler``, ``wake`` and
+``statistics`` may be called from any thread; everything else runs in the
+loop's thread.
+
+What the spin costs: in CPython the spinning thread holds the GIL between its
+syscalls, so a producer that is a Python thread of the same process competes
+with it for the GIL; a producer that holds none of it (another process, a
+socket peer, a C extension) does not.  benchmarks/polling.py measures both.
 """
 
 from __future__ import annotations
@@ -58,8 +66,8 @@ from ._polling import PollWindow
 __all__ = ["AioContext", "AioContextStatistics", "PollHandler"]
 
 #: Submissions taken from the inbox per loop iteration when aio-max-batch is 0.
-#: 32 is QEMU's default batch (DEFAULT_AIO_MAX_BATCH... see block/linux-aio.c
-#: ``DEFAULT_MAX_BATCH``): big enough to amortise the iteration, small enough
+#: 32 is QEMU's default batch (block/linux-aio.c ``DEFAULT_MAX_BATCH``, used
+#: when aio-max-batch is 0): big enough to amortise an iteration, small enough
 #: that timers and sockets on the same loop keep being served under a flood.
 DEFAULT_AIO_MAX_BATCH: Final = 32
 
@@ -113,6 +121,7 @@ class AioContextStatistics:
     #: eventfd writes by producers (the loop was blocking or about to block)
     wakeups_sent: int
     #: submissions that needed no wake-up because the loop was awake or spinning
+    #: (submitted minus wakeups_sent)
     wakeups_suppressed: int
     #: total time spent busy-polling, in ns
     spin_ns: int
@@ -177,7 +186,7 @@ class AioContext:
         # QEMU's notify_me: True while the loop blocks or is about to block.
         # Written by the loop thread only; read by producers.
         self._notify_me = True
-        # Set (once) by the loop thread when it stops taking work; see submit().
+        # Set (once) by the loop thread when it stops taking work; see _take_back().
         self._closing = False
         self._window = PollWindow(poll_max_ns, poll_grow, poll_shrink)
         self._max_batch = aio_max_batch or DEFAULT_AIO_MAX_BATCH
@@ -218,20 +227,6 @@ class AioContext:
 
     # -- any thread ---------------------------------------------------------
 
-    def submit(self, handle: asyncio.Handle) -> None:
-        """Queue *handle* for the loop (any thread).
-
-        Raises:
-            IOThreadStopped: the loop no longer takes work; *handle* never runs.
-        """
-        if self._closing:
-            raise IOThreadStopped(f"{self.owner} is stopped; it takes no more work")
-        self._inbox.append(handle)
-        if self._notify_me:
-            self.wake()
-        if self._closing:
-            self._take_back(handle)
-
     def _take_back(self, handle: asyncio.Handle) -> None:
         """The loop closed between a producer's two looks (any thread).
 
@@ -249,7 +244,7 @@ class AioContext:
         """Make the loop leave its sleep (any thread)."""
         with self._wake_lock:
             if self._wake_wfd < 0:
-                return  # closed: the loop is gone, and submit() tells the producer
+                return  # closed: the loop is gone, and _take_back() tells the producer
             try:
                 _wake_write(self._wake_wfd)
             except BlockingIOError:
@@ -266,7 +261,6 @@ class AioContext:
         Raises:
             IOThreadStopped: the loop no longer takes work.
         """
-        # submit(), inlined: this is the hot path of every hand-off.
         if self._closing:
             raise IOThreadStopped(f"{self.owner} is stopped; it takes no more work")
         handle = ThreadsafeHandle(callback, args, self.loop, context)
@@ -403,7 +397,7 @@ class AioContext:
         """Stop taking work (runs in the loop, while it still runs).
 
         After this, the loop's shutdown drains the inbox until it is empty;
-        producers racing with it take their handle back (see submit()).
+        producers racing with it take their handle back (see _take_back()).
         """
         self._closing = True
         self._notify_me = True
