@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -204,6 +205,22 @@ def test_the_first_call_can_come_from_inside_the_iothread(io: IOThread) -> None:
     assert ran_in == [io_ident(io)]
 
 
+def test_racing_first_calls_get_one_context(io: IOThread) -> None:
+    racers = 3
+    barrier = threading.Barrier(racers)
+
+    def first_call() -> MainContext:
+        barrier.wait(WAIT)
+        return io.get_g_main_context()
+
+    with ThreadPoolExecutor(racers) as pool:
+        futures = [pool.submit(first_call) for _ in range(racers)]
+        contexts = {id(future.result(WAIT)) for future in futures}
+    ctx = io.get_g_main_context()
+    assert contexts == {id(ctx)}
+    assert io.run_sync(thread_defaults) == (ctx, [ctx])  # pushed once
+
+
 async def test_the_first_call_from_a_coroutine_on_the_iothread(loop_factory: LoopFactory) -> None:
     async with IOThread("g0", loop_factory=loop_factory) as io:
 
@@ -213,12 +230,15 @@ async def test_the_first_call_from_a_coroutine_on_the_iothread(loop_factory: Loo
 
         ctx = await io.run(attach)
         assert io.get_g_main_context() is ctx
-        fired: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        loop = asyncio.get_running_loop()
-        glib.idle_add(
-            lambda: loop.call_soon_threadsafe(fired.set_result, threading.get_ident()),
-            context=ctx,
-        )
+        caller = asyncio.get_running_loop()
+        fired: asyncio.Future[int] = caller.create_future()
+
+        def report() -> bool:
+            # runs in the IOThread: hands its thread ident back to this loop
+            caller.call_soon_threadsafe(fired.set_result, threading.get_ident())
+            return glib.SOURCE_REMOVE
+
+        glib.idle_add(report, context=ctx)
         assert await asyncio.wait_for(fired, WAIT) == await io.run(threading.get_ident)
 
 
@@ -309,9 +329,9 @@ def test_a_false_result_destroys_the_source(io: IOThread, ctx: MainContext, resu
         done.set()
         return result
 
-    source_id = glib.idle_add(callback, context=ctx)
-    source = ctx.find_source_by_id(source_id)
-    assert source is not None
+    source = glib.Idle()
+    source.set_callback(callback)
+    source_id = source.attach(ctx)
     assert done.wait(WAIT)
     flush(io)
     assert source.is_destroyed()
