@@ -417,9 +417,13 @@ class AioContext:
         detaches the GLib-like context, destroying and finalising its sources.
         """
         if self._gcontext is not None and self._gdriver is not None:
-            self._gcontext.pop_thread_default()
-            self._gdriver.close()
-            self._gdriver = None
+            driver, self._gdriver = self._gdriver, None
+            try:
+                driver.close()  # destroy and finalise while still the thread default
+            finally:
+                # Never raises, even if code on this thread left the
+                # thread-default stack unbalanced: stop must finish.
+                self._gcontext._discard_thread_default()
         self.loop.remove_reader(self._wake_rfd)
         with self._wake_lock:
             _close_wake_channel(self._wake_rfd, self._wake_wfd)

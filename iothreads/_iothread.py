@@ -639,12 +639,18 @@ class IOThread(EventLoopBase):
             loop.run_forever()
             loop.run_until_complete(self._shutdown(aio))
         finally:
-            aio.close()
-            loop.close()
-            asyncio.set_event_loop(None)
-            _current.iothread = None
-            del aio, loop
-            finished.set_result(None)
+            # Each step runs even if the one before raised: whoever waits in
+            # stop() or aclose() must be released, and nothing may leak.
+            try:
+                aio.close()
+            finally:
+                try:
+                    loop.close()
+                finally:
+                    asyncio.set_event_loop(None)
+                    _current.iothread = None
+                    del aio, loop
+                    finished.set_result(None)
 
     # runs in the IOThread
     async def _shutdown(self, aio: AioContext) -> None:

@@ -807,3 +807,25 @@ def test_many_iothreads_each_have_their_own_context(loop_factory: LoopFactory) -
         glib.idle_add(record_thread, ran_in, done[1], context=ctx1)
         assert done[1].wait(WAIT)
         assert ran_in == [io_ident(io0), io_ident(io1)]
+
+
+def test_stop_survives_an_unbalanced_thread_default_stack(loop_factory: LoopFactory) -> None:
+    """Code on the IOThread that pushes a context and never pops it must not
+    keep stop() from finishing, nor the IOThread's sources from finalising."""
+    finalized = threading.Event()
+
+    class Marked(glib.Timeout):
+        def finalize(self) -> None:
+            finalized.set()
+
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    try:
+        context = io.get_g_main_context()
+        Marked(10_000).attach(context)
+        stray = MainContext()
+        io.run_sync(stray.push_thread_default)  # never popped
+    finally:
+        io.stop()
+    assert finalized.is_set()
+    assert not io.running
