@@ -2,11 +2,21 @@
 
 ``ThreadPool`` follows QEMU's ``util/thread-pool.c`` (DESIGN.md §3):
 
-- a request goes straight to an idle worker when there is one (the most
-  recently idle first, so its caches are warm and the others can time out);
-  otherwise it is queued and, when fewer than ``max_threads`` workers exist, a
-  new worker is started **off the submitter's path**, by the pool's spawner
-  thread (itself started on the pool's first need: an unused pool with
+- requests go to one shared queue, which every worker drains: a worker that
+  finishes a request takes the next queued one before it goes idle, so a
+  burst is served by the workers already awake instead of waking one thread
+  per request.  A submit wakes an idle worker only when no worker is already
+  on its way to the queue (woken but not yet there); each woken worker that
+  leaves requests behind in the queue wakes the next idle one, so a burst of
+  long requests still spreads over the idle workers, one wake-up at a time
+  and off the submitter's path.  (QEMU keeps a shared request list and a
+  semaphore counting pending work, and posts it for every request; the
+  suppression of wake-ups while one is in flight is ours, in the spirit of
+  DESIGN.md §3's ``notify_me``.)  The worker woken is the most recently idle
+  (a LIFO stack), so its caches are warm and the others can time out.
+  When no worker is idle and fewer than ``max_threads`` exist, a new worker
+  is started **off the submitter's path**, by the pool's spawner thread
+  (itself started on the pool's first need: an unused pool with
   ``min_threads=0`` has no thread at all);
 - an idle worker exits after ``idle_timeout`` seconds while more than
   ``min_threads`` exist; the ``min_threads`` workers are created with the pool
@@ -75,7 +85,8 @@ class ThreadPoolStatistics:
     wanted the result; ``cancelled`` counts requests withdrawn by their caller,
     whether they never ran or their result was discarded.  ``queued`` may
     include ``submit()`` futures cancelled by their caller that no worker has
-    discarded yet.
+    discarded yet.  A worker woken for the queue that has not reached it yet
+    counts as neither ``idle`` nor ``active``.
     """
 
     threads: int
@@ -207,14 +218,14 @@ def _resolve(future: asyncio.Future[Any], result: Any, exc: BaseException | None
 class _Worker:
     """The pool's record of one worker thread; every field is guarded by the pool lock.
 
-    ``wake`` is a binary semaphore, held while the worker has nothing to do.
-    Whoever takes the worker off the idle stack sets ``handoff`` (a started
-    request, or None for "exit") and releases ``wake`` while still holding the
+    ``wake`` is a binary semaphore, held while the worker is on the idle stack.
+    Whoever takes the worker off the stack sets ``summoned`` (go and drain the
+    queue) or ``retired`` (exit) and releases ``wake`` while still holding the
     pool lock, so a worker that sees it was taken can consume ``wake`` without
     blocking.
     """
 
-    __slots__ = ("handoff", "idle", "retired", "thread", "wake")
+    __slots__ = ("idle", "retired", "summoned", "thread", "wake")
 
     thread: threading.Thread  # set right after construction, before anyone sees it
 
@@ -223,7 +234,7 @@ class _Worker:
         self.wake.acquire()
         self.idle = False  # on the pool's idle stack
         self.retired = False  # told to exit and accounted for
-        self.handoff: _Request | None = None
+        self.summoned = False  # woken for the queue, counted in ThreadPool._waking
 
 
 def _check_idle_timeout(value: object) -> float:
@@ -293,6 +304,11 @@ class ThreadPool(ThreadPoolExecutor):
         self._closed = False  # shutdown() was called
         self._queue: collections.deque[_Request] = collections.deque()
         self._idle: list[_Worker] = []  # a stack: the most recently idle on top
+        # Workers taken off the idle stack to drain the queue that have not
+        # reached it yet.  Invariant, whenever the lock is free: a non-empty
+        # queue with idle workers has one on its way (_waking > 0), which
+        # wakes the next idle one if it leaves requests behind (_kick_locked).
+        self._waking = 0
         self._to_start: collections.deque[_Worker] = collections.deque()  # for the spawner
         self._workers: set[threading.Thread] = set()  # to join at shutdown
         self._nthreads = 0  # workers that exist or are being started, not told to exit
@@ -419,12 +435,15 @@ class ThreadPool(ThreadPoolExecutor):
         while self._nthreads > new_max and self._idle:
             self._retire_locked(self._idle.pop(0))
         # Raising min starts the missing workers; raising max gives queued
-        # requests not yet covered by a worker being started a worker each.
+        # requests not yet covered by a worker (being started, idle or on its
+        # way to the queue) a worker each.
         start_spawner = False
         while self._nthreads < new_min or (
-            self._nthreads < new_max and len(self._queue) > len(self._to_start)
+            self._nthreads < new_max
+            and len(self._queue) > len(self._to_start) + len(self._idle) + self._waking
         ):
             start_spawner |= self._spawn_locked(idle=not self._queue)
+        self._kick_locked()
         return start_spawner
 
     # ------------------------------------------------------------- submission
@@ -467,19 +486,20 @@ class ThreadPool(ThreadPoolExecutor):
             raise
 
     def _dispatch(self, request: _Request) -> None:
-        # Runs in the submitting thread.  The fast path: hand the request to
-        # the most recently idle worker.  Otherwise queue it and, below max,
-        # have the spawner start one more worker (QEMU spawns one per request
-        # that finds no idle worker).
+        # Runs in the submitting thread.  Queue the request; wake the most
+        # recently idle worker unless one is already on its way to the queue
+        # (it takes this request, or wakes the next idle worker for it).  With
+        # no idle worker, below max, have the spawner start one more (QEMU
+        # spawns one per request that finds no idle worker); meanwhile the
+        # busy workers take the request if they finish first.
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"cannot submit to thread pool {self._name!r}: it is shut down")
-            if self._idle:
-                request.begin()  # a new request: nobody can have withdrawn it yet
-                self._active += 1
-                self._hand_locked(self._idle.pop(), request)
-                return
             self._queue.append(request)
+            if self._idle:
+                if not self._waking:
+                    self._summon_locked()
+                return
             if self._nthreads >= self._max or not self._spawn_locked(idle=False):
                 return
         self._start_spawner()  # the first spawn of the pool's life (see __init__)
@@ -502,10 +522,10 @@ class ThreadPool(ThreadPoolExecutor):
         # Runs in any thread, with self._lock held; the caller starts the
         # thread.  The worker is counted at once (like QEMU's cur_threads) so
         # that concurrent submitters do not over-spawn.  An *idle* one goes on
-        # the idle stack before its thread runs, so requests can be handed to
-        # it at once; it goes at the bottom, the coldest place, so that
-        # workers already running are preferred.  A non-idle one takes a
-        # queued request when it starts.
+        # the idle stack before its thread runs, so it can be woken at once;
+        # it goes at the bottom, the coldest place, so that workers already
+        # running are preferred.  A non-idle one drains the queue when it
+        # starts.
         self._spawned += 1
         self._nthreads += 1
         self._peak = max(self._peak, self._nthreads)
@@ -592,18 +612,20 @@ class ThreadPool(ThreadPoolExecutor):
 
     def _start_failed(self, worker: _Worker, exc: RuntimeError) -> None:
         # Runs in the spawner thread (or the constructor), without the lock.
-        # The worker never existed: undo it.  A request already handed to it,
-        # and the queue when no worker is left to serve it, fail with *exc*
-        # (as ThreadPoolExecutor.submit() raises it) instead of hanging.
+        # The worker never existed: undo it.  When no worker is left, the
+        # queue fails with *exc* (as ThreadPoolExecutor.submit() raises it)
+        # instead of hanging; otherwise, if the worker had been woken for the
+        # queue, the next idle one is.
         orphans: list[_Request] = []
         with self._lock:
             self._booted_locked()
+            self._arrived_locked(worker)
             if not worker.retired:
                 self._exit_locked(worker)
-            if worker.handoff is not None:
-                orphans.append(worker.handoff)
             if self._nthreads == 0:
-                orphans += self._begin_all_locked()
+                orphans = self._begin_all_locked()
+            else:
+                self._kick_locked()
         for request in orphans:
             request.deliver(None, exc)
         with self._lock:
@@ -625,20 +647,20 @@ class ThreadPool(ThreadPoolExecutor):
                 request = None if idle else self._take_locked(worker)
                 leaving = request is None and worker.retired
             if finished is not None:
-                # Delivered only now, once this worker is idle again (or has
-                # its next request), as QEMU completes a request after its
-                # worker is back under the pool lock: a caller that submits
-                # again as soon as it has the result finds this worker idle
-                # instead of an empty stack and a needless spawn.
+                # Delivered only now, once this worker has its next request or
+                # is idle again, as QEMU completes a request after its worker
+                # is back under the pool lock: a caller that submits again as
+                # soon as it has the result finds this worker idle instead of
+                # an empty stack and a needless spawn.
                 finished.deliver(result, error)
                 finished = result = error = None  # hold nothing while idle
             if leaving:
                 return
-            if request is None:
-                request = self._idle_wait(worker)
-                if request is None:
-                    return
             idle = False
+            if request is None:
+                if not self._idle_wait(worker):
+                    return
+                continue  # summoned: drain the queue
             result, error = request.call()
             finished = request
 
@@ -654,51 +676,77 @@ class ThreadPool(ThreadPoolExecutor):
     def _take_locked(self, worker: _Worker) -> _Request | None:
         # Runs in the worker thread, with self._lock held.  Returns the next
         # queued request (started); or None after either putting the worker
-        # on top of the idle stack, or deciding that it exits (retired).
+        # on top of the idle stack (the queue is empty), or deciding that it
+        # exits (retired).  Whoever leaves requests behind in the queue makes
+        # sure an idle worker, if any, is on its way to them.  (The hot path:
+        # _arrived_locked and _kick_locked are inlined.)
+        if worker.summoned:
+            worker.summoned = False
+            self._waking -= 1
+        queue = self._queue
         while True:
-            if self._nthreads > self._max or (self._closed and not self._queue):
+            if self._nthreads > self._max or (self._closed and not queue):
                 self._exit_locked(worker)
+                self._kick_locked()
                 return None
-            if not self._queue:
+            if not queue:
                 worker.idle = True
-                worker.handoff = None
                 self._idle.append(worker)
                 return None
-            request = self._queue.popleft()
+            request = queue.popleft()
             if request.begin():
                 self._active += 1
+                if queue and self._idle and not self._waking:
+                    self._summon_locked()
                 return request
             self._cancelled += 1
 
-    def _idle_wait(self, worker: _Worker) -> _Request | None:
+    def _idle_wait(self, worker: _Worker) -> bool:
         # Runs in the worker thread, without the lock but on timeouts.
-        # Returns the request handed over, or None when the worker exits.
+        # Returns True when summoned to the queue, False when the worker exits.
         while True:
             if worker.wake.acquire(timeout=self._idle_timeout):
-                return worker.handoff  # written before wake was released
+                return not worker.retired  # written before wake was released
             with self._lock:
                 if not worker.idle:
                     # Taken off the stack as the wait timed out; wake was
                     # released under the lock, so this does not block.
                     worker.wake.acquire()
-                    return worker.handoff
+                    return not worker.retired
                 if self._nthreads > self._min:
                     self._exit_locked(worker)
-                    return None
+                    return False
 
-    def _hand_locked(self, worker: _Worker, request: _Request | None) -> None:
-        # Runs in any thread, with self._lock held: *worker* was just taken
-        # off the idle stack; give it a started *request*, or None to exit.
+    def _summon_locked(self) -> None:
+        # Runs in any thread, with self._lock held, the idle stack not empty:
+        # wake its top worker, the most recently idle, to drain the queue.
+        worker = self._idle.pop()
         worker.idle = False
-        worker.handoff = request
+        worker.summoned = True
+        self._waking += 1
         worker.wake.release()
+
+    def _kick_locked(self) -> None:
+        # Runs in any thread, with self._lock held, after a change that could
+        # leave queued requests with idle workers and none on its way to them
+        # (a worker arrived at the queue, left the pool, or a limit changed):
+        # restores _waking's invariant by waking one more.
+        if self._queue and self._idle and not self._waking:
+            self._summon_locked()
+
+    def _arrived_locked(self, worker: _Worker) -> None:
+        # Runs in any thread, with self._lock held: *worker* reached the queue
+        # (or never will): it is no longer on its way.
+        if worker.summoned:
+            worker.summoned = False
+            self._waking -= 1
 
     def _retire_locked(self, worker: _Worker) -> None:
         # Runs in any thread, with self._lock held: *worker* was just taken
         # off the idle stack and must exit.
         worker.idle = False
         self._exit_locked(worker)
-        self._hand_locked(worker, None)
+        worker.wake.release()
 
     def _exit_locked(self, worker: _Worker) -> None:
         # Runs in any thread, with self._lock held: account for a worker
