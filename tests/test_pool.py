@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import random
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -509,6 +510,151 @@ def test_idle_workers_are_reused_most_recently_idle_first(pools: Pools) -> None:
     hold.set()
     assert busy.result(BOUND) == order[2]
     assert pool.statistics().spawned == 3
+
+
+def stall_starts(pools: Pools, monkeypatch: pytest.MonkeyPatch, names: set[str]) -> threading.Event:
+    """Make the start of the threads called *names* wait for the returned gate."""
+    real_start = threading.Thread.start
+    may_start = pools.gate()
+
+    def stalled_start(thread: threading.Thread) -> None:
+        if thread.name in names:
+            assert may_start.wait(BOUND)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", stalled_start)
+    return may_start
+
+
+def test_a_submit_wakes_an_idle_worker_only_when_none_is_on_its_way(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two idle workers whose threads cannot run yet: a woken one stays "on
+    # its way" to the queue for as long as the test wants.
+    may_start = stall_starts(pools, monkeypatch, {"way-1", "way-2"})
+    pool = pools.new(0, 2, name="way")
+    pool.set_limits(2, 2)
+    assert pool.statistics().idle == 2
+    futures = [pool.submit(thread_name) for _ in range(3)]
+    stats = pool.statistics()
+    # The first submit woke one worker; the others left the second asleep.
+    assert (stats.idle, stats.queued, stats.active, stats.threads) == (1, 3, 0, 2)
+    may_start.set()
+    assert {f.result(BOUND) for f in futures} <= {"way-1", "way-2"}
+    wait_until(lambda: pool.statistics().idle == 2)
+    stats = pool.statistics()
+    assert (stats.completed, stats.spawned, stats.queued, stats.active) == (3, 2, 0, 0)
+
+
+def test_a_worker_that_finishes_drains_the_queue(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker woken for the queue cannot run: the busy one, once free,
+    # takes every queued request before it goes idle.
+    may_start = stall_starts(pools, monkeypatch, {"sink-2"})
+    pool = pools.new(0, 2, name="sink")
+    gate, started = pools.gate(), threading.Event()
+    first = pool.submit(blocker(gate, started))
+    assert started.wait(BOUND)
+    pool.min_threads = 2  # sink-2: idle, its thread not started
+    assert pool.statistics().idle == 1
+    queued = [pool.submit(thread_name) for _ in range(3)]
+    stats = pool.statistics()
+    assert (stats.idle, stats.queued, stats.active) == (0, 3, 1)
+    gate.set()
+    assert first.result(BOUND) == "sink-1"
+    assert [f.result(BOUND) for f in queued] == ["sink-1"] * 3
+    may_start.set()  # sink-2 wakes up to an empty queue and goes idle
+    wait_until(lambda: pool.statistics().idle == 2)
+    stats = pool.statistics()
+    assert (stats.completed, stats.spawned, stats.exited) == (4, 2, 0)
+
+
+def test_a_woken_worker_that_fails_to_start_passes_the_queue_on(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # half-1 is woken for the request before its thread exists, then cannot
+    # be started: the idle half-2 must be woken in its place.
+    real_start = threading.Thread.start
+    may_fail = pools.gate()
+
+    def failing_start(thread: threading.Thread) -> None:
+        if thread.name == "half-1":
+            assert may_fail.wait(BOUND)
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    pool = pools.new(0, 2, name="half")
+    pool.set_limits(2, 2)
+    future = pool.submit(thread_name)
+    assert pool.statistics().idle == 1  # half-1, the top of the stack, was woken
+    may_fail.set()
+    assert future.result(BOUND) == "half-2"
+    stats = pool.statistics()
+    assert (stats.threads, stats.spawned, stats.exited, stats.completed) == (1, 2, 1, 1)
+
+
+def test_a_burst_of_blocking_requests_spreads_over_the_idle_workers(pools: Pools) -> None:
+    # Each request waits for all the others: they can only finish if every
+    # idle worker was woken, one after another, by those woken before it.
+    pool = pools.new(4, 4, name="spread")
+    together = threading.Barrier(4)
+    futures = [pool.submit(together.wait, BOUND) for _ in range(4)]
+    assert sorted(f.result(BOUND) for f in futures) == [0, 1, 2, 3]
+    assert pool.statistics().spawned == 4
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "idle_timeout"),
+    [(0, 3, 0.001), (2, 2, 10.0), (1, 8, 0.001), (0, 1, 0.001)],
+    ids=["shrinking", "fixed", "wide", "single"],
+)
+def test_no_request_is_stranded_under_racing_submitters(
+    pools: Pools, lo: int, hi: int, idle_timeout: float
+) -> None:
+    # Many submitters with random gaps, against workers that go idle, time
+    # out, get woken and spawned all the while: a lost wake-up would leave a
+    # request queued with every worker asleep, and its bounded wait fails.
+    pool = pools.new(lo, hi, idle_timeout=idle_timeout, name="storm")
+    submitters, per_submitter = 6, 150
+    start = threading.Barrier(submitters)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> int:
+        return sum(range(n))
+
+    def submitter(seed: int) -> None:
+        rng = random.Random(seed)
+        pause = threading.Event()  # never set: bounded pauses
+        pending: list[tuple[int, Future[int]]] = []
+        try:
+            start.wait(BOUND)
+            for _ in range(per_submitter):
+                n = rng.randrange(0, 2000)
+                pending.append((n, pool.submit(work, n)))
+                if rng.random() < 0.3:
+                    pause.wait(rng.uniform(0, 0.002))
+                if rng.random() < 0.5 or len(pending) > 8:
+                    for k, future in pending:
+                        assert future.result(BOUND) == sum(range(k))
+                    pending.clear()
+            for k, future in pending:
+                assert future.result(BOUND) == sum(range(k))
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submitter, args=(seed,)) for seed in range(submitters)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(4 * BOUND)
+    assert not [t for t in threads if t.is_alive()]
+    assert errors == []
+    stats = pool.statistics()
+    assert (stats.completed, stats.queued, stats.active) == (submitters * per_submitter, 0, 0)
+    assert lo <= stats.threads <= hi
+    assert stats.threads == stats.spawned - stats.exited
 
 
 # ---------------------------------------------------------- idleness and limits
