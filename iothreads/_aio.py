@@ -71,6 +71,11 @@ __all__ = ["AioContext", "AioContextStatistics", "PollHandler"]
 #: that timers and sockets on the same loop keep being served under a flood.
 DEFAULT_AIO_MAX_BATCH: Final = 32
 
+#: One spin step's yield: sched_yield(2) releases the GIL and lets a thread
+#: waiting for this CPU run.  Windows has none; there, the zero-timeout select
+#: of each step is the only release.
+_yield_cpu: Final[Callable[[], None]] = getattr(os, "sched_yield", lambda: None)
+
 
 class ThreadsafeHandle(asyncio.Handle):
     """An ``asyncio.Handle`` whose ``cancel()`` is safe from any thread.
@@ -509,7 +514,7 @@ class _PollingSelector(selectors.BaseSelector):
                     return []
                 # The zero-timeout select is the GIL-releasing step: producers
                 # run while we are in the syscall.
-                os.sched_yield()
+                _yield_cpu()
                 events = inner_select(0)
                 if events:
                     return events
@@ -588,7 +593,7 @@ class _CallbackPoller:
             context._on_wake()
             return
         if now < self._deadline:
-            os.sched_yield()  # releases the GIL: let producers in
+            _yield_cpu()  # releases the GIL: let producers in
             context.loop.call_soon(self._spin)
             return
         self._end_spin(now)
