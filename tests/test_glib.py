@@ -1121,10 +1121,9 @@ def test_driver_wakes_for_attach_destroy_and_invoke_from_another_thread(
     assert ran_in == [lt.thread.ident]
 
 
-def test_driver_owns_the_context_so_a_main_loop_elsewhere_is_refused(
-    driven: tuple[LoopThread, MainContext],
-) -> None:
-    lt, ctx = driven
+def assert_a_main_loop_elsewhere_waits(ctx: MainContext, owner_ident: int | None) -> None:
+    """While a driver owns *ctx*, a MainLoop run in another thread dispatches
+    nothing (GLib's g_main_loop_run waits for ownership) and quit() ends it."""
     assert not ctx.acquire()
     assert not ctx.iteration(False)
     other = MainLoop(ctx)
@@ -1140,7 +1139,14 @@ def test_driver_owns_the_context_so_a_main_loop_elsewhere_is_refused(
         other.quit()
         thread.join(WAIT)
     assert not thread.is_alive()
-    assert ran_in == [lt.thread.ident]
+    assert ran_in == [owner_ident]
+
+
+def test_driver_owns_the_context_so_a_main_loop_elsewhere_is_refused(
+    driven: tuple[LoopThread, MainContext],
+) -> None:
+    lt, ctx = driven
+    assert_a_main_loop_elsewhere_waits(ctx, lt.thread.ident)
 
 
 def test_driver_start_errors(loop_factory: LoopFactory, ctx: MainContext) -> None:

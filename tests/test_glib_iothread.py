@@ -23,10 +23,19 @@ from typing import Any
 import pytest
 
 from iothreads import IOThread, IOThreadStopped, glib
-from iothreads.glib import IOCondition, MainContext, MainLoop, Source
+from iothreads.glib import IOCondition, MainContext, Source
 
 from .conftest import LoopFactory, _fds
-from .test_glib import WAIT, WAIT_MS, Probe, in_thread, keep_calling, record_thread, wait_until
+from .test_glib import (
+    WAIT,
+    WAIT_MS,
+    Probe,
+    assert_a_main_loop_elsewhere_waits,
+    in_thread,
+    keep_calling,
+    record_thread,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -620,22 +629,7 @@ def test_invoke_on_the_iothread_runs_at_once(io: IOThread, ctx: MainContext) -> 
 def test_a_main_loop_elsewhere_waits_while_the_iothread_drives_the_context(
     io: IOThread, ctx: MainContext
 ) -> None:
-    assert not ctx.acquire()
-    assert not ctx.iteration(False)
-    other = MainLoop(ctx)
-    thread = threading.Thread(target=other.run, name="glib-refused")
-    thread.start()
-    ran_in: list[int] = []
-    done = threading.Event()
-    try:
-        wait_until(other.is_running)
-        glib.idle_add(record_thread, ran_in, done, context=ctx)
-        assert done.wait(WAIT)
-    finally:
-        other.quit()
-        thread.join(WAIT)
-    assert not thread.is_alive()
-    assert ran_in == [io_ident(io)]
+    assert_a_main_loop_elsewhere_waits(ctx, io_ident(io))
 
 
 # -- neither starves the other ------------------------------------------------------
