@@ -488,19 +488,23 @@ class ThreadPool(ThreadPoolExecutor):
     def _dispatch(self, request: _Request) -> None:
         # Runs in the submitting thread.  Queue the request; wake the most
         # recently idle worker unless one is already on its way to the queue
-        # (it takes this request, or wakes the next idle worker for it).  With
-        # no idle worker, below max, have the spawner start one more (QEMU
-        # spawns one per request that finds no idle worker); meanwhile the
-        # busy workers take the request if they finish first.
+        # (it takes this request, or wakes the next idle worker for it).  When
+        # the queue holds more requests than workers will come for them
+        # (idle, on their way, or being started), below max, have the spawner
+        # start one more: QEMU spawns one per request that finds no idle
+        # worker, and an idle worker already counted for an earlier request of
+        # a burst is not idle for this one.  Meanwhile the busy workers take
+        # the request if they finish first.
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"cannot submit to thread pool {self._name!r}: it is shut down")
             self._queue.append(request)
-            if self._idle:
-                if not self._waking:
-                    self._summon_locked()
+            if self._idle and not self._waking:
+                self._summon_locked()
+            coming = len(self._to_start) + len(self._idle) + self._waking
+            if len(self._queue) <= coming or self._nthreads >= self._max:
                 return
-            if self._nthreads >= self._max or not self._spawn_locked(idle=False):
+            if not self._spawn_locked(idle=False):
                 return
         self._start_spawner()  # the first spawn of the pool's life (see __init__)
 

@@ -902,3 +902,16 @@ def test_statistics_add_up(pools: Pools) -> None:
     assert stats.threads == stats.spawned - stats.exited
     with pytest.raises(AttributeError):
         stats.threads = 0  # type: ignore[misc]
+
+
+def test_a_burst_larger_than_the_idle_workers_spawns_up_to_max(pools: Pools) -> None:
+    # 2 idle workers, 6 requests that each wait for all the others: the 4
+    # requests no idle worker will come for must each get a new worker at
+    # submit time (QEMU spawns per request that finds no idle worker), or the
+    # barrier never fills and the bounded waits fail.
+    pool = pools.new(2, 8, name="grow")
+    together = threading.Barrier(6)
+    futures = [pool.submit(together.wait, BOUND) for _ in range(6)]
+    assert sorted(f.result(BOUND) for f in futures) == [0, 1, 2, 3, 4, 5]
+    stats = pool.statistics()
+    assert (stats.spawned, stats.peak) == (6, 6)
