@@ -841,6 +841,20 @@ class _Call:
         args: tuple[Any, ...],
         caller: asyncio.AbstractEventLoop | concurrent.futures.Future[Any],
     ) -> None:
+        """Runs in the caller's thread.
+
+        Raises:
+            TypeError: *func* is neither callable nor a coroutine object, or
+                is a coroutine object given arguments.
+        """
+        if inspect.iscoroutine(func):
+            if args:
+                raise TypeError(
+                    f"a coroutine object takes no arguments, got {len(args)}: pass the "
+                    "coroutine function and its arguments instead"
+                )
+        elif not callable(func):
+            raise TypeError(f"expected a callable or a coroutine object, not {func!r}")
         self.io = io
         self.func = func
         self.args = args

@@ -359,6 +359,17 @@ async def test_run_on_a_stopped_iothread(loop_factory: LoopFactory) -> None:
     assert issubclass(IOThreadStopped, RuntimeError)
 
 
+async def test_run_rejects_what_it_cannot_run(io: IOThread) -> None:
+    with pytest.raises(TypeError, match="expected a callable or a coroutine object, not 42"):
+        await io.run(42)  # type: ignore[call-overload]
+    coro = coro_add(1, 2)
+    with pytest.raises(TypeError, match="a coroutine object takes no arguments, got 1"):
+        await io.run(coro, 3)  # type: ignore[call-overload]
+    coro.close()
+    with pytest.raises(TypeError, match="not 'nope'"):
+        io.submit("nope")  # type: ignore[arg-type]
+
+
 # -- submit and run_sync ---------------------------------------------------------
 
 
