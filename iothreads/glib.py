@@ -723,6 +723,11 @@ class MainContext:
             if not block:
                 return False
             self._wait_for_ownership(lambda: True)
+        # Between its prepare() and check(), a foreign driver (the
+        # _AsyncioDriver) relies on _poll_waiting to be woken by changes; an
+        # iteration run meanwhile on its thread clears it in check().
+        with self._lock:
+            outer_waiting = self._poll_waiting
         try:
             _, max_priority = self.prepare()
             timeout, fds = self.query(max_priority)
@@ -732,6 +737,13 @@ class MainContext:
                 self.dispatch()
             return some_ready
         finally:
+            if outer_waiting:
+                with self._lock:
+                    # Wake the outer driver: what it prepared may be stale
+                    # (sources attached here without a wake-up), and let
+                    # later changes wake it again.
+                    self._poll_waiting = True
+                    self._signal_locked()
             self.release()
 
     def iteration(self, may_block: bool = True) -> bool:

@@ -1121,6 +1121,28 @@ def test_driver_wakes_for_attach_destroy_and_invoke_from_another_thread(
     assert ran_in == [lt.thread.ident]
 
 
+@pytest.mark.parametrize("step", ["pending", "iteration"])
+def test_driver_still_wakes_after_an_iteration_run_on_its_thread(
+    driven: tuple[LoopThread, MainContext], step: str
+) -> None:
+    # An iteration run by plain asyncio code on the loop's thread (it owns the
+    # context) must not leave the driver deaf to later attaches.
+    lt, ctx = driven
+
+    def run_step() -> bool:
+        return ctx.pending() if step == "pending" else ctx.iteration(False)
+
+    assert lt.call(run_step) is False
+    ran_in: list[int] = []
+    from_here, from_loop = threading.Event(), threading.Event()
+    glib.idle_add(record_thread, ran_in, from_here, context=ctx)
+    assert from_here.wait(WAIT)
+    lt.call(run_step)
+    lt.call(lambda: glib.idle_add(record_thread, ran_in, from_loop, context=ctx))
+    assert from_loop.wait(WAIT)
+    assert ran_in == [lt.thread.ident] * 2
+
+
 def assert_a_main_loop_elsewhere_waits(ctx: MainContext, owner_ident: int | None) -> None:
     """While a driver owns *ctx*, a MainLoop run in another thread dispatches
     nothing (GLib's g_main_loop_run waits for ownership) and quit() ends it."""
