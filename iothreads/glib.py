@@ -856,11 +856,22 @@ class MainLoop:
         """
         # runs in the thread that will own the context
         ctx = self._context
-        with ctx._lock:
-            self._running = True
-        # quit() while waiting makes run() return without ever owning the context.
-        if not ctx.acquire() and not ctx._wait_for_ownership(lambda: self._running):
-            return
+        if ctx.acquire():
+            # As g_main_loop_run: refused before the loop is marked running,
+            # so a refused run() leaves it (and an outer run() of it) as it was.
+            if ctx._in_check_or_prepare:
+                ctx.release()
+                raise RuntimeError(
+                    "MainLoop.run() called from within a source's prepare() or check()"
+                )
+            with ctx._lock:
+                self._running = True
+        else:
+            with ctx._lock:
+                self._running = True
+            # quit() while waiting makes run() return without ever owning the context.
+            if not ctx._wait_for_ownership(lambda: self._running):
+                return
         try:
             while self.is_running():
                 ctx.iteration(True)

@@ -462,6 +462,28 @@ def test_iterating_from_prepare_is_refused(ctx: MainContext) -> None:
     assert "from within a source's prepare() or check()" in str(errors[0])
 
 
+def test_a_main_loop_run_refused_from_prepare_is_not_left_running(ctx: MainContext) -> None:
+    # g_main_loop_run refuses before it marks the loop running.
+    nested = MainLoop(ctx)
+    errors: list[BaseException] = []
+
+    class Nested(Source):
+        def prepare(self) -> tuple[bool, int]:
+            try:
+                nested.run()
+            except RuntimeError as exc:
+                errors.append(exc)
+            return False, -1
+
+    source = Nested()
+    source.attach(ctx)
+    assert not ctx.iteration(False)
+    source.destroy()
+    assert "from within a source's prepare() or check()" in str(errors[0])
+    assert not nested.is_running()
+    assert not ctx.is_owner()
+
+
 def test_attach_from_another_thread_wakes_a_blocked_context(ctx: MainContext) -> None:
     probe = Probe()
     probe.attach(ctx)
