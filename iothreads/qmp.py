@@ -711,16 +711,32 @@ class Monitor:
         except OSError:
             pass  # the client went away mid-request: only its own session ends
         except asyncio.CancelledError:
-            # The monitor is closing.  End like a finished session: on 3.11,
-            # asyncio.streams reports a cancelled client task as an error.
-            pass
+            # The monitor is closing.  Replies not sent yet are dropped: a
+            # client that reads nothing would otherwise hold up the close
+            # forever.  End like a finished session: on 3.11, asyncio.streams
+            # reports a cancelled client task as an error.
+            writer.transport.abort()
         finally:
-            self._clients.discard(task)
-            writer.close()
+            # The task stays listed until the connection is closed, so that
+            # closing the monitor cancels this wait too.
             try:
-                await writer.wait_closed()
-            except OSError:
-                pass  # already broken: closed all the same
+                await self._close(writer)
+            finally:
+                self._clients.discard(task)
+
+    # runs in the monitor's IOThread
+    @staticmethod
+    async def _close(writer: asyncio.StreamWriter) -> None:
+        """Close a client's connection once what is queued for it is sent."""
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass  # already broken: closed all the same
+        except asyncio.CancelledError:
+            # The monitor is closing while a client that reads nothing still
+            # has replies queued: drop them.
+            writer.transport.abort()
 
     # runs on the caller's loop, after the IOThread has stopped
     def _remove_socket(self) -> None:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import select
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -156,6 +159,44 @@ def test_serve_query_set(sock_path: str) -> None:
         assert pools[2]["min"] == 2
 
         assert stop(proc) == 0
+        assert stderr_of(proc) == ""
+    assert not os.path.lexists(sock_path)
+
+
+def test_sigterm_with_a_client_that_never_reads(sock_path: str) -> None:
+    # A client that sends requests and reads none of the replies cannot keep
+    # serve from shutting down.
+    with serve("--qmp", f"unix:{sock_path}") as proc:
+        ready_line(proc)
+        with (
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as hog,
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe,
+        ):
+            for s in (hog, probe):
+                s.settimeout(WAIT)
+                s.connect(sock_path)
+                s.recv(4096)  # the greeting
+            hog.setblocking(False)
+            try:  # what the socket takes at once; the replies are ~15x larger
+                hog.send(
+                    b'{"execute": "qmp_capabilities"}' + b'{"execute": "query-commands"}' * 4000
+                )
+            except BlockingIOError:
+                pass
+            # Until the monitor sends the hog nothing more, checked by round trips.
+            probe_file = probe.makefile("rwb")
+            deadline = time.monotonic() + WAIT
+            pending, same = -1, 0
+            while same < 3:
+                assert time.monotonic() < deadline, "the hog's session never filled its socket"
+                probe_file.write(b'{"execute": "qmp_capabilities"}\n')
+                probe_file.flush()
+                assert probe_file.readline()
+                now = struct.unpack("i", fcntl.ioctl(hog, termios.FIONREAD, b"\0" * 4))[0]
+                same = same + 1 if now == pending and now > 0 else 0
+                pending = now
+            probe_file.close()
+            assert stop(proc) == 0
         assert stderr_of(proc) == ""
     assert not os.path.lexists(sock_path)
 

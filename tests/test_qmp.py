@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import fcntl
 import json
 import os
 import socket
 import stat
 import struct
+import termios
 import threading
 from collections.abc import AsyncIterator
 from importlib import metadata
@@ -726,3 +728,43 @@ async def test_client_leaving_mid_request_harms_no_one(monitor: Monitor, qmp: QM
     finally:
         await hog.close()
     await qmp.execute("object-del", {"id": "io0"})
+
+
+async def test_close_with_a_client_that_never_reads(sock_path: str, same_loop_kind: None) -> None:
+    # Replies queued for a client that reads nothing can never be delivered:
+    # closing the monitor drops them instead of waiting for that client.
+    mon = Monitor(sock_path)
+    await mon.start()
+    closed = False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as hog:
+            hog.settimeout(WAIT)
+            hog.connect(sock_path)
+            hog.recv(4096)  # the greeting
+            hog.setblocking(False)
+            request = b'{"execute": "query-commands"}'
+            try:  # what the socket takes at once; the replies are ~15x larger
+                hog.send(b'{"execute": "qmp_capabilities"}' + request * 4000)
+            except BlockingIOError:
+                pass
+            # Until the monitor sends the hog nothing more (its session is
+            # stuck on the full socket), checked by another client's round trips.
+            probe = await RawClient.connect(sock_path)
+            try:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + WAIT
+                pending, same = -1, 0
+                while same < 3:
+                    assert loop.time() < deadline, "the hog's session never filled its socket"
+                    assert await probe.request({"execute": "query-iothreads"}) == {"return": []}
+                    now = struct.unpack("i", fcntl.ioctl(hog, termios.FIONREAD, b"\0" * 4))[0]
+                    same = same + 1 if now == pending and now > 0 else 0
+                    pending = now
+            finally:
+                await probe.close()
+            await asyncio.wait_for(mon.aclose(), WAIT)
+            closed = True
+            assert hog.recv(1 << 20)  # what had been delivered is still there
+    finally:
+        if not closed:
+            await mon.aclose()
