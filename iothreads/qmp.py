@@ -327,13 +327,15 @@ def _cmd_qmp_capabilities(session: _Session, args: dict[str, Any]) -> object:
             raise _QMPError(f"Invalid parameter type for 'enable[{i}]', expected: string")
         if cap != "oob":  # the only capability QMP defines
             raise _QMPError(f"Parameter 'enable[{i}]' does not accept value '{cap}'")
-    if enable:
-        # The greeting offers no capability (no out-of-band execution here).
-        raise _QMPError(f"Capability {enable[0]} not available")
+    # QEMU's qmp_qmp_capabilities: once negotiated, nothing else is looked at.
     if session.negotiated:
         raise _QMPError(
             "Capabilities negotiation is already complete, command ignored", "CommandNotFound"
         )
+    if enable:
+        # The greeting offers no capability (no out-of-band execution here);
+        # QEMU names every one asked for, repeats included.
+        raise _QMPError(f"Capability {', '.join(enable)} not available")
     session.negotiated = True
     return {}
 
