@@ -203,6 +203,25 @@ class _JsonStreamer:
         return texts
 
 
+#: The integers QEMU's JSON parser keeps as integers: int64, else uint64
+#: (qobject/json-parser.c, parse_literal); any other is read as a double.
+_JSON_INT_MIN: Final = -(1 << 63)
+_JSON_INT_MAX: Final = (1 << 64) - 1
+#: Characters of the longest of those ("-9223372036854775808" is 20): longer
+#: texts go straight to float, so int()'s digit limit is never reached.
+_JSON_INT_CHARS: Final = 20
+
+
+def _parse_int(text: str) -> int | float:
+    """A JSON integer as QEMU reads it: an int in int64 or uint64 range, else
+    a float (so a property answers with its type error, not a parse error)."""
+    if len(text) <= _JSON_INT_CHARS:
+        value = int(text)
+        if _JSON_INT_MIN <= value <= _JSON_INT_MAX:
+            return value
+    return float(text)
+
+
 def _reject_constant(name: str) -> object:
     raise ValueError(f"invalid keyword '{name}'")
 
@@ -225,6 +244,7 @@ def _parse(text: bytes) -> object:
     try:
         return json.loads(
             text.decode("utf-8"),
+            parse_int=_parse_int,
             parse_constant=_reject_constant,
             object_pairs_hook=_object_pairs,
         )

@@ -438,6 +438,19 @@ QOM_SET_ERRORS = [
         "GenericError",
         "Invalid parameter type for 'poll-max-ns', expected: integer",
     ),
+    # QEMU's JSON parser reads an integer outside int64 and uint64 as a float.
+    (
+        "poll-max-ns",
+        -(2**63) - 1,
+        "GenericError",
+        "Invalid parameter type for 'poll-max-ns', expected: integer",
+    ),
+    (
+        "poll-max-ns",
+        -(2**63),
+        "GenericError",
+        f"poll-max-ns value must be in range [0, {INT64_MAX}]",
+    ),
     ("thread-pool-min", 100, "GenericError", "bad thread-pool-min/thread-pool-max values"),
     ("thread-pool-max", 0, "GenericError", "bad thread-pool-min/thread-pool-max values"),
     ("bogus", 1, "GenericError", "Property 'iothread.bogus' not found"),
@@ -623,6 +636,28 @@ async def test_malformed_json_keeps_the_connection(raw: RawClient) -> None:
     await raw.send(b'{"execute": "qom-set", "arguments": {"value": NaN}}\n')
     assert (await raw.receive())["error"]["desc"] == "JSON parse error, invalid keyword 'NaN'"
     assert await raw.request({"execute": "query-iothreads", "id": 1}) == {"return": [], "id": 1}
+
+
+async def test_integers_beyond_64_bits_are_floats(raw: RawClient) -> None:
+    # As QEMU's JSON parser: an integer neither int64 nor uint64 is a float,
+    # however many digits it has (no parse error), so a type error here.
+    assert await raw.request(
+        {"execute": "object-add", "arguments": {"qom-type": "iothread", "id": "io0"}}
+    ) == {"return": {}}
+    type_error = {
+        "error": {
+            "class": "GenericError",
+            "desc": "Invalid parameter type for 'poll-max-ns', expected: integer",
+        }
+    }
+    for literal in (b"9" * 5000, b"-" + b"9" * 5000, b"1" + b"0" * 400):
+        await raw.send(
+            b'{"execute": "qom-set", "arguments": {"path": "io0", "property": "poll-max-ns",'
+            b' "value": ' + literal + b"}}\n"
+        )
+        assert await raw.receive() == type_error
+    get = {"execute": "qom-get", "arguments": {"path": "io0", "property": "poll-max-ns"}}
+    assert await raw.request(get) == {"return": 32768}
 
 
 REQUEST_ERRORS = [
