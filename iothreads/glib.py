@@ -142,6 +142,10 @@ _ALL_CONDITIONS: Final = int(
 # poll(2) reports these whether or not they were asked for (GLib masks
 # revents with events | G_IO_ERR | G_IO_HUP | G_IO_NVAL in g_main_context_check).
 _ALWAYS_REPORTED: Final = int(IOCondition.ERR | IOCondition.HUP | IOCondition.NVAL)
+# The events the driver's epoll is asked for: POLLIN, POLLPRI and POLLOUT have
+# the values of EPOLLIN, EPOLLPRI and EPOLLOUT on Linux (and epoll reports ERR
+# and HUP unasked); NVAL has no epoll counterpart.
+_EPOLL_EVENTS: Final = int(IOCondition.IN | IOCondition.PRI | IOCondition.OUT)
 
 # G_MAXINT: the "no source is ready" priority returned by prepare(), and the
 # largest timeout in ms, which is also the most poll(2) takes (a C int).
@@ -1365,6 +1369,14 @@ class _AsyncioDriver:
     only says *when*; a zero-timeout poll(2) of the fds says *what* (HUP, ERR,
     NVAL included).
 
+    Where ``select.epoll`` exists the sources' fds are not given to the loop:
+    they go into the driver's own level-triggered epoll with exactly the
+    events asked for, and the loop watches that epoll's fd.  So a watch for
+    PRI alone wakes it (a loop reader would not), a watch for HUP alone does
+    not turn unread data into a round per loop pass, and a loop reader or
+    transport on the same fd is neither replaced nor refused.  Elsewhere the
+    fds are loop readers and writers.
+
     Fairness: a round dispatches one priority level only, and when sources
     stay ready (a busy idle) the next round is queued with ``call_soon``,
     behind the callbacks already queued, so asyncio work is never starved; the
@@ -1381,6 +1393,8 @@ class _AsyncioDriver:
         self._wake_fd = -1
         self._readers: set[int] = set()  # fds registered with add_reader
         self._writers: set[int] = set()  # fds registered with add_writer
+        self._epoll: Any = None  # select.epoll, created with the first polled fd
+        self._in_epoll: set[int] = set()  # fds registered in _epoll
         self._fds: list[tuple[int, IOCondition]] = []  # from the last query()
         self._max_priority = _MAX_INT  # from the last prepare()
         self._soon: asyncio.Handle | None = None  # a round queued with call_soon
@@ -1418,6 +1432,10 @@ class _AsyncioDriver:
         self._cancel_round()
         self._loop.remove_reader(self._wake_fd)
         self._sync([])
+        if self._epoll is not None:
+            self._loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+            self._epoll = None
         self._context._destroy_all()
         self._context._close_waker()
         self._context.release()
@@ -1455,6 +1473,9 @@ class _AsyncioDriver:
 
     def _sync(self, fds: list[tuple[int, IOCondition]]) -> None:
         """Make the loop's readers and writers those that *fds* asks for."""
+        if hasattr(select, "epoll"):
+            self._sync_epoll(fds)
+            return
         # Anything but OUT (IN, PRI, or only ERR/HUP, which the loop reports
         # as readable) needs a reader.
         readers = {fd for fd, events in fds if events & ~IOCondition.OUT}
@@ -1469,6 +1490,35 @@ class _AsyncioDriver:
             self._watch(self._loop.add_reader, fd, self._readers)
         for fd in writers - self._writers:
             self._watch(self._loop.add_writer, fd, self._writers)
+
+    def _sync_epoll(self, fds: list[tuple[int, IOCondition]]) -> None:
+        """Make the driver's epoll watch exactly *fds* for their events."""
+        if self._epoll is None:
+            if not fds or self._state != "running":
+                return
+            self._epoll = select.epoll()
+            self._loop.add_reader(self._epoll.fileno(), self._schedule)
+        wanted = {fd: int(events) & _EPOLL_EVENTS for fd, events in fds}
+        for fd in self._in_epoll - wanted.keys():
+            # OSError: closed since (which already took it out of the epoll).
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
+        self._in_epoll &= wanted.keys()
+        for fd, events in wanted.items():
+            # Registered again at every round, not only when new: a closed fd
+            # leaves the epoll silently, and its number may be reused since.
+            try:
+                try:
+                    self._epoll.modify(fd, events)
+                except FileNotFoundError:  # not in the epoll (under this file)
+                    self._epoll.register(fd, events)
+            except OSError:
+                # Closed, or a file epoll cannot watch: a round's poll(2)
+                # reports it (NVAL, or always ready), as GLib's poll would.
+                self._in_epoll.discard(fd)
+                self._schedule()
+            else:
+                self._in_epoll.add(fd)
 
     def _watch(self, add: Callable[..., Any], fd: int, registered: set[int]) -> None:
         try:

@@ -1064,6 +1064,65 @@ def test_driver_reports_in_then_hup(driven: tuple[LoopThread, MainContext]) -> N
     assert conditions[-1] & glib.IO_HUP
 
 
+class CountingProbe(Source):
+    """A never-ready source counting its prepares, i.e. the driver's rounds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prepares = 0
+
+    def prepare(self) -> tuple[bool, int]:
+        self.prepares += 1
+        return False, -1
+
+
+def test_driver_hup_only_watch_does_not_spin_on_unread_data(
+    driven: tuple[LoopThread, MainContext],
+) -> None:
+    # poll(2) ignores IN for a watch that asked only for HUP, so GLib sleeps
+    # while data sits unread; the driver must not run a round per loop pass.
+    lt, ctx = driven
+    probe = CountingProbe()
+    probe.attach(ctx)
+    hup = threading.Event()
+    a, b = socket.socketpair()
+    with a:
+        glib.io_add_watch(
+            a, glib.PRIORITY_DEFAULT, glib.IO_HUP, lambda s, c: hup.set(), context=ctx
+        )
+        for _ in range(3):  # the rounds woken by the attaches are over
+            lt.call(lambda: None)
+        before = lt.call(lambda: probe.prepares)
+        b.send(b"unread")
+        for _ in range(20):  # twenty passes of the loop
+            lt.call(lambda: None)
+        assert lt.call(lambda: probe.prepares) - before <= 2
+        b.close()
+        assert hup.wait(WAIT)
+
+
+def test_driver_pri_only_watch_reports_urgent_data(
+    driven: tuple[LoopThread, MainContext],
+) -> None:
+    _, ctx = driven
+    conditions: list[IOCondition] = []
+    fired = threading.Event()
+
+    def on_pri(sock: socket.socket, condition: IOCondition) -> bool:
+        conditions.append(condition)
+        fired.set()
+        return glib.SOURCE_REMOVE
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+        with client, peer:
+            glib.io_add_watch(peer, glib.PRIORITY_DEFAULT, glib.IO_PRI, on_pri, context=ctx)
+            client.send(b"!", socket.MSG_OOB)
+            assert fired.wait(WAIT)
+    assert conditions == [glib.IO_PRI]
+
+
 def test_driver_busy_idle_does_not_starve_asyncio_callbacks(
     driven: tuple[LoopThread, MainContext],
 ) -> None:
