@@ -372,13 +372,39 @@ def _cmd_query_iothreads(session: _Session, args: dict[str, Any]) -> object:
     return [info.to_qmp() for info in query_iothreads()]
 
 
+#: The QOM type whose members QAPI visits first for every object-add type
+#: (QEMU's EventLoopBaseProperties is the base of IothreadProperties and
+#: MainLoopProperties), and the types object-add creates are its descendants.
+_OBJECT_BASE: Final = "event-loop-base"
+
+
+def _is_int64(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -(1 << 63) <= value < 1 << 63
+
+
 def _cmd_object_add(session: _Session, args: dict[str, Any]) -> object:
+    # QEMU's object-add argument visitor (ObjectOptions) before anything is
+    # made: qom-type (an enum), id, the type's members in schema order (its
+    # base type's first), then anything undeclared.  The id's form, the
+    # values' ranges and the pool limits are checked by object_add() next.
+    _check_args((_Param("qom-type", "string"),), args, extra=True)
+    qom_type = args["qom-type"]
+    if qom_type not in {t.name for t in qom_list_types(_OBJECT_BASE)}:
+        raise _QMPError(f"Parameter 'qom-type' does not accept value '{qom_type}'")
+    _check_args((_Param("id", "string"),), args, extra=True)
+    members = [p.name for p in qom_list_properties(_OBJECT_BASE) if p.name != "type"]
+    members += [
+        p.name for p in qom_list_properties(qom_type) if p.name != "type" and p.name not in members
+    ]
+    for name in members:
+        if name in args and not _is_int64(args[name]):
+            raise _QMPError(f"Invalid parameter type for '{name}', expected: integer")
     props = {k: v for k, v in args.items() if k not in ("qom-type", "id")}
     for name in props:
         # Wire names only: object_add() would also take attribute spellings.
-        if "_" in name:
+        if name not in members:
             raise _QMPError(f"Parameter '{name}' is unexpected")
-    object_add(args["qom-type"], args["id"], **props)
+    object_add(qom_type, args["id"], **props)
     return {}
 
 
@@ -425,12 +451,8 @@ _COMMANDS: Final[Mapping[str, _Command]] = {
     "query-version": _Command(_cmd_query_version),
     "query-commands": _Command(_cmd_query_commands),
     "query-iothreads": _Command(_cmd_query_iothreads),
-    "object-add": _Command(
-        _cmd_object_add,
-        (_Param("qom-type", "string"), _Param("id", "string")),
-        extra=True,
-        blocking=True,
-    ),
+    # Its handler checks its arguments itself: which are declared depends on qom-type.
+    "object-add": _Command(_cmd_object_add, extra=True, blocking=True),
     "object-del": _Command(_cmd_object_del, (_Param("id", "string"),), blocking=True),
     "qom-get": _Command(_cmd_qom_get, (_PATH, _Param("property", "string"))),
     "qom-set": _Command(

@@ -404,6 +404,34 @@ OBJECT_ADD_ERRORS = [
     ({"qom-type": None}, "Parameter 'qom-type' is missing"),
     ({"qom-type": 5}, "Invalid parameter type for 'qom-type', expected: string"),
     ({"id": 5}, "Invalid parameter type for 'id', expected: string"),
+    # Several errors: QEMU's order.  The argument visitor comes first (qom-type,
+    # id, the type's members, base type's first, then anything unexpected); the
+    # id's form and the values' ranges are checked when the object is made.
+    ({"qom-type": "nope", "id": None}, "Parameter 'qom-type' does not accept value 'nope'"),
+    ({"qom-type": "nope", "id": 5}, "Parameter 'qom-type' does not accept value 'nope'"),
+    (
+        {"qom-type": "event-loop-base"},
+        "Parameter 'qom-type' does not accept value 'event-loop-base'",
+    ),
+    (
+        {"id": "1bad", "poll-max-ns": "x"},
+        "Invalid parameter type for 'poll-max-ns', expected: integer",
+    ),
+    ({"id": "1bad", "bogus": 1}, "Parameter 'bogus' is unexpected"),
+    ({"id": "1bad", "type": "iothread"}, "Parameter 'type' is unexpected"),
+    (
+        {"poll-max-ns": -1, "poll-grow": "x"},
+        "Invalid parameter type for 'poll-grow', expected: integer",
+    ),
+    (
+        {"poll-max-ns": "x", "thread-pool-max": "y"},
+        "Invalid parameter type for 'thread-pool-max', expected: integer",
+    ),
+    ({"poll-max-ns": -1, "bogus": 1}, "Parameter 'bogus' is unexpected"),
+    (
+        {"qom-type": "main-loop", "id": "1bad", "poll-max-ns": 0},
+        "Parameter 'poll-max-ns' is unexpected",
+    ),
 ]
 
 
