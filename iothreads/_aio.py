@@ -204,6 +204,9 @@ class AioContext:
         # Poll handlers: the tuple is replaced, never mutated, so the spin
         # iterates a consistent snapshot while other threads add or remove.
         self._poll_handlers: tuple[PollHandler, ...] = ()
+        # Serialises the rewrites of _poll_handlers (add and remove may come
+        # from different threads at once); readers need no lock.
+        self._handlers_lock = threading.Lock()
         self._ready_handlers: list[PollHandler] = []
         # Counters, each written by the loop thread only (so exact).
         self._polls = 0
@@ -291,7 +294,8 @@ class AioContext:
         that wakes the loop (a ``call_soon_threadsafe``) for the sleeping case.
         """
         handler = PollHandler(self, poll, ready, begin, end)
-        self._poll_handlers = (*self._poll_handlers, handler)
+        with self._handlers_lock:
+            self._poll_handlers = (*self._poll_handlers, handler)
         self.wake()  # a sleeping loop starts polling the new handler next time
         return handler
 
@@ -311,7 +315,8 @@ class AioContext:
         )
 
     def _remove_poll_handler(self, handler: PollHandler) -> None:
-        self._poll_handlers = tuple(h for h in self._poll_handlers if h is not handler)
+        with self._handlers_lock:
+            self._poll_handlers = tuple(h for h in self._poll_handlers if h is not handler)
 
     # -- the loop's thread --------------------------------------------------
 
@@ -340,10 +345,12 @@ class AioContext:
         inbox = self._inbox
         # What is queued now, up to one batch; later arrivals wait for the
         # next iteration, behind the loop's timers and I/O.
-        batch = min(len(inbox), self._max_batch)
-        self._submitted += batch
-        for _ in range(batch):
-            handle = inbox.popleft()
+        for _ in range(min(len(inbox), self._max_batch)):
+            try:
+                handle = inbox.popleft()
+            except IndexError:
+                break  # a producer that raced close_inbox() took its handle back
+            self._submitted += 1
             if not handle._cancelled:
                 handle._run()
         if self._ready_handlers:
@@ -353,13 +360,23 @@ class AioContext:
                     continue
                 handler._in_ready = True
                 try:
-                    handler.ready()
-                except Exception as exc:
-                    self.loop.call_exception_handler(
-                        {"message": "Exception in poll handler ready()", "exception": exc}
-                    )
+                    self._call_handler(handler.ready, "ready")
                 finally:
                     handler._in_ready = False
+
+    def _call_handler(self, method: Callable[[], object], name: str) -> object:
+        """Call a poll handler's method; report what it raises, never raise.
+
+        A poll handler runs inside the loop's select() or poller: an exception
+        escaping it would stop the loop itself.  Returns None after an error.
+        """
+        try:
+            return method()
+        except Exception as exc:
+            self.loop.call_exception_handler(
+                {"message": f"Exception in poll handler {name}()", "exception": exc}
+            )
+            return None
 
     def _work_pending(self) -> bool:
         """True when the inbox or a poll handler has work (runs in the loop)."""
@@ -368,7 +385,9 @@ class AioContext:
     def _poll_once(self) -> bool:
         """One spin step over the poll handlers; True if one became ready."""
         for handler in self._poll_handlers:
-            if not handler._in_ready and handler not in self._ready_handlers and handler.poll():
+            if handler._in_ready or handler in self._ready_handlers:
+                continue
+            if self._call_handler(handler.poll, "poll"):
                 self._ready_handlers.append(handler)
         return bool(self._ready_handlers)
 
@@ -377,7 +396,7 @@ class AioContext:
         for handler in self._poll_handlers:
             bracket = handler.begin if started else handler.end
             if bracket is not None:
-                bracket()
+                self._call_handler(bracket, "begin" if started else "end")
         if not started:
             # QEMU re-checks after io_poll_end: an event that arrived while the
             # other channel was silenced must not wait for that channel.
@@ -436,7 +455,8 @@ class AioContext:
         if self._poller is not None:
             self._poller.close()
             self._poller = None
-        self._poll_handlers = ()
+        with self._handlers_lock:
+            self._poll_handlers = ()
         self._ready_handlers = []
 
 

@@ -6,6 +6,7 @@ wrapper, uvloop through the self-rescheduling callback poller.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import socket
@@ -279,3 +280,55 @@ def test_cpu_affinity_rejects_bad_sets() -> None:
     with pytest.raises(TypeError, match="cpu_affinity must be a set of CPU ids or None"):
         io.cpu_affinity = {"0"}  # type: ignore[assignment]
     assert io.cpu_affinity is None
+
+
+@pytest.mark.parametrize("failing", ["poll", "begin", "end"])
+def test_a_raising_poll_handler_never_stops_the_loop(
+    loop_factory: LoopFactory, failing: str
+) -> None:
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS, poll_grow=1000) as io:
+        errors: list[BaseException] = []
+        assert io.loop is not None
+        io.loop.set_exception_handler(lambda loop, ctx: errors.append(ctx["exception"]))
+
+        def boom() -> bool:
+            raise ValueError(failing)
+
+        methods: dict[str, Callable[[], object]] = {
+            "poll": lambda: False,
+            "begin": lambda: None,
+            "end": lambda: None,
+        }
+        methods[failing] = boom
+        io.aio_context.add_poll_handler(
+            methods["poll"],  # type: ignore[arg-type]
+            lambda: None,
+            begin=methods["begin"],
+            end=methods["end"],
+        )
+        grow_window(io, lambda poll_ns: poll_ns >= 8000)  # spins ran, calling the handler
+        assert io.run_sync(lambda: "alive") == "alive"
+        assert errors
+        assert all(isinstance(e, ValueError) for e in errors)
+
+
+def test_a_handle_taken_back_during_a_batch_is_skipped(loop_factory: LoopFactory) -> None:
+    """A producer racing close_inbox() may take its handle back while the loop
+    runs the batch that counted it (AioContext._take_back): the batch must
+    skip it, not fail on an empty inbox."""
+    with IOThread("io0", loop_factory=loop_factory, aio_max_batch=8) as io:
+        entered, gate = threading.Event(), threading.Event()
+        io.call_soon_threadsafe(lambda: (entered.set(), gate.wait(WAIT)))
+        assert entered.wait(WAIT)
+        taken: list[asyncio.Handle] = []
+        ran: list[str] = []
+
+        def take_back() -> None:
+            io.aio_context._inbox.remove(taken[0])  # what _take_back does
+            ran.append("first")
+
+        io.call_soon_threadsafe(take_back)
+        taken.append(io.call_soon_threadsafe(ran.append, "taken"))
+        gate.set()
+        assert io.run_sync(lambda: "alive") == "alive"
+        assert ran == ["first"]
