@@ -466,6 +466,13 @@ class IOThread(EventLoopBase):
         thread, ready = self._spawn()
         try:
             await asyncio.wrap_future(ready)
+        except asyncio.CancelledError:
+            # The caller gave up: the thread stops as soon as it can (before
+            # its loop runs, if it is not running yet) and is forgotten once
+            # done, all without blocking the caller's loop.
+            self._request_stop()
+            self._forget_when_finished()
+            raise
         except BaseException:
             # The thread has set the error and is exiting: the join is short.
             thread.join()
@@ -496,7 +503,11 @@ class IOThread(EventLoopBase):
             return
         finished = self._finished
         assert finished is not None
-        await asyncio.wrap_future(finished)
+        try:
+            await asyncio.wrap_future(finished)
+        except asyncio.CancelledError:
+            self._forget_when_finished()  # the stop goes on without us
+            raise
         thread.join()  # the thread has finished its work; this only reaps it
         self._forget()
 
@@ -534,8 +545,12 @@ class IOThread(EventLoopBase):
             if self._user_object:
                 USER_OBJECTS.add(self)
             self._started_once = True
+            # Both futures only ever resolve from the thread: marked running,
+            # a waiter that gives up cannot cancel them under the thread's feet.
             ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+            ready.set_running_or_notify_cancel()
             self._finished = concurrent.futures.Future()
+            self._finished.set_running_or_notify_cancel()
             thread = threading.Thread(
                 target=self._thread_main, args=(ready,), name=f"IO {self._id}", daemon=True
             )
@@ -554,16 +569,28 @@ class IOThread(EventLoopBase):
             thread, aio, loop = self._thread, self._aio, self._loop
             if thread is None:
                 return None
-            if thread is threading.current_thread():
+            pool = self._pool
+            if thread is threading.current_thread() or (
+                pool is not None and pool.owns_current_thread()
+            ):
                 raise RuntimeError(
-                    f"IOThread {self._id!r} cannot be stopped from its own thread "
-                    "(it would wait for itself); stop it from another thread, or "
-                    "await io.aclose() from another loop"
+                    f"IOThread {self._id!r} cannot be stopped from its own thread or "
+                    "its worker pool (stop waits for both); stop it from a thread of "
+                    "your own, or await io.aclose() from another loop"
                 )
-            if not self._stop_requested and aio is not None and loop is not None:
+            if not self._stop_requested:
                 self._stop_requested = True
-                aio.call_soon_threadsafe(loop.stop)
+                # Not published yet: the thread sees the flag before its loop
+                # runs, and goes straight to its shutdown.
+                if aio is not None and loop is not None:
+                    aio.call_soon_threadsafe(loop.stop)
         return thread
+
+    def _forget_when_finished(self) -> None:
+        """Forget the thread once it has finished (any thread; no join)."""
+        finished = self._finished
+        assert finished is not None
+        finished.add_done_callback(lambda _: self._forget())
 
     def _forget(self) -> None:
         """Drop the thread's state once it has exited (caller's thread)."""
@@ -633,11 +660,19 @@ class IOThread(EventLoopBase):
             self._aio = aio
             self._pool = pool
             self._thread_id = threading.get_native_id()
+            stop_early = self._stop_requested  # stop() came before the loop ran
         _current.iothread = self
         ready.set_result(None)
         try:
-            loop.run_forever()
-            loop.run_until_complete(self._shutdown(aio))
+            try:
+                if not stop_early:
+                    loop.run_forever()
+            finally:
+                # Also when run_forever() raised (a SystemExit out of a task):
+                # refuse new work, and give what is pending its outcome.
+                with self._lock:
+                    self._stop_requested = True
+                loop.run_until_complete(self._shutdown(aio))
         finally:
             # Each step runs even if the one before raised: whoever waits in
             # stop() or aclose() must be released, and nothing may leak.
@@ -754,6 +789,7 @@ class IOThread(EventLoopBase):
         caller = asyncio.get_running_loop()
         aio = self._running_context()
         if caller is aio.loop:
+            _check_runnable(func, args)
             result = func if inspect.iscoroutine(func) else func(*args)
             if inspect.isawaitable(result):
                 return await result
@@ -766,6 +802,8 @@ class IOThread(EventLoopBase):
             if call.delivered:
                 raise  # the inner work itself ended cancelled
             # The caller was cancelled: cancel the inner work, wait for it.
+            # If the call has not started yet, it never will.
+            call.abandoned = True
             call.finished = caller.create_future()
             try:
                 aio.call_soon_threadsafe(call.cancel)
@@ -822,6 +860,7 @@ class _Call:
     ``concurrent.futures.Future`` (``submit``)."""
 
     __slots__ = (
+        "abandoned",
         "args",
         "caller",
         "cancel_requested",
@@ -847,14 +886,7 @@ class _Call:
             TypeError: *func* is neither callable nor a coroutine object, or
                 is a coroutine object given arguments.
         """
-        if inspect.iscoroutine(func):
-            if args:
-                raise TypeError(
-                    f"a coroutine object takes no arguments, got {len(args)}: pass the "
-                    "coroutine function and its arguments instead"
-                )
-        elif not callable(func):
-            raise TypeError(f"expected a callable or a coroutine object, not {func!r}")
+        _check_runnable(func, args)
         self.io = io
         self.func = func
         self.args = args
@@ -862,6 +894,8 @@ class _Call:
         self.caller = caller
         self.task: asyncio.Task[Any] | None = None
         self.cancel_requested = False  # IOThread only
+        # Set by a cancelled caller (run): start() then does nothing.
+        self.abandoned = False
         # Caller's loop only (run): set when the outcome arrived, and the
         # future a cancelled caller waits on for the inner work to finish.
         self.delivered = False
@@ -877,7 +911,8 @@ class _Call:
         caller = self.caller
         if isinstance(caller, concurrent.futures.Future) and caller.cancelled():
             return  # cancelled while queued: it never runs, and has its outcome
-        if self.cancel_requested:
+        if self.cancel_requested or self.abandoned:
+            self.cancel_requested = True
             self._finish(None, None, cancelled=True)
             return
         try:
@@ -952,6 +987,22 @@ class _Call:
                     aio.call_soon_threadsafe(self.cancel)
                 except IOThreadStopped:
                     pass  # the loop's shutdown cancels the task itself
+
+
+def _check_runnable(func: Any, args: tuple[Any, ...]) -> None:
+    """What run() and submit() accept: a callable, or a coroutine object alone.
+
+    Raises:
+        TypeError: anything else, or a coroutine object given arguments.
+    """
+    if inspect.iscoroutine(func):
+        if args:
+            raise TypeError(
+                f"a coroutine object takes no arguments, got {len(args)}: pass the "
+                "coroutine function and its arguments instead"
+            )
+    elif not callable(func):
+        raise TypeError(f"expected a callable or a coroutine object, not {func!r}")
 
 
 def _check_cpu_affinity(value: Iterable[int] | None) -> frozenset[int] | None:

@@ -311,6 +311,9 @@ class ThreadPool(ThreadPoolExecutor):
         self._waking = 0
         self._to_start: collections.deque[_Worker] = collections.deque()  # for the spawner
         self._workers: set[threading.Thread] = set()  # to join at shutdown
+        # Marks this pool's worker threads from their first instruction on
+        # (owns_current_thread); written only by each worker for itself.
+        self._worker_marker = threading.local()
         self._nthreads = 0  # workers that exist or are being started, not told to exit
         self._active = 0
         self._peak = 0
@@ -439,8 +442,7 @@ class ThreadPool(ThreadPoolExecutor):
         # way to the queue) a worker each.
         start_spawner = False
         while self._nthreads < new_min or (
-            self._nthreads < new_max
-            and len(self._queue) > len(self._to_start) + len(self._idle) + self._waking
+            self._nthreads < new_max and len(self._queue) > self._coming_locked()
         ):
             start_spawner |= self._spawn_locked(idle=not self._queue)
         self._kick_locked()
@@ -501,8 +503,7 @@ class ThreadPool(ThreadPoolExecutor):
             self._queue.append(request)
             if self._idle and not self._waking:
                 self._summon_locked()
-            coming = len(self._to_start) + len(self._idle) + self._waking
-            if len(self._queue) <= coming or self._nthreads >= self._max:
+            if len(self._queue) <= self._coming_locked() or self._nthreads >= self._max:
                 return
             if not self._spawn_locked(idle=False):
                 return
@@ -544,6 +545,14 @@ class ThreadPool(ThreadPoolExecutor):
             worker.idle = True
             self._idle.insert(0, worker)
         return worker
+
+    def _coming_locked(self) -> int:
+        # Runs in any thread, with self._lock held: how many workers will come
+        # for queued requests -- idle ones, ones woken and on their way, and
+        # ones being started to drain the queue.  A worker started idle is
+        # already counted on the idle stack (or as woken, once summoned).
+        starting = sum(1 for w in self._to_start if not (w.idle or w.summoned or w.retired))
+        return len(self._idle) + self._waking + starting
 
     def _spawn_locked(self, *, idle: bool) -> bool:
         # Runs in any thread, with self._lock held: one more worker, started
@@ -639,6 +648,7 @@ class ThreadPool(ThreadPoolExecutor):
     def _worker_main(self, worker: _Worker, idle: bool) -> None:
         # Runs in the worker thread: serves requests until told to exit.
         # *idle*: the worker was put on the idle stack before its thread ran.
+        self._worker_marker.is_worker = True
         with self._lock:
             self._booted_locked()
         finished: _Request | None = None
@@ -828,6 +838,10 @@ class ThreadPool(ThreadPoolExecutor):
                 thread.join()
 
     # ------------------------------------------------------------- statistics
+
+    def owns_current_thread(self) -> bool:
+        """True when called from one of this pool's worker threads (any thread)."""
+        return getattr(self._worker_marker, "is_worker", False)
 
     def statistics(self) -> ThreadPoolStatistics:
         """A consistent snapshot of the pool's figures.  Runs in any thread."""

@@ -540,3 +540,164 @@ def test_in_iothread_and_current_iothread(loop_factory: LoopFactory) -> None:
     with IOThread("io0", loop_factory=loop_factory) as io:
         assert io.run_sync(iothreads.in_iothread)
         assert io.run_sync(iothreads.current_iothread) is io
+
+
+# -- lifecycle races (found in review) ----------------------------------------------
+
+
+def gated_factory(
+    loop_factory: LoopFactory, gate: threading.Event, entered: threading.Event
+) -> LoopFactory:
+    """A loop factory that waits for *gate*: start() is in progress meanwhile."""
+
+    def factory() -> asyncio.AbstractEventLoop:
+        entered.set()
+        assert gate.wait(WAIT)
+        return loop_factory()
+
+    return factory
+
+
+def wait_for(condition: Any, what: str) -> None:
+    pause = threading.Event()
+    for _ in range(1000):
+        if condition():
+            return
+        pause.wait(WAIT / 1000)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+# The SystemExit also ends the IOThread's thread (after its shutdown), where
+# threading's excepthook sees it: that is the expected report, not a leak.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_system_exit_out_of_a_task_still_gives_every_call_an_outcome(
+    loop_factory: LoopFactory,
+) -> None:
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    async def boom() -> None:
+        raise SystemExit(3)
+
+    pending = io.submit(forever)
+    exiting = io.submit(boom)  # asyncio re-raises it out of run_forever()
+    with pytest.raises(SystemExit):
+        exiting.result(WAIT)
+    with pytest.raises(IOThreadStopped):
+        pending.result(WAIT)
+    wait_for(lambda: not io.running, "the IOThread to refuse work")
+    with pytest.raises(IOThreadStopped):
+        io.submit(lambda: None)
+    io.stop()
+
+
+def test_stop_while_start_is_in_progress(loop_factory: LoopFactory) -> None:
+    gate, entered = threading.Event(), threading.Event()
+    io = IOThread("io0", loop_factory=gated_factory(loop_factory, gate, entered))
+    starter = threading.Thread(target=io.start)
+    starter.start()
+    assert entered.wait(WAIT)
+    stopper = threading.Thread(target=io.stop)
+    stopper.start()
+    wait_for(lambda: io._stop_requested, "stop() to ask")
+    gate.set()
+    starter.join(WAIT)
+    stopper.join(WAIT)
+    assert not starter.is_alive()
+    assert not stopper.is_alive()
+    assert not io.running
+
+
+async def test_cancelling_astart_before_the_loop_runs(loop_factory: LoopFactory) -> None:
+    gate, entered = threading.Event(), threading.Event()
+    io = IOThread("io0", loop_factory=gated_factory(loop_factory, gate, entered))
+    task = asyncio.create_task(io.astart())
+    await asyncio.sleep(0)
+    assert entered.wait(WAIT)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.set()  # the thread now finds the stop request and shuts down
+    wait_for(lambda: iothreads.iothread_by_id("io0") is None, "the IOThread to be forgotten")
+    assert not io.running
+
+
+async def test_cancelling_astart_after_the_thread_is_ready(loop_factory: LoopFactory) -> None:
+    io = IOThread("io0", loop_factory=loop_factory)
+    task = asyncio.create_task(io.astart())
+    await asyncio.sleep(0)
+    wait_for(lambda: io.thread_id != -1, "the thread to be ready")  # blocks this loop
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    wait_for(lambda: iothreads.iothread_by_id("io0") is None, "the IOThread to be forgotten")
+    assert not io.running
+
+
+async def test_cancelling_aclose_lets_the_stop_finish(loop_factory: LoopFactory) -> None:
+    io = IOThread("io0", loop_factory=loop_factory)
+    await io.astart()
+    release: concurrent.futures.Future[None] = concurrent.futures.Future()
+    cleaning = threading.Event()
+
+    async def slow_to_cancel() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cleaning.set()
+            await asyncio.wrap_future(release)
+            raise
+
+    io.submit(slow_to_cancel)
+    closing = asyncio.create_task(io.aclose())
+    while not cleaning.is_set():  # bounded by the test timeout
+        await asyncio.sleep(0)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    release.set_result(None)
+    wait_for(lambda: iothreads.iothread_by_id("io0") is None, "the IOThread to be forgotten")
+    await io.aclose()  # nothing left to do: returns at once
+    async with IOThread("io0", loop_factory=loop_factory):  # the id is free again
+        pass
+
+
+def test_stop_from_the_iothreads_own_pool_is_refused(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+
+        async def stop_from_a_worker() -> None:
+            await asyncio.to_thread(io.stop)
+
+        with pytest.raises(RuntimeError, match="its worker pool"):
+            io.run_sync(stop_from_a_worker)
+        assert io.running
+
+
+async def test_run_of_a_plain_function_cancelled_while_queued_never_runs(io: IOThread) -> None:
+    ran = threading.Event()
+    gate = gate_loop(io)
+    task = asyncio.create_task(io.run(ran.set))
+    await asyncio.sleep(0)  # the call is queued behind the gate
+    task.cancel()
+    await asyncio.sleep(0)  # the task handles its cancellation
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, WAIT)
+    await io.run(lambda: None)
+    assert not ran.is_set()
+
+
+async def test_inline_run_checks_its_arguments_too(io: IOThread) -> None:
+    async def inline() -> str:
+        coro = coro_add(1, 2)
+        try:
+            await io.run(coro, 3)  # type: ignore[call-overload]
+        except TypeError as exc:
+            coro.close()
+            return str(exc)
+        return "accepted"
+
+    assert "takes no arguments" in await io.run(inline)

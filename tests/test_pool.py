@@ -915,3 +915,11 @@ def test_a_burst_larger_than_the_idle_workers_spawns_up_to_max(pools: Pools) -> 
     assert sorted(f.result(BOUND) for f in futures) == [0, 1, 2, 3, 4, 5]
     stats = pool.statistics()
     assert (stats.spawned, stats.peak) == (6, 6)
+
+
+def test_owns_current_thread(pools: Pools) -> None:
+    pool = pools.new(0, 2, name="own")
+    other = pools.new(0, 2, name="other")
+    assert not pool.owns_current_thread()
+    assert pool.submit(pool.owns_current_thread).result(BOUND)  # even a worker's first request
+    assert not other.submit(pool.owns_current_thread).result(BOUND)
