@@ -78,6 +78,9 @@ class _Address:
         return f"tcp:{self.host or ''}:{self.port}"
 
 
+_MAX_PORT = 65535  # TCP ports are 16 bits
+
+
 def _parse_address(text: str) -> _Address:
     """Parse ``unix:PATH`` or ``tcp:[HOST]:PORT`` (QEMU's ``-qmp`` forms).
 
@@ -90,10 +93,14 @@ def _parse_address(text: str) -> _Address:
             raise argparse.ArgumentTypeError(f"unsupported option {option!r} in {text!r}")
     kind, sep, rest = address.partition(":")
     if kind == "unix" and sep and rest:
+        if "\0" in rest:
+            raise argparse.ArgumentTypeError(f"a socket path cannot contain NUL: {text!r}")
         return _Address(path=rest)
     if kind == "tcp" and sep:
         host, sep, port = rest.rpartition(":")
         if sep and port.isdigit():
+            if int(port) > _MAX_PORT:
+                raise argparse.ArgumentTypeError(f"port must be 0-{_MAX_PORT}, got {text!r}")
             return _Address(host=host.strip("[]") or None, port=int(port))
     raise argparse.ArgumentTypeError(f"expected unix:PATH or tcp:[HOST]:PORT, got {text!r}")
 

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -374,6 +375,14 @@ def test_parse_address() -> None:
     assert _parse_address("tcp::4444") == _Address(port=4444)
     assert _parse_address("tcp:[::1]:4444") == _Address(host="::1", port=4444)
     assert str(_parse_address("tcp::4444")) == "tcp::4444"
-    for bad in ("unix:", "tcp:host", "tcp:host:port", "/path", "unix:/q,reconnect=1"):
-        with pytest.raises(argparse.ArgumentTypeError, match=repr(bad).replace("[", r"\[")):
+    for bad in (
+        "unix:",
+        "tcp:host",
+        "tcp:host:port",
+        "/path",
+        "unix:/q,reconnect=1",
+        "tcp::99999",
+        "unix:/q\0x",
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(repr(bad))):
             _parse_address(bad)
