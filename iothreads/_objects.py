@@ -20,6 +20,7 @@ from ._errors import (
     IOThreadsError,
     IOThreadStopped,
     ObjectNotFound,
+    PropertyNotFound,
 )
 from ._iothread import USER_OBJECTS, EventLoopBase, IOThread, MainLoop
 from ._pool import ThreadPoolStatistics
@@ -242,8 +243,15 @@ def object_add(qom_type: str, id: str | None = None, **props: object) -> EventLo
         raise InvalidParameterValue("Parameter 'id' is missing")
     check_id(id)
     wire_props = {wire_name(k): v for k, v in props.items()}
-    # Validate names and values before anything exists (QEMU's order: id first).
-    check_properties(cls.property_defaults, cls.property_defaults, wire_props)
+    # Validate before anything exists, in QEMU's order: the id's form, each
+    # property, a duplicate id, then the thread-pool limits as a pair.
+    defaults = cls.property_defaults
+    check_properties(defaults, defaults, wire_props, limits=False)
+    if USER_OBJECTS.get(id) is not None:
+        raise InvalidParameterValue(
+            f"attempt to add duplicate property '{id}' to object (type 'container')"
+        )
+    check_properties(defaults, defaults, wire_props)
     kwargs = {attr_name(k): v for k, v in wire_props.items()}
     if cls is IOThread:
         io = IOThread(id, **kwargs)  # type: ignore[arg-type]
@@ -276,21 +284,16 @@ def object_del(id: str) -> None:
 
 def _resolve(path: str) -> EventLoopBase | None:
     """``/objects/<id>``, or a bare ``<id>`` (QEMU resolves partial paths);
-    None stands for the ``/objects`` container itself."""
-    if path.rstrip("/") == _OBJECTS_PATH:
-        return None
-    prefix = _OBJECTS_PATH + "/"
-    id = path[len(prefix) :] if path.startswith(prefix) else path
-    obj = USER_OBJECTS.get(id) if "/" not in id else None
+    None stands for the ``/objects`` container itself.  Empty path parts are
+    skipped, as QEMU does (``/objects//io0/`` is ``/objects/io0``)."""
+    parts = [p for p in path.split("/") if p]
+    if path.startswith("/") and parts[:1] == ["objects"]:
+        parts = parts[1:]
+        if not parts:
+            return None
+    obj = USER_OBJECTS.get(parts[0]) if len(parts) == 1 else None
     if obj is None:
         raise DeviceNotFound(f"Device '{path}' not found")
-    return obj
-
-
-def _object(path: str) -> EventLoopBase:
-    obj = _resolve(path)
-    if obj is None:
-        raise IOThreadsError("the /objects container has no properties but its children")
     return obj
 
 
@@ -301,7 +304,11 @@ def qom_get(path: str, prop: str) -> int | str:
         DeviceNotFound: no object at *path*.
         PropertyNotFound: the object's type has no property *prop*.
     """
-    obj = _object(path)
+    obj = _resolve(path)
+    if obj is None:  # the /objects container: its one property is its type
+        if prop == "type":
+            return "container"
+        raise PropertyNotFound(f"Property 'container.{prop}' not found")
     if prop == "type":
         return obj.qom_type
     return obj.get_property(prop)
@@ -316,9 +323,11 @@ def qom_set(path: str, prop: str, value: object) -> None:
         InvalidParameterValue, InvalidParameterType: a rejected value; the
             object is left exactly as it was.
     """
-    obj = _object(path)
-    if prop == "type":
+    obj = _resolve(path)
+    if prop == "type":  # read-only on every object, the container too
         raise IOThreadsError("Insufficient permission to perform this operation")
+    if obj is None:
+        raise PropertyNotFound(f"Property 'container.{prop}' not found")
     obj.set_property(prop, value)
 
 

@@ -61,13 +61,24 @@ def check_int64(name: str, value: object) -> int:
     return int(value)
 
 
+#: QEMU keeps the pool limits in C ints (util/async.c,
+#: aio_context_set_thread_pool_params rejects anything above INT_MAX).
+INT_MAX: Final = 2**31 - 1
+
+
 def check_thread_pool_limits(min_threads: int, max_threads: int) -> None:
     """Reject the combinations QEMU's thread pool refuses.
 
     Raises:
-        InvalidParameterValue: ``min > max`` or ``max == 0``.
+        InvalidParameterValue: ``min > max``, ``max == 0``, or either above
+            INT_MAX (QEMU 7.2's util/async.c).
     """
-    if min_threads > max_threads or max_threads == 0:
+    if (
+        min_threads > max_threads
+        or max_threads == 0
+        or min_threads > INT_MAX
+        or max_threads > INT_MAX
+    ):
         raise InvalidParameterValue("bad thread-pool-min/thread-pool-max values")
 
 
@@ -84,13 +95,18 @@ def check_id(value: object) -> str:
 
 
 def check_properties(
-    defaults: Mapping[str, int], current: Mapping[str, int], updates: Mapping[str, object]
+    defaults: Mapping[str, int],
+    current: Mapping[str, int],
+    updates: Mapping[str, object],
+    *,
+    limits: bool = True,
 ) -> dict[str, int]:
     """Validate *updates* (wire names) against a type's *defaults*.
 
     Returns the complete new property set (``current`` with ``updates`` applied)
     without touching either input, so a caller can validate first and then
-    commit atomically.
+    commit atomically.  ``limits=False`` leaves the thread-pool pair for a
+    later check (object_add checks a duplicate id in between, as QEMU does).
 
     Raises:
         InvalidParameterValue: a name the type does not have
@@ -103,6 +119,6 @@ def check_properties(
         if name not in defaults:
             raise InvalidParameterValue(f"Parameter '{name}' is unexpected")
         new[name] = check_int64(name, value)
-    if "thread-pool-min" in defaults:
+    if "thread-pool-min" in defaults and limits:
         check_thread_pool_limits(new["thread-pool-min"], new["thread-pool-max"])
     return new

@@ -233,3 +233,35 @@ def test_statistics_queries(io0: IOThread) -> None:
     ((pool_id, pool_stats),) = iothreads.query_thread_pools()
     assert pool_id == "io0"
     assert pool_stats.max == 64
+
+
+def test_paths_skip_empty_parts_and_the_container_has_a_type(io0: IOThread) -> None:
+    assert iothreads.qom_get("/objects/io0/", "poll-max-ns") == 32768
+    assert iothreads.qom_get("/objects//io0", "type") == "iothread"
+    assert iothreads.qom_get("/objects", "type") == "container"
+    assert iothreads.qom_get("/objects/", "type") == "container"
+    with pytest.raises(PropertyNotFound, match=r"^Property 'container.poll-max-ns' not found$"):
+        iothreads.qom_get("/objects", "poll-max-ns")
+    with pytest.raises(PropertyNotFound, match=r"^Property 'container.x' not found$"):
+        iothreads.qom_set("/objects", "x", 1)
+    with pytest.raises(iothreads.IOThreadsError, match="Insufficient permission"):
+        iothreads.qom_set("/objects", "type", "x")
+    with pytest.raises(DeviceNotFound):
+        iothreads.qom_get("/objects/io0/extra", "type")
+
+
+def test_thread_pool_limits_above_int_max_are_rejected() -> None:
+    with pytest.raises(ValueError, match=r"^bad thread-pool-min/thread-pool-max values$"):
+        IOThread("io0", thread_pool_max=2**31)
+    with pytest.raises(ValueError, match=r"^bad thread-pool-min/thread-pool-max values$"):
+        IOThread("io0", thread_pool_min=2**31, thread_pool_max=2**31)
+    assert IOThread("io0", thread_pool_max=2**31 - 1).thread_pool_max == 2**31 - 1
+
+
+def test_a_duplicate_id_is_reported_before_bad_pool_limits(io0: IOThread) -> None:
+    duplicate = r"^attempt to add duplicate property 'io0' to object \(type 'container'\)$"
+    with pytest.raises(ValueError, match=duplicate):
+        iothreads.object_add("iothread", "io0", **{"thread-pool-min": 9, "thread-pool-max": 1})
+    # ...but after each property's own type and range, as in QEMU.
+    with pytest.raises(TypeError, match="Invalid parameter type for 'poll-grow'"):
+        iothreads.object_add("iothread", "io0", **{"poll-grow": "x"})
