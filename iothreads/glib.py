@@ -1429,16 +1429,26 @@ class _AsyncioDriver:
             self._state = "closed"
             return
         self._state = "closed"
-        self._cancel_round()
-        self._loop.remove_reader(self._wake_fd)
-        self._sync([])
-        if self._epoll is not None:
-            self._loop.remove_reader(self._epoll.fileno())
-            self._epoll.close()
-            self._epoll = None
-        self._context._destroy_all()
-        self._context._close_waker()
-        self._context.release()
+        # Each step runs even if one before it raised: the sources are
+        # finalised, the descriptors closed and the context released whatever
+        # happens, since nothing calls close() again.
+        try:
+            self._cancel_round()
+            self._loop.remove_reader(self._wake_fd)
+            self._sync([])
+            if self._epoll is not None:
+                self._loop.remove_reader(self._epoll.fileno())
+        finally:
+            try:
+                if self._epoll is not None:
+                    self._epoll.close()
+                    self._epoll = None
+                self._context._destroy_all()
+            finally:
+                try:
+                    self._context._close_waker()
+                finally:
+                    self._context.release()
 
     def _cancel_round(self) -> None:
         for handle in (self._soon, self._timer):

@@ -1349,3 +1349,35 @@ async def test_driver_on_the_running_loop(ctx: MainContext) -> None:
             assert await asyncio.wait_for(got, WAIT) == glib.IO_IN
     finally:
         driver.close()
+
+
+def test_driver_close_finishes_even_if_a_step_raises(loop_factory: Callable[[], Any]) -> None:
+    loop = loop_factory()
+    ctx = MainContext()
+    finalized: list[bool] = []
+
+    class Marked(glib.Timeout):
+        def finalize(self) -> None:
+            finalized.append(True)
+
+    driver = glib._AsyncioDriver(ctx, loop)
+    try:
+        driver.start()
+        Marked(10_000).attach(ctx)
+        real_remove = loop.remove_reader
+        calls = 0
+
+        def flaky_remove(fd: int) -> bool:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("remove_reader failed")
+            return real_remove(fd)
+
+        loop.remove_reader = flaky_remove  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="remove_reader failed"):
+            driver.close()
+        assert finalized == [True]
+        assert not ctx.is_owner()
+    finally:
+        loop.close()
