@@ -551,8 +551,10 @@ class ThreadPool(ThreadPoolExecutor):
         # for queued requests -- idle ones, ones woken and on their way, and
         # ones being started to drain the queue.  A worker started idle is
         # already counted on the idle stack (or as woken, once summoned).
-        starting = sum(1 for w in self._to_start if not (w.idle or w.summoned or w.retired))
-        return len(self._idle) + self._waking + starting
+        coming = len(self._idle) + self._waking
+        if self._to_start:  # rarely: only while the spawner is behind
+            coming += sum(1 for w in self._to_start if not (w.idle or w.summoned or w.retired))
+        return coming
 
     def _spawn_locked(self, *, idle: bool) -> bool:
         # Runs in any thread, with self._lock held: one more worker, started
