@@ -79,6 +79,9 @@ class _Address:
 
 
 _MAX_PORT = 65535  # TCP ports are 16 bits
+#: How long query/set wait for a monitor: a live one answers in milliseconds;
+#: ten seconds covers a loaded machine without leaving a script hanging.
+_DEFAULT_TIMEOUT = 10.0
 
 
 def _parse_address(text: str) -> _Address:
@@ -308,12 +311,14 @@ async def _serve(objects: Sequence[_ObjectSpec], addresses: Sequence[_Address]) 
             loop.remove_signal_handler(sig)
 
 
-async def _query(address: _Address, as_json: bool) -> int:
+async def _query(address: _Address, as_json: bool, timeout: float) -> int:
     try:
-        async with await _QMPClient.connect(address) as client:
+        async with asyncio.timeout(timeout), await _QMPClient.connect(address) as client:
             iothreads = await client.execute("query-iothreads")
     except _MonitorError as exc:
         return _fail(exc)
+    except TimeoutError:
+        return _fail(_silent(address, timeout))
     except OSError as exc:
         return _fail(f"iothreads query: cannot reach the monitor at {address}: {exc}")
     if as_json:
@@ -327,17 +332,38 @@ async def _query(address: _Address, as_json: bool) -> int:
     return 0
 
 
-async def _set(address: _Address, target: str, assignments: Sequence[tuple[str, int | str]]) -> int:
+async def _set(
+    address: _Address,
+    target: str,
+    assignments: Sequence[tuple[str, int | str]],
+    timeout: float,
+) -> int:
     path = target if target.startswith("/") else f"/objects/{target}"
     try:
-        async with await _QMPClient.connect(address) as client:
+        async with asyncio.timeout(timeout), await _QMPClient.connect(address) as client:
             for prop, value in assignments:
                 await client.execute("qom-set", {"path": path, "property": prop, "value": value})
     except _MonitorError as exc:
         return _fail(exc)
+    except TimeoutError:
+        return _fail(_silent(address, timeout))
     except OSError as exc:
         return _fail(f"iothreads set: cannot reach the monitor at {address}: {exc}")
     return 0
+
+
+def _silent(address: _Address, timeout: float) -> str:
+    return f"the monitor at {address} did not answer within {timeout:g} s"
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def _bench(args: Sequence[str]) -> int:
@@ -392,6 +418,14 @@ def _parser() -> argparse.ArgumentParser:
 
     set_ = sub.add_parser("set", help="set properties of a live object")
     set_.add_argument("--qmp", required=True, type=_parse_address, metavar="ADDRESS")
+    for client in (query, set_):
+        client.add_argument(
+            "--timeout",
+            type=_positive_seconds,
+            default=_DEFAULT_TIMEOUT,
+            metavar="SECONDS",
+            help=f"give up on a monitor that does not answer (default {_DEFAULT_TIMEOUT:g})",
+        )
     set_.add_argument("id", help="the object's id (or its QOM path)")
     set_.add_argument("assignments", nargs="+", type=_parse_assignment, metavar="PROP=VALUE")
 
@@ -410,5 +444,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return asyncio.run(_serve(args.object, args.qmp))
     if args.command == "query":
-        return asyncio.run(_query(args.qmp, args.json))
-    return asyncio.run(_set(args.qmp, args.id, args.assignments))
+        return asyncio.run(_query(args.qmp, args.json, args.timeout))
+    return asyncio.run(_set(args.qmp, args.id, args.assignments, args.timeout))

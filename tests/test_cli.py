@@ -295,9 +295,23 @@ def test_query_against_something_else(sock_path: str, greeting: bytes, error: st
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", [["query"], ["set", "io0", "poll-max-ns=0"]])
+def test_a_silent_monitor_times_out(sock_path: str, command: list[str]) -> None:
+    # A peer that accepts the connection (the kernel does, from the backlog)
+    # and never says a word: the client gives up after --timeout.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(sock_path)
+        server.listen()
+        result = cli(command[0], "--qmp", f"unix:{sock_path}", "--timeout", "0.2", *command[1:])
+    assert result.returncode == 1
+    assert f"the monitor at unix:{sock_path} did not answer within 0.2 s" in result.stderr
+
+
 def test_usage_errors() -> None:
     for argv in (
         [],
+        ["query", "--qmp", "unix:/x", "--timeout", "0"],
+        ["query", "--qmp", "unix:/x", "--timeout", "soon"],
         ["query"],
         ["query", "--qmp", "ftp:x"],
         ["set", "--qmp", "unix:/x", "io0"],
