@@ -25,6 +25,10 @@ except ImportError:  # pragma: no cover - uvloop is a test dependency where it i
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
+#: The bound on every wait in the tests: a hang fails the test instead of
+#: blocking CI.
+WAIT = 10.0
+
 LOOP_FACTORIES: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
 if uvloop is not None:
     LOOP_FACTORIES["uvloop"] = uvloop.new_event_loop
@@ -62,6 +66,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     is_async = asyncio.iscoroutinefunction(metafunc.function)
     if "loop_factory" in metafunc.fixturenames and not is_async:
         metafunc.parametrize("loop_factory", list(LOOP_FACTORIES), indirect=True)
+
+
+def wait_until(predicate: Callable[[], object], what: str = "the condition") -> None:
+    """Wait, bounded by WAIT, for a state another thread reaches with no event
+    to signal it; fail the test if it never comes."""
+    pause = threading.Event()  # never set: each wait is a bounded pause
+    for _ in range(1000):
+        if predicate():
+            return
+        pause.wait(WAIT / 1000)
+    if not predicate():
+        pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture

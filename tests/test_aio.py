@@ -17,9 +17,7 @@ import pytest
 
 from iothreads import IOThread
 
-from .conftest import LoopFactory
-
-WAIT = 10.0
+from .conftest import WAIT, LoopFactory
 
 #: A poll-max-ns so large that every round trip in a test grows the window.
 HUGE_POLL_NS = 10**11

@@ -34,7 +34,8 @@ from qemu.qmp import QMPClient
 
 from iothreads._cli import _Address, _parse_address, _parse_object, main
 
-WAIT = 10.0  # bound on every wait: a hang fails the test instead of blocking CI
+from .conftest import WAIT
+
 REPO = Path(__file__).resolve().parent.parent
 INT64_MAX = 2**63 - 1
 

@@ -5,26 +5,14 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 import iothreads
 from iothreads import IOThread, MainLoop, ThreadPool
 
-from .conftest import LoopFactory
-
-WAIT = 10.0
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Wait, bounded, for a condition another thread makes true."""
-    pause = threading.Event()
-    for _ in range(1000):
-        if condition():
-            return
-        pause.wait(WAIT / 1000)
-    pytest.fail(f"timed out waiting for {what}")
+from .conftest import LoopFactory, wait_until
 
 
 def worker_names(prefix: str) -> list[str]:
@@ -78,7 +66,7 @@ def test_pool_limits_follow_the_properties_live(loop_factory: LoopFactory) -> No
         assert pool is not None
         io.update_params({"thread-pool-min": 2, "thread-pool-max": 5})
         assert (pool.min_threads, pool.max_threads) == (2, 5)
-        wait_for(lambda: pool.statistics().threads == 2, "the 2 min workers")
+        wait_until(lambda: pool.statistics().threads == 2, "the 2 min workers")
         with pytest.raises(ValueError, match="bad thread-pool-min/thread-pool-max values"):
             io.thread_pool_max = 1
         assert (pool.min_threads, pool.max_threads) == (2, 5)

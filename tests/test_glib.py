@@ -24,12 +24,13 @@ import pytest
 from iothreads import glib
 from iothreads.glib import IOCondition, MainContext, MainLoop, Source, _AsyncioDriver
 
+from .conftest import WAIT, wait_until
+
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 T = TypeVar("T")
 
 # Bound of every wait: long enough for a loaded CI machine, short enough that a
 # broken wake-up fails the test instead of hanging it.
-WAIT = 10.0
 WAIT_MS = int(WAIT * 1000)
 
 
@@ -47,16 +48,6 @@ def _clean_default_context() -> Iterator[None]:
     default = MainContext.default()
     default._destroy_all()
     default._close_waker()
-
-
-def wait_until(predicate: Callable[[], bool]) -> None:
-    """Wait, bounded, for a state another thread reaches with no event to signal it."""
-    never = threading.Event()
-    for _ in range(int(WAIT / 0.001)):
-        if predicate():
-            return
-        never.wait(0.001)  # poll interval of this bounded wait
-    raise AssertionError(f"{predicate} never became true")
 
 
 def iterate_until(context: MainContext, predicate: Callable[[], bool]) -> None:

@@ -25,7 +25,7 @@ import pytest
 from iothreads import IOThread, IOThreadStopped, glib
 from iothreads.glib import IOCondition, MainContext, Source
 
-from .conftest import LoopFactory, _fds
+from .conftest import LoopFactory, _fds, wait_until
 from .test_glib import (
     WAIT,
     WAIT_MS,
@@ -34,7 +34,6 @@ from .test_glib import (
     in_thread,
     keep_calling,
     record_thread,
-    wait_until,
 )
 
 

@@ -23,9 +23,7 @@ import pytest
 import iothreads
 from iothreads import IOThread, IOThreadStopped
 
-from .conftest import LoopFactory, loop_kind
-
-WAIT = 10.0  # bound on every wait: a hang fails the test instead of blocking CI
+from .conftest import WAIT, LoopFactory, loop_kind, wait_until
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
 
@@ -558,15 +556,6 @@ def gated_factory(
     return factory
 
 
-def wait_for(condition: Any, what: str) -> None:
-    pause = threading.Event()
-    for _ in range(1000):
-        if condition():
-            return
-        pause.wait(WAIT / 1000)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 # The SystemExit also ends the IOThread's thread (after its shutdown), where
 # threading's excepthook sees it: that is the expected report, not a leak.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -588,7 +577,7 @@ def test_a_system_exit_out_of_a_task_still_gives_every_call_an_outcome(
         exiting.result(WAIT)
     with pytest.raises(IOThreadStopped):
         pending.result(WAIT)
-    wait_for(lambda: not io.running, "the IOThread to refuse work")
+    wait_until(lambda: not io.running, "the IOThread to refuse work")
     with pytest.raises(IOThreadStopped):
         io.submit(lambda: None)
     io.stop()
@@ -602,7 +591,7 @@ def test_stop_while_start_is_in_progress(loop_factory: LoopFactory) -> None:
     assert entered.wait(WAIT)
     stopper = threading.Thread(target=io.stop)
     stopper.start()
-    wait_for(lambda: io._stop_requested, "stop() to ask")
+    wait_until(lambda: io._stop_requested, "stop() to ask")
     gate.set()
     starter.join(WAIT)
     stopper.join(WAIT)
@@ -621,7 +610,7 @@ async def test_cancelling_astart_before_the_loop_runs(loop_factory: LoopFactory)
     with pytest.raises(asyncio.CancelledError):
         await task
     gate.set()  # the thread now finds the stop request and shuts down
-    wait_for(lambda: iothreads.iothread_by_id("io0") is None, "the IOThread to be forgotten")
+    wait_until(lambda: iothreads.iothread_by_id("io0") is None, "the IOThread to be forgotten")
     assert not io.running
 
 
@@ -629,11 +618,11 @@ async def test_cancelling_astart_after_the_thread_is_ready(loop_factory: LoopFac
     io = IOThread("io0", loop_factory=loop_factory)
     task = asyncio.create_task(io.astart())
     await asyncio.sleep(0)
-    wait_for(lambda: io.thread_id != -1, "the thread to be ready")  # blocks this loop
+    wait_until(lambda: io.thread_id != -1, "the thread to be ready")  # blocks this loop
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    wait_for(lambda: iothreads.iothread_by_id("io0") is None, "the IOThread to be forgotten")
+    wait_until(lambda: iothreads.iothread_by_id("io0") is None, "the IOThread to be forgotten")
     assert not io.running
 
 
@@ -659,7 +648,7 @@ async def test_cancelling_aclose_lets_the_stop_finish(loop_factory: LoopFactory)
     with pytest.raises(asyncio.CancelledError):
         await closing
     release.set_result(None)
-    wait_for(lambda: iothreads.iothread_by_id("io0") is None, "the IOThread to be forgotten")
+    wait_until(lambda: iothreads.iothread_by_id("io0") is None, "the IOThread to be forgotten")
     await io.aclose()  # nothing left to do: returns at once
     async with IOThread("io0", loop_factory=loop_factory):  # the id is free again
         pass

@@ -22,8 +22,10 @@ import pytest
 from iothreads import InvalidParameterType, InvalidParameterValue
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
 
+from .conftest import WAIT, wait_until
+
 # Upper bound of every wait; far above anything a passing test needs.
-BOUND = 10.0
+BOUND = WAIT
 # Idle timeout small enough for shrink tests to be quick (the poll in
 # wait_until makes the test independent of how quickly it really happens).
 TINY = 0.01
@@ -60,16 +62,6 @@ def pools() -> Iterator[Pools]:
     kit = Pools()
     yield kit
     kit.close()
-
-
-def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll *predicate* with short waits, bounded by BOUND seconds."""
-    pause = threading.Event()
-    for _ in range(int(BOUND / 0.002)):
-        if predicate():
-            return
-        pause.wait(0.002)
-    assert predicate(), "condition not reached in time"
 
 
 async def until(predicate: Callable[[], bool]) -> None:
