@@ -169,7 +169,8 @@ def _parse_assignment(text: str) -> tuple[str, int | str]:
 
 
 class _MonitorError(Exception):
-    """The monitor refused a command; ``str()`` is its ``desc``."""
+    """Talking to the monitor failed; ``str()`` is what to print (the
+    monitor's ``desc`` when it refused a command)."""
 
 
 class _QMPClient:
@@ -311,16 +312,36 @@ async def _serve(objects: Sequence[_ObjectSpec], addresses: Sequence[_Address]) 
             loop.remove_signal_handler(sig)
 
 
-async def _query(address: _Address, as_json: bool, timeout: float) -> int:
+async def _converse(
+    command: str,
+    address: _Address,
+    timeout: float,
+    requests: Sequence[tuple[str, dict[str, Any] | None]],
+) -> list[Any]:
+    """Run *requests* on the monitor at *address*, in order, within *timeout*.
+
+    Raises:
+        _MonitorError: the monitor's error, or the reason it could not be
+            reached or did not answer, worded for the user.
+    """
     try:
         async with asyncio.timeout(timeout), await _QMPClient.connect(address) as client:
-            iothreads = await client.execute("query-iothreads")
+            return [await client.execute(name, arguments) for name, arguments in requests]
+    except TimeoutError:
+        raise _MonitorError(
+            f"the monitor at {address} did not answer within {timeout:g} s"
+        ) from None
+    except OSError as exc:
+        raise _MonitorError(
+            f"iothreads {command}: cannot reach the monitor at {address}: {exc}"
+        ) from None
+
+
+async def _query(address: _Address, as_json: bool, timeout: float) -> int:
+    try:
+        (iothreads,) = await _converse("query", address, timeout, [("query-iothreads", None)])
     except _MonitorError as exc:
         return _fail(exc)
-    except TimeoutError:
-        return _fail(_silent(address, timeout))
-    except OSError as exc:
-        return _fail(f"iothreads query: cannot reach the monitor at {address}: {exc}")
     if as_json:
         print(json.dumps(iothreads, indent=2))
         return 0
@@ -339,21 +360,14 @@ async def _set(
     timeout: float,
 ) -> int:
     path = target if target.startswith("/") else f"/objects/{target}"
+    requests = [
+        ("qom-set", {"path": path, "property": prop, "value": value}) for prop, value in assignments
+    ]
     try:
-        async with asyncio.timeout(timeout), await _QMPClient.connect(address) as client:
-            for prop, value in assignments:
-                await client.execute("qom-set", {"path": path, "property": prop, "value": value})
+        await _converse("set", address, timeout, requests)
     except _MonitorError as exc:
         return _fail(exc)
-    except TimeoutError:
-        return _fail(_silent(address, timeout))
-    except OSError as exc:
-        return _fail(f"iothreads set: cannot reach the monitor at {address}: {exc}")
     return 0
-
-
-def _silent(address: _Address, timeout: float) -> str:
-    return f"the monitor at {address} did not answer within {timeout:g} s"
 
 
 def _positive_seconds(text: str) -> float:
