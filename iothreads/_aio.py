@@ -452,9 +452,7 @@ class AioContext:
         with self._wake_lock:
             _close_wake_channel(self._wake_rfd, self._wake_wfd)
             self._wake_rfd = self._wake_wfd = -1
-        if self._poller is not None:
-            self._poller.close()
-            self._poller = None
+        self._poller = None  # breaks the cycle; no loop iteration runs after close
         with self._handlers_lock:
             self._poll_handlers = ()
         self._ready_handlers = []
@@ -499,12 +497,12 @@ class _PollingSelector(selectors.BaseSelector):
         events: list[tuple[selectors.SelectorKey, int]] = []
         if window.poll_ns:
             events = self._spin(start, window.poll_ns, timeout)
+            spun = time.monotonic_ns() - start
+            context._spin_ns += spun
             if events or context._work_pending():
                 context._poll_hits += 1
-                context._spin_ns += time.monotonic_ns() - start
-                window.adjust(time.monotonic_ns() - start)
+                window.adjust(spun)
                 return self._with_work(events)
-            context._spin_ns += time.monotonic_ns() - start
         # Announce the sleep, then take the last look (see the module doc).
         context._notify_me = True
         if context._work_pending():
@@ -575,7 +573,6 @@ class _CallbackPoller:
         self._deadline = 0
         # When the loop last went idle (notify_me published), for block_ns.
         self._idle_since: int | None = None
-        self._closed = False
 
     def after_work(self) -> None:
         """The inbox was served: more work, a spin, or announce the sleep."""
@@ -584,7 +581,7 @@ class _CallbackPoller:
         if self._idle_since is not None:
             context._window.adjust(now - self._idle_since)
             self._idle_since = None
-        if self._closed or context._closing:
+        if context._closing:
             return
         if context._work_pending():
             # Still behind (aio-max-batch): come back after the other callbacks.
@@ -603,8 +600,6 @@ class _CallbackPoller:
 
     def _spin(self) -> None:
         context = self._context
-        if self._closed:
-            return
         now = time.monotonic_ns()
         if context._inbox or context._poll_once():
             self._end_spin(now)
@@ -637,9 +632,6 @@ class _CallbackPoller:
             return
         context._blocks += 1
         self._idle_since = since
-
-    def close(self) -> None:
-        self._closed = True
 
 
 # -- the wake channel: an eventfd on Linux, a pipe elsewhere -------------------
