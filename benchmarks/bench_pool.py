@@ -54,6 +54,7 @@ from typing import TypeVar
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
 
 from ._harness import Case, LoopFactory, Op, Placement, Result, loop_kinds
+from .roundtrip import noop_sync as noop
 
 NAME = "pool"
 
@@ -79,10 +80,6 @@ ROUNDS = {"quick": 2, "full": 5}
 
 #: Where the timeline's PNG goes (matplotlib permitting): outside the work tree.
 TIMELINE_PNG = os.path.join(tempfile.gettempdir(), "iothreads-pool-timeline.png")
-
-
-def noop() -> None:
-    pass
 
 
 # ------------------------------------------------------------------ dispatch

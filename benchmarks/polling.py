@@ -31,6 +31,7 @@ from iothreads import IOThread
 
 from ._harness import Case, CaseFactory, LoopFactory, Op, Placement, Rate, Result
 from .roundtrip import (
+    DEFAULT_POLL_MAX_NS,
     baseline_handle,
     baseline_run,
     io_case,
@@ -45,12 +46,11 @@ NAME = "polling"
 #: Gaps of the sparse-traffic cases: one a few times the default window
 #: (32768 ns), one far beyond it (issue 3's 200 us and 5 ms).
 SPARSE_GAPS = {"200us": 200e-6, "5ms": 5e-3}
-#: "polling on" at the IOThread's default window (QEMU's 32768 ns), and at a
+#: "polling on" at the IOThread's default window (DEFAULT_POLL_MAX_NS), and at a
 #: window long enough for a Python-speed round trip on these machines
 #: (DESIGN.md §4: 30-70 us): the window only grows when the loop is woken
 #: within poll-max-ns, so with a 32 us window and a 35 us round trip it
 #: never engages.
-DEFAULT_POLL_MAX_NS = IOThread("defaults").poll_max_ns
 WIDE_POLL_MAX_NS = 262144
 
 

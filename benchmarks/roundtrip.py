@@ -16,10 +16,14 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from iothreads import IOThread
+from iothreads._props import IOTHREAD_DEFAULTS
 
 from ._harness import Case, CaseFactory, LoopFactory, Op
 
 NAME = "roundtrip"
+
+#: The IOThread's default window (QEMU's 32768 ns on POSIX).
+DEFAULT_POLL_MAX_NS = IOTHREAD_DEFAULTS["poll-max-ns"]
 
 
 async def noop() -> None:
@@ -87,7 +91,9 @@ def baseline_run(loop_factory: LoopFactory) -> CaseFactory:
 
 
 def io_case(
-    loop_factory: LoopFactory, make_op: Callable[[IOThread], Op], poll_max_ns: int = 32768
+    loop_factory: LoopFactory,
+    make_op: Callable[[IOThread], Op],
+    poll_max_ns: int = DEFAULT_POLL_MAX_NS,
 ) -> CaseFactory:
     """An IOThread of the group's loop kind, and the op *make_op* builds on it."""
 
