@@ -141,7 +141,10 @@ class PollHandler:
 
     ``poll()`` is a cheap readiness check called while the loop spins;
     ``ready()`` runs when ``poll()`` said yes; ``begin``/``end`` bracket a
-    polling phase (to silence another notification channel meanwhile).
+    polling phase (to silence another notification channel meanwhile), and
+    always come in pairs: a handler added during a phase has its first
+    ``begin()`` at the next one, and one removed during a phase gets no
+    ``end()``, since it is not called again.
     """
 
     __slots__ = ("_context", "_in_ready", "begin", "end", "poll", "ready")
@@ -208,6 +211,9 @@ class AioContext:
         # from different threads at once); readers need no lock.
         self._handlers_lock = threading.Lock()
         self._ready_handlers: list[PollHandler] = []
+        # The handlers whose begin() opened the current polling phase: only
+        # they get its end() (PollHandler: brackets come in pairs).
+        self._bracketed: tuple[PollHandler, ...] = ()
         # Counters, each written by the loop thread only (so exact).
         self._polls = 0
         self._poll_hits = 0
@@ -392,8 +398,17 @@ class AioContext:
         return bool(self._ready_handlers)
 
     def _poll_phase(self, started: bool) -> None:
-        """Call begin() or end() on every poll handler (runs in the loop)."""
-        for handler in self._poll_handlers:
+        """Open a polling phase (begin() on every poll handler) or close it
+        (end() on those it opened that are still registered).  Runs in the loop.
+        """
+        if started:
+            self._bracketed = handlers = self._poll_handlers
+        else:
+            handlers, current = self._bracketed, self._poll_handlers
+            if handlers is not current:  # added or removed during the phase
+                handlers = tuple(h for h in handlers if h in current)
+            self._bracketed = ()
+        for handler in handlers:
             bracket = handler.begin if started else handler.end
             if bracket is not None:
                 self._call_handler(bracket, "begin" if started else "end")
@@ -455,6 +470,7 @@ class AioContext:
         self._poller = None  # breaks the cycle; no loop iteration runs after close
         with self._handlers_lock:
             self._poll_handlers = ()
+        self._bracketed = ()
         self._ready_handlers = []
 
 

@@ -7,6 +7,7 @@ wrapper, uvloop through the self-rescheduling callback poller.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import socket
@@ -159,6 +160,45 @@ def test_poll_handler_is_polled_during_the_spin(loop_factory: LoopFactory) -> No
         flag.set()
         io.submit(lambda: None).result(WAIT)  # a full iteration with the flag set
         assert not readied.is_set()
+
+
+def test_poll_handler_brackets_come_in_pairs_when_handlers_change_mid_phase(
+    loop_factory: LoopFactory,
+) -> None:
+    """A handler added during a polling phase gets no end() for it (its first
+    begin() comes at the next phase); one removed during it gets no end()."""
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS, poll_grow=1000) as io:
+        context = io.aio_context
+        calls: list[str] = []
+
+        def brackets(name: str) -> dict[str, Callable[[], object]]:
+            return {
+                "begin": lambda: calls.append(f"{name}.begin"),
+                "end": lambda: calls.append(f"{name}.end"),
+            }
+
+        removed = context.add_poll_handler(lambda: False, lambda: None, **brackets("removed"))
+        changed = threading.Event()
+
+        def poll() -> bool:
+            # Runs in a polling phase, which began for "removed" and not "added".
+            if changed.is_set():
+                return False
+            context.add_poll_handler(lambda: False, lambda: None, **brackets("added"))
+            removed.remove()
+            changed.set()
+            return True
+
+        context.add_poll_handler(poll, lambda: None)
+        grow_window(io, lambda poll_ns: changed.is_set())
+        # Two more phases, each ended by the next round trip's work.
+        for _ in range(2):
+            io.submit(lambda: None).result(WAIT)
+        assert io.run_sync(lambda: list(calls)).count("added.end") >= 1
+        added = [c for c in calls if c.startswith("added.")]
+        assert added[0] == "added.begin"
+        assert all(a != b for a, b in itertools.pairwise(added))  # alternate
+        assert calls.count("removed.end") == calls.count("removed.begin") - 1
 
 
 def test_poll_handler_errors_go_to_the_exception_handler(loop_factory: LoopFactory) -> None:
