@@ -271,6 +271,11 @@ class MainContext:
     thread at a time owns the context (:meth:`acquire`) and runs its
     iterations.  The wake-up pipe is created on first need and closed by
     ``_AsyncioDriver.close()``, or when the context is garbage-collected.
+
+    An IOThread's context is closed when the IOThread stops
+    (``_AsyncioDriver.close()``): its sources are destroyed and finalised, and
+    from then on :meth:`Source.attach` refuses new ones, since nothing would
+    ever run or finalise them; :meth:`wakeup` does nothing.
     """
 
     def __init__(self) -> None:
@@ -280,6 +285,7 @@ class MainContext:
         self._sorted: list[Source] | None = None  # _sources by priority; None = stale
         self._owner: int | None = None  # thread ident of the owner
         self._owner_count = 0
+        self._closed = False  # closed with the IOThread that drove it: no attach
         self._waker: _Waker | None = None  # created on first need
         self._close_waker_fds: Callable[[], object] | None = None  # closes _waker's fds once
         self._poll_waiting = False  # between prepare() and check(): changes must wake
@@ -460,6 +466,8 @@ class MainContext:
     def _waker_locked(self) -> _Waker:
         # caller holds self._lock
         if self._waker is None:
+            if self._closed:
+                raise RuntimeError(f"{self!r} was closed when its IOThread stopped")
             self._waker = _Waker()
             self._close_waker_fds = weakref.finalize(
                 self, _Waker.close, self._waker.r, self._waker.w
@@ -481,8 +489,8 @@ class MainContext:
             self._poll_waiting = False
 
     def _signal_locked(self) -> None:
-        # caller holds self._lock
-        if not self._woken:
+        # caller holds self._lock; once closed, nothing polls: nothing to wake
+        if not self._woken and not self._closed:
             self._woken = True
             self._waker_locked().signal()
 
@@ -818,6 +826,18 @@ class MainContext:
         # runs in any thread
         self.invoke_full(priority, function, *args)
 
+    def _close(self) -> None:
+        """Refuse new sources from now on, then destroy (and so finalise) every attached one.
+
+        Closing first means that a source attached by another thread
+        meanwhile is either among those destroyed here or refused: none is
+        left attached to a context nothing runs any more.
+        """
+        # runs in the driver's thread, as its IOThread stops
+        with self._lock:
+            self._closed = True
+        self._destroy_all()
+
     def _destroy_all(self) -> None:
         """Destroy (and so finalise) every attached source."""
         # runs in any thread
@@ -879,6 +899,13 @@ class MainLoop:
         try:
             while self.is_running():
                 ctx.iteration(True)
+        except BaseException:
+            # A KeyboardInterrupt (or any BaseException a callback let
+            # through) ends run(): the loop is no longer running, so a later
+            # run() starts afresh and is_running() does not lie meanwhile.
+            with ctx._lock:
+                self._running = False
+            raise
         finally:
             ctx.release()
 
@@ -949,7 +976,8 @@ class Source:
         """Attach to *context* (default: the global default); return the source id.
 
         Raises:
-            RuntimeError: the source is already attached, or destroyed.
+            RuntimeError: the source is already attached, or destroyed, or
+                *context* was closed when the IOThread that drove it stopped.
         """
         # runs in any thread
         ctx = context if context is not None else MainContext.default()
@@ -958,6 +986,10 @@ class Source:
                 raise RuntimeError(f"{self!r} is already attached to {self._context!r}")
             if self._destroyed:
                 raise RuntimeError(f"{self!r} was destroyed and cannot be attached")
+            if ctx._closed:
+                raise RuntimeError(
+                    f"cannot attach {self!r}: {ctx!r} was closed when its IOThread stopped"
+                )
             with _ID_LOCK:
                 self._id = next(_next_id)
             self._context = ctx
@@ -1443,7 +1475,7 @@ class _AsyncioDriver:
                 if self._epoll is not None:
                     self._epoll.close()
                     self._epoll = None
-                self._context._destroy_all()
+                self._context._close()
             finally:
                 try:
                     self._context._close_waker()

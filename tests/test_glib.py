@@ -373,6 +373,24 @@ def test_a_base_exception_from_a_callback_propagates_and_keeps_the_source(
     assert not ctx.is_owner()  # the iteration released the context
 
 
+def test_a_base_exception_out_of_main_loop_run_leaves_it_not_running(ctx: MainContext) -> None:
+    loop = MainLoop(ctx)
+
+    def interrupt() -> bool:
+        raise KeyboardInterrupt
+
+    source_id = glib.idle_add(interrupt, context=ctx)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()
+    assert not loop.is_running()
+    assert not ctx.is_owner()
+    # It runs again, afresh, until quit.
+    assert glib.source_remove(source_id, ctx)
+    glib.idle_add(lambda: loop.quit(), context=ctx)
+    loop.run()
+    assert not loop.is_running()
+
+
 def test_destroyed_from_another_thread_mid_iteration_never_dispatches(ctx: MainContext) -> None:
     calls: list[str] = []
     victim = glib.Idle()

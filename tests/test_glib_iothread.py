@@ -749,11 +749,49 @@ def test_stop_destroys_and_finalizes_live_sources(loop_factory: LoopFactory) -> 
     assert all(ctx.find_source_by_id(s.get_id()) is None for s in sources)
     assert ctx.acquire()  # released by the IOThread
     ctx.release()
-    # Once the IOThread is gone, attaching wakes nothing and opens no fd.
+    # Once the IOThread is gone, attaching is refused and a wake-up opens no fd.
     fds = _fds()
-    glib.idle_add(lambda: None, context=ctx)
+    with pytest.raises(RuntimeError, match="closed when its IOThread stopped"):
+        glib.idle_add(lambda: None, context=ctx)
+    ctx.wakeup()
     assert _fds() == fds
-    ctx._destroy_all()
+
+
+def test_a_source_attached_while_the_iothread_stops_is_refused(
+    loop_factory: LoopFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread attaching while stop destroys the sources: the source
+    is refused, not left attached to a context nothing runs or finalises."""
+    io = IOThread("g0", loop_factory=loop_factory)
+    io.start()
+    ctx = io.get_g_main_context()
+    before = [Finalized() for _ in range(3)]
+    for source in before:
+        source.attach(ctx)
+    during = Finalized()
+    outcome: list[str] = []
+    destroy_all = ctx._destroy_all
+
+    def attach_from_another_thread_then_destroy_all() -> None:
+        def attach() -> None:
+            try:
+                during.attach(ctx)
+            except RuntimeError as exc:
+                outcome.append(str(exc))
+            else:
+                outcome.append("attached")
+
+        in_thread(attach)
+        destroy_all()
+
+    monkeypatch.setattr(ctx, "_destroy_all", attach_from_another_thread_then_destroy_all)
+    io.stop()
+    assert len(outcome) == 1
+    assert "closed when its IOThread stopped" in outcome[0]
+    assert not during.is_destroyed()  # never attached
+    for source in before:
+        assert source.is_destroyed()
+        assert len(source.finalized_in) == 1
 
 
 def test_stop_while_a_source_is_being_dispatched(loop_factory: LoopFactory) -> None:
