@@ -8,7 +8,10 @@ of a group interleaved in rounds (``_harness`` rules):
   ``ThreadPoolExecutor``, ``asyncio.to_thread`` (the loop's default executor,
   warm) and ``anyio.to_thread.run_sync``; ours: ``await pool.run(noop)``, and
   ``run_in_executor`` on our pool.  Target: our p50 at most 0.8x the best
-  baseline's.
+  baseline's.  The group's last case is the *floor*: the caller hands a
+  ``threading.Lock`` to a thread on the worker CPUs and waits for it back,
+  the two wake-ups every round trip pays and nothing else, which no executor
+  can go below; the verdict compares ours and the best baseline above it.
 * **burst**: N requests issued at once.  Each sample is one request's
   latency, from just before it is submitted to its result being on the
   caller's loop.  A *new* case creates its executor just before each burst
@@ -27,10 +30,6 @@ of a group interleaved in rounds (``_harness`` rules):
   brings a new thread: ``ThreadPoolExecutor`` starts it inside ``submit()``,
   ours hands it to its spawner.  CPU per op counts everything the process
   spent until every submitted request had started, thread creation included.
-* **floor**: two bare threads handing a ``threading.Lock`` back and forth,
-  under the same placement: the two wake-ups every dispatch round trip pays,
-  and nothing else.  No executor can go below it; the dispatch verdict shows
-  it next to the target, and ours against the best baseline above it.
 * **timeline**: the pool's thread count under a burst then idleness (min,
   max, idle shrink), printed, and saved as a PNG when matplotlib is installed
   (it is optional: nothing else needs it).
@@ -90,6 +89,9 @@ TIMELINE_PNG = os.path.join(tempfile.gettempdir(), "iothreads-pool-timeline.png"
 
 #: Threads a warm ThreadPoolExecutor has under back-to-back calls (see cases()).
 TPE_THREADS = 2
+
+#: The dispatch group's wake-up floor (see the module docstring).
+FLOOR_CASE = "floor: threading.Lock ping-pong"
 
 
 async def start_threads(
@@ -155,6 +157,37 @@ def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
             pool.shutdown()
 
     @contextlib.asynccontextmanager
+    async def floor() -> AsyncIterator[Op]:
+        there, back = threading.Lock(), threading.Lock()
+        there.acquire()
+        back.acquire()
+        done = False
+
+        def hand(lock: threading.Lock) -> None:
+            if not lock.acquire(timeout=10.0):  # bounded: a lost hand-off fails the run
+                raise RuntimeError("floor: the other thread did not hand the lock back")
+
+        def peer() -> None:
+            while True:
+                hand(there)
+                if done:
+                    return
+                back.release()
+
+        async def op() -> None:  # blocks the caller's loop, which has nothing else to do
+            there.release()
+            hand(back)
+
+        thread = threading.Thread(target=peer, name="bench-floor")
+        thread.start()
+        try:
+            yield op
+        finally:
+            done = True
+            there.release()
+            thread.join()
+
+    @contextlib.asynccontextmanager
     async def pool_run_in_executor() -> AsyncIterator[Op]:
         pool = ThreadPool(name="bench-pool")
         loop = asyncio.get_running_loop()
@@ -177,6 +210,7 @@ def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
     group += [
         Case("ThreadPool.run", pool_run),
         Case("run_in_executor(ThreadPool)", pool_run_in_executor),
+        Case(FLOOR_CASE, floor),
     ]
     return [("dispatch", group)]
 
@@ -379,54 +413,6 @@ def run_submits(group: str, samples: int, rounds: int) -> list[Result]:
     return results
 
 
-# --------------------------------------------------------------------- floor
-
-
-FLOOR_CASE = "threading.Lock ping-pong"
-
-
-def run_floor(group: str, placement: Placement, samples: int) -> list[Result]:
-    """Round trips of a lock handed to a thread on the worker CPUs and back.
-
-    Runs in the caller thread, pinned to the caller CPUs.  Each wait is
-    bounded, so a lost hand-off fails the run instead of hanging it.
-    """
-    result = Result(group, FLOOR_CASE)
-    there, back = threading.Lock(), threading.Lock()
-    there.acquire()
-    back.acquire()
-    warmup = max(20, samples // 10)
-
-    def hand(lock: threading.Lock) -> None:
-        if not lock.acquire(timeout=10.0):
-            raise RuntimeError("floor: the other thread did not hand the lock back")
-
-    def peer() -> None:
-        for _ in range(warmup + samples):
-            hand(there)
-            back.release()
-
-    with placement.starting_workers():
-        thread = threading.Thread(target=peer, name="bench-floor", daemon=True)
-        thread.start()
-    clock = time.perf_counter_ns
-    try:
-        for _ in range(warmup):
-            there.release()
-            hand(back)
-        cpu0 = time.process_time_ns()
-        for _ in range(samples):
-            t0 = clock()
-            there.release()
-            hand(back)
-            result.samples_ns.append(clock() - t0)
-        result.cpu_ns = time.process_time_ns() - cpu0
-        result.ops = samples
-    finally:
-        thread.join(timeout=10.0)
-    return [result]
-
-
 # ------------------------------------------------------------------ timeline
 
 
@@ -541,7 +527,7 @@ def save_timeline_png(timeline: Timeline, path: str) -> str:
 def results(
     kind: str, loop_factory: LoopFactory, placement: Placement, quick: bool
 ) -> list[Result]:
-    """The burst (per loop kind), submit and floor (once per placement) measurements."""
+    """The burst (per loop kind) and submit (once per placement) measurements."""
     mode = "quick" if quick else "full"
     out = []
     with placement.applied(), asyncio.Runner(loop_factory=loop_factory) as runner:
@@ -553,11 +539,10 @@ def results(
                 ROUNDS[mode],
             )
         )
-        # submit() and the floor run in a plain thread: the loop kind does
-        # not matter, so they run with the first kind only.
+        # submit() is called from a plain thread: the loop kind does not
+        # matter, so it runs with the first kind only.
         if kind == next(iter(loop_kinds())):
             out += run_submits(f"{NAME}/submit/{placement.name}", SAMPLES[mode], ROUNDS[mode])
-            out += run_floor(f"{NAME}/floor/{placement.name}", placement, SAMPLES[mode])
     return out
 
 
@@ -580,7 +565,7 @@ def verdicts(all_results: Sequence[Result]) -> list[str]:
             groups.setdefault(r.group, {})[r.case] = r
     for group, by_case in groups.items():
         if group.startswith(f"{NAME}/dispatch"):
-            lines.append(dispatch_verdict(group, by_case, groups))
+            lines.append(dispatch_verdict(group, by_case))
         elif group.startswith(f"{NAME}/burst"):
             lines += burst_verdicts(group, by_case, groups)
         elif group.startswith(f"{NAME}/submit"):
@@ -593,17 +578,16 @@ def verdicts(all_results: Sequence[Result]) -> list[str]:
     return lines
 
 
-def dispatch_verdict(
-    group: str, by_case: dict[str, Result], groups: dict[str, dict[str, Result]]
-) -> str:
+def dispatch_verdict(group: str, by_case: dict[str, Result]) -> str:
     """ThreadPool.run against the best baseline, and both against the wake-up floor.
 
-    The floor (two bare threads handing a lock back and forth, same
-    placement) is what any executor pays in wake-ups alone; what lies above
-    it is the executor's own cost, the part an implementation can change.
+    The floor (the caller and a thread handing a lock back and forth, same
+    placement, same rounds) is what any executor pays in wake-ups alone;
+    what lies above it is the executor's own cost, the part an
+    implementation can change.
     """
     best = min(
-        (r for r in by_case.values() if "ThreadPool" not in r.case),
+        (r for name, r in by_case.items() if "ThreadPool" not in name and name != FLOOR_CASE),
         key=lambda r: r.percentile(50),
     )
     ours, theirs = by_case["ThreadPool.run"].percentile(50), best.percentile(50)
@@ -611,8 +595,7 @@ def dispatch_verdict(
         f"{group}: ThreadPool.run p50 = {ours / theirs:.2f}x the best baseline "
         f"({best.case}); target <= 0.8"
     )
-    placement = group.rsplit("/", 1)[1]
-    floor = groups.get(f"{NAME}/floor/{placement}", {}).get(FLOOR_CASE)
+    floor = by_case.get(FLOOR_CASE)
     if floor is not None:
         wakes = floor.percentile(50)
         line += (
