@@ -24,6 +24,7 @@ import ctypes
 import ctypes.util
 import functools
 import inspect
+import logging
 import os
 import sys
 import threading
@@ -52,6 +53,20 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_logger = logging.getLogger(__name__)
+
+#: Seconds a stopping IOThread waits for its cancelled tasks, and then for
+#: its pool's running calls, before it logs a warning naming what it waits
+#: for.  It goes on waiting, as ``asyncio.run()`` does: abandoning a task
+#: would skip its clean-up, and a thread cannot be interrupted.
+_STOP_WARNING_DELAY = 5.0
+
+
+def _still_running(tasks: list[asyncio.Task[Any]]) -> str:
+    return f"task(s) that went on after being cancelled: {[t for t in tasks if not t.done()]}"
+
+
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 # -- the /objects container ---------------------------------------------------
@@ -701,9 +716,28 @@ class IOThread(EventLoopBase):
                 break
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._wait_or_warn(
+                asyncio.gather(*tasks, return_exceptions=True),
+                functools.partial(_still_running, tasks),
+            )
         await loop.shutdown_asyncgens()
-        await loop.shutdown_default_executor()
+        await self._wait_or_warn(
+            asyncio.ensure_future(loop.shutdown_default_executor()),
+            lambda: f"its pool's running calls: {self._pool!r}",
+        )
+
+    async def _wait_or_warn(self, waited: asyncio.Future[Any], what: Callable[[], str]) -> None:
+        # Runs in the IOThread, stopping: a stop that hangs on user code
+        # says on what, once, and goes on waiting.
+        done, _ = await asyncio.wait([waited], timeout=_STOP_WARNING_DELAY)
+        if not done:
+            _logger.warning(
+                "IOThread %r has been stopping for %g s; it waits for %s",
+                self._id,
+                _STOP_WARNING_DELAY,
+                what(),
+            )
+        await waited
 
     def _apply(self, changed: set[str]) -> None:
         # Runs under _lock in the writer's thread; the loop applies it itself.

@@ -478,6 +478,49 @@ def test_stop_gives_every_pending_submission_an_outcome(loop_factory: LoopFactor
     assert cleaned_up.is_set()
 
 
+@pytest.mark.parametrize("stuck_in", ["task", "pool"])
+def test_a_stop_held_up_by_user_code_says_what_it_waits_for(
+    loop_factory: LoopFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    stuck_in: str,
+) -> None:
+    """A task that goes on after its cancellation, or a pool call that does not
+    return, holds stop() up: it warns once, naming them, and goes on waiting."""
+    monkeypatch.setattr(iothreads._iothread, "_STOP_WARNING_DELAY", 0.01)
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    started, release = threading.Event(), threading.Event()
+
+    def blocked() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    async def stubborn() -> None:
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.to_thread(release.wait, WAIT)  # clean-up that takes a while
+
+    if stuck_in == "task":
+        io.submit(stubborn)
+    else:
+        io.run_sync(lambda: asyncio.get_running_loop().run_in_executor(None, blocked) and None)
+    assert started.wait(WAIT)
+    with caplog.at_level("WARNING", logger="iothreads"):
+        stopper = threading.Thread(target=io.stop)
+        stopper.start()
+        wait_until(lambda: "has been stopping" in caplog.text, "the warning")
+    assert "IOThread 'io0'" in caplog.text
+    assert ("stubborn" if stuck_in == "task" else "active=1") in caplog.text
+    assert stopper.is_alive()  # still waiting
+    release.set()
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert caplog.text.count("has been stopping") == 1
+
+
 async def test_stop_while_awaiting_run_raises_iothread_stopped(loop_factory: LoopFactory) -> None:
     io = IOThread("io0", loop_factory=loop_factory)
     await io.astart()
