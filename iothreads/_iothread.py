@@ -500,6 +500,9 @@ class IOThread(EventLoopBase):
         Idempotent.  Queued callbacks run, remaining tasks are cancelled and
         awaited, async generators and the loop's executor are shut down and
         the loop is closed.  Later submissions raise :class:`IOThreadStopped`.
+        A task that goes on after its cancellation, or a pool call that does
+        not return, holds the stop up: after 5 s it logs a warning (logger
+        ``iothreads``) naming them, and goes on waiting.
 
         Raises:
             RuntimeError: called from the IOThread's own thread (it would wait
