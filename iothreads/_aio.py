@@ -399,23 +399,36 @@ class AioContext:
 
     def _poll_phase(self, started: bool) -> None:
         """Open a polling phase (begin() on every poll handler) or close it
-        (end() on those it opened that are still registered).  Runs in the loop.
+        (end() on those it opened), then poll once more.  Runs in the loop.
         """
-        if started:
-            self._bracketed = handlers = self._poll_handlers
-        else:
-            handlers, current = self._bracketed, self._poll_handlers
-            if handlers is not current:  # added or removed during the phase
-                handlers = tuple(h for h in handlers if h in current)
-            self._bracketed = ()
-        for handler in handlers:
-            bracket = handler.begin if started else handler.end
-            if bracket is not None:
-                self._call_handler(bracket, "begin" if started else "end")
         if not started:
+            self._end_phase()
             # QEMU re-checks after io_poll_end: an event that arrived while the
             # other channel was silenced must not wait for that channel.
             self._poll_once()
+            return
+        snapshot = self._poll_handlers
+        opened = []
+        for handler in snapshot:
+            # As QEMU skips deleted nodes: a handler removed by an earlier
+            # begin() is not called again.
+            if self._poll_handlers is not snapshot and handler not in self._poll_handlers:
+                continue
+            opened.append(handler)
+            if handler.begin is not None:
+                self._call_handler(handler.begin, "begin")
+        # The snapshot itself when nothing was skipped: _end_phase's fast path.
+        self._bracketed = snapshot if len(opened) == len(snapshot) else tuple(opened)
+
+    def _end_phase(self) -> None:
+        """end() on the handlers the open phase began, if still registered (runs in the loop)."""
+        opened, self._bracketed = self._bracketed, ()
+        for handler in opened:
+            if handler.end is None:
+                continue
+            current = self._poll_handlers  # an end() may remove another handler
+            if current is opened or handler in current:
+                self._call_handler(handler.end, "end")
 
     def get_g_main_context(self) -> glib.MainContext:
         """The loop's GLib-like context, created and attached on the first call.
@@ -468,9 +481,11 @@ class AioContext:
             _close_wake_channel(self._wake_rfd, self._wake_wfd)
             self._wake_rfd = self._wake_wfd = -1
         self._poller = None  # breaks the cycle; no loop iteration runs after close
+        # A phase the stop cut short (uvloop's spin is a callback, which may
+        # still be queued): its begin()s get their end()s.
+        self._end_phase()
         with self._handlers_lock:
             self._poll_handlers = ()
-        self._bracketed = ()
         self._ready_handlers = []
 
 

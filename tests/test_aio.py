@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from iothreads import IOThread
+from iothreads import IOThread, PollHandler
 
 from .conftest import WAIT, LoopFactory
 
@@ -199,6 +199,53 @@ def test_poll_handler_brackets_come_in_pairs_when_handlers_change_mid_phase(
         assert added[0] == "added.begin"
         assert all(a != b for a, b in itertools.pairwise(added))  # alternate
         assert calls.count("removed.end") == calls.count("removed.begin") - 1
+
+
+@pytest.mark.parametrize("removing_in", ["begin", "end"])
+def test_a_poll_handler_removed_by_another_ones_bracket_is_not_called_again(
+    loop_factory: LoopFactory, removing_in: str
+) -> None:
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=0) as io:
+        context = io.aio_context
+        calls: list[str] = []
+        removed: list[PollHandler] = []
+        remover = {"begin": lambda: None, "end": lambda: None}
+        remover[removing_in] = lambda: removed[0].remove()
+        context.add_poll_handler(lambda: False, lambda: None, **remover)
+        removed.append(
+            context.add_poll_handler(
+                lambda: False,
+                lambda: None,
+                begin=lambda: calls.append("begin"),
+                end=lambda: calls.append("end"),
+            )
+        )
+
+        def one_phase() -> list[str]:
+            # poll-max-ns 0: the loop opens no phase of its own; this one is
+            # opened and closed as the spin does.
+            context._poll_phase(started=True)
+            context._poll_phase(started=False)
+            return list(calls)
+
+        # Removed before its begin(): never called.  Removed by an end() that
+        # runs before its own: begun, but not called again.
+        assert io.run_sync(one_phase) == ([] if removing_in == "begin" else ["begin"])
+
+
+def test_stopping_mid_phase_ends_it(loop_factory: LoopFactory) -> None:
+    """The stop's own round trip opens a phase (on uvloop the spin is a queued
+    callback that the stop outruns): the handlers still get their end()."""
+    calls: list[str] = []
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS, poll_grow=1000) as io:
+        io.aio_context.add_poll_handler(
+            lambda: False,
+            lambda: None,
+            begin=lambda: calls.append("begin"),
+            end=lambda: calls.append("end"),
+        )
+        grow_window(io, lambda poll_ns: poll_ns >= SPINNING_NS)
+    assert calls.count("begin") == calls.count("end") > 0
 
 
 def test_poll_handler_errors_go_to_the_exception_handler(loop_factory: LoopFactory) -> None:
