@@ -269,13 +269,15 @@ class MainContext:
 
     Any thread may attach and destroy sources and call :meth:`wakeup`; one
     thread at a time owns the context (:meth:`acquire`) and runs its
-    iterations.  The wake-up pipe is created on first need and closed by
-    ``_AsyncioDriver.close()``, or when the context is garbage-collected.
+    iterations.  The wake-up pipe is created by the first poll (:meth:`fileno`)
+    and closed by ``_AsyncioDriver.close()``, or when the context is
+    garbage-collected.
 
     An IOThread's context is closed when the IOThread stops
     (``_AsyncioDriver.close()``): its sources are destroyed and finalised, and
-    from then on :meth:`Source.attach` refuses new ones, since nothing would
-    ever run or finalise them; :meth:`wakeup` does nothing.
+    from then on :meth:`Source.attach` refuses new ones, since no IOThread
+    would ever run them.  A ``MainLoop`` may still run the closed context
+    until it is quit.
     """
 
     def __init__(self) -> None:
@@ -289,7 +291,7 @@ class MainContext:
         self._waker: _Waker | None = None  # created on first need
         self._close_waker_fds: Callable[[], object] | None = None  # closes _waker's fds once
         self._poll_waiting = False  # between prepare() and check(): changes must wake
-        self._woken = False  # a wake-up byte is in the pipe
+        self._woken = False  # a wake-up is pending: a byte is in the pipe, if there is one
         self._poll_changed = False  # fds changed since query(): revents are stale
         self._time = get_monotonic_time()  # the iteration's cached clock
         self._timeout = -1  # owner only: computed by prepare(), returned by query()
@@ -464,14 +466,16 @@ class MainContext:
             return self._waker_locked().r
 
     def _waker_locked(self) -> _Waker:
-        # caller holds self._lock
+        # caller holds self._lock.  Only a poller creates the pipe (fileno()),
+        # so a context nobody polls holds no descriptor; a wake-up that came
+        # while there was none is written at once.
         if self._waker is None:
-            if self._closed:
-                raise RuntimeError(f"{self!r} was closed when its IOThread stopped")
             self._waker = _Waker()
             self._close_waker_fds = weakref.finalize(
                 self, _Waker.close, self._waker.r, self._waker.w
             )
+            if self._woken:
+                self._waker.signal()
         return self._waker
 
     def _close_waker(self) -> None:
@@ -484,15 +488,16 @@ class MainContext:
             if self._close_waker_fds is not None:
                 self._close_waker_fds()
             self._waker = self._close_waker_fds = None
-            self._woken = False
-            # Nobody polls now: changes need not (and must not) re-create the pipe.
+            # Nobody polls now: changes need not wake anyone.  A pending
+            # wake-up (_woken) stays pending for the next poller.
             self._poll_waiting = False
 
     def _signal_locked(self) -> None:
-        # caller holds self._lock; once closed, nothing polls: nothing to wake
-        if not self._woken and not self._closed:
+        # caller holds self._lock
+        if not self._woken:
             self._woken = True
-            self._waker_locked().signal()
+            if self._waker is not None:  # else the next poller's pipe starts signalled
+                self._waker.signal()
 
     def _wake_locked(self) -> None:
         """Wake the poller if the context is (about to be) waiting; suppressed otherwise."""
@@ -629,7 +634,8 @@ class MainContext:
         with self._lock:
             if self._woken:
                 self._woken = False
-                self._waker_locked().drain()
+                if self._waker is not None:
+                    self._waker.drain()
             self._poll_waiting = False
             self._pending = []
             if self._poll_changed:
@@ -880,34 +886,31 @@ class MainLoop:
         """
         # runs in the thread that will own the context
         ctx = self._context
-        if ctx.acquire():
+        owner = ctx.acquire()
+        if owner and ctx._in_check_or_prepare:
             # As g_main_loop_run: refused before the loop is marked running,
             # so a refused run() leaves it (and an outer run() of it) as it was.
-            if ctx._in_check_or_prepare:
-                ctx.release()
-                raise RuntimeError(
-                    "MainLoop.run() called from within a source's prepare() or check()"
-                )
-            with ctx._lock:
-                self._running = True
-        else:
-            with ctx._lock:
-                self._running = True
-            # quit() while waiting makes run() return without ever owning the context.
-            if not ctx._wait_for_ownership(lambda: self._running):
-                return
+            ctx.release()
+            raise RuntimeError("MainLoop.run() called from within a source's prepare() or check()")
+        with ctx._lock:
+            self._running = True
         try:
-            while self.is_running():
-                ctx.iteration(True)
+            # quit() while waiting makes run() return without ever owning the context.
+            if not owner and not ctx._wait_for_ownership(lambda: self._running):
+                return
+            try:
+                while self.is_running():
+                    ctx.iteration(True)
+            finally:
+                ctx.release()
         except BaseException:
             # A KeyboardInterrupt (or any BaseException a callback let
-            # through) ends run(): the loop is no longer running, so a later
-            # run() starts afresh and is_running() does not lie meanwhile.
+            # through), while waiting for the context or running it, ends
+            # run(): the loop is no longer running, so a later run() starts
+            # afresh and is_running() does not lie meanwhile.
             with ctx._lock:
                 self._running = False
             raise
-        finally:
-            ctx.release()
 
     def quit(self) -> None:
         """Make :meth:`run` return after the current iteration."""

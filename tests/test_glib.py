@@ -24,7 +24,7 @@ import pytest
 from iothreads import glib
 from iothreads.glib import IOCondition, MainContext, MainLoop, Source, _AsyncioDriver
 
-from .conftest import WAIT, wait_until
+from .conftest import WAIT, _fds, wait_until
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 T = TypeVar("T")
@@ -389,6 +389,32 @@ def test_a_base_exception_out_of_main_loop_run_leaves_it_not_running(ctx: MainCo
     glib.idle_add(lambda: loop.quit(), context=ctx)
     loop.run()
     assert not loop.is_running()
+
+
+def test_a_base_exception_while_run_waits_for_the_context_leaves_it_not_running(
+    ctx: MainContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(keep_waiting: object) -> bool:
+        raise KeyboardInterrupt  # as a Ctrl-C in the wait for another thread's context
+
+    monkeypatch.setattr(ctx, "_wait_for_ownership", interrupted)
+    loop = MainLoop(ctx)
+    assert in_thread(ctx.acquire)  # another thread owns it: run() must wait
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()
+    assert not loop.is_running()
+
+
+def test_a_wake_up_before_the_first_poll_is_kept_without_a_descriptor(ctx: MainContext) -> None:
+    fds = _fds()
+    ctx.wakeup()  # nobody polls yet: no pipe is created for it
+    assert _fds() == fds
+    # Nothing to dispatch and no timeout: only the kept wake-up ends the poll.
+    returned = threading.Event()
+    poller = threading.Thread(target=lambda: (ctx.iteration(True), returned.set()), daemon=True)
+    poller.start()
+    assert returned.wait(WAIT)
+    poller.join(WAIT)
 
 
 def test_destroyed_from_another_thread_mid_iteration_never_dispatches(ctx: MainContext) -> None:

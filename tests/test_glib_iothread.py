@@ -794,6 +794,38 @@ def test_a_source_attached_while_the_iothread_stops_is_refused(
         assert len(source.finalized_in) == 1
 
 
+def test_a_main_loop_waiting_for_the_context_runs_it_after_the_iothread_stops(
+    loop_factory: LoopFactory,
+) -> None:
+    """g_main_loop_run waits for the context's owner; once the IOThread has
+    stopped and released it, the waiting loop owns it and runs until quit."""
+    io = IOThread("g0", loop_factory=loop_factory)
+    io.start()
+    ctx = io.get_g_main_context()
+    loop = glib.MainLoop(ctx)
+    outcome: list[str] = []
+
+    def run() -> None:
+        try:
+            loop.run()
+        except BaseException as exc:
+            outcome.append(repr(exc))
+        else:
+            outcome.append("returned")
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        wait_until(loop.is_running, "run() waiting for the context")
+        io.stop()
+        wait_until(lambda: ctx._owner == thread.ident, "the waiting loop to own the context")
+    finally:
+        loop.quit()
+        thread.join(WAIT)
+    assert outcome == ["returned"]
+    ctx._close_waker()  # the pipe its poll created; nothing polls it any more
+
+
 def test_stop_while_a_source_is_being_dispatched(loop_factory: LoopFactory) -> None:
     io = IOThread("g0", loop_factory=loop_factory)
     io.start()
