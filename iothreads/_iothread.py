@@ -63,8 +63,49 @@ _logger = logging.getLogger(__name__)
 _STOP_WARNING_DELAY = 5.0
 
 
-def _still_running(tasks: list[asyncio.Task[Any]]) -> str:
-    return f"task(s) that went on after being cancelled: {[t for t in tasks if not t.done()]}"
+def _still_running(me: asyncio.Task[Any] | None) -> str | None:
+    """The tasks a stop waits for (runs in the stopping IOThread, in task *me*).
+
+    All of them, not only those of the round: a task may have started a
+    successor as it was cancelled.  None when they have all just finished.
+    """
+    running = [t for t in asyncio.all_tasks() if t is not me]
+    return f"task(s) that went on after being cancelled: {running}" if running else None
+
+
+class _StopWatch:
+    """Warns once when a stop has taken _STOP_WARNING_DELAY s, naming what it waits for.
+
+    One deadline for the whole stop, from its start: each wait alone may be
+    short while together they hold the stop up (tasks that start successors
+    when cancelled, then a slow pool call).  Runs in the stopping IOThread.
+    """
+
+    def __init__(self, iothread_id: str, loop: asyncio.AbstractEventLoop) -> None:
+        self._id = iothread_id
+        self._loop = loop
+        self._start = loop.time()
+        self._warned = False
+
+    async def wait(self, waited: asyncio.Future[Any], what: Callable[[], str | None]) -> None:
+        """Await *waited*; past the deadline, warn (once) that the stop waits for what().
+
+        what() returns None when there is nothing to name after all (what was
+        waited for finished as the deadline came): no warning then.
+        """
+        if not self._warned:
+            left = self._start + _STOP_WARNING_DELAY - self._loop.time()
+            done, _ = await asyncio.wait([waited], timeout=max(0.0, left))
+            description = None if done else what()
+            if description is not None:
+                self._warned = True
+                _logger.warning(
+                    "IOThread %r has been stopping for %.1f s; it waits for %s",
+                    self._id,
+                    self._loop.time() - self._start,
+                    description,
+                )
+        await waited
 
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
@@ -710,6 +751,7 @@ class IOThread(EventLoopBase):
         """Give every pending piece of work its outcome, then release the loop."""
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
+        watch = _StopWatch(self._id, loop)
         aio.close_inbox()
         while True:
             # Queued callbacks run; they may start tasks, which are cancelled.
@@ -719,28 +761,15 @@ class IOThread(EventLoopBase):
                 break
             for task in tasks:
                 task.cancel()
-            await self._wait_or_warn(
+            await watch.wait(
                 asyncio.gather(*tasks, return_exceptions=True),
-                functools.partial(_still_running, tasks),
+                functools.partial(_still_running, me),
             )
         await loop.shutdown_asyncgens()
-        await self._wait_or_warn(
+        await watch.wait(
             asyncio.ensure_future(loop.shutdown_default_executor()),
             lambda: f"its pool's running calls: {self._pool!r}",
         )
-
-    async def _wait_or_warn(self, waited: asyncio.Future[Any], what: Callable[[], str]) -> None:
-        # Runs in the IOThread, stopping: a stop that hangs on user code
-        # says on what, once, and goes on waiting.
-        done, _ = await asyncio.wait([waited], timeout=_STOP_WARNING_DELAY)
-        if not done:
-            _logger.warning(
-                "IOThread %r has been stopping for %g s; it waits for %s",
-                self._id,
-                _STOP_WARNING_DELAY,
-                what(),
-            )
-        await waited
 
     def _apply(self, changed: set[str]) -> None:
         # Runs under _lock in the writer's thread; the loop applies it itself.

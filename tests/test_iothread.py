@@ -478,19 +478,21 @@ def test_stop_gives_every_pending_submission_an_outcome(loop_factory: LoopFactor
     assert cleaned_up.is_set()
 
 
-@pytest.mark.parametrize("stuck_in", ["task", "pool"])
+@pytest.mark.parametrize("stuck_in", ["task", "pool", "task and pool", "chain of tasks"])
 def test_a_stop_held_up_by_user_code_says_what_it_waits_for(
     loop_factory: LoopFactory,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     stuck_in: str,
 ) -> None:
-    """A task that goes on after its cancellation, or a pool call that does not
-    return, holds stop() up: it warns once, naming them, and goes on waiting."""
+    """Tasks that go on after their cancellation (or start successors), or a
+    pool call that does not return, hold stop() up: once the stop as a whole
+    has taken the delay, it warns once, naming them, and goes on waiting."""
     monkeypatch.setattr(iothreads._iothread, "_STOP_WARNING_DELAY", 0.01)
     io = IOThread("io0", loop_factory=loop_factory)
     io.start()
     started, release = threading.Event(), threading.Event()
+    warned = lambda: "has been stopping" in caplog.text  # noqa: E731
 
     def blocked() -> None:
         started.set()
@@ -503,20 +505,32 @@ def test_a_stop_held_up_by_user_code_says_what_it_waits_for(
         except asyncio.CancelledError:
             await asyncio.to_thread(release.wait, WAIT)  # clean-up that takes a while
 
-    if stuck_in == "task":
-        io.submit(stubborn)
-    else:
+    async def succeeded(generation: int) -> None:
+        # Each generation ends at once when cancelled, but starts the next one:
+        # no single wait is long, the stop as a whole is (bounded: 10 000).
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if not warned() and generation < 10_000:
+                await asyncio.sleep(0.001)  # pacing only: the warning is what ends it
+                asyncio.get_running_loop().create_task(succeeded(generation + 1))
+
+    if "task" in stuck_in:
+        io.submit(succeeded, 0) if stuck_in == "chain of tasks" else io.submit(stubborn)
+    if "pool" in stuck_in:
         io.run_sync(lambda: asyncio.get_running_loop().run_in_executor(None, blocked) and None)
     assert started.wait(WAIT)
     with caplog.at_level("WARNING", logger="iothreads"):
         stopper = threading.Thread(target=io.stop)
         stopper.start()
-        wait_until(lambda: "has been stopping" in caplog.text, "the warning")
-    assert "IOThread 'io0'" in caplog.text
-    assert ("stubborn" if stuck_in == "task" else "active=1") in caplog.text
-    assert stopper.is_alive()  # still waiting
-    release.set()
-    stopper.join(WAIT)
+        wait_until(warned, "the warning")
+        assert "IOThread 'io0'" in caplog.text
+        assert (
+            "active=1" if stuck_in == "pool" else "succeeded" if "chain" in stuck_in else "stubborn"
+        ) in caplog.text
+        release.set()
+        stopper.join(WAIT)
     assert not stopper.is_alive()
     assert caplog.text.count("has been stopping") == 1
 
