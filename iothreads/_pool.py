@@ -310,7 +310,7 @@ class ThreadPool(ThreadPoolExecutor):
         # wakes the next idle one if it leaves requests behind (_kick_locked).
         self._waking = 0
         self._to_start: collections.deque[_Worker] = collections.deque()  # for the spawner
-        self._workers: set[threading.Thread] = set()  # to join at shutdown
+        self._workers: set[threading.Thread] = set()  # to join at shutdown (and retired spawners)
         # Marks this pool's worker threads from their first instruction on
         # (owns_current_thread); written only by each worker for itself.
         self._worker_marker = threading.local()
@@ -612,6 +612,9 @@ class ThreadPool(ThreadPoolExecutor):
                     self._spawn_wanted.wait()
                 worker = self._to_start.popleft()
             self._start_worker(worker)
+            with self._lock:
+                if self._spawner is not threading.current_thread():
+                    return  # retired by _start_failed
 
     def _start_worker(self, worker: _Worker) -> None:
         # Runs in the spawner thread (or the constructor), without the lock.
@@ -626,26 +629,47 @@ class ThreadPool(ThreadPoolExecutor):
             self._workers.add(worker.thread)
 
     def _start_failed(self, worker: _Worker, exc: RuntimeError) -> None:
-        # Runs in the spawner thread (or the constructor), without the lock.
-        # The worker never existed: undo it.  When no worker is left, the
-        # queue fails with *exc* (as ThreadPoolExecutor.submit() raises it)
-        # instead of hanging; otherwise, if the worker had been woken for the
-        # queue, the next idle one is.
+        # Runs in the spawner thread (or the constructor, or a submitter whose
+        # spawner could not start), without the lock.  The worker never
+        # existed: undo it.  When no worker is left, the queue fails with
+        # *exc* (as ThreadPoolExecutor.submit() raises it) instead of
+        # hanging; otherwise, if the worker had been woken for the queue, the
+        # next idle one is.
+        #
+        # The failures are delivered here, so their done-callbacks run in
+        # this thread.  The spawner first hands its role over: a callback may
+        # submit again and wait, and that retry's worker must not wait for
+        # the very thread that runs the callback.
         orphans: list[_Request] = []
+        start_spawner = False
         with self._lock:
             self._booted_locked()
             self._arrived_locked(worker)
             if not worker.retired:
                 self._exit_locked(worker)
             if self._nthreads == 0:
-                orphans = self._begin_all_locked()
+                orphans = self._fail_all_locked()
             else:
                 self._kick_locked()
+            if orphans and self._spawner is threading.current_thread():
+                start_spawner = self._retire_spawner_locked()
+        if start_spawner:
+            self._start_spawner()
         for request in orphans:
             request.deliver(None, exc)
-        with self._lock:
-            for request in orphans:
-                self._finish_locked(request)
+
+    def _retire_spawner_locked(self) -> bool:
+        # Runs in the spawner thread, with self._lock held: it stops being
+        # the spawner (it returns once its current duty is done) and is
+        # joined at shutdown like a worker.  A new spawner is made at once
+        # for workers still waiting to be started; returns True when the
+        # caller must then start it, once it has released the lock.
+        self._workers.add(threading.current_thread())
+        self._spawner = None
+        if not self._to_start:
+            return False  # the next spawn makes a new spawner
+        self._new_spawner_locked()
+        return True
 
     def _worker_main(self, worker: _Worker, idle: bool) -> None:
         # Runs in the worker thread: serves requests until told to exit.
@@ -782,18 +806,20 @@ class ThreadPool(ThreadPoolExecutor):
             request.state = _DONE
             self._completed += 1
 
-    def _begin_all_locked(self) -> list[_Request]:
-        # Runs in any thread, with self._lock held: empty the queue, and
-        # return its requests that have not been withdrawn, started.
-        started = []
+    def _fail_all_locked(self) -> list[_Request]:
+        # Runs in any thread, with self._lock held, when no worker is left to
+        # serve the queue: empty it, and return its requests that have not
+        # been withdrawn, marked done.  Their functions never run: they count
+        # as neither active nor completed.
+        failed = []
         while self._queue:
             request = self._queue.popleft()
             if request.begin():
-                self._active += 1
-                started.append(request)
+                request.state = _DONE
+                failed.append(request)
             else:
                 self._cancelled += 1
-        return started
+        return failed
 
     # --------------------------------------------------------------- shutdown
 

@@ -374,6 +374,77 @@ def test_a_failed_thread_start_fails_the_request_and_the_pool_recovers(
     assert pool.submit(pow, 2, 3).result(BOUND) == 8
 
 
+def test_requests_failed_by_a_thread_start_never_count_as_run(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start = threading.Thread.start
+    may_fail = threading.Event()
+
+    def failing_start(thread: threading.Thread) -> None:
+        if thread.name == "boom-1":
+            assert may_fail.wait(BOUND)  # the three requests are queued by then
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    pool = pools.new(0, 1, name="boom")
+    ran: list[int] = []
+    seen: list[ThreadPoolStatistics] = []
+    futures = [pool.submit(ran.append, n) for n in range(3)]
+    futures[0].add_done_callback(lambda _: seen.append(pool.statistics()))
+    may_fail.set()
+    for future in futures:
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            future.result(BOUND)
+    stats = pool.statistics()
+    assert ran == []
+    assert (stats.threads, stats.active, stats.completed, stats.queued) == (0, 0, 0, 0)
+    assert (seen[0].threads, seen[0].active) == (0, 0)  # as the failure is delivered
+
+
+@pytest.mark.parametrize("then", ["submit again and wait", "shut the pool down"])
+def test_a_done_callback_of_a_request_failed_by_a_thread_start_may_use_the_pool(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    """Such a callback runs in the spawner thread, which hands its role over
+    first: a retry gets a worker, and shutdown() does not join its own thread."""
+    real_start = threading.Thread.start
+    failed_once = threading.Event()
+    may_fail = threading.Event()
+
+    def failing_once(thread: threading.Thread) -> None:
+        is_worker = thread.name.startswith("boom-") and thread.name != "boom-spawner"
+        if is_worker and not failed_once.is_set():
+            failed_once.set()
+            assert may_fail.wait(BOUND)  # the callback is added by then
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_once)
+    pool = pools.new(0, 4, name="boom")
+    outcome: list[object] = []
+
+    def use_the_pool(_: object) -> None:
+        try:
+            if then == "submit again and wait":
+                outcome.append(pool.submit(pow, 2, 10).result(BOUND))
+            else:
+                pool.shutdown(wait=True)
+                outcome.append("shut down")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    future = pool.submit(pow, 2, 2)
+    future.add_done_callback(use_the_pool)
+    may_fail.set()
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        future.result(BOUND)
+    wait_until(lambda: outcome, "the callback's outcome")
+    assert outcome == [1024 if then == "submit again and wait" else "shut down"]
+    pool.shutdown(wait=True)
+    assert pool_threads("boom") == []
+
+
 def pool_threads(name: str) -> list[str]:
     """Names of every live thread of the pool called *name*, its spawner included."""
     return sorted(t.name for t in threading.enumerate() if t.name.startswith(f"{name}-"))
