@@ -431,6 +431,12 @@ class IOThread(EventLoopBase):
         self._stop_requested = False
         # Resolved by the thread when it has fully shut down (for aclose()).
         self._finished: concurrent.futures.Future[None] | None = None
+        # IOThread only: the tasks of calls still running.  asyncio holds a
+        # task only weakly, and a submit() whose future the caller dropped
+        # holds it no more: without this, a task waiting on nothing else
+        # would be garbage-collected mid-run, and the stop would never
+        # cancel it (its clean-up would get GeneratorExit at collection).
+        self._call_tasks: set[asyncio.Task[Any]] = set()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -989,6 +995,7 @@ class _Call:
             return
         if inspect.iscoroutine(result):
             self.task = task = asyncio.get_running_loop().create_task(result, context=self.context)
+            self.io._call_tasks.add(task)
             task.add_done_callback(self._task_done)
         else:
             self._finish(result, None)
@@ -1001,6 +1008,7 @@ class _Call:
 
     # runs in the IOThread
     def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.io._call_tasks.discard(task)
         if task.cancelled():
             self._finish(None, None, cancelled=True)
         else:

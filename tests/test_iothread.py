@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import gc
 import os
 import random
 import threading
@@ -535,6 +536,32 @@ def test_a_stop_held_up_by_user_code_says_what_it_waits_for(
     assert caplog.text.count("has been stopping") == 1
 
 
+def test_a_submitted_coroutine_whose_future_is_dropped_is_not_collected_mid_run(
+    loop_factory: LoopFactory,
+) -> None:
+    """asyncio holds a task only weakly: the IOThread holds its calls' tasks,
+    so one waiting on nothing else outlives a garbage collection and is
+    cancelled by the stop, its clean-up running as a cancellation."""
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    started = threading.Event()
+    cleaned_up: list[str] = []
+
+    async def waits_on_nothing_else() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cleaned_up.append("cancelled")
+            raise
+
+    io.submit(waits_on_nothing_else)  # its future is dropped at once
+    assert started.wait(WAIT)
+    io.run_sync(gc.collect)
+    io.stop()
+    assert cleaned_up == ["cancelled"]
+
+
 async def test_stop_while_awaiting_run_raises_iothread_stopped(loop_factory: LoopFactory) -> None:
     io = IOThread("io0", loop_factory=loop_factory)
     await io.astart()
@@ -687,10 +714,11 @@ async def test_cancelling_aclose_lets_the_stop_finish(loop_factory: LoopFactory)
     io = IOThread("io0", loop_factory=loop_factory)
     await io.astart()
     release: concurrent.futures.Future[None] = concurrent.futures.Future()
-    cleaning = threading.Event()
+    started, cleaning = threading.Event(), threading.Event()
 
     async def slow_to_cancel() -> None:
         try:
+            started.set()
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             cleaning.set()
@@ -698,9 +726,11 @@ async def test_cancelling_aclose_lets_the_stop_finish(loop_factory: LoopFactory)
             raise
 
     io.submit(slow_to_cancel)
+    # Running before the stop: a task cancelled before its first step never
+    # reaches its except clause.
+    assert await asyncio.to_thread(started.wait, WAIT)
     closing = asyncio.create_task(io.aclose())
-    while not cleaning.is_set():  # bounded by the test timeout
-        await asyncio.sleep(0)
+    assert await asyncio.to_thread(cleaning.wait, WAIT)
     closing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await closing
