@@ -181,8 +181,9 @@ def test_poll_handler_brackets_come_in_pairs_when_handlers_change_mid_phase(
         changed = threading.Event()
 
         def poll() -> bool:
-            # Runs in a polling phase, which began for "removed" and not "added".
-            if changed.is_set():
+            # Change the handlers once, inside a polling phase (begun for
+            # "removed"), not in the re-check that follows a phase's end.
+            if changed.is_set() or calls[-1:] != ["removed.begin"]:
                 return False
             context.add_poll_handler(lambda: False, lambda: None, **brackets("added"))
             removed.remove()
