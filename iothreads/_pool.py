@@ -597,7 +597,10 @@ class ThreadPool(ThreadPoolExecutor):
                 self._start_failed(worker, exc)
             return
         with self._lock:
-            self._spawner_up = True
+            # Unless it has already retired (_start_failed) and maybe made a
+            # successor, which is not started yet.
+            if self._spawner is spawner:
+                self._spawner_up = True
             self._spawner_settled.notify_all()
 
     def _spawner_main(self) -> None:
@@ -849,18 +852,24 @@ class ThreadPool(ThreadPoolExecutor):
         if not wait:
             return
         # Once the spawner is gone, no worker can appear any more.  A pool
-        # that never needed one has none; one being started by a submitter
-        # right now is waited for (start() returns promptly, or fails and
-        # resets it to None).
-        with self._lock:
-            while self._spawner is not None and not self._spawner_up:
-                self._spawner_settled.wait()
-            spawner = self._spawner
-        if spawner is not None:
+        # that never needed one has none; one being started right now is
+        # waited for (start() returns promptly, or fails and resets it to
+        # None).  A spawner that retires (_start_failed) may make a
+        # successor before it exits: join until the one joined was the last.
+        me = threading.current_thread()
+        while True:
+            with self._lock:
+                while self._spawner is not None and not self._spawner_up:
+                    self._spawner_settled.wait()
+                spawner = self._spawner
+            if spawner is None or spawner is me:
+                break
             spawner.join()
+            with self._lock:
+                if self._spawner is spawner:
+                    break  # it exited as the spawner: no successor
         with self._lock:
             workers = list(self._workers)
-        me = threading.current_thread()
         for thread in workers:
             if thread is not me:
                 thread.join()

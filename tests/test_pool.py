@@ -9,6 +9,7 @@ fails, after opening every gate it handed out).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import random
 import threading
@@ -443,6 +444,72 @@ def test_a_done_callback_of_a_request_failed_by_a_thread_start_may_use_the_pool(
     assert outcome == [1024 if then == "submit again and wait" else "shut down"]
     pool.shutdown(wait=True)
     assert pool_threads("boom") == []
+
+
+def race_shutdown(pool: ThreadPool) -> list[Future[Any]]:
+    """Shut *pool* down while two submitters (some resubmitting from done-
+    callbacks) and a limit changer use it; return every future submitted."""
+    futures: list[Future[Any]] = []
+
+    def consistent() -> None:
+        s = pool.statistics()
+        assert s.threads == s.spawned - s.exited
+        assert min(s.threads, s.active, s.idle, s.queued) >= 0
+
+    def resubmit(_: object) -> None:
+        consistent()
+        with contextlib.suppress(RuntimeError):  # shut down meanwhile
+            futures.append(pool.submit(pow, 2, 2))
+
+    def submitter() -> None:
+        for n in range(10):
+            try:
+                future = pool.submit(pow, 2, n)
+            except RuntimeError:
+                return  # shut down
+            if n % 3 == 0:
+                future.add_done_callback(resubmit)
+            futures.append(future)
+
+    def limiter() -> None:
+        for n in range(3):
+            pool.set_limits(n % 2, 1 + n)
+
+    racers = [threading.Thread(target=submitter) for _ in range(2)]
+    racers.append(threading.Thread(target=limiter))
+    for racer in racers:
+        racer.start()
+    pool.shutdown(wait=True)
+    for racer in racers:
+        racer.join(BOUND)
+    consistent()
+    return futures
+
+
+def test_failing_thread_starts_racing_submit_limits_and_shutdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers and spawners fail to start at random while the pool is used and
+    shut down: shutdown(wait=True) neither raises nor leaves a pool thread
+    behind, every future gets its outcome, the statistics stay consistent."""
+    real_start = threading.Thread.start
+    chance = random.Random(4)
+
+    def flaky_start(thread: threading.Thread) -> None:
+        if thread.name.startswith("flaky") and chance.random() < 0.3:
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", flaky_start)
+    for round_ in range(40):
+        pool = ThreadPool(0, chance.randint(1, 4), name=f"flaky{round_}", idle_timeout=0.05)
+        futures = race_shutdown(pool)
+        assert pool_threads(f"flaky{round_}") == []
+        for future in list(futures):
+            with contextlib.suppress(RuntimeError, CancelledError):
+                future.result(BOUND)
+        final = pool.statistics()
+        assert (final.threads, final.active, final.queued, final.idle) == (0, 0, 0, 0)
 
 
 def pool_threads(name: str) -> list[str]:
