@@ -749,6 +749,9 @@ class IOThread(EventLoopBase):
                 finally:
                     asyncio.set_event_loop(None)
                     _current.iothread = None
+                    # Empty already, unless the shutdown was cut short (a
+                    # SystemExit out of a clean-up): nothing runs them now.
+                    self._call_tasks.clear()
                     del aio, loop
                     finished.set_result(None)
 
