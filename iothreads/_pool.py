@@ -267,6 +267,13 @@ class ThreadPool(ThreadPoolExecutor):
     hang interpreter exit (its min workers never exit by themselves); shut the
     pool down (or use it as a context manager) to wait for its work.  Workers
     keep their pool alive until it is shut down.
+
+    When the system refuses a new thread (``Thread.start()`` raises
+    ``RuntimeError``, "can't start new thread") and no worker is left, the
+    queued requests fail with that error, as ``ThreadPoolExecutor.submit()``
+    raises it; the pool itself recovers with the next request.  Their
+    done-callbacks run in the thread that met the failure (usually the
+    spawner, which hands its role over first, so they may use the pool).
     """
 
     def __init__(
