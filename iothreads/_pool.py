@@ -225,7 +225,7 @@ class _Worker:
     blocking.
     """
 
-    __slots__ = ("idle", "retired", "summoned", "thread", "wake")
+    __slots__ = ("idle", "reclaimed", "retired", "summoned", "thread", "wake")
 
     thread: threading.Thread  # set right after construction, before anyone sees it
 
@@ -235,6 +235,9 @@ class _Worker:
         self.idle = False  # on the pool's idle stack
         self.retired = False  # told to exit and accounted for
         self.summoned = False  # woken for the queue, counted in ThreadPool._waking
+        # Taken off the idle stack by a submit from its own done-callback
+        # (ThreadPool._dispatch): it goes to the queue once its callbacks return.
+        self.reclaimed = False
 
 
 def _check_idle_timeout(value: object) -> float:
@@ -318,9 +321,13 @@ class ThreadPool(ThreadPoolExecutor):
         self._waking = 0
         self._to_start: collections.deque[_Worker] = collections.deque()  # for the spawner
         self._workers: set[threading.Thread] = set()  # to join at shutdown (and retired spawners)
-        # Marks this pool's worker threads from their first instruction on
-        # (owns_current_thread); written only by each worker for itself.
+        # Holds, in each of this pool's worker threads, its _Worker record,
+        # from the thread's first instruction on (owns_current_thread,
+        # _dispatch); written only by each worker for itself.
         self._worker_marker = threading.local()
+        # Pool threads inside shutdown(wait=True): no other pool thread in
+        # shutdown joins them (they would wait for each other).
+        self._shutting_down: set[threading.Thread] = set()
         self._nthreads = 0  # workers that exist or are being started, not told to exit
         self._active = 0
         self._peak = 0
@@ -508,8 +515,18 @@ class ThreadPool(ThreadPoolExecutor):
             if self._closed:
                 raise RuntimeError(f"cannot submit to thread pool {self._name!r}: it is shut down")
             self._queue.append(request)
-            if self._idle and not self._waking:
-                self._summon_locked()
+            if self._idle:
+                me: _Worker | None = getattr(self._worker_marker, "worker", None)
+                if me is not None and me.idle:
+                    # A done-callback run by an idle worker of this pool (it
+                    # delivers once idle, see _worker_main): that worker cannot
+                    # come before the callback returns, and the callback may
+                    # wait for this very request.  It is not idle, then.
+                    self._idle.remove(me)
+                    me.idle = False
+                    me.reclaimed = True
+                if self._idle and not self._waking:
+                    self._summon_locked()
             if len(self._queue) <= self._coming_locked() or self._nthreads >= self._max:
                 return
             if not self._spawn_locked(idle=False):
@@ -591,7 +608,7 @@ class ThreadPool(ThreadPoolExecutor):
         assert spawner is not None  # only this thread can reset it
         try:
             spawner.start()
-        except RuntimeError as exc:  # "can't start new thread": out of threads or memory
+        except Exception as exc:  # "can't start new thread" (RuntimeError), MemoryError...
             # No spawner: the workers waiting for it never start.  Undo them
             # (failing what they were to serve, as _start_failed does), and
             # let the next spawn try again with a new spawner.
@@ -630,7 +647,7 @@ class ThreadPool(ThreadPoolExecutor):
         # Runs in the spawner thread (or the constructor), without the lock.
         try:
             worker.thread.start()
-        except RuntimeError as exc:  # "can't start new thread": out of threads or memory
+        except Exception as exc:  # "can't start new thread" (RuntimeError), MemoryError...
             self._start_failed(worker, exc)
             return
         with self._lock:
@@ -638,7 +655,7 @@ class ThreadPool(ThreadPoolExecutor):
             self._workers = {t for t in self._workers if t.is_alive()}
             self._workers.add(worker.thread)
 
-    def _start_failed(self, worker: _Worker, exc: RuntimeError) -> None:
+    def _start_failed(self, worker: _Worker, exc: Exception) -> None:
         # Runs in the spawner thread (or the constructor, or a submitter whose
         # spawner could not start), without the lock.  The worker never
         # existed: undo it.  When no worker is left, the queue fails with
@@ -684,7 +701,7 @@ class ThreadPool(ThreadPoolExecutor):
     def _worker_main(self, worker: _Worker, idle: bool) -> None:
         # Runs in the worker thread: serves requests until told to exit.
         # *idle*: the worker was put on the idle stack before its thread ran.
-        self._worker_marker.is_worker = True
+        self._worker_marker.worker = worker
         with self._lock:
             self._booted_locked()
         finished: _Request | None = None
@@ -704,6 +721,11 @@ class ThreadPool(ThreadPoolExecutor):
                 # an empty stack and a needless spawn.
                 finished.deliver(result, error)
                 finished = result = error = None  # hold nothing while idle
+                if worker.reclaimed:
+                    # A done-callback it just ran submitted to this pool and
+                    # took it off the idle stack (_dispatch): to the queue.
+                    worker.reclaimed = False
+                    continue
             if leaving:
                 return
             idle = False
@@ -839,8 +861,10 @@ class ThreadPool(ThreadPoolExecutor):
         With *cancel_futures*, the queued requests are cancelled (they never
         run) instead of drained; running ones always complete.  With *wait*,
         return when every worker (and the spawner) has exited.  Calling it
-        again is harmless.  Runs in any thread; from a worker, that worker is
-        not waited for.
+        again is harmless.  Runs in any thread.  Called from one of the
+        pool's own threads (a worker, or a done-callback it runs), it waits
+        neither for that thread nor for another pool thread inside
+        ``shutdown()``: they cannot exit before it returns.
         """
         dropped: list[_Request] = []
         with self._lock:
@@ -864,28 +888,42 @@ class ThreadPool(ThreadPoolExecutor):
         # None).  A spawner that retires (_start_failed) may make a
         # successor before it exits: join until the one joined was the last.
         me = threading.current_thread()
-        while True:
-            with self._lock:
-                while self._spawner is not None and not self._spawner_up:
-                    self._spawner_settled.wait()
-                spawner = self._spawner
-            if spawner is None or spawner is me:
-                break
-            spawner.join()
-            with self._lock:
-                if self._spawner is spawner:
-                    break  # it exited as the spawner: no successor
         with self._lock:
-            workers = list(self._workers)
-        for thread in workers:
-            if thread is not me:
-                thread.join()
+            # A worker, or a retired spawner running done-callbacks.
+            pool_thread = self.owns_current_thread() or me in self._workers
+            if pool_thread:
+                self._shutting_down.add(me)
+        try:
+            while True:
+                with self._lock:
+                    while self._spawner is not None and not self._spawner_up:
+                        self._spawner_settled.wait()
+                    spawner = self._spawner
+                if spawner is None or spawner is me:
+                    break
+                spawner.join()
+                with self._lock:
+                    if self._spawner is spawner:
+                        break  # it exited as the spawner: no successor
+            with self._lock:
+                workers = list(self._workers)
+            for thread in workers:
+                with self._lock:
+                    # Another pool thread in shutdown registered before this
+                    # check, so it does not wait for this one: skip it.
+                    mutual = pool_thread and thread in self._shutting_down
+                if thread is not me and not mutual:
+                    thread.join()
+        finally:
+            if pool_thread:
+                with self._lock:
+                    self._shutting_down.discard(me)
 
     # ------------------------------------------------------------- statistics
 
     def owns_current_thread(self) -> bool:
         """True when called from one of this pool's worker threads (any thread)."""
-        return getattr(self._worker_marker, "is_worker", False)
+        return getattr(self._worker_marker, "worker", None) is not None
 
     def statistics(self) -> ThreadPoolStatistics:
         """A consistent snapshot of the pool's figures.  Runs in any thread."""

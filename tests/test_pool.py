@@ -351,20 +351,21 @@ def test_submit_does_not_wait_for_a_thread_to_be_created(
     assert future.result(BOUND) == 32
 
 
+@pytest.mark.parametrize("error", [RuntimeError, MemoryError])
 def test_a_failed_thread_start_fails_the_request_and_the_pool_recovers(
-    pools: Pools, monkeypatch: pytest.MonkeyPatch
+    pools: Pools, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
 ) -> None:
     real_start = threading.Thread.start
 
     def failing_start(thread: threading.Thread) -> None:
         if thread.name.startswith("boom-") and thread.name[5:].isdigit():
-            raise RuntimeError("can't start new thread")
+            raise error("can't start new thread")
         real_start(thread)
 
     pool = pools.new(0, 2, name="boom")
     with monkeypatch.context() as patch:
         patch.setattr(threading.Thread, "start", failing_start)
-        with pytest.raises(RuntimeError, match="can't start new thread"):
+        with pytest.raises(error, match="can't start new thread"):
             pool.submit(pow, 2, 2).result(BOUND)
         stats = pool.statistics()
         assert (stats.threads, stats.spawned, stats.exited, stats.queued) == (0, 1, 1, 0)
@@ -512,6 +513,57 @@ def test_failing_thread_starts_racing_submit_limits_and_shutdown(
         assert (final.threads, final.active, final.queued, final.idle) == (0, 0, 0, 0)
 
 
+@pytest.mark.parametrize("from_where", ["the function", "a done-callback"])
+def test_two_workers_shutting_the_pool_down_do_not_wait_for_each_other(
+    pools: Pools, from_where: str
+) -> None:
+    pool = pools.new(2, 2, name="both")
+    both_running = threading.Barrier(2)
+    callbacks_added = threading.Event()
+    returned: list[str] = []
+    all_returned = threading.Semaphore(0)
+
+    def shut_down() -> None:
+        pool.shutdown(wait=True)
+        returned.append(threading.current_thread().name)
+        all_returned.release()
+
+    def task() -> None:
+        both_running.wait(BOUND)
+        assert callbacks_added.wait(BOUND)  # so that the callbacks run in the workers
+        if from_where == "the function":
+            shut_down()
+
+    futures = [pool.submit(task) for _ in range(2)]
+    if from_where == "a done-callback":
+        for future in futures:
+            future.add_done_callback(lambda _: shut_down())
+    callbacks_added.set()
+    for _ in futures:
+        assert all_returned.acquire(timeout=BOUND)  # each shutdown() returned
+    assert all(name.startswith("both-") for name in returned)
+    pool.shutdown(wait=True)
+    assert pool_threads("both") == []
+
+
+def test_a_done_callback_in_a_worker_may_submit_and_wait(pools: Pools) -> None:
+    """The worker runs its done-callbacks once idle again: a submit from one
+    must not count on that very worker, busy in the callback."""
+    pool = pools.new(0, 4, name="cb")
+    outcome: list[object] = []
+    delivered, callback_added = threading.Event(), threading.Event()
+
+    def submit_and_wait(_: object) -> None:
+        outcome.append(threading.current_thread().name)
+        outcome.append(pool.submit(pow, 2, 7).result(BOUND))
+        delivered.set()
+
+    pool.submit(callback_added.wait, BOUND).add_done_callback(submit_and_wait)
+    callback_added.set()  # the callback runs in the worker, once it is idle
+    assert delivered.wait(BOUND)
+    assert outcome == ["cb-1", 128]
+
+
 def pool_threads(name: str) -> list[str]:
     """Names of every live thread of the pool called *name*, its spawner included."""
     return sorted(t.name for t in threading.enumerate() if t.name.startswith(f"{name}-"))
@@ -597,21 +649,22 @@ def test_shutdown_while_the_first_submit_starts_the_spawner(
     assert pool_threads("race") == []
 
 
+@pytest.mark.parametrize("error", [RuntimeError, MemoryError])
 def test_a_failed_spawner_start_fails_the_request_and_the_pool_recovers(
-    pools: Pools, monkeypatch: pytest.MonkeyPatch
+    pools: Pools, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
 ) -> None:
     real_start = threading.Thread.start
 
     def failing_start(thread: threading.Thread) -> None:
         if thread.name == "nospawn-spawner":
-            raise RuntimeError("can't start new thread")
+            raise error("can't start new thread")
         real_start(thread)
 
     pool = pools.new(0, 2, name="nospawn")
     with monkeypatch.context() as patch:
         patch.setattr(threading.Thread, "start", failing_start)
         future = pool.submit(pow, 2, 2)
-        with pytest.raises(RuntimeError, match="can't start new thread"):
+        with pytest.raises(error, match="can't start new thread"):
             future.result(BOUND)
         stats = pool.statistics()
         assert (stats.threads, stats.spawned, stats.exited, stats.queued) == (0, 1, 1, 0)
