@@ -271,8 +271,8 @@ class ThreadPool(ThreadPoolExecutor):
     pool down (or use it as a context manager) to wait for its work.  Workers
     keep their pool alive until it is shut down.
 
-    When the system refuses a new thread (``Thread.start()`` raises
-    ``RuntimeError``, "can't start new thread") and no worker is left, the
+    When the system refuses a new thread (``Thread.start()`` raises, as a
+    ``RuntimeError`` "can't start new thread") and no worker is left, the
     queued requests fail with that error, as ``ThreadPoolExecutor.submit()``
     raises it; the pool itself recovers with the next request.  Their
     done-callbacks run in the thread that met the failure (usually the
