@@ -48,7 +48,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, ParamSpec, TypeVar, TypeVarTuple
+from typing import Any, ClassVar, Final, ParamSpec, TypeVar, TypeVarTuple
 
 from ._errors import InvalidParameterType, InvalidParameterValue
 from ._props import check_int64, check_thread_pool_limits
@@ -110,6 +110,9 @@ class _Request:
 
     __slots__ = ("args", "context", "fn", "kwargs", "state")
 
+    #: Whether deliver() runs the caller's callbacks in the delivering thread.
+    runs_callbacks: ClassVar[bool]
+
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
         self.fn = fn
         self.args = args
@@ -150,6 +153,7 @@ class _FutureRequest(_Request):
     """A ``submit()``: the outcome goes to a ``concurrent.futures.Future``."""
 
     __slots__ = ("future",)
+    runs_callbacks = True  # the future's done-callbacks, in set_result()
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
         super().__init__(fn, args, kwargs)
@@ -178,6 +182,7 @@ class _LoopRequest(_Request):
     """A ``run()``: the outcome resolves an asyncio future on the awaiting loop."""
 
     __slots__ = ("future", "loop")
+    runs_callbacks = False  # the awaiting loop runs them
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], args: tuple[Any, ...]
@@ -225,7 +230,7 @@ class _Worker:
     blocking.
     """
 
-    __slots__ = ("idle", "reclaimed", "retired", "summoned", "thread", "wake")
+    __slots__ = ("idle", "retired", "summoned", "thread", "wake")
 
     thread: threading.Thread  # set right after construction, before anyone sees it
 
@@ -235,9 +240,6 @@ class _Worker:
         self.idle = False  # on the pool's idle stack
         self.retired = False  # told to exit and accounted for
         self.summoned = False  # woken for the queue, counted in ThreadPool._waking
-        # Taken off the idle stack by a submit from its own done-callback
-        # (ThreadPool._dispatch): it goes to the queue once its callbacks return.
-        self.reclaimed = False
 
 
 def _check_idle_timeout(value: object) -> float:
@@ -270,6 +272,11 @@ class ThreadPool(ThreadPoolExecutor):
     hang interpreter exit (its min workers never exit by themselves); shut the
     pool down (or use it as a context manager) to wait for its work.  Workers
     keep their pool alive until it is shut down.
+
+    A ``submit()`` future's done-callbacks run in its worker before the
+    worker takes other work, as in ``ThreadPoolExecutor``: they may submit
+    and wait (a new worker is spawned for that, below ``max_threads``).
+    ``run()`` outcomes are handed to the awaiting loop.
 
     When the system refuses a new thread (``Thread.start()`` raises, as a
     ``RuntimeError`` "can't start new thread") and no worker is left, the
@@ -321,9 +328,8 @@ class ThreadPool(ThreadPoolExecutor):
         self._waking = 0
         self._to_start: collections.deque[_Worker] = collections.deque()  # for the spawner
         self._workers: set[threading.Thread] = set()  # to join at shutdown (and retired spawners)
-        # Holds, in each of this pool's worker threads, its _Worker record,
-        # from the thread's first instruction on (owns_current_thread,
-        # _dispatch); written only by each worker for itself.
+        # Marks this pool's worker threads from their first instruction on
+        # (owns_current_thread); written only by each worker for itself.
         self._worker_marker = threading.local()
         # Pool threads inside shutdown(wait=True): no other pool thread in
         # shutdown joins them (they would wait for each other).
@@ -515,18 +521,8 @@ class ThreadPool(ThreadPoolExecutor):
             if self._closed:
                 raise RuntimeError(f"cannot submit to thread pool {self._name!r}: it is shut down")
             self._queue.append(request)
-            if self._idle:
-                me: _Worker | None = getattr(self._worker_marker, "worker", None)
-                if me is not None and me.idle:
-                    # A done-callback run by an idle worker of this pool (it
-                    # delivers once idle, see _worker_main): that worker cannot
-                    # come before the callback returns, and the callback may
-                    # wait for this very request.  It is not idle, then.
-                    self._idle.remove(me)
-                    me.idle = False
-                    me.reclaimed = True
-                if self._idle and not self._waking:
-                    self._summon_locked()
+            if self._idle and not self._waking:
+                self._summon_locked()
             if len(self._queue) <= self._coming_locked() or self._nthreads >= self._max:
                 return
             if not self._spawn_locked(idle=False):
@@ -701,31 +697,36 @@ class ThreadPool(ThreadPoolExecutor):
     def _worker_main(self, worker: _Worker, idle: bool) -> None:
         # Runs in the worker thread: serves requests until told to exit.
         # *idle*: the worker was put on the idle stack before its thread ran.
-        self._worker_marker.worker = worker
+        self._worker_marker.is_worker = True
         with self._lock:
             self._booted_locked()
         finished: _Request | None = None
         result: Any = None
         error: BaseException | None = None
         while True:
+            if finished is not None and finished.runs_callbacks:
+                # A submit() future runs its done-callbacks in this thread,
+                # and they may wait for the pool: deliver while still busy,
+                # as ThreadPoolExecutor does, so that no request counts on
+                # this worker meanwhile.
+                with self._lock:
+                    self._finish_locked(finished)
+                finished.deliver(result, error)
+                finished = result = error = None
             with self._lock:
                 if finished is not None:
                     self._finish_locked(finished)
                 request = None if idle else self._take_locked(worker)
                 leaving = request is None and worker.retired
             if finished is not None:
-                # Delivered only now, once this worker has its next request or
-                # is idle again, as QEMU completes a request after its worker
-                # is back under the pool lock: a caller that submits again as
-                # soon as it has the result finds this worker idle instead of
-                # an empty stack and a needless spawn.
+                # A run() is delivered only now, once this worker has its
+                # next request or is idle again, as QEMU completes a request
+                # after its worker is back under the pool lock: a caller that
+                # runs again as soon as it has the result finds this worker
+                # idle instead of an empty stack and a needless spawn.  (Its
+                # delivery runs no user code here: call_soon_threadsafe.)
                 finished.deliver(result, error)
                 finished = result = error = None  # hold nothing while idle
-                if worker.reclaimed:
-                    # A done-callback it just ran submitted to this pool and
-                    # took it off the idle stack (_dispatch): to the queue.
-                    worker.reclaimed = False
-                    continue
             if leaving:
                 return
             idle = False
@@ -923,7 +924,7 @@ class ThreadPool(ThreadPoolExecutor):
 
     def owns_current_thread(self) -> bool:
         """True when called from one of this pool's worker threads (any thread)."""
-        return getattr(self._worker_marker, "worker", None) is not None
+        return getattr(self._worker_marker, "is_worker", False)
 
     def statistics(self) -> ThreadPoolStatistics:
         """A consistent snapshot of the pool's figures.  Runs in any thread."""

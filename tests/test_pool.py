@@ -564,6 +564,29 @@ def test_a_done_callback_in_a_worker_may_submit_and_wait(pools: Pools) -> None:
     assert outcome == ["cb-1", 128]
 
 
+def test_a_done_callback_waiting_on_the_pool_while_others_submit(pools: Pools) -> None:
+    """Requests submitted from outside while a worker runs a done-callback
+    never count on that worker, nor does the callback's own request."""
+    pool = pools.new(2, 4, name="busy")
+    in_callback, outside_submitted = threading.Event(), threading.Event()
+    outcome: list[int] = []
+
+    def callback(_: object) -> None:
+        in_callback.set()
+        assert outside_submitted.wait(BOUND)
+        outcome.append(pool.submit(pow, 2, 5).result(BOUND))
+
+    gate = threading.Event()
+    pool.submit(gate.wait, BOUND).add_done_callback(callback)
+    gate.set()
+    assert in_callback.wait(BOUND)
+    outside = pool.submit(pow, 2, 3)  # while the callback runs
+    outside_submitted.set()
+    assert outside.result(BOUND) == 8
+    wait_until(lambda: outcome, "the callback's own request")
+    assert outcome == [32]
+
+
 def pool_threads(name: str) -> list[str]:
     """Names of every live thread of the pool called *name*, its spawner included."""
     return sorted(t.name for t in threading.enumerate() if t.name.startswith(f"{name}-"))
