@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import logging
 import math
 import threading
 from collections.abc import Callable
@@ -54,6 +55,8 @@ from ._errors import InvalidParameterType, InvalidParameterValue
 from ._props import check_int64, check_thread_pool_limits
 
 __all__ = ["ThreadPool", "ThreadPoolStatistics"]
+
+_logger = logging.getLogger(__name__)
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -85,8 +88,9 @@ class ThreadPoolStatistics:
     wanted the result; ``cancelled`` counts requests withdrawn by their caller,
     whether they never ran or their result was discarded.  ``queued`` may
     include ``submit()`` futures cancelled by their caller that no worker has
-    discarded yet.  A worker woken for the queue that has not reached it yet
-    counts as neither ``idle`` nor ``active``.
+    discarded yet.  A worker woken for the queue that has not reached it yet,
+    or running a ``submit()`` future's done-callbacks, counts as neither
+    ``idle`` nor ``active``.
     """
 
     threads: int
@@ -202,6 +206,19 @@ class _LoopRequest(_Request):
             self.loop.call_soon_threadsafe(self.future.cancel)
         except RuntimeError:
             pass  # the awaiting loop is closed: nobody is left to tell
+
+
+def _deliver(request: _Request, result: Any, exc: BaseException | None) -> None:
+    """Hand *request*'s outcome over; runs in a pool thread, without the lock.
+
+    A done-callback that raises a BaseException (SystemExit...) goes through
+    ``Future.set_result()``, which catches only Exception: logged here, it
+    does not end the pool thread (a worker would stay counted with no thread).
+    """
+    try:
+        request.deliver(result, exc)
+    except BaseException:
+        _logger.critical("delivering the outcome of %r raised", request.fn, exc_info=True)
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
@@ -679,7 +696,7 @@ class ThreadPool(ThreadPoolExecutor):
         if start_spawner:
             self._start_spawner()
         for request in orphans:
-            request.deliver(None, exc)
+            _deliver(request, None, exc)
 
     def _retire_spawner_locked(self) -> bool:
         # Runs in the spawner thread, with self._lock held: it stops being
@@ -711,7 +728,7 @@ class ThreadPool(ThreadPoolExecutor):
                 # this worker meanwhile.
                 with self._lock:
                     self._finish_locked(finished)
-                finished.deliver(result, error)
+                _deliver(finished, result, error)
                 finished = result = error = None
             with self._lock:
                 if finished is not None:
@@ -725,7 +742,7 @@ class ThreadPool(ThreadPoolExecutor):
                 # runs again as soon as it has the result finds this worker
                 # idle instead of an empty stack and a needless spawn.  (Its
                 # delivery runs no user code here: call_soon_threadsafe.)
-                finished.deliver(result, error)
+                _deliver(finished, result, error)
                 finished = result = error = None  # hold nothing while idle
             if leaving:
                 return

@@ -587,6 +587,25 @@ def test_a_done_callback_waiting_on_the_pool_while_others_submit(pools: Pools) -
     assert outcome == [32]
 
 
+@pytest.mark.parametrize("error", [SystemExit, KeyboardInterrupt])
+def test_a_done_callback_raising_a_base_exception_does_not_end_its_worker(
+    pools: Pools, caplog: pytest.LogCaptureFixture, error: type[BaseException]
+) -> None:
+    pool = pools.new(0, 1, name="sys")
+    gate = threading.Event()
+
+    def raise_error(_: object) -> None:
+        raise error
+
+    with caplog.at_level("CRITICAL", logger="iothreads"):
+        pool.submit(gate.wait, BOUND).add_done_callback(raise_error)
+        gate.set()  # the callback runs in the worker
+        # max is 1: only that worker can serve this.
+        assert pool.submit(pow, 2, 4).result(BOUND) == 16
+    assert "delivering the outcome" in caplog.text
+    assert pool_threads("sys") == ["sys-1", "sys-spawner"]
+
+
 def pool_threads(name: str) -> list[str]:
     """Names of every live thread of the pool called *name*, its spawner included."""
     return sorted(t.name for t in threading.enumerate() if t.name.startswith(f"{name}-"))
