@@ -63,16 +63,6 @@ _logger = logging.getLogger(__name__)
 _STOP_WARNING_DELAY = 5.0
 
 
-def _still_running(me: asyncio.Task[Any] | None) -> str | None:
-    """The tasks a stop waits for (runs in the stopping IOThread, in task *me*).
-
-    All of them, not only those of the round: a task may have started a
-    successor as it was cancelled.  None when they have all just finished.
-    """
-    running = [t for t in asyncio.all_tasks() if t is not me]
-    return f"task(s) that went on after being cancelled: {running}" if running else None
-
-
 class _StopWatch:
     """Warns once when a stop has taken _STOP_WARNING_DELAY s, naming what it waits for.
 
@@ -761,19 +751,27 @@ class IOThread(EventLoopBase):
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
         watch = _StopWatch(self._id, loop)
+
+        def others() -> list[asyncio.Task[Any]]:
+            return [t for t in asyncio.all_tasks(loop) if t is not me]
+
+        def still_running() -> str | None:
+            # All of them, not only those of the round: a task may have
+            # started a successor as it was cancelled.  None when they have
+            # all just finished.
+            running = others()
+            return f"task(s) that went on after being cancelled: {running}" if running else None
+
         aio.close_inbox()
         while True:
             # Queued callbacks run; they may start tasks, which are cancelled.
             aio.drain()
-            tasks = [t for t in asyncio.all_tasks(loop) if t is not me]
+            tasks = others()
             if not tasks:
                 break
             for task in tasks:
                 task.cancel()
-            await watch.wait(
-                asyncio.gather(*tasks, return_exceptions=True),
-                functools.partial(_still_running, me),
-            )
+            await watch.wait(asyncio.gather(*tasks, return_exceptions=True), still_running)
         await loop.shutdown_asyncgens()
         await watch.wait(
             asyncio.ensure_future(loop.shutdown_default_executor()),
