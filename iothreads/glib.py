@@ -68,7 +68,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 __all__ = [
@@ -539,6 +539,18 @@ class MainContext:
             source.destroy()
             return False
 
+    def _unblocked(self, sources: list[Source]) -> Iterator[tuple[Source, bool, int, int]]:
+        """Each of *sources* neither destroyed nor blocked, with its ready flag,
+        priority and ready time, read under the lock (prepare() and check()).
+        """
+        # runs in the owner thread, without the lock between sources
+        for source in sources:
+            with self._lock:
+                if source._destroyed or source._blocked:
+                    continue
+                state = source._ready, source._priority, source._ready_time
+            yield source, *state
+
     def prepare(self) -> tuple[bool, int]:
         """Prepare every source; return (any ready?, highest ready priority).
 
@@ -560,12 +572,7 @@ class MainContext:
         n_ready = 0
         self._in_check_or_prepare += 1
         try:
-            for source in sources:
-                with self._lock:
-                    if source._destroyed or source._blocked:
-                        continue
-                    ready, priority = source._ready, source._priority
-                    ready_time = source._ready_time
+            for source, ready, priority, ready_time in self._unblocked(sources):
                 if n_ready and priority > current:
                     break
                 if not ready:
@@ -651,12 +658,7 @@ class MainContext:
         pending: list[Source] = []
         self._in_check_or_prepare += 1
         try:
-            for source in sources:
-                with self._lock:
-                    if source._destroyed or source._blocked:
-                        continue
-                    ready, priority = source._ready, source._priority
-                    ready_time = source._ready_time
+            for source, ready, priority, ready_time in self._unblocked(sources):
                 if pending and priority > max_priority:
                     break
                 if not ready:
