@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from ._errors import IOThreadsError
-from ._iothread import MainLoop
+from ._event_loop_base import MainLoop
 from ._objects import object_add, object_del, query_iothreads
 from .qmp import Monitor
 

@@ -1,18 +1,16 @@
-"""EventLoopBase and IOThread: a dedicated thread running one event loop.
+"""IOThread: a dedicated thread running one event loop, as QEMU's ``iothread.c``.
 
-QEMU's ``iothread.c`` and ``event-loop-base.c`` in asyncio terms.  An
-``IOThread`` owns a thread named ``IO <id>``, the event loop inside it and that
-loop's ``AioContext``.  Work reaches it from any thread through the
-AioContext's inbox; results go back to the caller's loop (``run``) or to a
-``concurrent.futures.Future`` (``submit``).
+An ``IOThread`` owns a thread named ``IO <id>``, the event loop inside it,
+that loop's ``AioContext`` and worker pool, and, once asked for, a GLib-like
+context the thread serves beside the loop.  This module is its lifecycle
+(start, the thread's body, the stop that gives every pending piece of work
+its outcome) and its cross-thread API (``call_soon_threadsafe``, ``run``,
+``submit``, ``run_sync``); the call protocol behind ``run`` and ``submit`` is
+``_call``'s, the properties are ``EventLoopBase``'s.
 
-Locks and owners:
-
-* ``EventLoopBase._lock`` guards the property values (a write is validated,
-  then committed under the lock, so readers never see half an update) and the
-  lifecycle fields of ``IOThread`` (``_thread``, ``_aio``, ``_loop``...).
-* ``_USER_OBJECTS._lock`` guards the ``/objects`` container.
-* Everything an IOThread does to its loop runs in its own thread.
+Locks and owners: ``EventLoopBase._lock`` guards the property values and the
+lifecycle fields (``_thread``, ``_aio``, ``_loop``...); everything an
+IOThread does to its loop runs in its own thread.
 """
 
 from __future__ import annotations
@@ -20,13 +18,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import ctypes
-import ctypes.util
-import functools
 import inspect
-import logging
 import os
-import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
@@ -34,312 +27,25 @@ from typing import Any, ClassVar, Final, Self, TypeVar, overload
 
 from . import glib
 from ._aio import AioContext
-from ._errors import InvalidParameterValue, IOThreadStopped, PropertyNotFound
-from ._pool import ThreadPool
-from ._props import (
-    EVENT_LOOP_BASE_DEFAULTS,
-    IOTHREAD_DEFAULTS,
-    check_id,
-    check_properties,
-    wire_name,
-)
+from ._call import CallSet, FutureCall, LoopCall, check_runnable
+from ._errors import IOThreadStopped
+from ._event_loop_base import EventLoopBase, Int64Property
+from ._platform import check_cpu_affinity, set_os_thread_name
+from ._props import IOTHREAD_DEFAULTS
+from ._registry import USER_OBJECTS
+from ._runs_in import ANY, ThreadRole, runs_in
+from ._shutdown import shut_down
 
-__all__ = [
-    "EventLoopBase",
-    "IOThread",
-    "MainLoop",
-    "current_iothread",
-    "in_iothread",
-]
+__all__ = ["IOThread", "current_iothread", "in_iothread"]
+
+#: The IOThread's own thread (from its first instruction to its last).
+IOTHREAD: Final = ThreadRole(
+    "the IOThread's own thread", lambda io: threading.current_thread() is io._thread
+)
 
 T = TypeVar("T")
 
-_logger = logging.getLogger(__name__)
-
-#: Seconds a stopping IOThread waits for its cancelled tasks, and then for
-#: its pool's running calls, before it logs a warning naming what it waits
-#: for.  It goes on waiting, as ``asyncio.run()`` does: abandoning a task
-#: would skip its clean-up, and a thread cannot be interrupted.
-_STOP_WARNING_DELAY = 5.0
-
-
-class _StopWatch:
-    """Warns once when a stop has taken _STOP_WARNING_DELAY s, naming what it waits for.
-
-    One deadline for the whole stop, from its start: each wait alone may be
-    short while together they hold the stop up (tasks that start successors
-    when cancelled, then a slow pool call).  Runs in the stopping IOThread.
-    """
-
-    def __init__(self, iothread_id: str, loop: asyncio.AbstractEventLoop) -> None:
-        self._id = iothread_id
-        self._loop = loop
-        self._start = loop.time()
-        self._warned = False
-
-    async def wait(self, waited: asyncio.Future[Any], what: Callable[[], str | None]) -> None:
-        """Await *waited*; past the deadline, warn (once) that the stop waits for what().
-
-        what() returns None when there is nothing to name after all (what was
-        waited for finished as the deadline came): no warning then.
-        """
-        if not self._warned:
-            left = self._start + _STOP_WARNING_DELAY - self._loop.time()
-            done, _ = await asyncio.wait([waited], timeout=max(0.0, left))
-            description = None if done else what()
-            if description is not None:
-                self._warned = True
-                _logger.warning(
-                    "IOThread %r has been stopping for %.1f s; it waits for %s",
-                    self._id,
-                    self._loop.time() - self._start,
-                    description,
-                )
-        await waited
-
-
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
-
-# -- the /objects container ---------------------------------------------------
-
-
-class _ObjectContainer:
-    """The ``/objects`` container of user objects (QEMU's object_get_objects_root).
-
-    Lives here, below the ``objects`` module, so that an IOThread can register
-    itself when it starts without importing the layer above it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._children: dict[str, EventLoopBase] = {}  # guarded by _lock
-
-    def add(self, obj: EventLoopBase) -> None:
-        """Raises: InvalidParameterValue: the id is taken (QEMU's wording)."""
-        with self._lock:
-            if obj.id in self._children:
-                raise InvalidParameterValue(
-                    f"attempt to add duplicate property '{obj.id}' to object (type 'container')"
-                )
-            self._children[obj.id] = obj
-
-    def remove(self, obj: EventLoopBase) -> None:
-        with self._lock:
-            if self._children.get(obj.id) is obj:
-                del self._children[obj.id]
-
-    def get(self, id: str) -> EventLoopBase | None:
-        with self._lock:
-            return self._children.get(id)
-
-    def snapshot(self) -> list[EventLoopBase]:
-        """The children in the order they were added."""
-        with self._lock:
-            return list(self._children.values())
-
-
-USER_OBJECTS: Final = _ObjectContainer()
-
-# -- properties ---------------------------------------------------------------
-
-
-class _Int64Property:
-    """``obj.poll_max_ns`` <-> ``obj.get_property("poll-max-ns")``."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._wire = wire_name(name)
-
-    @overload
-    def __get__(self, obj: None, objtype: type | None = None) -> Self: ...
-    @overload
-    def __get__(self, obj: EventLoopBase, objtype: type | None = None) -> int: ...
-    def __get__(self, obj: EventLoopBase | None, objtype: type | None = None) -> int | Self:
-        if obj is None:
-            return self
-        return obj.get_property(self._wire)
-
-    def __set__(self, obj: EventLoopBase, value: int) -> None:
-        obj.set_property(self._wire, value)
-
-
-class EventLoopBase:
-    """What IOThread and MainLoop share (QEMU's event-loop-base).
-
-    Properties: ``aio_max_batch``, ``thread_pool_min``, ``thread_pool_max``;
-    each int64, validated as QEMU does, readable and writable at any time.
-    """
-
-    #: the QOM type name
-    qom_type: ClassVar[str] = "event-loop-base"
-    #: wire name -> default of every property this type has
-    property_defaults: ClassVar[Mapping[str, int]] = EVENT_LOOP_BASE_DEFAULTS
-
-    aio_max_batch = _Int64Property()
-    thread_pool_min = _Int64Property()
-    thread_pool_max = _Int64Property()
-
-    def __init__(self, id: str, props: Mapping[str, object]) -> None:
-        """Validate everything; raise before any state exists."""
-        self._id = check_id(id)
-        self._lock = threading.RLock()
-        self._props = check_properties(self.property_defaults, self.property_defaults, props)
-        # The worker pool sized by thread-pool-min/max; guarded by _lock.
-        self._pool: ThreadPool | None = None
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    def get_property(self, name: str) -> int:
-        """The value of the property *name* (wire spelling, e.g. ``poll-max-ns``).
-
-        Raises:
-            PropertyNotFound: the type has no such property.
-        """
-        self._check_property_name(name)
-        with self._lock:
-            return self._props[name]
-
-    def set_property(self, name: str, value: object) -> None:
-        """Set one property (wire spelling); see :meth:`update_params`."""
-        self._check_property_name(name)
-        self.update_params({name: value})
-
-    def update_params(self, updates: Mapping[str, object]) -> None:
-        """Validate *updates* (wire names) as a whole, then apply them atomically.
-
-        Raises:
-            InvalidParameterValue: a negative value, bad thread-pool limits, or
-                a name the type does not have; nothing is changed.
-            InvalidParameterType: a value that is not an int64; nothing is changed.
-        """
-        with self._lock:
-            new = check_properties(self.property_defaults, self._props, updates)
-            changed = {k for k, v in new.items() if self._props[k] != v}
-            self._props = new
-            if changed:
-                self._apply(changed)
-
-    def properties(self) -> dict[str, int]:
-        """All property values, by wire name (a consistent snapshot)."""
-        with self._lock:
-            return dict(self._props)
-
-    @property
-    def thread_pool(self) -> ThreadPool | None:
-        """The worker pool (the loop's default executor) while there is one."""
-        return self._pool
-
-    def _new_pool(self, name: str) -> ThreadPool:
-        with self._lock:
-            return ThreadPool(
-                self._props["thread-pool-min"], self._props["thread-pool-max"], name=name
-            )
-
-    def _apply(self, changed: set[str]) -> None:
-        """Push committed property changes to the running machinery (under _lock)."""
-        pool = self._pool
-        if pool is not None and changed & {"thread-pool-min", "thread-pool-max"}:
-            # Validated as a pair already, with the same rules the pool has.
-            pool.set_limits(self._props["thread-pool-min"], self._props["thread-pool-max"])
-
-    def _check_property_name(self, name: str) -> None:
-        if name not in self.property_defaults:
-            raise PropertyNotFound(f"Property '{self.qom_type}.{name}' not found")
-
-
-# -- MainLoop ---------------------------------------------------------------------
-
-
-class MainLoop(EventLoopBase):
-    """The ``main-loop`` object: the application's own loop, as QEMU's main loop.
-
-    ``MainLoop(*, aio_max_batch=0, thread_pool_min=0, thread_pool_max=64)``.
-    At most one exists at a time (as in QEMU).  :meth:`install` binds it to
-    the application's loop and makes its worker pool that loop's default
-    executor, so ``asyncio.to_thread`` and ``run_in_executor(None, ...)`` use
-    a pool sized by thread-pool-min / thread-pool-max, tunable live.  It has
-    no poll properties: the application's loop is not an IOThread's, so
-    aio-max-batch is kept for QEMU compatibility and reported, nothing more.
-
-    Raises:
-        InvalidParameterValue: a main-loop exists already, or a bad value.
-        InvalidParameterType: a value that is not an int64.
-    """
-
-    qom_type: ClassVar[str] = "main-loop"
-    property_defaults: ClassVar[Mapping[str, int]] = EVENT_LOOP_BASE_DEFAULTS
-
-    # The one instance; guarded by _INSTANCE_LOCK.
-    _instance: ClassVar[MainLoop | None] = None
-    _INSTANCE_LOCK: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(
-        self,
-        *,
-        aio_max_batch: int = EVENT_LOOP_BASE_DEFAULTS["aio-max-batch"],
-        thread_pool_min: int = EVENT_LOOP_BASE_DEFAULTS["thread-pool-min"],
-        thread_pool_max: int = EVENT_LOOP_BASE_DEFAULTS["thread-pool-max"],
-        id: str = "main-loop",
-    ) -> None:
-        values = {
-            "aio-max-batch": aio_max_batch,
-            "thread-pool-min": thread_pool_min,
-            "thread-pool-max": thread_pool_max,
-        }
-        super().__init__(id, values)
-        with MainLoop._INSTANCE_LOCK:
-            if MainLoop._instance is not None:
-                raise InvalidParameterValue("only one main-loop instance allowed")
-            MainLoop._instance = self
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @classmethod
-    def instance(cls) -> MainLoop | None:
-        """The main-loop object, if one exists."""
-        return cls._instance
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop :meth:`install` bound it to, or None."""
-        return self._loop
-
-    def install(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Bind to *loop* (default: the running one); its pool becomes the
-        loop's default executor.
-
-        Raises:
-            RuntimeError: no loop given and none running, or already installed.
-        """
-        if loop is None:
-            loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._loop is not None:
-                raise RuntimeError(f"main-loop is already installed on {self._loop!r}")
-            pool = self._new_pool("main-loop worker")
-            try:
-                loop.set_default_executor(pool)
-            except BaseException:
-                pool.shutdown()
-                raise
-            self._loop, self._pool = loop, pool
-
-    def close(self) -> None:
-        """Shut the pool down and let another main-loop be created.
-
-        Idempotent.  Call it once the application's loop has finished with the
-        pool (``asyncio.run`` shuts the default executor down itself; shutting
-        it down twice is harmless).
-        """
-        with self._lock:
-            pool, self._pool, self._loop = self._pool, None, None
-        if pool is not None:
-            pool.shutdown()
-        with MainLoop._INSTANCE_LOCK:
-            if MainLoop._instance is self:
-                MainLoop._instance = None
-        USER_OBJECTS.remove(self)
-
 
 # -- which IOThread runs this thread -------------------------------------------
 
@@ -378,9 +84,9 @@ class IOThread(EventLoopBase):
     qom_type: ClassVar[str] = "iothread"
     property_defaults: ClassVar[Mapping[str, int]] = IOTHREAD_DEFAULTS
 
-    poll_max_ns = _Int64Property()
-    poll_grow = _Int64Property()
-    poll_shrink = _Int64Property()
+    poll_max_ns = Int64Property()
+    poll_grow = Int64Property()
+    poll_shrink = Int64Property()
 
     def __init__(
         self,
@@ -408,7 +114,7 @@ class IOThread(EventLoopBase):
         super().__init__(id, values)
         self._loop_factory = loop_factory
         # Guarded by _lock; applied by the IOThread itself (see cpu_affinity).
-        self._cpu_affinity = _check_cpu_affinity(cpu_affinity)
+        self._cpu_affinity = check_cpu_affinity(cpu_affinity)
         self._inherited_affinity: frozenset[int] | None = None  # IOThread only
         # Internal iothreads (iothread_create) stay out of /objects.
         self._user_object = True
@@ -421,12 +127,11 @@ class IOThread(EventLoopBase):
         self._stop_requested = False
         # Resolved by the thread when it has fully shut down (for aclose()).
         self._finished: concurrent.futures.Future[None] | None = None
-        # IOThread only: the tasks of calls still running.  asyncio holds a
-        # task only weakly, and a submit() whose future the caller dropped
-        # holds it no more: without this, a task waiting on nothing else
-        # would be garbage-collected mid-run, and the stop would never
-        # cancel it (its clean-up would get GeneratorExit at collection).
-        self._call_tasks: set[asyncio.Task[Any]] = set()
+        # The IOThread's own: its calls still running, and its GLib-like
+        # context's driver once one was asked for (QEMU's run_gcontext);
+        # until then no GLib machinery runs here at all.
+        self._calls = CallSet(f"IOThread {id!r}")
+        self._gdriver: glib._AsyncioDriver | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -465,7 +170,7 @@ class IOThread(EventLoopBase):
 
     @cpu_affinity.setter
     def cpu_affinity(self, value: Iterable[int] | None) -> None:
-        cpus = _check_cpu_affinity(value)
+        cpus = check_cpu_affinity(value)
         with self._lock:
             self._cpu_affinity = cpus
             aio = self._aio
@@ -475,7 +180,7 @@ class IOThread(EventLoopBase):
                 except IOThreadStopped:
                     pass  # stopping: nothing runs that could be placed
 
-    # runs in the IOThread
+    @runs_in(IOTHREAD)
     def _apply_cpu_affinity(self, aio: AioContext) -> None:
         with self._lock:
             cpus = self._cpu_affinity
@@ -496,6 +201,7 @@ class IOThread(EventLoopBase):
 
     # -- lifecycle -------------------------------------------------------------
 
+    @runs_in(ANY)
     def start(self) -> None:
         """Start the thread and its loop; return once both run.
 
@@ -513,6 +219,7 @@ class IOThread(EventLoopBase):
             self._forget()
             raise
 
+    @runs_in(ANY)
     async def astart(self) -> None:
         """Start without blocking the caller's loop; see :meth:`start`."""
         thread, ready = self._spawn()
@@ -531,6 +238,7 @@ class IOThread(EventLoopBase):
             self._forget()
             raise
 
+    @runs_in(ANY)
     def stop(self) -> None:
         """Stop the loop after the work already queued, then join the thread.
 
@@ -551,6 +259,7 @@ class IOThread(EventLoopBase):
             thread.join()
             self._forget()
 
+    @runs_in(ANY)
     async def aclose(self) -> None:
         """Stop without blocking the caller's loop; see :meth:`stop`."""
         thread = self._request_stop()
@@ -590,8 +299,9 @@ class IOThread(EventLoopBase):
     ) -> None:
         await self.aclose()
 
+    @runs_in(ANY)
     def _spawn(self) -> tuple[threading.Thread, concurrent.futures.Future[None]]:
-        """Register, create the thread, start it (runs in the caller's thread)."""
+        """Register, create the thread, start it."""
         with self._lock:
             if self._started_once:
                 raise RuntimeError(
@@ -618,6 +328,7 @@ class IOThread(EventLoopBase):
                 raise
         return thread, ready
 
+    @runs_in(ANY)
     def _request_stop(self) -> threading.Thread | None:
         """Queue the loop's stop once; return the thread to join, if any."""
         with self._lock:
@@ -641,14 +352,16 @@ class IOThread(EventLoopBase):
                     aio.call_soon_threadsafe(loop.stop)
         return thread
 
+    @runs_in(ANY)
     def _forget_when_finished(self) -> None:
-        """Forget the thread once it has finished (any thread; no join)."""
+        """Forget the thread once it has finished, without joining it."""
         finished = self._finished
         assert finished is not None
         finished.add_done_callback(lambda _: self._forget())
 
+    @runs_in(ANY)
     def _forget(self) -> None:
-        """Drop the thread's state once it has exited (caller's thread)."""
+        """Drop the thread's state once it has exited."""
         with self._lock:
             self._thread = None
             self._aio = None
@@ -673,12 +386,12 @@ class IOThread(EventLoopBase):
                 return uvloop.new_event_loop()
         return asyncio.SelectorEventLoop()
 
-    # runs in the IOThread
+    @runs_in(IOTHREAD)
     def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
         finished = self._finished
         assert finished is not None
         try:
-            _set_os_thread_name(f"IO {self._id}")
+            set_os_thread_name(f"IO {self._id}")
             loop = self._make_loop()
             aio: AioContext | None = None
             try:
@@ -727,12 +440,17 @@ class IOThread(EventLoopBase):
                 # refuse new work, and give what is pending its outcome.
                 with self._lock:
                     self._stop_requested = True
-                loop.run_until_complete(self._shutdown(aio))
+                loop.run_until_complete(
+                    shut_down(self._id, aio, self._calls, pool)
+                )
         finally:
             # Each step runs even if the one before raised: whoever waits in
             # stop() or aclose() must be released, and nothing may leak.
             try:
-                aio.close()
+                try:
+                    self._detach_g_main_context()
+                finally:
+                    aio.close()
             finally:
                 try:
                     loop.close()
@@ -741,43 +459,11 @@ class IOThread(EventLoopBase):
                     _current.iothread = None
                     # Empty already, unless the shutdown was cut short (a
                     # SystemExit out of a clean-up): nothing runs them now.
-                    self._call_tasks.clear()
+                    self._calls.tasks.clear()
                     del aio, loop
                     finished.set_result(None)
 
-    # runs in the IOThread
-    async def _shutdown(self, aio: AioContext) -> None:
-        """Give every pending piece of work its outcome, then release the loop."""
-        loop = asyncio.get_running_loop()
-        me = asyncio.current_task()
-        watch = _StopWatch(self._id, loop)
-
-        def others() -> list[asyncio.Task[Any]]:
-            return [t for t in asyncio.all_tasks(loop) if t is not me]
-
-        def still_running() -> str | None:
-            # All of them, not only those of the round: a task may have
-            # started a successor as it was cancelled.  None when they have
-            # all just finished.
-            running = others()
-            return f"task(s) that went on after being cancelled: {running}" if running else None
-
-        aio.close_inbox()
-        while True:
-            # Queued callbacks run; they may start tasks, which are cancelled.
-            aio.drain()
-            tasks = others()
-            if not tasks:
-                break
-            for task in tasks:
-                task.cancel()
-            await watch.wait(asyncio.gather(*tasks, return_exceptions=True), still_running)
-        await loop.shutdown_asyncgens()
-        await watch.wait(
-            asyncio.ensure_future(loop.shutdown_default_executor()),
-            lambda: f"its pool's running calls: {self._pool!r}",
-        )
-
+    @runs_in(ANY)
     def _apply(self, changed: set[str]) -> None:
         # Runs under _lock in the writer's thread; the loop applies it itself.
         super()._apply(changed)
@@ -800,6 +486,7 @@ class IOThread(EventLoopBase):
             return IOThreadStopped(f"IOThread {self._id!r} is not running; start() it first")
         return IOThreadStopped(f"IOThread {self._id!r} is stopped; it takes no more work")
 
+    @runs_in(ANY)
     def get_g_main_context(self) -> glib.MainContext:
         """The IOThread's GLib-like context (QEMU's iothread_get_g_main_context).
 
@@ -811,13 +498,42 @@ class IOThread(EventLoopBase):
         Raises:
             IOThreadStopped: the IOThread is not running.
         """
-        aio = self._running_context()
+        self._running_context()
         if current_iothread() is self:
-            return aio.get_g_main_context()
-        return self.run_sync(aio.get_g_main_context)
+            return self._attach_g_main_context()
+        return self.run_sync(self._attach_g_main_context)
+
+    @runs_in(IOTHREAD)
+    def _attach_g_main_context(self) -> glib.MainContext:
+        """Create and attach the GLib-like context on the first call.
+
+        From then on the loop dispatches the context's sources too, and the
+        context is this thread's thread-default context.
+        """
+        if self._gdriver is None:
+            context = glib.MainContext()
+            driver = glib._AsyncioDriver(context, asyncio.get_running_loop())
+            driver.start()
+            context.push_thread_default()
+            self._gdriver = driver
+        return self._gdriver._context
+
+    @runs_in(IOTHREAD)
+    def _detach_g_main_context(self) -> None:
+        """Destroy and finalise the GLib-like context's sources, if it was attached."""
+        driver, self._gdriver = self._gdriver, None
+        if driver is None:
+            return
+        try:
+            driver.close()  # destroy and finalise while still the thread default
+        finally:
+            # Never raises, even if code on this thread left the
+            # thread-default stack unbalanced: stop must finish.
+            driver._context._discard_thread_default()
 
     # -- the cross-thread API ----------------------------------------------------
 
+    @runs_in(ANY)
     def call_soon_threadsafe(
         self,
         callback: Callable[..., object],
@@ -844,6 +560,7 @@ class IOThread(EventLoopBase):
     async def run(self, func: Callable[..., Coroutine[Any, Any, T]], /, *args: Any) -> T: ...
     @overload
     async def run(self, func: Callable[..., T], /, *args: Any) -> T: ...
+    @runs_in(ANY)
     async def run(self, func: Any, /, *args: Any) -> Any:
         """Run *func* on the IOThread and await its outcome from any loop.
 
@@ -862,33 +579,16 @@ class IOThread(EventLoopBase):
         caller = asyncio.get_running_loop()
         aio = self._running_context()
         if caller is aio.loop:
-            _check_runnable(func, args)
+            check_runnable(func, args)
             result = func if inspect.iscoroutine(func) else func(*args)
             if inspect.isawaitable(result):
                 return await result
             return result
-        call = _Call(self, func, args, caller)
+        call = LoopCall(self._calls, aio, func, args, caller)
         aio.call_soon_threadsafe(call.start)
-        try:
-            return await call.outcome
-        except asyncio.CancelledError:
-            if call.delivered:
-                raise  # the inner work itself ended cancelled
-            # The caller was cancelled: cancel the inner work, wait for it.
-            # If the call has not started yet, it never will.
-            call.abandoned = True
-            call.finished = caller.create_future()
-            try:
-                aio.call_soon_threadsafe(call.cancel)
-            except IOThreadStopped:
-                pass  # the loop's shutdown cancels it and delivers
-            while not call.finished.done():
-                try:
-                    await asyncio.shield(call.finished)
-                except asyncio.CancelledError:
-                    continue  # cancelled again: keep waiting, then re-raise
-            raise
+        return await call.result()
 
+    @runs_in(ANY)
     def submit(self, func: Callable[..., Any], /, *args: Any) -> concurrent.futures.Future[Any]:
         """Run *func* on the IOThread; return a ``concurrent.futures.Future``.
 
@@ -899,11 +599,11 @@ class IOThread(EventLoopBase):
             IOThreadStopped: the IOThread is not running.
         """
         aio = self._running_context()
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        call = _Call(self, func, args, future)
+        call = FutureCall(self._calls, aio, func, args)
         aio.call_soon_threadsafe(call.start)
-        return future
+        return call.future
 
+    @runs_in(ANY)
     def run_sync(self, func: Callable[..., T], /, *args: Any, timeout: float | None = None) -> T:
         """Block a plain thread until ``func(*args)`` has run on the IOThread.
 
@@ -927,221 +627,3 @@ class IOThread(EventLoopBase):
             raise
 
 
-class _Call:
-    """One cross-thread call: started and cancelled in the IOThread, its
-    outcome delivered to the caller's loop (``run``) or to a
-    ``concurrent.futures.Future`` (``submit``)."""
-
-    __slots__ = (
-        "abandoned",
-        "args",
-        "caller",
-        "cancel_requested",
-        "context",
-        "delivered",
-        "finished",
-        "func",
-        "io",
-        "outcome",
-        "task",
-    )
-
-    def __init__(
-        self,
-        io: IOThread,
-        func: Any,
-        args: tuple[Any, ...],
-        caller: asyncio.AbstractEventLoop | concurrent.futures.Future[Any],
-    ) -> None:
-        """Runs in the caller's thread.
-
-        Raises:
-            TypeError: *func* is neither callable nor a coroutine object, or
-                is a coroutine object given arguments.
-        """
-        _check_runnable(func, args)
-        self.io = io
-        self.func = func
-        self.args = args
-        self.context = contextvars.copy_context()
-        self.caller = caller
-        self.task: asyncio.Task[Any] | None = None
-        self.cancel_requested = False  # IOThread only
-        # Set by a cancelled caller (run): start() then does nothing.
-        self.abandoned = False
-        # Caller's loop only (run): set when the outcome arrived, and the
-        # future a cancelled caller waits on for the inner work to finish.
-        self.delivered = False
-        self.finished: asyncio.Future[None] | None = None
-        if isinstance(caller, concurrent.futures.Future):
-            self.outcome: asyncio.Future[Any] = None  # type: ignore[assignment]
-            caller.add_done_callback(self._on_future_done)
-        else:
-            self.outcome = caller.create_future()
-
-    # runs in the IOThread
-    def start(self) -> None:
-        caller = self.caller
-        if isinstance(caller, concurrent.futures.Future) and caller.cancelled():
-            return  # cancelled while queued: it never runs, and has its outcome
-        if self.cancel_requested or self.abandoned:
-            self.cancel_requested = True
-            self._finish(None, None, cancelled=True)
-            return
-        try:
-            func = self.func
-            result = func if inspect.iscoroutine(func) else self.context.run(func, *self.args)
-        except BaseException as exc:
-            self._finish(None, exc)
-            return
-        if inspect.iscoroutine(result):
-            self.task = task = asyncio.get_running_loop().create_task(result, context=self.context)
-            self.io._call_tasks.add(task)
-            task.add_done_callback(self._task_done)
-        else:
-            self._finish(result, None)
-
-    # runs in the IOThread
-    def cancel(self) -> None:
-        self.cancel_requested = True
-        if self.task is not None:
-            self.task.cancel()
-
-    # runs in the IOThread
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self.io._call_tasks.discard(task)
-        if task.cancelled():
-            self._finish(None, None, cancelled=True)
-        else:
-            exc = task.exception()
-            self._finish(None if exc is not None else task.result(), exc)
-
-    # runs in the IOThread
-    def _finish(self, result: Any, exc: BaseException | None, cancelled: bool = False) -> None:
-        if cancelled and not self.cancel_requested and self.io._stop_requested:
-            # Nobody asked for this cancel: the IOThread's stop did it.
-            exc = IOThreadStopped(f"IOThread {self.io.id!r} stopped before the call completed")
-            cancelled = False
-        caller = self.caller
-        if isinstance(caller, concurrent.futures.Future):
-            try:
-                if cancelled:
-                    caller.cancel()
-                elif exc is not None:
-                    caller.set_exception(exc)
-                else:
-                    caller.set_result(result)
-            except concurrent.futures.InvalidStateError:
-                pass  # cancelled meanwhile by its owner: that is its outcome
-            return
-        try:
-            caller.call_soon_threadsafe(self._deliver, result, exc, cancelled)
-        except RuntimeError:
-            pass  # the caller's loop is closed: nobody is left to tell
-
-    # runs in the caller's loop
-    def _deliver(self, result: Any, exc: BaseException | None, cancelled: bool) -> None:
-        self.delivered = True
-        outcome = self.outcome
-        if not outcome.done():
-            if cancelled:
-                outcome.cancel()
-            elif exc is not None:
-                outcome.set_exception(exc)
-            else:
-                outcome.set_result(result)
-        if self.finished is not None and not self.finished.done():
-            self.finished.set_result(None)
-
-    # runs in the thread that completed or cancelled the future
-    def _on_future_done(self, future: concurrent.futures.Future[Any]) -> None:
-        if future.cancelled() and not self.cancel_requested:
-            aio = self.io._aio
-            if aio is not None:
-                try:
-                    aio.call_soon_threadsafe(self.cancel)
-                except IOThreadStopped:
-                    pass  # the loop's shutdown cancels the task itself
-
-
-def _check_runnable(func: Any, args: tuple[Any, ...]) -> None:
-    """What run() and submit() accept: a callable, or a coroutine object alone.
-
-    Raises:
-        TypeError: anything else, or a coroutine object given arguments.
-    """
-    if inspect.iscoroutine(func):
-        if args:
-            raise TypeError(
-                f"a coroutine object takes no arguments, got {len(args)}: pass the "
-                "coroutine function and its arguments instead"
-            )
-    elif not callable(func):
-        raise TypeError(f"expected a callable or a coroutine object, not {func!r}")
-
-
-def _check_cpu_affinity(value: Iterable[int] | None) -> frozenset[int] | None:
-    """Validate a cpu_affinity value; see IOThread.cpu_affinity."""
-    if value is None:
-        return None
-    try:
-        cpus = frozenset(value)
-    except TypeError:
-        cpus = frozenset({value})  # type: ignore[arg-type]  # reported just below
-    if not hasattr(os, "sched_setaffinity"):
-        raise ValueError("cpu_affinity is not supported on this platform; pass None")
-    if any(isinstance(c, bool) or not isinstance(c, int) for c in cpus):
-        raise TypeError(f"cpu_affinity must be a set of CPU ids or None, not {value!r}")
-    if not cpus:
-        raise ValueError("cpu_affinity must not be empty; pass None to leave the thread unpinned")
-    allowed = _process_cpus()
-    for cpu in sorted(cpus):
-        if cpu not in allowed:
-            raise ValueError(
-                f"CPU {cpu} is not allowed to this process (allowed: {sorted(allowed)})"
-            )
-    return cpus
-
-
-@functools.cache
-def _process_cpus() -> frozenset[int]:
-    """The CPUs any thread of this process may be pinned to.
-
-    Not the calling thread's own mask: a thread may be pinned narrower than
-    the process (benchmarks pin the caller), and pinning another thread
-    elsewhere is still allowed.  The limit is the cgroup's cpuset where one is
-    set (cgroup v2), else every CPU the system has.
-    """
-    try:
-        with open("/sys/fs/cgroup/cpuset.cpus.effective") as f:
-            text = f.read().strip()
-    except OSError:
-        text = ""
-    cpus: set[int] = set()
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("-")
-        cpus.update(range(int(first), int(last or first) + 1))
-    return frozenset(cpus) or frozenset(range(os.cpu_count() or 1))
-
-
-def _set_os_thread_name(name: str) -> None:
-    """Name the OS thread too, where the platform allows (shows in top, gdb).
-
-    Python < 3.14 only names the Python-level thread.  On Linux,
-    prctl(PR_SET_NAME) names the calling thread; the kernel keeps 15 bytes
-    plus NUL (TASK_COMM_LEN 16) and truncates the rest itself.
-    """
-    libc = _libc()
-    if libc is not None:
-        libc.prctl(_PR_SET_NAME, name.encode(), 0, 0, 0)
-
-
-_PR_SET_NAME: Final = 15  # <linux/prctl.h>
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    path = ctypes.util.find_library("c")
-    return ctypes.CDLL(path) if path else None

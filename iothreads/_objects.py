@@ -1,8 +1,8 @@
 """The object tree: ``/objects/<id>``, QOM-style access, query-iothreads.
 
 This is the in-process API a QMP monitor calls; it knows no JSON.  User
-objects live under ``/objects`` (the container is owned by ``_iothread``, which
-registers an IOThread when it starts and removes it when it stops); internal
+objects live under ``/objects`` (the container is ``_registry``'s; an IOThread
+registers itself when it starts and removes it when it stops); internal
 iothreads (``iothread_create``) never appear there.  Every error is worded as
 QEMU 7.2 words it and carries its QMP class (``IOThreadsError.qmp_class``).
 """
@@ -22,9 +22,11 @@ from ._errors import (
     ObjectNotFound,
     PropertyNotFound,
 )
-from ._iothread import USER_OBJECTS, EventLoopBase, IOThread, MainLoop
+from ._event_loop_base import EventLoopBase, MainLoop
+from ._iothread import IOThread
 from ._pool import ThreadPoolStatistics
 from ._props import attr_name, check_id, check_properties, wire_name
+from ._registry import USER_OBJECTS
 
 __all__ = [
     "IOThreadInfo",
@@ -247,10 +249,7 @@ def object_add(qom_type: str, id: str | None = None, **props: object) -> EventLo
     # property, a duplicate id, then the thread-pool limits as a pair.
     defaults = cls.property_defaults
     check_properties(defaults, defaults, wire_props, limits=False)
-    if USER_OBJECTS.get(id) is not None:
-        raise InvalidParameterValue(
-            f"attempt to add duplicate property '{id}' to object (type 'container')"
-        )
+    USER_OBJECTS.check_free(id)
     check_properties(defaults, defaults, wire_props)
     kwargs = {attr_name(k): v for k, v in wire_props.items()}
     if cls is IOThread:

@@ -9,7 +9,8 @@ recognise its thread raises ``RuntimeError`` when called from another one, as
 asyncio's ``BaseEventLoop._check_thread`` does for its loop.
 
 Outside debug mode the decorator returns the function itself: the hot paths
-pay nothing for it.
+pay nothing for it.  A private helper called only from marked methods of its
+own class runs where they do and carries no marker of its own.
 """
 
 from __future__ import annotations
@@ -52,16 +53,21 @@ class ThreadRole:
 
 
 def _in_own_loop(obj: Any) -> bool:
-    loop = obj.loop
-    # Before the loop exists, or once it is gone, there is nothing to compare.
-    return loop is None or asyncio._get_running_loop() is loop
+    loop: asyncio.AbstractEventLoop | None = obj.loop
+    if loop is None:
+        return True  # before the loop exists, or once it is gone
+    running = asyncio._get_running_loop()
+    # While the loop is not running (being set up, or torn down after its
+    # last iteration) its owner works on it outside any loop, as asyncio's
+    # own _check_thread allows.
+    return running is loop or (running is None and not loop.is_running())
 
 
 #: No restriction: the function is thread-safe.
 ANY: Final = ThreadRole("any thread")
 
 #: The thread running ``self.loop`` (an IOThread's loop, or the loop an
-#: AioContext serves), while that loop runs.
+#: AioContext serves); while that loop is not running, its owning thread.
 LOOP: Final = ThreadRole("the thread running self.loop", _in_own_loop)
 
 

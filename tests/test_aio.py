@@ -12,6 +12,7 @@ import os
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -225,8 +226,8 @@ def test_a_poll_handler_removed_by_another_ones_bracket_is_not_called_again(
         def one_phase() -> list[str]:
             # poll-max-ns 0: the loop opens no phase of its own; this one is
             # opened and closed as the spin does.
-            context._poll_phase(started=True)
-            context._poll_phase(started=False)
+            context.begin_polling()
+            context.end_polling(time.monotonic_ns())
             return list(calls)
 
         # Removed before its begin(): never called.  Removed by an end() that

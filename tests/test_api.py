@@ -1,34 +1,52 @@
-"""The public API is exactly what ``__all__`` says (anyio's check)."""
+"""The public API is exactly what each public module's ``__all__`` says.
+
+As anyio's ``tests/test_all_attributes.py``: for ``iothreads`` and each public
+subpackage, every name in ``__all__`` exists, is listed once and is defined
+inside the package, and every public attribute is listed.
+"""
 
 from __future__ import annotations
 
+import importlib
 import types
+
+import pytest
 
 import iothreads
 
+PUBLIC_MODULES = ["iothreads", "iothreads.glib", "iothreads.qmp"]
 
-def test_all_names_exist_and_nothing_public_is_missing() -> None:
-    for name in iothreads.__all__:
-        assert hasattr(iothreads, name), name
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_all_lists_every_public_name_once(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    names = list(module.__all__)
+    assert len(names) == len(set(names)), f"{module_name}.__all__ has duplicates"
+    for name in names:
+        assert hasattr(module, name), f"{module_name}.__all__ names a missing {name!r}"
     public = {
         name
-        for name, value in vars(iothreads).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and name != "annotations"  # from `from __future__ import annotations`
+        and not (isinstance(value, types.ModuleType) and name not in names)
     }
-    # `annotations` comes from `from __future__ import annotations`.
-    assert public - {"annotations"} == {
-        name
-        for name in iothreads.__all__
-        if not isinstance(getattr(iothreads, name), types.ModuleType)
-    }
-    # The one public submodule is the GLib-like context.
-    assert [
-        n for n in iothreads.__all__ if isinstance(getattr(iothreads, n), types.ModuleType)
-    ] == ["glib"]
+    assert public == set(names), f"{module_name}: public but unlisted, or listed but private"
 
 
-def test_all_is_sorted_and_unique() -> None:
-    assert list(iothreads.__all__) == sorted(set(iothreads.__all__))
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_all_names_are_defined_in_the_package(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    for name in module.__all__:
+        value = getattr(module, name)
+        defined_in = getattr(value, "__module__", None) or getattr(value, "__name__", "")
+        if isinstance(value, (type, types.FunctionType, types.ModuleType)):
+            assert defined_in.startswith("iothreads"), f"{module_name}.{name}: {defined_in}"
+
+
+def test_the_one_public_submodule_of_the_package_is_glib() -> None:
+    modules = [n for n in iothreads.__all__ if isinstance(getattr(iothreads, n), types.ModuleType)]
+    assert modules == ["glib"]
 
 
 def test_package_is_typed() -> None:

@@ -166,7 +166,7 @@ def test_no_glib_machinery_runs_before_the_first_call(
             b.send(b"x")
             assert future.result(WAIT) == b"x"
         assert io.run_sync(thread_defaults) == (None, [])
-        assert io.aio_context._gcontext is None
+        assert io._gdriver is None
         assert spy.calls == []
         assert glib_state() == state
         assert _fds() == fds_before  # no wake-up pipe, nothing registered

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-import iothreads
+import iothreads._shutdown
 from iothreads import IOThread, IOThreadStopped
 
 from .conftest import WAIT, LoopFactory, loop_kind, wait_until
@@ -489,7 +489,7 @@ def test_a_stop_held_up_by_user_code_says_what_it_waits_for(
     """Tasks that go on after their cancellation (or start successors), or a
     pool call that does not return, hold stop() up: once the stop as a whole
     has taken the delay, it warns once, naming them, and goes on waiting."""
-    monkeypatch.setattr(iothreads._iothread, "_STOP_WARNING_DELAY", 0.01)
+    monkeypatch.setattr(iothreads._shutdown, "STOP_WARNING_DELAY", 0.01)
     io = IOThread("io0", loop_factory=loop_factory)
     io.start()
     started, release = threading.Event(), threading.Event()

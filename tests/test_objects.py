@@ -1,4 +1,7 @@
-"""The object tree: /objects/<id>, QOM access, query_iothreads (DESIGN.md §3)."""
+"""The object tree: /objects/<id>, QOM access, query_iothreads.
+
+As QEMU 7.2 answers (docs/design.md, "The object tree").
+"""
 
 from __future__ import annotations
 

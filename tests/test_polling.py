@@ -1,10 +1,10 @@
-"""The polling window walks QEMU's exact sequences (DESIGN.md §3)."""
+"""The polling window walks QEMU's exact sequences (docs/design.md, "The polling window")."""
 
 from __future__ import annotations
 
 import pytest
 
-from iothreads._polling import PollWindow
+from iothreads._aio._window import PollWindow
 
 
 def walk(window: PollWindow, blocks: list[int]) -> list[int]:

@@ -1,4 +1,7 @@
-"""Every validation message, worded as QEMU 7.2 words it (DESIGN.md §3)."""
+"""Every validation message, worded as QEMU 7.2 words it.
+
+See docs/design.md, "Properties and validation".
+"""
 
 from __future__ import annotations
 

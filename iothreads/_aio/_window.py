@@ -1,29 +1,38 @@
-"""The adaptive polling window: pure arithmetic, no clocks, no threads.
+"""The adaptive polling window: pure arithmetic, and the spin step's yield.
 
 QEMU's ``aio_poll`` (util/aio-posix.c, ``adjust_polling_time``) grows the busy
 poll window while the loop keeps being woken a little after it would have gone
-to sleep, and shrinks it when it sleeps for long.  This module is that rule and
-nothing else, so it can be tested by walking exact sequences; the AioContext
-owns one window and feeds it the measured block time after each iteration.
+to sleep, and shrinks it when it sleeps for long (docs/design.md, "The polling
+window").  ``PollWindow`` is that rule and nothing else, so it can be tested by
+walking exact sequences; the AioContext owns one window and feeds it the
+measured block time after each iteration.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["PollWindow"]
+__all__ = ["POLL_START_NS", "PollWindow", "yield_cpu"]
 
 #: First non-zero window.  QEMU starts growing from 4 us (aio-posix.c:
 #: "4 us is a reasonable starting point").
 POLL_START_NS: Final = 4000
+
+#: One spin step's yield: sched_yield(2) releases the GIL and lets a thread
+#: waiting for this CPU run; ``time.sleep(0)`` would be a 72 us sleep on the
+#: machines measured (docs/design.md, "Measurements").  Windows has none;
+#: there, the spin's other system calls are its only GIL releases.
+yield_cpu: Final[Callable[[], None]] = getattr(os, "sched_yield", lambda: None)
 
 
 @dataclass
 class PollWindow:
     """The current polling window ``poll_ns`` and the parameters that move it.
 
-    Owned by one AioContext and only touched from its loop's thread.
+    Owned by one AioContext; every method runs in its loop's thread.
     """
 
     poll_max_ns: int = 32768

@@ -1,0 +1,129 @@
+"""Polling on the stdlib loop: its selector, wrapped to poll first, then sleep.
+
+``select(timeout)`` is exactly "the loop is about to block for *timeout*", so
+the wrapper spins there for up to ``min(poll_ns, timeout)`` (timers are never
+delayed) -- each spin step checks the inbox, the poll handlers and
+zero-timeout I/O readiness, and releases the GIL twice (``sched_yield``,
+which also lets a producer on the same CPU run, and the zero-timeout
+``select``) -- then announces the sleep and sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._runs_in import LOOP, runs_in
+from ._window import yield_cpu
+
+if TYPE_CHECKING:
+    from ._context import AioContext
+
+__all__ = ["SelectorPoller"]
+
+_Events = list[tuple[selectors.SelectorKey, int]]
+
+
+class SelectorPoller(selectors.BaseSelector):
+    """Wraps a stdlib loop's selector: poll first, then sleep, QEMU style."""
+
+    @classmethod
+    def attach(cls, loop: asyncio.AbstractEventLoop, context: AioContext) -> SelectorPoller | None:
+        """Wrap *loop*'s selector, if it is a stdlib selector loop; else None.
+
+        The loop must be new and not yet running: then nothing holds its
+        selector object but the loop, so swapping it is safe.
+        """
+        selector = getattr(loop, "_selector", None)
+        if not (
+            isinstance(loop, asyncio.SelectorEventLoop)
+            and isinstance(selector, selectors.BaseSelector)
+        ):
+            return None
+        poller = cls(selector, context)
+        loop._selector = poller  # type: ignore[attr-defined]
+        return poller
+
+    def __init__(self, inner: selectors.BaseSelector, context: AioContext) -> None:
+        self._inner = inner
+        self._context = context
+        self.loop = context.loop
+        self._wake_key: selectors.SelectorKey | None = None
+
+    def after_work(self) -> None:
+        """Nothing to do: the loop comes back to select() by itself."""
+
+    # Registration is the inner selector's business.
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._inner.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._inner.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._inner.modify(fileobj, events, data)
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._inner.get_key(fileobj)
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self._inner.get_map()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    @runs_in(LOOP)
+    def select(self, timeout: float | None = None) -> _Events:
+        context = self._context
+        if context.work_pending() or (timeout is not None and timeout <= 0):
+            return self._with_work(self._inner.select(0))
+        start = time.monotonic_ns()
+        poll_ns = context.poll_ns
+        if poll_ns:
+            events = self._spin(start, poll_ns, timeout)
+            if context.end_polling(start, io_ready=bool(events)):
+                return self._with_work(events)
+        if not context.prepare_to_block():
+            return self._with_work(self._inner.select(0))
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic_ns() - start) / 1e9)
+        events = self._inner.select(timeout)
+        context.woke(time.monotonic_ns() - start)
+        return self._with_work(events)
+
+    def _spin(self, start: int, poll_ns: int, timeout: float | None) -> _Events:
+        """Busy-poll for up to min(poll_ns, timeout); return the I/O events seen."""
+        context = self._context
+        limit = poll_ns if timeout is None else min(poll_ns, int(timeout * 1e9))
+        deadline = start + limit
+        inner_select = self._inner.select
+        context.begin_polling()
+        while True:
+            if context.poll_step():
+                return []
+            yield_cpu()
+            # The zero-timeout select is the other GIL-releasing step:
+            # producers run while we are in the system call.
+            events = inner_select(0)
+            if events:
+                return events
+            if time.monotonic_ns() >= deadline:
+                return []
+
+    def _with_work(self, events: _Events) -> _Events:
+        """Report the wake-up channel readable when work is queued.
+
+        Queued work whose wake-up was suppressed wrote nothing to the
+        channel, so make the loop run its reader as if it had been written.
+        """
+        context = self._context
+        if not context.work_pending():
+            return events
+        if self._wake_key is None:
+            self._wake_key = self._inner.get_key(context.wakeup_fileno())
+        if any(key is self._wake_key for key, _ in events):
+            return events
+        return [*events, (self._wake_key, selectors.EVENT_READ)]

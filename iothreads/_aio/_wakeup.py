@@ -1,0 +1,83 @@
+"""The wake-up channel: how another thread ends an event loop's sleep.
+
+An eventfd on Linux (one descriptor, and a read tells how many wake-ups were
+written since the last one), a non-blocking pipe elsewhere.  The loop watches
+the read end with ``add_reader``; producers write to it only while the loop
+is blocking or about to block (docs/design.md, "Wake-up suppression").
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from .._runs_in import ANY, ThreadRole, runs_in
+
+__all__ = ["WakeupChannel"]
+
+#: The thread whose loop watches the read end.
+WATCHER = ThreadRole("the thread that watches the channel")
+
+
+class WakeupChannel:
+    """A descriptor pair one loop sleeps on and any thread writes to."""
+
+    def __init__(self) -> None:
+        if hasattr(os, "eventfd"):
+            self._rfd = self._wfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:  # pragma: no cover - exercised on non-Linux hosts only
+            self._rfd, self._wfd = os.pipe()
+            os.set_blocking(self._rfd, False)
+            os.set_blocking(self._wfd, False)
+        # Guards the descriptors against close(): a producer that decided to
+        # wake the loop may write just as the loop closes, and the number
+        # could by then belong to an unrelated file.  Only wake-ups take it,
+        # and they make a syscall anyway.
+        self._lock = threading.Lock()
+
+    def fileno(self) -> int:
+        """The descriptor to watch for readability; -1 once closed."""
+        return self._rfd
+
+    @runs_in(ANY)
+    def wake(self) -> None:
+        """Make the descriptor readable; nothing happens once closed."""
+        with self._lock:
+            if self._wfd < 0:
+                return
+            try:
+                if self._wfd == self._rfd:
+                    os.eventfd_write(self._wfd, 1)
+                else:  # pragma: no cover - non-Linux
+                    os.write(self._wfd, b"\0")
+            except BlockingIOError:
+                pass  # the channel is full, so a wake-up is pending already
+
+    @runs_in(WATCHER)
+    def drain(self) -> int:
+        """Consume the pending wake-ups; return how many were written."""
+        if self._wfd == self._rfd:
+            try:
+                return os.eventfd_read(self._rfd)
+            except BlockingIOError:
+                return 0
+        count = 0  # pragma: no cover - non-Linux
+        while True:  # pragma: no cover - non-Linux
+            try:
+                data = os.read(self._rfd, 4096)
+            except BlockingIOError:
+                return count
+            if not data:
+                return count
+            count += len(data)
+
+    @runs_in(ANY)
+    def close(self) -> None:
+        """Close the descriptors; later wake-ups do nothing."""
+        with self._lock:
+            if self._rfd < 0:
+                return
+            os.close(self._rfd)
+            if self._wfd != self._rfd:  # pragma: no cover - non-Linux
+                os.close(self._wfd)
+            self._rfd = self._wfd = -1

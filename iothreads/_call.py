@@ -1,0 +1,264 @@
+"""The cross-thread call protocol of ``io.run`` and ``io.submit``.
+
+A call is started in the IOThread (a plain function is called there, a
+coroutine becomes a task on its loop) and its outcome goes back to the
+caller.  One class per kind of caller:
+
+* ``LoopCall`` (``io.run``): the caller awaits on a loop of its own.  If the
+  awaiting task is cancelled, the call cancels the inner work **and waits for
+  it to finish** before the caller sees ``CancelledError``; a call cancelled
+  before it started never runs.
+* ``FutureCall`` (``io.submit``): the caller holds a
+  ``concurrent.futures.Future``.  Cancelling the future before the call
+  started keeps it from ever running; cancelling it later cancels the task.
+
+Either way every call gets exactly one outcome; one cancelled by the
+IOThread's own stop gets ``IOThreadStopped`` (docs/design.md, "Threading
+rules").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import inspect
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from ._errors import IOThreadStopped
+from ._runs_in import ANY, LOOP, ThreadRole, runs_in
+
+if TYPE_CHECKING:
+    from ._aio import AioContext
+
+__all__ = ["CallSet", "FutureCall", "LoopCall", "check_runnable"]
+
+#: The loop that awaits a LoopCall's outcome.
+CALLER_LOOP = ThreadRole(
+    "the caller's loop", lambda call: asyncio._get_running_loop() is call.caller_loop
+)
+
+
+def check_runnable(func: Any, args: tuple[Any, ...]) -> None:
+    """What run() and submit() accept: a callable, or a coroutine object alone.
+
+    Raises:
+        TypeError: anything else, or a coroutine object given arguments.
+    """
+    if inspect.iscoroutine(func):
+        if args:
+            raise TypeError(
+                f"a coroutine object takes no arguments, got {len(args)}: pass the "
+                "coroutine function and its arguments instead"
+            )
+    elif not callable(func):
+        raise TypeError(f"expected a callable or a coroutine object, not {func!r}")
+
+
+class CallSet:
+    """The calls of one IOThread whose tasks still run; owned by the IOThread.
+
+    asyncio holds a task only weakly, and a ``submit()`` whose future the
+    caller dropped holds it no more: without this set, a task waiting on
+    nothing else would be garbage-collected mid-run, and the stop would
+    never cancel it (its clean-up would get GeneratorExit at collection).
+    """
+
+    def __init__(self, owner: str) -> None:
+        #: who runs the calls, for error messages ("IOThread 'io0'")
+        self.owner = owner
+        #: the tasks of calls still running (the IOThread only)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        #: set by the IOThread's shutdown: cancellations from now on are its own
+        self.stopping = False
+
+
+class _Call(ABC):
+    """One call of *func* on an IOThread; the subclasses deliver the outcome."""
+
+    __slots__ = ("aio", "args", "calls", "cancel_requested", "context", "func", "task")
+
+    def __init__(self, calls: CallSet, aio: AioContext, func: Any, args: tuple[Any, ...]) -> None:
+        """Runs in the caller's thread.
+
+        Raises:
+            TypeError: *func* is neither callable nor a coroutine object, or
+                is a coroutine object given arguments.
+        """
+        check_runnable(func, args)
+        self.calls = calls
+        self.aio = aio
+        self.func = func
+        self.args = args
+        self.context = contextvars.copy_context()
+        self.task: asyncio.Task[Any] | None = None
+        # Set in the IOThread when the caller asked for the cancellation.
+        self.cancel_requested = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The IOThread's loop, where the call runs."""
+        return self.aio.loop
+
+    @runs_in(LOOP)
+    def start(self) -> None:
+        if self._withdrawn():
+            return
+        try:
+            func = self.func
+            result = func if inspect.iscoroutine(func) else self.context.run(func, *self.args)
+        except BaseException as exc:
+            self._finish(None, exc)
+            return
+        if inspect.iscoroutine(result):
+            self.task = task = self.loop.create_task(result, context=self.context)
+            self.calls.tasks.add(task)
+            task.add_done_callback(self._task_done)
+        else:
+            self._finish(result, None)
+
+    @runs_in(LOOP)
+    def cancel(self) -> None:
+        self.cancel_requested = True
+        if self.task is not None:
+            self.task.cancel()
+
+    @runs_in(LOOP)
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.calls.tasks.discard(task)
+        if task.cancelled():
+            self._finish(None, None, cancelled=True)
+        else:
+            exc = task.exception()
+            self._finish(None if exc is not None else task.result(), exc)
+
+    @runs_in(LOOP)
+    def _finish(self, result: Any, exc: BaseException | None, cancelled: bool = False) -> None:
+        if cancelled and not self.cancel_requested and self.calls.stopping:
+            # Nobody asked for this cancel: the IOThread's stop did it.
+            exc = IOThreadStopped(f"{self.calls.owner} stopped before the call completed")
+            cancelled = False
+        self._deliver(result, exc, cancelled)
+
+    @abstractmethod
+    def _withdrawn(self) -> bool:
+        """True when the caller gave up before the start: the call never runs."""
+
+    @abstractmethod
+    def _deliver(self, result: Any, exc: BaseException | None, cancelled: bool) -> None:
+        """Hand the outcome to the caller (runs in the IOThread)."""
+
+
+class LoopCall(_Call):
+    """A call awaited on the caller's own loop (``io.run``)."""
+
+    __slots__ = ("abandoned", "caller_loop", "delivered", "finished", "outcome")
+
+    def __init__(
+        self,
+        calls: CallSet,
+        aio: AioContext,
+        func: Any,
+        args: tuple[Any, ...],
+        caller_loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(calls, aio, func, args)
+        self.caller_loop = caller_loop
+        self.outcome: asyncio.Future[Any] = caller_loop.create_future()
+        # Caller's loop only: the outcome arrived, and the future a cancelled
+        # caller waits on for the inner work to finish.
+        self.delivered = False
+        self.finished: asyncio.Future[None] | None = None
+        # Set by a cancelled caller: start() then does nothing.
+        self.abandoned = False
+
+    @runs_in(CALLER_LOOP)
+    async def result(self) -> Any:
+        """Await the outcome; if cancelled, cancel the inner work and wait for it.
+
+        Raises:
+            IOThreadStopped: the IOThread stopped before the work completed.
+            BaseException: whatever the work raised.
+        """
+        try:
+            return await self.outcome
+        except asyncio.CancelledError:
+            if self.delivered:
+                raise  # the inner work itself ended cancelled
+            # The caller was cancelled: cancel the inner work, wait for it.
+            # If the call has not started yet, it never will.
+            self.abandoned = True
+            self.finished = finished = self.caller_loop.create_future()
+            try:
+                self.aio.call_soon_threadsafe(self.cancel)
+            except IOThreadStopped:
+                pass  # the loop's shutdown cancels it and delivers
+            while not finished.done():
+                try:
+                    await asyncio.shield(finished)
+                except asyncio.CancelledError:
+                    continue  # cancelled again: keep waiting, then re-raise
+            raise
+
+    def _withdrawn(self) -> bool:
+        if not self.abandoned:
+            return False
+        self.cancel_requested = True
+        self._finish(None, None, cancelled=True)  # releases the waiting caller
+        return True
+
+    def _deliver(self, result: Any, exc: BaseException | None, cancelled: bool) -> None:
+        try:
+            self.caller_loop.call_soon_threadsafe(self._resolve, result, exc, cancelled)
+        except RuntimeError:
+            pass  # the caller's loop is closed: nobody is left to tell
+
+    @runs_in(CALLER_LOOP)
+    def _resolve(self, result: Any, exc: BaseException | None, cancelled: bool) -> None:
+        self.delivered = True
+        outcome = self.outcome
+        if not outcome.done():
+            if cancelled:
+                outcome.cancel()
+            elif exc is not None:
+                outcome.set_exception(exc)
+            else:
+                outcome.set_result(result)
+        if self.finished is not None and not self.finished.done():
+            self.finished.set_result(None)
+
+
+class FutureCall(_Call):
+    """A call whose outcome goes to a ``concurrent.futures.Future`` (``io.submit``)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, calls: CallSet, aio: AioContext, func: Any, args: tuple[Any, ...]) -> None:
+        super().__init__(calls, aio, func, args)
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.future.add_done_callback(self._on_future_done)
+
+    def _withdrawn(self) -> bool:
+        return self.future.cancelled()  # cancelled while queued: that is its outcome
+
+    def _deliver(self, result: Any, exc: BaseException | None, cancelled: bool) -> None:
+        future = self.future
+        try:
+            if cancelled:
+                future.cancel()
+            elif exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+        except concurrent.futures.InvalidStateError:
+            pass  # cancelled meanwhile by its owner: that is its outcome
+
+    @runs_in(ANY)
+    def _on_future_done(self, future: concurrent.futures.Future[Any]) -> None:
+        # In the thread that completed or cancelled the future.
+        if future.cancelled() and not self.cancel_requested:
+            try:
+                self.aio.call_soon_threadsafe(self.cancel)
+            except IOThreadStopped:
+                pass  # the loop's shutdown cancels the task itself

@@ -1,0 +1,229 @@
+"""EventLoopBase and MainLoop: the properties every event-loop object has.
+
+QEMU's ``event-loop-base.c``: aio-max-batch, thread-pool-min and
+thread-pool-max, int64 each, validated as QEMU does and writable live
+(docs/design.md, "Properties and validation").  ``MainLoop`` is the
+``main-loop`` object, bound to the application's own loop; ``IOThread``
+(``_iothread``) is the other kind.
+
+Locks: ``EventLoopBase._lock`` guards the property values (a write is
+validated, then committed under the lock, so readers never see half an
+update) and whatever state a subclass puts in its charge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping
+from typing import ClassVar, Self, overload
+
+from ._errors import InvalidParameterValue, PropertyNotFound
+from ._pool import ThreadPool
+from ._props import EVENT_LOOP_BASE_DEFAULTS, check_id, check_properties, wire_name
+from ._registry import USER_OBJECTS
+from ._runs_in import ANY, runs_in
+
+__all__ = ["EventLoopBase", "MainLoop"]
+
+
+class Int64Property:
+    """``obj.poll_max_ns`` <-> ``obj.get_property("poll-max-ns")``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._wire = wire_name(name)
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: EventLoopBase, objtype: type | None = None) -> int: ...
+    def __get__(self, obj: EventLoopBase | None, objtype: type | None = None) -> int | Self:
+        if obj is None:
+            return self
+        return obj.get_property(self._wire)
+
+    def __set__(self, obj: EventLoopBase, value: int) -> None:
+        obj.set_property(self._wire, value)
+
+
+class EventLoopBase:
+    """What IOThread and MainLoop share (QEMU's event-loop-base).
+
+    Properties: ``aio_max_batch``, ``thread_pool_min``, ``thread_pool_max``;
+    each int64, validated as QEMU does, readable and writable at any time
+    from any thread.
+    """
+
+    #: the QOM type name
+    qom_type: ClassVar[str] = "event-loop-base"
+    #: wire name -> default of every property this type has
+    property_defaults: ClassVar[Mapping[str, int]] = EVENT_LOOP_BASE_DEFAULTS
+
+    aio_max_batch = Int64Property()
+    thread_pool_min = Int64Property()
+    thread_pool_max = Int64Property()
+
+    def __init__(self, id: str, props: Mapping[str, object]) -> None:
+        """Validate everything; raise before any state exists."""
+        self._id = check_id(id)
+        self._lock = threading.RLock()
+        self._props = check_properties(self.property_defaults, self.property_defaults, props)
+        # The worker pool sized by thread-pool-min/max; guarded by _lock.
+        self._pool: ThreadPool | None = None
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @runs_in(ANY)
+    def get_property(self, name: str) -> int:
+        """The value of the property *name* (wire spelling, e.g. ``poll-max-ns``).
+
+        Raises:
+            PropertyNotFound: the type has no such property.
+        """
+        self._check_property_name(name)
+        with self._lock:
+            return self._props[name]
+
+    @runs_in(ANY)
+    def set_property(self, name: str, value: object) -> None:
+        """Set one property (wire spelling); see :meth:`update_params`."""
+        self._check_property_name(name)
+        self.update_params({name: value})
+
+    @runs_in(ANY)
+    def update_params(self, updates: Mapping[str, object]) -> None:
+        """Validate *updates* (wire names) as a whole, then apply them atomically.
+
+        Raises:
+            InvalidParameterValue: a negative value, bad thread-pool limits, or
+                a name the type does not have; nothing is changed.
+            InvalidParameterType: a value that is not an int64; nothing is changed.
+        """
+        with self._lock:
+            new = check_properties(self.property_defaults, self._props, updates)
+            changed = {k for k, v in new.items() if self._props[k] != v}
+            self._props = new
+            if changed:
+                self._apply(changed)
+
+    @runs_in(ANY)
+    def properties(self) -> dict[str, int]:
+        """All property values, by wire name (a consistent snapshot)."""
+        with self._lock:
+            return dict(self._props)
+
+    @property
+    def thread_pool(self) -> ThreadPool | None:
+        """The worker pool (the loop's default executor) while there is one."""
+        return self._pool
+
+    def _new_pool(self, name: str) -> ThreadPool:
+        with self._lock:
+            return ThreadPool(
+                self._props["thread-pool-min"], self._props["thread-pool-max"], name=name
+            )
+
+    def _apply(self, changed: set[str]) -> None:
+        """Push committed property changes to the running machinery (under _lock)."""
+        pool = self._pool
+        if pool is not None and changed & {"thread-pool-min", "thread-pool-max"}:
+            # Validated as a pair already, with the same rules the pool has.
+            pool.set_limits(self._props["thread-pool-min"], self._props["thread-pool-max"])
+
+    def _check_property_name(self, name: str) -> None:
+        if name not in self.property_defaults:
+            raise PropertyNotFound(f"Property '{self.qom_type}.{name}' not found")
+
+
+class MainLoop(EventLoopBase):
+    """The ``main-loop`` object: the application's own loop, as QEMU's main loop.
+
+    ``MainLoop(*, aio_max_batch=0, thread_pool_min=0, thread_pool_max=64)``.
+    At most one exists at a time (as in QEMU).  :meth:`install` binds it to
+    the application's loop and makes its worker pool that loop's default
+    executor, so ``asyncio.to_thread`` and ``run_in_executor(None, ...)`` use
+    a pool sized by thread-pool-min / thread-pool-max, tunable live.  It has
+    no poll properties: the application's loop is not an IOThread's, so
+    aio-max-batch is kept for QEMU compatibility and reported, nothing more.
+
+    Raises:
+        InvalidParameterValue: a main-loop exists already, or a bad value.
+        InvalidParameterType: a value that is not an int64.
+    """
+
+    qom_type: ClassVar[str] = "main-loop"
+    property_defaults: ClassVar[Mapping[str, int]] = EVENT_LOOP_BASE_DEFAULTS
+
+    # The one instance; guarded by _INSTANCE_LOCK.
+    _instance: ClassVar[MainLoop | None] = None
+    _INSTANCE_LOCK: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        *,
+        aio_max_batch: int = EVENT_LOOP_BASE_DEFAULTS["aio-max-batch"],
+        thread_pool_min: int = EVENT_LOOP_BASE_DEFAULTS["thread-pool-min"],
+        thread_pool_max: int = EVENT_LOOP_BASE_DEFAULTS["thread-pool-max"],
+        id: str = "main-loop",
+    ) -> None:
+        values = {
+            "aio-max-batch": aio_max_batch,
+            "thread-pool-min": thread_pool_min,
+            "thread-pool-max": thread_pool_max,
+        }
+        super().__init__(id, values)
+        with MainLoop._INSTANCE_LOCK:
+            if MainLoop._instance is not None:
+                raise InvalidParameterValue("only one main-loop instance allowed")
+            MainLoop._instance = self
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def instance(cls) -> MainLoop | None:
+        """The main-loop object, if one exists."""
+        return cls._instance
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop :meth:`install` bound it to, or None."""
+        return self._loop
+
+    @runs_in(ANY)
+    def install(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Bind to *loop* (default: the running one); its pool becomes the
+        loop's default executor.
+
+        Raises:
+            RuntimeError: no loop given and none running, or already installed.
+        """
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._loop is not None:
+                raise RuntimeError(f"main-loop is already installed on {self._loop!r}")
+            pool = self._new_pool("main-loop worker")
+            try:
+                loop.set_default_executor(pool)
+            except BaseException:
+                pool.shutdown()
+                raise
+            self._loop, self._pool = loop, pool
+
+    @runs_in(ANY)
+    def close(self) -> None:
+        """Shut the pool down and let another main-loop be created.
+
+        Idempotent.  Call it once the application's loop has finished with the
+        pool (``asyncio.run`` shuts the default executor down itself; shutting
+        it down twice is harmless).
+        """
+        with self._lock:
+            pool, self._pool, self._loop = self._pool, None, None
+        if pool is not None:
+            pool.shutdown()
+        with MainLoop._INSTANCE_LOCK:
+            if MainLoop._instance is self:
+                MainLoop._instance = None
+        USER_OBJECTS.remove(self)

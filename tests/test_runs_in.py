@@ -1,0 +1,55 @@
+"""The thread markers check their thread in asyncio's debug mode, and cost nothing outside it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from iothreads import _runs_in
+from iothreads._aio import AioContext
+
+from .conftest import WAIT
+
+# Runs in a child interpreter: the debug switch is read once, at import.
+_CALL_FROM_THE_WRONG_THREAD = """
+import iothreads
+with iothreads.IOThread("io0") as io:
+    try:
+        io.aio_context.set_params(io.properties())  # belongs to the IOThread
+    except RuntimeError as exc:
+        print(exc)
+    io.run_sync(io.aio_context.set_params, io.properties())  # the right thread
+    print("handed over")
+"""
+
+
+def _run(debug: bool) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}
+    if debug:
+        env["PYTHONASYNCIODEBUG"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", _CALL_FROM_THE_WRONG_THREAD],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_debug_mode_refuses_a_call_from_the_wrong_thread() -> None:
+    assert _run(debug=True).splitlines() == [
+        "AioContext.set_params() must run in the thread running self.loop; "
+        "hand it over with call_soon_threadsafe()",
+        "handed over",
+    ]
+
+
+def test_outside_debug_mode_the_marker_is_only_a_label() -> None:
+    assert _run(debug=False).splitlines() == ["handed over"]
+    if not _runs_in.DEBUG:
+        # Not wrapped: the hot path calls the function itself.
+        assert AioContext.call_soon_threadsafe.__runs_in__ is _runs_in.ANY
+        assert not hasattr(AioContext.set_params, "__wrapped__")
