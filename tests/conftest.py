@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from typing import cast
 
 import pytest
 
@@ -46,18 +47,23 @@ def loop_kind(loop: asyncio.AbstractEventLoop) -> str:
 
 @pytest.fixture
 def loop_factory(request: pytest.FixtureRequest) -> LoopFactory:
-    """The factory of the running test's loop kind (async tests), else both kinds.
+    """The factory of the test's loop kind, for the IOThreads it creates.
 
-    Sync tests that ask for it are parametrised over both kinds through
+    An async test runs once per kind through the hook above, and its
+    IOThreads take the same kind as the test's own loop.  This fixture is
+    set up before that loop runs, so it reads the kind from the test's
+    parametrization (pytest-asyncio's ``_asyncio_loop_factory`` parameter;
+    ``test_conftest.py`` fails if that ever stops holding).  A sync test
+    that asks for it is parametrised over both kinds through
     ``pytest_generate_tests`` below.
     """
     if hasattr(request, "param"):
         return LOOP_FACTORIES[request.param]
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return LOOP_FACTORIES["asyncio"]
-    return LOOP_FACTORIES[loop_kind(loop)]
+    callspec = getattr(request.node, "callspec", None)
+    factory = callspec.params.get("_asyncio_loop_factory") if callspec else None
+    if factory is None:
+        raise RuntimeError(f"{request.node.nodeid}: no loop kind to take the factory from")
+    return cast(LoopFactory, factory)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
