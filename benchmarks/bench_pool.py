@@ -56,7 +56,7 @@ from typing import TypeVar
 
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
 
-from ._harness import Case, LoopFactory, Op, Placement, Result, loop_kinds
+from ._harness import Case, LoopFactory, Op, Placement, Result, loop_kinds, run_suites
 from .roundtrip import noop_sync as noop
 
 NAME = "pool"
@@ -649,9 +649,14 @@ def burst_verdicts(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks.bench_pool [--quick] [--json FILE]``: the pool suite alone."""
-    from .__main__ import main as run_suites
-
-    return run_suites(["--only", NAME, *(argv if argv is not None else sys.argv[1:])])
+    # This very module: run as a script it is ``__main__``, and importing it
+    # again by name would load a second copy.
+    return run_suites(
+        [sys.modules[__name__]],
+        argv,
+        prog="python -m benchmarks.bench_pool",
+        description="The pool suite of python -m benchmarks, alone.",
+    )
 
 
 if __name__ == "__main__":
