@@ -5,8 +5,9 @@ it sets up what it measures (an IOThread, a plain loop thread, a pool...) and
 yields ``op``, a coroutine function doing one operation.  A *group* is a
 baseline case followed by the cases compared with it.
 
-Fairness rules, from DESIGN.md §4 (placement changes results about 3x, and
-absolute times are noisy on these 2-vCPU machines):
+Fairness rules.  Thread placement changes results about 3x, and absolute
+times on a shared 2-vCPU host swing 3-10x between hours, so only ratios
+from one run mean anything (docs/design.md, "Measurements"):
 
 * every case of a group runs in the same process, under the same thread
   placement, interleaved in rounds (baseline chunk, case chunk, ... repeat),
@@ -122,7 +123,7 @@ def placements() -> list[Placement]:
 
     The split placement is QEMU's deployment (an iothread on a CPU of its
     own) and the one where a wake-up costs most: a cross-CPU wake of an idle
-    vCPU.  DESIGN.md §4: placement changes results about 3x.
+    vCPU.  Placement changes results about 3x, so every group runs under each.
     """
     result = [Placement("unpinned", None, None)]
     if hasattr(os, "sched_getaffinity"):

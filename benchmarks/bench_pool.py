@@ -1,4 +1,4 @@
-"""ThreadPool against the executors it replaces (issue 4, "Performance it must show").
+"""ThreadPool against the executors it replaces, and the targets it must meet.
 
 Four measurements, each in one process under one thread placement, the cases
 of a group interleaved in rounds (``_harness`` rules):
@@ -64,8 +64,9 @@ NAME = "pool"
 _E = TypeVar("_E", bound=Executor)
 
 #: Requests per burst and min of the burst pool: 8 is four per vCPU on the
-#: 2-vCPU machines of DESIGN.md §4, so a burst queues on CPUs as well as on
-#: threads, and creating 8 threads (~53 µs each, §4) is a visible spike.
+#: 2-vCPU machines we measure on, so a burst queues on CPUs as well as on
+#: threads, and creating 8 threads is a visible spike: ``Thread.start()``
+#: takes ~53 µs each (docs/design.md, "Measurements").
 BURST = 8
 
 #: Workers per executor in the submit measurement: every submit() finds them
@@ -549,7 +550,7 @@ def results(
 
 
 def report(all_results: Sequence[Result], quick: bool) -> list[str]:
-    """The issue's targets checked against this run, then the thread-count timeline."""
+    """The targets checked against this run, then the thread-count timeline."""
     timeline = record_timeline(quick)
     lines = verdicts(all_results)
     lines.append("")
@@ -559,7 +560,8 @@ def report(all_results: Sequence[Result], quick: bool) -> list[str]:
 
 
 def verdicts(all_results: Sequence[Result]) -> list[str]:
-    """The issue's targets, checked against this run's figures."""
+    """The targets (dispatch p50 <= 0.8x the best baseline; no creation spike
+    in a burst on a new pool), checked against this run's figures."""
     lines = []
     groups: dict[str, dict[str, Result]] = {}
     for r in all_results:
@@ -613,8 +615,8 @@ def burst_verdicts(
 ) -> list[str]:
     """No creation spike: each new executor's burst against a warm one's, same surroundings.
 
-    The issue's wording, "p99.9 of the burst with min=N within 1.5x the warm
-    p50", compares one quantile of a burst with another of a different
+    The target as first worded, "p99.9 of the burst with min=N within 1.5x
+    the warm p50", compares one quantile of a burst with another of a different
     distribution: a burst of 8 on 2 CPUs through one caller loop queues, so
     even a warm pool's burst has a p99.9 several times its p50 (shown as
     "spread").  What shows a creation spike is the new pool's burst against
