@@ -1,12 +1,13 @@
-"""What every benchmark shares: cases, placement, sampling, the table.
+"""What every benchmark shares: cases, placement, sampling, the table, the runner.
 
 A *case* is an async context manager factory: entered on the caller's loop,
 it sets up what it measures (an IOThread, a plain loop thread, a pool...) and
 yields ``op``, a coroutine function doing one operation.  A *group* is a
 baseline case followed by the cases compared with it.
 
-Fairness rules, from DESIGN.md §4 (placement changes results about 3x, and
-absolute times are noisy on these 2-vCPU machines):
+Fairness rules.  Thread placement changes results about 3x, and absolute
+times on a shared 2-vCPU host swing 3-10x between hours, so only ratios
+from one run mean anything (docs/design.md, "Measurements"):
 
 * every case of a group runs in the same process, under the same thread
   placement, interleaved in rounds (baseline chunk, case chunk, ... repeat),
@@ -18,6 +19,7 @@ absolute times are noisy on these 2-vCPU machines):
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -26,6 +28,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 Op = Callable[[], Awaitable[object]]
@@ -120,7 +123,7 @@ def placements() -> list[Placement]:
 
     The split placement is QEMU's deployment (an iothread on a CPU of its
     own) and the one where a wake-up costs most: a cross-CPU wake of an idle
-    vCPU.  DESIGN.md §4: placement changes results about 3x.
+    vCPU.  Placement changes results about 3x, so every group runs under each.
     """
     result = [Placement("unpinned", None, None)]
     if hasattr(os, "sched_getaffinity"):
@@ -292,6 +295,94 @@ def write_json(path: str, results: Iterable[Result], rates: Iterable[Rate] = ())
         )
 
 
+# -- running suites from the command line ---------------------------------------
+
+# A suite is a module with NAME and cases(loop_factory) -> [(group, [Case, ...])],
+# the first case of a group being its baseline; it may also have
+# rates(kind, loop_factory, placement, quick) -> [Rate, ...],
+# results(kind, loop_factory, placement, quick) -> [Result, ...] (latencies it
+# measures its own way, printed in the table, first of a group = baseline), and
+# report(results, quick) -> [str] (lines printed last, e.g. its verdicts).
+# The runner lives here, below every suite, so that a suite can be run alone
+# (``python -m benchmarks.bench_pool``) without importing ``__main__``.
+
+# Samples per case: the full run's 20 000 leave 20 samples beyond p99.9; the
+# quick run keeps everything (2 loops x 3 placements) under a minute on a
+# 2-vCPU machine, at the price of a p99.9 that rests on one sample.
+SAMPLES = {"quick": 800, "full": 20000}
+# Rounds interleave the cases of a group, so drift hits them all alike.
+ROUNDS = {"quick": 2, "full": 5}
+
+
+def run_suites(
+    suites: Sequence[ModuleType], argv: Sequence[str] | None, *, prog: str, description: str
+) -> int:
+    """Parse ``[--quick] [--json FILE] [--only SUITE]`` and run *suites*.
+
+    Every suite runs for every loop kind present and under every placement;
+    one table of latencies is printed, then the rates, then the suites'
+    reports.  Returns the exit status.
+    """
+    by_name = {suite.NAME: suite for suite in suites}
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer samples (under 60 s)")
+    parser.add_argument("--json", metavar="FILE", help="write the raw figures to FILE")
+    parser.add_argument("--only", choices=sorted(by_name), action="append", help="run a suite")
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    chosen = [by_name[name] for name in (args.only or by_name)]
+
+    plan = [
+        (f"{suite.NAME}/{group}/{kind}/{placement.name}", cases, factory, placement)
+        for kind, factory in loop_kinds().items()
+        for placement in placements()
+        for suite in chosen
+        for group, cases in suite.cases(factory)
+    ]
+    hooks = sum(hasattr(s, "rates") + hasattr(s, "results") for s in chosen)
+    steps = len(loop_kinds()) * len(placements()) * hooks + sum(
+        hasattr(s, "report") for s in chosen
+    )
+    progress = Progress(sum(len(cases) for _, cases, _, _ in plan) * ROUNDS[mode] + steps)
+    results: list[Result] = []
+    for name, cases, factory, placement in plan:
+        results += run_group(
+            name,
+            cases,
+            loop_factory=factory,
+            placement=placement,
+            samples=SAMPLES[mode],
+            rounds=ROUNDS[mode],
+            progress=progress,
+        )
+    rates: list[Rate] = []
+    for kind, factory in loop_kinds().items():
+        for placement in placements():
+            for suite in chosen:
+                if hasattr(suite, "results"):
+                    progress.step(f"{suite.NAME} results: {kind}/{placement.name}")
+                    results += suite.results(kind, factory, placement, args.quick)
+                if hasattr(suite, "rates"):
+                    progress.step(f"{suite.NAME} rates: {kind}/{placement.name}")
+                    rates += suite.rates(kind, factory, placement, args.quick)
+    lines: list[str] = []
+    for suite in chosen:
+        if hasattr(suite, "report"):
+            progress.step(f"{suite.NAME} report")
+            lines += suite.report(results, args.quick)
+    progress.close()
+    print_table(results)
+    if rates:
+        print()
+        print_rates(rates)
+    if lines:
+        print()
+        print("\n".join(lines))
+    if args.json:
+        write_json(args.json, results, rates)
+    return 0
+
+
 __all__ = [
     "Case",
     "Placement",
@@ -304,5 +395,6 @@ __all__ = [
     "print_table",
     "run_chunk",
     "run_group",
+    "run_suites",
     "write_json",
 ]

@@ -1,4 +1,4 @@
-"""ThreadPool against the executors it replaces (issue 4, "Performance it must show").
+"""ThreadPool against the executors it replaces, and the targets it must meet.
 
 Four measurements, each in one process under one thread placement, the cases
 of a group interleaved in rounds (``_harness`` rules):
@@ -56,7 +56,7 @@ from typing import TypeVar
 
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
 
-from ._harness import Case, LoopFactory, Op, Placement, Result, loop_kinds
+from ._harness import Case, LoopFactory, Op, Placement, Result, loop_kinds, run_suites
 from .roundtrip import noop_sync as noop
 
 NAME = "pool"
@@ -64,8 +64,9 @@ NAME = "pool"
 _E = TypeVar("_E", bound=Executor)
 
 #: Requests per burst and min of the burst pool: 8 is four per vCPU on the
-#: 2-vCPU machines of DESIGN.md §4, so a burst queues on CPUs as well as on
-#: threads, and creating 8 threads (~53 µs each, §4) is a visible spike.
+#: 2-vCPU machines we measure on, so a burst queues on CPUs as well as on
+#: threads, and creating 8 threads is a visible spike: ``Thread.start()``
+#: takes ~53 µs each (docs/design.md, "Measurements").
 BURST = 8
 
 #: Workers per executor in the submit measurement: every submit() finds them
@@ -549,7 +550,7 @@ def results(
 
 
 def report(all_results: Sequence[Result], quick: bool) -> list[str]:
-    """The issue's targets checked against this run, then the thread-count timeline."""
+    """The targets checked against this run, then the thread-count timeline."""
     timeline = record_timeline(quick)
     lines = verdicts(all_results)
     lines.append("")
@@ -559,7 +560,8 @@ def report(all_results: Sequence[Result], quick: bool) -> list[str]:
 
 
 def verdicts(all_results: Sequence[Result]) -> list[str]:
-    """The issue's targets, checked against this run's figures."""
+    """The targets (dispatch p50 <= 0.8x the best baseline; no creation spike
+    in a burst on a new pool), checked against this run's figures."""
     lines = []
     groups: dict[str, dict[str, Result]] = {}
     for r in all_results:
@@ -613,8 +615,8 @@ def burst_verdicts(
 ) -> list[str]:
     """No creation spike: each new executor's burst against a warm one's, same surroundings.
 
-    The issue's wording, "p99.9 of the burst with min=N within 1.5x the warm
-    p50", compares one quantile of a burst with another of a different
+    The target as first worded, "p99.9 of the burst with min=N within 1.5x
+    the warm p50", compares one quantile of a burst with another of a different
     distribution: a burst of 8 on 2 CPUs through one caller loop queues, so
     even a warm pool's burst has a p99.9 several times its p50 (shown as
     "spread").  What shows a creation spike is the new pool's burst against
@@ -649,9 +651,14 @@ def burst_verdicts(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks.bench_pool [--quick] [--json FILE]``: the pool suite alone."""
-    from .__main__ import main as run_suites
-
-    return run_suites(["--only", NAME, *(argv if argv is not None else sys.argv[1:])])
+    # This very module: run as a script it is ``__main__``, and importing it
+    # again by name would load a second copy.
+    return run_suites(
+        [sys.modules[__name__]],
+        argv,
+        prog="python -m benchmarks.bench_pool",
+        description="The pool suite of python -m benchmarks, alone.",
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Adaptive polling and wake-up suppression (DESIGN.md §3, §4).
+"""Adaptive polling and wake-up suppression, measured.
+
+The mechanisms: (docs/design.md, "The polling window") and
+(docs/design.md, "Wake-up suppression"); what these cases showed:
+(docs/design.md, "Measurements").
 
 * echo: another *process* sends a byte over a socket and the IOThread echoes
   it, polling on vs off vs a plain loop thread.  Here the producer holds none
@@ -44,11 +48,11 @@ from .roundtrip import (
 NAME = "polling"
 
 #: Gaps of the sparse-traffic cases: one a few times the default window
-#: (32768 ns), one far beyond it (issue 3's 200 us and 5 ms).
+#: (32768 ns), one far beyond it, where the window must have shrunk to 0.
 SPARSE_GAPS = {"200us": 200e-6, "5ms": 5e-3}
 #: "polling on" at the IOThread's default window (DEFAULT_POLL_MAX_NS), and at a
-#: window long enough for a Python-speed round trip on these machines
-#: (DESIGN.md §4: 30-70 us): the window only grows when the loop is woken
+#: window long enough for a Python-speed round trip on these machines, 30-70 us
+#: (docs/design.md, "Measurements"): the window only grows when the loop is woken
 #: within poll-max-ns, so with a 32 us window and a 35 us round trip it
 #: never engages.
 WIDE_POLL_MAX_NS = 262144
@@ -225,7 +229,8 @@ def rates(kind: str, loop_factory: LoopFactory, placement: Placement, quick: boo
                 f = _push(schedule, n)
             out.append(Rate(group, name, n / f["wall"], _pct(f)))
         if placement.caller is None:
-            idle_s = 1.0 if quick else 5.0  # issue 3 asks for 5 s; quick runs are short
+            # 5 s shows a steady idle cost (no spin left running); quick runs are short.
+            idle_s = 1.0 if quick else 5.0
             group = f"{NAME}/idle-{idle_s:g}s/{kind}/{placement.name}"
             with plain_loop_thread(loop_factory):
                 out.append(Rate(group, "plain loop thread", 0.0, _idle_pct(idle_s)))
