@@ -1,0 +1,344 @@
+"""The monitor's server side: its listeners, and one session per client.
+
+The monitor runs on an internal IOThread of its own (``iothread_create``, as
+QEMU's ``mon_iothread``), so a busy application loop never stalls it and it
+never appears in ``query-iothreads``.  Each client is served by one task on
+that IOThread's loop; its requests are answered in order.  Commands that can
+block on another IOThread (``object-add``, ``object-del`` start and join
+threads) run in a worker thread, so one slow command does not hold up the
+other clients.
+
+Threads: every ``_Session`` method and the ``Monitor`` methods marked so run
+in the monitor's IOThread; ``Monitor.start`` and ``Monitor.aclose`` run on the
+caller's loop and hop to the IOThread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import stat
+from types import TracebackType
+from typing import Final, Self
+
+from .._errors import IOThreadsError, IOThreadStopped
+from .._iothread import IOThread
+from .._objects import iothread_create
+from ._commands import ClientState, dispatch, version
+from ._wire import JsonStreamer, QMPError, encode, error_reply, parse
+
+__all__ = ["Monitor"]
+
+_log = logging.getLogger("iothreads.qmp")
+
+#: Bytes read from a client at a time: asyncio's default stream buffer size.
+_READ_CHUNK: Final = 64 * 1024
+
+#: Unix socket mode: only the owner may connect (the monitor can reconfigure
+#: and delete every object, so it is as privileged as the process).
+_SOCKET_MODE: Final = 0o600
+
+#: The internal IOThread's id, as QEMU names its monitor iothread.
+_MONITOR_IOTHREAD_ID: Final = "mon_iothread"
+
+#: The default TCP host: loopback, unless the embedder names another.
+LOOPBACK: Final = "127.0.0.1"
+
+
+# -- one client connection ------------------------------------------------------------
+
+
+class _Session:
+    """One client: the greeting, negotiation, then requests in order.
+
+    Runs in the monitor's IOThread.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._client = ClientState()
+
+    async def run(self) -> None:
+        """Serve the client until it hangs up or sends what cannot be read.
+
+        Raises:
+            OSError: the connection broke (the caller drops it).
+        """
+        await self._send(encode({"QMP": {"version": version(), "capabilities": []}}))
+        streamer = JsonStreamer()
+        while True:
+            data = await self._reader.read(_READ_CHUNK)
+            if not data:
+                return
+            for text in streamer.feed(data):
+                await self._send(await self._answer(text))
+            if streamer.error is not None:
+                # The stream cannot be resynchronised: answer, then hang up.
+                await self._send(encode(error_reply("GenericError", streamer.error)))
+                return
+
+    async def _send(self, line: bytes) -> None:
+        self._writer.write(line)
+        await self._writer.drain()
+
+    async def _answer(self, text: bytes) -> bytes:
+        """The reply to one JSON text, encoded."""
+        try:
+            request = parse(text)
+            if not isinstance(request, dict):
+                raise QMPError("QMP input must be a JSON object")
+        except QMPError as exc:
+            return encode(error_reply(exc.qmp_class, exc.desc))
+        try:
+            reply = {"return": await dispatch(self._client, request)}
+        except QMPError as exc:
+            reply = error_reply(exc.qmp_class, exc.desc)
+        except IOThreadsError as exc:
+            reply = error_reply(exc.qmp_class, str(exc))
+        except IOThreadStopped as exc:  # an object stopped under the command
+            reply = error_reply("GenericError", str(exc))
+        except Exception as exc:
+            _log.exception("QMP command failed: %r", request)
+            reply = error_reply("GenericError", f"internal error: {exc!r}")
+        if "id" in request:
+            reply["id"] = request["id"]
+        try:
+            return encode(reply)
+        except TypeError as exc:
+            _log.exception("QMP reply has no JSON form: %r", reply)
+            error = error_reply("GenericError", f"internal error: {exc}")
+            return encode({**error, **({"id": request["id"]} if "id" in request else {})})
+
+
+# -- the monitor ------------------------------------------------------------------------
+
+
+def _socket_is_live(path: str) -> bool:
+    """True if a server accepts connections on the unix socket *path*."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.setblocking(False)
+        # EAGAIN: a live listener whose backlog is full.
+        return probe.connect_ex(path) in (0, errno.EAGAIN)
+    finally:
+        probe.close()
+
+
+def _bind_unix(path: str) -> tuple[socket.socket, tuple[int, int]]:
+    """A unix socket bound at *path* with mode 0600, not yet listening, and
+    the (device, inode) that identify the file it created.
+
+    A stale socket left by a dead server is replaced.
+
+    Raises:
+        FileExistsError: *path* exists and is not a socket.
+        OSError: a server is listening on *path* (EADDRINUSE), or bind failed
+            (a path too long for AF_UNIX, a missing directory...).
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise FileExistsError(
+                errno.EEXIST, "refusing to replace a path that is not a socket", path
+            )
+        if _socket_is_live(path):
+            raise OSError(errno.EADDRINUSE, "a server is already listening on this socket", path)
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        # Before listen(): nobody can connect while the mode is still the umask's.
+        os.chmod(path, _SOCKET_MODE)
+        st = os.lstat(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, (st.st_dev, st.st_ino)
+
+
+class Monitor:
+    """A QMP monitor on a unix socket (and/or a TCP port), on its own IOThread.
+
+    ``Monitor(path)`` listens on the unix socket *path* (created with mode
+    0600, removed on close).  ``Monitor(port=4444)`` listens on TCP, bound to
+    loopback unless *host* says otherwise; ``port=0`` picks a free port (see
+    :attr:`tcp_address`).  Both may be given.  Nothing happens until
+    :meth:`start` (or ``async with``); a monitor is started once.
+
+    Raises:
+        ValueError: neither *path* nor *port* is given.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        port: int | None = None,
+        host: str = LOOPBACK,
+    ) -> None:
+        if path is None and port is None:
+            raise ValueError("Monitor needs a unix socket path, a TCP port, or both")
+        self._path = os.fspath(path) if path is not None else None
+        self._host = host
+        self._port = port
+        self._io: IOThread | None = None
+        self._started = False
+        # Owned by the monitor's IOThread once started:
+        self._servers: list[asyncio.Server] = []
+        self._clients: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._socket_id: tuple[int, int] | None = None
+        self._tcp_address: tuple[str, int] | None = None
+
+    def __repr__(self) -> str:
+        where = [f"unix:{self._path}"] if self._path is not None else []
+        if self._port is not None:
+            where.append(f"tcp:{self._host}:{self._port}")
+        state = "running" if self._io is not None else "stopped"
+        return f"<Monitor {' '.join(where)} {state}>"
+
+    @property
+    def path(self) -> str | None:
+        """The unix socket path, if any."""
+        return self._path
+
+    @property
+    def tcp_address(self) -> tuple[str, int] | None:
+        """The (host, port) the TCP listener is bound to, once started."""
+        return self._tcp_address
+
+    # runs on the caller's loop
+    async def start(self) -> None:
+        """Create the monitor's IOThread and start listening.
+
+        Raises:
+            RuntimeError: the monitor was started before.
+            FileExistsError: the unix path exists and is not a socket.
+            OSError: a server already listens there, or binding failed; the
+                monitor's IOThread is stopped again.
+        """
+        if self._started:
+            raise RuntimeError(f"{self!r} can only be started once; create a new Monitor")
+        self._started = True
+        io = iothread_create(_MONITOR_IOTHREAD_ID)
+        try:
+            await io.run(self._listen)
+        except BaseException:
+            await io.run(self._shut_down)
+            await io.aclose()
+            self._remove_socket()
+            raise
+        self._io = io
+
+    # runs on the caller's loop
+    async def aclose(self) -> None:
+        """Disconnect every client, stop listening, remove the socket, stop
+        the IOThread.  Idempotent."""
+        io, self._io = self._io, None
+        if io is None:
+            return
+        try:
+            await io.run(self._shut_down)
+        finally:
+            await io.aclose()
+            self._remove_socket()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # runs in the monitor's IOThread
+    async def _listen(self) -> None:
+        if self._path is not None:
+            sock, self._socket_id = _bind_unix(self._path)
+            try:
+                server = await asyncio.start_unix_server(self._serve_client, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            self._servers.append(server)
+        if self._port is not None:
+            server = await asyncio.start_server(self._serve_client, self._host, self._port)
+            self._servers.append(server)
+            host, port = server.sockets[0].getsockname()[:2]
+            self._tcp_address = (host, port)
+
+    # runs in the monitor's IOThread
+    async def _shut_down(self) -> None:
+        self._closing = True  # connections accepted from now on are dropped
+        for server in self._servers:
+            server.close()
+        for task in self._clients:
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    # runs in the monitor's IOThread, one task per client
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            if not self._closing:
+                await _Session(reader, writer).run()
+        except OSError:
+            pass  # the client went away mid-request: only its own session ends
+        except asyncio.CancelledError:
+            # The monitor is closing.  Replies not sent yet are dropped: a
+            # client that reads nothing would otherwise hold up the close
+            # forever.  End like a finished session: on 3.11, asyncio.streams
+            # reports a cancelled client task as an error.
+            writer.transport.abort()
+        finally:
+            # The task stays listed until the connection is closed, so that
+            # closing the monitor cancels this wait too.
+            try:
+                await self._close(writer)
+            finally:
+                self._clients.discard(task)
+
+    # runs in the monitor's IOThread
+    @staticmethod
+    async def _close(writer: asyncio.StreamWriter) -> None:
+        """Close a client's connection once what is queued for it is sent."""
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass  # already broken: closed all the same
+        except asyncio.CancelledError:
+            # The monitor is closing while a client that reads nothing still
+            # has replies queued: drop them.
+            writer.transport.abort()
+
+    # runs on the caller's loop, after the IOThread has stopped
+    def _remove_socket(self) -> None:
+        """Unlink the socket if it is still the one this monitor created."""
+        if self._path is None or self._socket_id is None:
+            return
+        try:
+            st = os.lstat(self._path)
+            if (st.st_dev, st.st_ino) == self._socket_id:
+                os.unlink(self._path)
+        except FileNotFoundError:
+            pass  # removed already (by asyncio's own cleanup, or by someone else)
+        self._socket_id = None
