@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import functools
 import re
 from collections.abc import Callable, Mapping
@@ -47,18 +48,24 @@ class ClientState:
 # -- arguments, QAPI style ------------------------------------------------------------
 
 
-_JSON_TYPES: Final[Mapping[str, Callable[[object], bool]]] = {
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-    "array": lambda v: isinstance(v, list),
-    "any": lambda v: True,
-}
+class _JsonType(enum.Enum):
+    """The types of the commands' arguments; ``name.lower()`` is QAPI's name
+    for the type, as the error messages spell it."""
+
+    STRING = str
+    BOOLEAN = bool
+    ARRAY = list
+    ANY = object
+
+    def accepts(self, value: object) -> bool:
+        python_type: type = self.value
+        return isinstance(value, python_type)
 
 
 @dataclass(frozen=True)
 class _Param:
     name: str
-    type: str  # a key of _JSON_TYPES
+    type: _JsonType
     required: bool = True
 
 
@@ -77,8 +84,10 @@ def _check_args(
         if p.name not in args:
             if p.required:
                 raise QMPError(f"Parameter '{p.name}' is missing")
-        elif not _JSON_TYPES[p.type](args[p.name]):
-            raise QMPError(f"Invalid parameter type for '{p.name}', expected: {p.type}")
+        elif not p.type.accepts(args[p.name]):
+            raise QMPError(
+                f"Invalid parameter type for '{p.name}', expected: {p.type.name.lower()}"
+            )
     if not extra:
         declared = {p.name for p in params}
         for name in args:
@@ -173,11 +182,11 @@ def _cmd_object_add(client: ClientState, args: dict[str, Any]) -> object:
     # made: qom-type (an enum), id, the type's members in schema order (its
     # base type's first), then anything undeclared.  The id's form, the
     # values' ranges and the pool limits are checked by object_add() next.
-    _check_args((_Param("qom-type", "string"),), args, extra=True)
+    _check_args((_Param("qom-type", _JsonType.STRING),), args, extra=True)
     qom_type = args["qom-type"]
     if qom_type not in {t.name for t in qom_list_types(_OBJECT_BASE)}:
         raise QMPError(f"Parameter 'qom-type' does not accept value '{qom_type}'")
-    _check_args((_Param("id", "string"),), args, extra=True)
+    _check_args((_Param("id", _JsonType.STRING),), args, extra=True)
     members = [p.name for p in qom_list_properties(_OBJECT_BASE) if p.name != "type"]
     members += [
         p.name for p in qom_list_properties(qom_type) if p.name != "type" and p.name not in members
@@ -229,30 +238,30 @@ def _cmd_x_query_thread_pools(client: ClientState, args: dict[str, Any]) -> obje
     return [{"id": id, **_hyphenated(stats)} for id, stats in query_thread_pools()]
 
 
-_PATH = _Param("path", "string")
-_PROPERTY = _Param("property", "string")
+_PATH = _Param("path", _JsonType.STRING)
+_PROPERTY = _Param("property", _JsonType.STRING)
 _COMMANDS: Final[Mapping[str, _Command]] = {
     "qmp_capabilities": _Command(
-        _cmd_qmp_capabilities, (_Param("enable", "array", required=False),)
+        _cmd_qmp_capabilities, (_Param("enable", _JsonType.ARRAY, required=False),)
     ),
     "query-version": _Command(_cmd_query_version),
     "query-commands": _Command(_cmd_query_commands),
     "query-iothreads": _Command(_cmd_query_iothreads),
     # Its handler checks its arguments itself: which are declared depends on qom-type.
     "object-add": _Command(_cmd_object_add, extra=True, blocking=True),
-    "object-del": _Command(_cmd_object_del, (_Param("id", "string"),), blocking=True),
+    "object-del": _Command(_cmd_object_del, (_Param("id", _JsonType.STRING),), blocking=True),
     "qom-get": _Command(_cmd_qom_get, (_PATH, _PROPERTY)),
-    "qom-set": _Command(_cmd_qom_set, (_PATH, _PROPERTY, _Param("value", "any"))),
+    "qom-set": _Command(_cmd_qom_set, (_PATH, _PROPERTY, _Param("value", _JsonType.ANY))),
     "qom-list": _Command(_cmd_qom_list, (_PATH,)),
     "qom-list-types": _Command(
         _cmd_qom_list_types,
         (
-            _Param("implements", "string", required=False),
-            _Param("abstract", "boolean", required=False),
+            _Param("implements", _JsonType.STRING, required=False),
+            _Param("abstract", _JsonType.BOOLEAN, required=False),
         ),
     ),
     "qom-list-properties": _Command(
-        _cmd_qom_list_properties, (_Param("typename", "string"),)
+        _cmd_qom_list_properties, (_Param("typename", _JsonType.STRING),)
     ),
     "x-query-iothread-stats": _Command(_cmd_x_query_iothread_stats),
     "x-query-thread-pools": _Command(_cmd_x_query_thread_pools),
