@@ -9,8 +9,8 @@
   live in the source tree, not in the wheel).
 
 ``serve`` uses the public objects API and :class:`iothreads.qmp.Monitor`;
-``query`` and ``set`` speak QMP through the small client below, so they work
-against any process that embeds a monitor.  A monitor's error is printed as
+``query`` and ``set`` speak QMP through ``iothreads.qmp._client``, so they
+work against any process that embeds a monitor.  A monitor's error is printed as
 its ``desc``, and the exit status is 1.
 
 Everything here runs in the main thread (``serve`` on its asyncio loop).
@@ -28,13 +28,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from ._errors import IOThreadsError
 from ._event_loop_base import MainLoop
 from ._objects import object_add, object_del, query_iothreads
 from .qmp import Monitor
+from .qmp._client import Address, MonitorError, QMPClient
+from .qmp._server import LOOPBACK
 
 __all__ = ["main"]
 
@@ -42,49 +43,25 @@ __all__ = ["main"]
 #: uses 2 for a malformed command line.
 _EXIT_ERROR: Final = 1
 
-#: Longest reply line the client accepts.  Replies are one line each;
-#: query-iothreads takes ~150 bytes per iothread, so 16 MiB is far beyond any
-#: real answer while still bounding a broken server.
-_REPLY_LIMIT: Final = 16 << 20
-
-#: Bytes of a garbled reply quoted in the error: about one terminal line.
-_QUOTE: Final = 80
-
 #: The ``-qmp`` options QEMU users write out of habit; they describe what the
 #: monitor does anyway (it listens, and never waits for a client).
 _QMP_NOOP_OPTIONS: Final = frozenset({"server", "server=on", "wait=off", "nowait"})
 
-#: The TCP host when an address names none: loopback, as the monitor's default.
-_LOOPBACK: Final = "127.0.0.1"
-
 #: ``query``'s columns, in QEMU's order (the keys of query-iothreads).
 _COLUMNS: Final = ("id", "thread-id", "poll-max-ns", "poll-grow", "poll-shrink", "aio-max-batch")
+
+#: TCP ports are 16 bits.
+_MAX_PORT: Final = 65535
+
+#: How long query/set wait for a monitor: a live one answers in milliseconds;
+#: ten seconds covers a loaded machine without leaving a script hanging.
+_DEFAULT_TIMEOUT: Final = 10.0
 
 
 # -- parsing ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Address:
-    """A ``--qmp`` address: ``unix:PATH`` or ``tcp:[HOST]:PORT``."""
-
-    path: str | None = None
-    host: str | None = None  # None: loopback (the monitor's default)
-    port: int | None = None
-
-    def __str__(self) -> str:
-        if self.path is not None:
-            return f"unix:{self.path}"
-        return f"tcp:{self.host or ''}:{self.port}"
-
-
-_MAX_PORT = 65535  # TCP ports are 16 bits
-#: How long query/set wait for a monitor: a live one answers in milliseconds;
-#: ten seconds covers a loaded machine without leaving a script hanging.
-_DEFAULT_TIMEOUT = 10.0
-
-
-def _parse_address(text: str) -> _Address:
+def _parse_address(text: str) -> Address:
     """Parse ``unix:PATH`` or ``tcp:[HOST]:PORT`` (QEMU's ``-qmp`` forms).
 
     Raises:
@@ -98,13 +75,13 @@ def _parse_address(text: str) -> _Address:
     if kind == "unix" and sep and rest:
         if "\0" in rest:
             raise argparse.ArgumentTypeError(f"a socket path cannot contain NUL: {text!r}")
-        return _Address(path=rest)
+        return Address(path=rest)
     if kind == "tcp" and sep:
         host, sep, port = rest.rpartition(":")
         if sep and port.isdigit():
             if int(port) > _MAX_PORT:
                 raise argparse.ArgumentTypeError(f"port must be 0-{_MAX_PORT}, got {text!r}")
-            return _Address(host=host.strip("[]") or None, port=int(port))
+            return Address(host=host.strip("[]") or None, port=int(port))
     raise argparse.ArgumentTypeError(f"expected unix:PATH or tcp:[HOST]:PORT, got {text!r}")
 
 
@@ -165,101 +142,7 @@ def _parse_assignment(text: str) -> tuple[str, int | str]:
     return key, _parse_value(value)
 
 
-# -- a minimal QMP client ----------------------------------------------------------------
-
-
-class _MonitorError(Exception):
-    """Talking to the monitor failed; ``str()`` is what to print (the
-    monitor's ``desc`` when it refused a command)."""
-
-
-class _QMPClient:
-    """Just enough QMP for ``query`` and ``set``: connect, negotiate, execute."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._last_id = 0
-
-    @classmethod
-    async def connect(cls, address: _Address) -> Self:
-        """Connect, read the greeting, negotiate capabilities.
-
-        Raises:
-            OSError: the connection failed.
-            _MonitorError: the peer does not speak QMP or refused negotiation.
-        """
-        if address.path is not None:
-            reader, writer = await asyncio.open_unix_connection(address.path, limit=_REPLY_LIMIT)
-        else:
-            reader, writer = await asyncio.open_connection(
-                address.host or _LOOPBACK, address.port, limit=_REPLY_LIMIT
-            )
-        client = cls(reader, writer)
-        try:
-            greeting = await client._receive()
-            if "QMP" not in greeting:
-                raise _MonitorError(f"{address} is not a QMP monitor (greeting {greeting!r})")
-            await client.execute("qmp_capabilities")
-        except BaseException:
-            await client.aclose()
-            raise
-        return client
-
-    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
-        """Run one command; return its ``return`` value.
-
-        Raises:
-            _MonitorError: the monitor's error reply (its ``desc``), or the
-                monitor hung up.
-            OSError: the connection broke.
-        """
-        self._last_id += 1
-        request: dict[str, Any] = {"execute": command, "id": self._last_id}
-        if arguments:
-            request["arguments"] = arguments
-        self._writer.write(json.dumps(request).encode() + b"\n")
-        await self._writer.drain()
-        while True:
-            reply = await self._receive()
-            if reply.get("id") != self._last_id:
-                continue  # an event (QMP interleaves them with replies)
-            if "error" in reply:
-                raise _MonitorError(reply["error"].get("desc", reply["error"]))
-            return reply.get("return")
-
-    async def _receive(self) -> dict[str, Any]:
-        try:
-            line = await self._reader.readline()
-        except ValueError:  # asyncio's LimitOverrunError, re-raised as ValueError
-            raise _MonitorError(f"the monitor sent a line over {_REPLY_LIMIT} bytes") from None
-        if not line:
-            raise _MonitorError("the monitor closed the connection")
-        try:
-            message = json.loads(line)
-        except ValueError:
-            raise _MonitorError(f"the monitor sent {line[:_QUOTE]!r}, not JSON") from None
-        if not isinstance(message, dict):
-            raise _MonitorError(f"the monitor sent {message!r}, not a JSON object")
-        return message
-
-    async def aclose(self) -> None:
-        self._writer.close()
-        try:
-            await self._writer.wait_closed()
-        except OSError:
-            pass  # broken already: closed all the same
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+# -- the commands ------------------------------------------------------------------------
 
 
 def _fail(message: object) -> int:
@@ -267,10 +150,7 @@ def _fail(message: object) -> int:
     return _EXIT_ERROR
 
 
-# -- the commands ------------------------------------------------------------------------
-
-
-async def _serve(objects: Sequence[_ObjectSpec], addresses: Sequence[_Address]) -> int:
+async def _serve(objects: Sequence[_ObjectSpec], addresses: Sequence[Address]) -> int:
     """Host *objects* and a monitor per address until SIGINT or SIGTERM."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -287,7 +167,7 @@ async def _serve(objects: Sequence[_ObjectSpec], addresses: Sequence[_Address]) 
             if isinstance(obj, MainLoop):
                 obj.install()  # this loop is the application's loop: its pool runs here
         for address in addresses:
-            monitor = Monitor(address.path, host=address.host or _LOOPBACK, port=address.port)
+            monitor = Monitor(address.path, host=address.host or LOOPBACK, port=address.port)
             try:
                 await monitor.start()
             except OSError as exc:
@@ -295,7 +175,7 @@ async def _serve(objects: Sequence[_ObjectSpec], addresses: Sequence[_Address]) 
             monitors.append(monitor)
             if monitor.tcp_address is not None:
                 host, port = monitor.tcp_address
-                address = _Address(host=host, port=port)
+                address = Address(host=host, port=port)
             print(f"iothreads serve: QMP monitor listening on {address}", flush=True)
         await stop.wait()
         return 0
@@ -314,33 +194,33 @@ async def _serve(objects: Sequence[_ObjectSpec], addresses: Sequence[_Address]) 
 
 async def _converse(
     command: str,
-    address: _Address,
+    address: Address,
     timeout: float,
     requests: Sequence[tuple[str, dict[str, Any] | None]],
 ) -> list[Any]:
     """Run *requests* on the monitor at *address*, in order, within *timeout*.
 
     Raises:
-        _MonitorError: the monitor's error, or the reason it could not be
+        MonitorError: the monitor's error, or the reason it could not be
             reached or did not answer, worded for the user.
     """
+    client = QMPClient(timeout)
     try:
-        async with asyncio.timeout(timeout), await _QMPClient.connect(address) as client:
-            return [await client.execute(name, arguments) for name, arguments in requests]
-    except TimeoutError:
-        raise _MonitorError(
-            f"the monitor at {address} did not answer within {timeout:g} s"
-        ) from None
+        await client.connect(address)
+        await client.negotiate()
+        return [await client.execute(name, arguments) for name, arguments in requests]
     except OSError as exc:
-        raise _MonitorError(
+        raise MonitorError(
             f"iothreads {command}: cannot reach the monitor at {address}: {exc}"
         ) from None
+    finally:
+        await client.close()
 
 
-async def _query(address: _Address, as_json: bool, timeout: float) -> int:
+async def _query(address: Address, as_json: bool, timeout: float) -> int:
     try:
         (iothreads,) = await _converse("query", address, timeout, [("query-iothreads", None)])
-    except _MonitorError as exc:
+    except MonitorError as exc:
         return _fail(exc)
     if as_json:
         print(json.dumps(iothreads, indent=2))
@@ -354,7 +234,7 @@ async def _query(address: _Address, as_json: bool, timeout: float) -> int:
 
 
 async def _set(
-    address: _Address,
+    address: Address,
     target: str,
     assignments: Sequence[tuple[str, int | str]],
     timeout: float,
@@ -365,7 +245,7 @@ async def _set(
     ]
     try:
         await _converse("set", address, timeout, requests)
-    except _MonitorError as exc:
+    except MonitorError as exc:
         return _fail(exc)
     return 0
 

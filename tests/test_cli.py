@@ -32,7 +32,8 @@ from typing import Any
 import pytest
 from qemu.qmp import QMPClient
 
-from iothreads._cli import _Address, _parse_address, _parse_object, main
+from iothreads._cli import _parse_address, _parse_object, main
+from iothreads.qmp._client import Address
 
 from .conftest import WAIT
 
@@ -384,11 +385,11 @@ def test_parse_object() -> None:
 
 
 def test_parse_address() -> None:
-    assert _parse_address("unix:/run/q.sock") == _Address(path="/run/q.sock")
-    assert _parse_address("unix:/q,server,nowait") == _Address(path="/q")
-    assert _parse_address("tcp:localhost:4444") == _Address(host="localhost", port=4444)
-    assert _parse_address("tcp::4444") == _Address(port=4444)
-    assert _parse_address("tcp:[::1]:4444") == _Address(host="::1", port=4444)
+    assert _parse_address("unix:/run/q.sock") == Address(path="/run/q.sock")
+    assert _parse_address("unix:/q,server,nowait") == Address(path="/q")
+    assert _parse_address("tcp:localhost:4444") == Address(host="localhost", port=4444)
+    assert _parse_address("tcp::4444") == Address(port=4444)
+    assert _parse_address("tcp:[::1]:4444") == Address(host="::1", port=4444)
     assert str(_parse_address("tcp::4444")) == "tcp::4444"
     for bad in (
         "unix:",
