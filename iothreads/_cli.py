@@ -13,7 +13,8 @@
 work against any process that embeds a monitor.  A monitor's error is printed as
 its ``desc``, and the exit status is 1.
 
-Everything here runs in the main thread (``serve`` on its asyncio loop).
+``serve`` handles SIGINT and SIGTERM on its asyncio loop, which only the
+main thread can do (``loop.add_signal_handler``).
 """
 
 from __future__ import annotations

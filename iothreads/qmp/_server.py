@@ -7,26 +7,24 @@ that IOThread's loop; its requests are answered in order.  Commands that can
 block on another IOThread (``object-add``, ``object-del`` start and join
 threads) run in a worker thread, so one slow command does not hold up the
 other clients.
-
-Threads: every ``_Session`` method and the ``Monitor`` methods marked so run
-in the monitor's IOThread; ``Monitor.start`` and ``Monitor.aclose`` run on the
-caller's loop and hop to the IOThread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import errno
 import logging
 import os
 import socket
 import stat
-from types import TracebackType
+import threading
 from typing import Final, Self
 
 from .._errors import IOThreadsError, IOThreadStopped
 from .._iothread import IOThread
 from .._objects import iothread_create
+from .._runs_in import ThreadRole, runs_in
 from ._commands import ClientState, dispatch, version
 from ._wire import JsonStreamer, QMPError, encode, error_reply, parse
 
@@ -48,20 +46,39 @@ _MONITOR_IOTHREAD_ID: Final = "mon_iothread"
 LOOPBACK: Final = "127.0.0.1"
 
 
+def _in_monitor_iothread(owner: Monitor | _Session) -> bool:
+    io = owner._io
+    return io is not None and io.thread_id == threading.get_native_id()
+
+
+#: The monitor's own IOThread: its listeners, its sessions and their
+#: connections live on that IOThread's loop.
+_MONITOR_IOTHREAD: Final = ThreadRole("the monitor's IOThread", _in_monitor_iothread)
+
+#: The loop that awaits Monitor.start() and aclose(): any but the monitor's
+#: own, which those calls create and stop.
+_CALLER: Final = ThreadRole(
+    "the caller's loop, not the monitor's IOThread",
+    lambda monitor: not _in_monitor_iothread(monitor),
+)
+
+
 # -- one client connection ------------------------------------------------------------
 
 
 class _Session:
-    """One client: the greeting, negotiation, then requests in order.
+    """One client of the monitor whose IOThread is *io*: the greeting,
+    negotiation, then requests in order."""
 
-    Runs in the monitor's IOThread.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, io: IOThread, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._io = io
         self._reader = reader
         self._writer = writer
         self._client = ClientState()
 
+    @runs_in(_MONITOR_IOTHREAD)
     async def run(self) -> None:
         """Serve the client until it hangs up or sends what cannot be read.
 
@@ -81,10 +98,12 @@ class _Session:
                 await self._send(encode(error_reply("GenericError", streamer.error)))
                 return
 
+    @runs_in(_MONITOR_IOTHREAD)
     async def _send(self, line: bytes) -> None:
         self._writer.write(line)
         await self._writer.drain()
 
+    @runs_in(_MONITOR_IOTHREAD)
     async def _answer(self, text: bytes) -> bytes:
         """The reply to one JSON text, encoded."""
         try:
@@ -163,6 +182,15 @@ def _bind_unix(path: str) -> tuple[socket.socket, tuple[int, int]]:
     return sock, (st.st_dev, st.st_ino)
 
 
+class _State(enum.Enum):
+    """Where a Monitor is in its one life."""
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    CLOSED = "closed"  # closed, or its start failed
+
+
 class Monitor:
     """A QMP monitor on a unix socket (and/or a TCP port), on its own IOThread.
 
@@ -188,8 +216,9 @@ class Monitor:
         self._path = os.fspath(path) if path is not None else None
         self._host = host
         self._port = port
+        self._state = _State.NEW
+        # The monitor's IOThread, from start() on (kept once stopped).
         self._io: IOThread | None = None
-        self._started = False
         # Owned by the monitor's IOThread once started:
         self._servers: list[asyncio.Server] = []
         self._clients: set[asyncio.Task[None]] = set()
@@ -201,7 +230,7 @@ class Monitor:
         where = [f"unix:{self._path}"] if self._path is not None else []
         if self._port is not None:
             where.append(f"tcp:{self._host}:{self._port}")
-        state = "running" if self._io is not None else "stopped"
+        state = "running" if self._state is _State.RUNNING else "stopped"
         return f"<Monitor {' '.join(where)} {state}>"
 
     @property
@@ -214,7 +243,7 @@ class Monitor:
         """The (host, port) the TCP listener is bound to, once started."""
         return self._tcp_address
 
-    # runs on the caller's loop
+    @runs_in(_CALLER)
     async def start(self) -> None:
         """Create the monitor's IOThread and start listening.
 
@@ -224,26 +253,33 @@ class Monitor:
             OSError: a server already listens there, or binding failed; the
                 monitor's IOThread is stopped again.
         """
-        if self._started:
+        if self._state is not _State.NEW:
             raise RuntimeError(f"{self!r} can only be started once; create a new Monitor")
-        self._started = True
-        io = iothread_create(_MONITOR_IOTHREAD_ID)
+        self._state = _State.STARTING
+        self._io = io = iothread_create(_MONITOR_IOTHREAD_ID)
         try:
             await io.run(self._listen)
         except BaseException:
-            await io.run(self._shut_down)
-            await io.aclose()
-            self._remove_socket()
+            self._state = _State.CLOSED
+            await self._stop(io)
             raise
-        self._io = io
+        self._state = _State.RUNNING
 
-    # runs on the caller's loop
+    @runs_in(_CALLER)
     async def aclose(self) -> None:
         """Disconnect every client, stop listening, remove the socket, stop
-        the IOThread.  Idempotent."""
-        io, self._io = self._io, None
-        if io is None:
+        the IOThread.  Idempotent; nothing to do before :meth:`start` has
+        succeeded."""
+        if self._state is not _State.RUNNING:
             return
+        self._state = _State.CLOSED
+        assert self._io is not None
+        await self._stop(self._io)
+
+    @runs_in(_CALLER)
+    async def _stop(self, io: IOThread) -> None:
+        """Close the listeners and the connections on *io*, stop it, then
+        remove the socket."""
         try:
             await io.run(self._shut_down)
         finally:
@@ -254,15 +290,10 @@ class Monitor:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    # runs in the monitor's IOThread
+    @runs_in(_MONITOR_IOTHREAD)
     async def _listen(self) -> None:
         if self._path is not None:
             sock, self._socket_id = _bind_unix(self._path)
@@ -278,7 +309,7 @@ class Monitor:
             host, port = server.sockets[0].getsockname()[:2]
             self._tcp_address = (host, port)
 
-    # runs in the monitor's IOThread
+    @runs_in(_MONITOR_IOTHREAD)
     async def _shut_down(self) -> None:
         self._closing = True  # connections accepted from now on are dropped
         for server in self._servers:
@@ -290,16 +321,19 @@ class Monitor:
             await server.wait_closed()
         self._servers.clear()
 
-    # runs in the monitor's IOThread, one task per client
+    @runs_in(_MONITOR_IOTHREAD)
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """Serve one client, as a task of its own, until it leaves or the
+        monitor closes."""
         task = asyncio.current_task()
         assert task is not None
+        assert self._io is not None  # set by start() before it listens
         self._clients.add(task)
         try:
             if not self._closing:
-                await _Session(reader, writer).run()
+                await _Session(self._io, reader, writer).run()
         except OSError:
             pass  # the client went away mid-request: only its own session ends
         except asyncio.CancelledError:
@@ -316,9 +350,8 @@ class Monitor:
             finally:
                 self._clients.discard(task)
 
-    # runs in the monitor's IOThread
-    @staticmethod
-    async def _close(writer: asyncio.StreamWriter) -> None:
+    @runs_in(_MONITOR_IOTHREAD)
+    async def _close(self, writer: asyncio.StreamWriter) -> None:
         """Close a client's connection once what is queued for it is sent."""
         writer.close()
         try:
@@ -330,9 +363,10 @@ class Monitor:
             # has replies queued: drop them.
             writer.transport.abort()
 
-    # runs on the caller's loop, after the IOThread has stopped
+    @runs_in(_CALLER)
     def _remove_socket(self) -> None:
-        """Unlink the socket if it is still the one this monitor created."""
+        """Unlink the socket if it is still the one this monitor created (once
+        the IOThread has stopped: no listener is left to use it)."""
         if self._path is None or self._socket_id is None:
             return
         try:
