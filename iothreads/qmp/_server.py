@@ -98,12 +98,10 @@ class _Session:
                 await self._send(encode(error_reply("GenericError", streamer.error)))
                 return
 
-    @runs_in(_MONITOR_IOTHREAD)
     async def _send(self, line: bytes) -> None:
         self._writer.write(line)
         await self._writer.drain()
 
-    @runs_in(_MONITOR_IOTHREAD)
     async def _answer(self, text: bytes) -> bytes:
         """The reply to one JSON text, encoded."""
         try:
@@ -276,7 +274,6 @@ class Monitor:
         assert self._io is not None
         await self._stop(self._io)
 
-    @runs_in(_CALLER)
     async def _stop(self, io: IOThread) -> None:
         """Close the listeners and the connections on *io*, stop it, then
         remove the socket."""
@@ -350,8 +347,8 @@ class Monitor:
             finally:
                 self._clients.discard(task)
 
-    @runs_in(_MONITOR_IOTHREAD)
-    async def _close(self, writer: asyncio.StreamWriter) -> None:
+    @staticmethod
+    async def _close(writer: asyncio.StreamWriter) -> None:
         """Close a client's connection once what is queued for it is sent."""
         writer.close()
         try:
@@ -363,7 +360,6 @@ class Monitor:
             # has replies queued: drop them.
             writer.transport.abort()
 
-    @runs_in(_CALLER)
     def _remove_socket(self) -> None:
         """Unlink the socket if it is still the one this monitor created (once
         the IOThread has stopped: no listener is left to use it)."""
