@@ -1,0 +1,138 @@
+"""Helpers shared by several test modules (fixtures live in conftest.py files).
+
+One section per area; each is kept by the tests of that area.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import socket
+import struct
+import termios
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from qemu.qmp import ExecuteError, QMPClient
+
+from .conftest import WAIT
+
+# -- QMP: the monitor and the command line ------------------------------------------------
+
+INT64_MAX = 2**63 - 1
+
+#: The properties of QEMU's event-loop-base type, the ones a main-loop has.
+EVENT_LOOP_BASE_PROPS = ("aio-max-batch", "thread-pool-min", "thread-pool-max")
+#: An iothread's properties in QEMU's schema order: its own, then its base type's.
+IOTHREAD_PROPS = ("poll-max-ns", "poll-grow", "poll-shrink", *EVENT_LOOP_BASE_PROPS)
+
+
+def qom_properties(names: tuple[str, ...]) -> list[dict[str, str]]:
+    """What qom-list (of an object) and qom-list-properties answer for a type
+    whose int properties are *names*: ``type`` first."""
+    return [{"name": "type", "type": "string"}, *({"name": n, "type": "int"} for n in names)]
+
+
+@contextlib.asynccontextmanager
+async def qmp_client(
+    address: str | tuple[str, int], *, negotiate: bool = True
+) -> AsyncIterator[QMPClient]:
+    """A ``qemu.qmp`` client connected to *address*, disconnected at the end."""
+    client = QMPClient("test")
+    client.negotiate = negotiate
+    await client.connect(address)
+    try:
+        yield client
+    finally:
+        await client.disconnect()
+
+
+async def qmp_error(
+    client: QMPClient, cmd: str, args: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """(class, desc) of the error *cmd* must answer."""
+    with pytest.raises(ExecuteError) as info:
+        await client.execute(cmd, args)
+    error = info.value.error.error
+    return error.class_, error.desc
+
+
+class RawClient:
+    """A plain socket client, for what ``qemu.qmp`` would never send."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, path: str, *, negotiate: bool = True) -> RawClient:
+        reader, writer = await asyncio.open_unix_connection(path)
+        client = cls(reader, writer)
+        assert "QMP" in await client.receive()
+        if negotiate:
+            assert await client.request({"execute": "qmp_capabilities"}) == {"return": {}}
+        return client
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def receive(self) -> Any:
+        line = await asyncio.wait_for(self.reader.readline(), WAIT)
+        assert line, "the monitor hung up"
+        return json.loads(line)
+
+    async def request(self, message: Any) -> Any:
+        await self.send(json.dumps(message).encode() + b"\n")
+        return await self.receive()
+
+    async def at_eof(self) -> bool:
+        """True if the monitor closed the connection (after any pending data)."""
+        return await asyncio.wait_for(self.reader.read(), WAIT) == b""
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except OSError:
+            pass  # the monitor closed first: closed all the same
+
+
+def flood(hog: socket.socket) -> None:
+    """Send, from the connected *hog* that will read nothing, what its socket
+    takes at once of a negotiation and requests whose replies are ~15x larger."""
+    hog.setblocking(False)
+    try:
+        hog.send(b'{"execute": "qmp_capabilities"}' + b'{"execute": "query-commands"}' * 4000)
+    except BlockingIOError:
+        pass
+
+
+class StallWatch:
+    """Tells when the monitor has stopped sending to a *hog* that reads nothing
+    (its session is stuck on the full socket): the bytes waiting in the hog's
+    socket stay the same, above zero, over three round trips of another client
+    made between calls to :meth:`stalled`."""
+
+    def __init__(self, hog: socket.socket) -> None:
+        self._hog = hog
+        self._deadline = time.monotonic() + WAIT
+        self._pending = -1
+        self._same = 0
+
+    def stalled(self) -> bool:
+        assert time.monotonic() < self._deadline, "the hog's session never filled its socket"
+        now = struct.unpack("i", fcntl.ioctl(self._hog, termios.FIONREAD, b"\0" * 4))[0]
+        self._same = self._same + 1 if now == self._pending and now > 0 else 0
+        self._pending = now
+        return self._same >= 3
+
+
+async def add_iothread(client: QMPClient, id: str = "io0", **props: int) -> None:
+    """object-add an iothread; *props* in attribute spelling (``poll_max_ns``)."""
+    args = {"qom-type": "iothread", "id": id, **{k.replace("_", "-"): v for k, v in props.items()}}
+    assert await client.execute("object-add", args) == {}
