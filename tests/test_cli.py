@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -19,10 +18,8 @@ import select
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
-import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -30,15 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qemu.qmp import QMPClient
 
 from iothreads._cli import _parse_address, _parse_object, main
 from iothreads.qmp._client import Address
 
 from .conftest import WAIT
+from .helpers import INT64_MAX, StallWatch, flood, qmp_client
 
 REPO = Path(__file__).resolve().parent.parent
-INT64_MAX = 2**63 - 1
 
 
 def cli(*args: str, cwd: Path | str = REPO) -> subprocess.CompletedProcess[str]:
@@ -109,12 +105,8 @@ def query_json(address: str) -> list[dict[str, Any]]:
 
 
 async def qmp_execute(path: str, cmd: str, args: dict[str, Any] | None = None) -> Any:
-    client = QMPClient("cli-test")
-    await client.connect(path)
-    try:
+    async with qmp_client(path) as client:
         return await client.execute(cmd, args)
-    finally:
-        await client.disconnect()
 
 
 # -- end to end ------------------------------------------------------------------------
@@ -179,25 +171,14 @@ def test_sigterm_with_a_client_that_never_reads(sock_path: str) -> None:
                 s.settimeout(WAIT)
                 s.connect(sock_path)
                 s.recv(4096)  # the greeting
-            hog.setblocking(False)
-            try:  # what the socket takes at once; the replies are ~15x larger
-                hog.send(
-                    b'{"execute": "qmp_capabilities"}' + b'{"execute": "query-commands"}' * 4000
-                )
-            except BlockingIOError:
-                pass
+            flood(hog)
             # Until the monitor sends the hog nothing more, checked by round trips.
             probe_file = probe.makefile("rwb")
-            deadline = time.monotonic() + WAIT
-            pending, same = -1, 0
-            while same < 3:
-                assert time.monotonic() < deadline, "the hog's session never filled its socket"
+            watch = StallWatch(hog)
+            while not watch.stalled():
                 probe_file.write(b'{"execute": "qmp_capabilities"}\n')
                 probe_file.flush()
                 assert probe_file.readline()
-                now = struct.unpack("i", fcntl.ioctl(hog, termios.FIONREAD, b"\0" * 4))[0]
-                same = same + 1 if now == pending and now > 0 else 0
-                pending = now
             probe_file.close()
             assert stop(proc) == 0
         assert stderr_of(proc) == ""
