@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -84,13 +85,25 @@ def runs_in(role: ThreadRole) -> Callable[[F], F]:
         if not DEBUG or holds is None:
             return func
 
-        @functools.wraps(func)
-        def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        def check(self: Any) -> None:
             if not holds(self):
                 raise RuntimeError(
                     f"{func.__qualname__}() must run in {role.description}; "
                     "hand it over with call_soon_threadsafe()"
                 )
+
+        if inspect.iscoroutinefunction(func):
+            # Still a coroutine function to inspect; checked when awaited.
+            @functools.wraps(func)
+            async def checked_coroutine(self: Any, *args: Any, **kwargs: Any) -> Any:
+                check(self)
+                return await func(self, *args, **kwargs)
+
+            return checked_coroutine  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+            check(self)
             return func(self, *args, **kwargs)
 
         return checked  # type: ignore[return-value]

@@ -1,4 +1,6 @@
-"""The AioContext: wake-ups are never lost, polling, poll handlers, batching.
+"""The AioContext: wake-up suppression, polling, poll handlers, batching.
+
+(That no wake-up is ever lost is tests/test_wakeups.py's.)
 
 Each test runs on both loops: the stdlib loop goes through the selector
 wrapper, uvloop through the self-rescheduling callback poller.
@@ -9,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import random
 import socket
 import threading
 import time
@@ -43,48 +44,6 @@ def grow_window(io: IOThread, until: Callable[[int], bool]) -> None:
         threading.Event().wait(min(0.05, 2 * poll_ns / 1e9))
         io.submit(lambda: None).result(WAIT)
     pytest.fail(f"window never reached the wanted size: {io.aio_context.statistics()}")
-
-
-@pytest.mark.parametrize("poll_max_ns", [0, 32768, 500_000])
-def test_no_wakeup_is_ever_lost(loop_factory: LoopFactory, poll_max_ns: int) -> None:
-    """Many producers, random gaps; each waits for its own callback, bounded.
-
-    A lost wake-up leaves the loop asleep with work queued, so the producer's
-    bounded wait fails.  Gaps range from none to longer than the window, so
-    submissions land while the loop is awake, spinning, announcing sleep and
-    asleep.
-    """
-    producers, per_producer = 4, 400
-    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=poll_max_ns) as io:
-        failures: list[str] = []
-
-        def producer(seed: int) -> None:
-            rng = random.Random(seed)
-            done = threading.Event()
-            for i in range(per_producer):
-                done.clear()
-                io.call_soon_threadsafe(done.set)
-                if not done.wait(WAIT):
-                    failures.append(f"producer {seed}: callback {i} never ran")
-                    return
-                gap = rng.random()
-                if gap < 0.3:
-                    continue  # back to back
-                if gap < 0.6:
-                    for _ in range(rng.randrange(2000)):
-                        pass  # a short busy gap, inside or around the window
-                else:
-                    threading.Event().wait(rng.random() / 2000)  # up to 0.5 ms asleep
-
-        threads = [threading.Thread(target=producer, args=(k,)) for k in range(producers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(WAIT * per_producer)
-        assert failures == []
-        stats = io.aio_context.statistics()
-        assert stats.submitted >= producers * per_producer
-        assert stats.wakeups_sent + stats.wakeups_suppressed == stats.submitted
 
 
 def test_awake_loop_suppresses_wakeups(loop_factory: LoopFactory) -> None:

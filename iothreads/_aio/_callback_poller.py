@@ -15,7 +15,6 @@ callbacks, which costs a system call, never a lost wake-up.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from .._runs_in import LOOP, runs_in
@@ -43,7 +42,7 @@ class CallbackPoller:
     def after_work(self) -> None:
         """The inbox was served: more work, a spin, or announce the sleep."""
         context = self._context
-        now = time.monotonic_ns()
+        now = context.clock()
         if self._idle_since is not None:
             context.woke(now - self._idle_since)
             self._idle_since = None
@@ -68,7 +67,7 @@ class CallbackPoller:
     @runs_in(LOOP)
     def _spin(self) -> None:
         context = self._context
-        if not context.poll_step() and time.monotonic_ns() < self._deadline:
+        if not context.poll_step() and context.clock() < self._deadline:
             yield_cpu()
             self.loop.call_soon(self._spin)
             return

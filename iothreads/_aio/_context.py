@@ -106,6 +106,10 @@ class AioContext:
         owner: str = "the event loop",
     ) -> None:
         self.loop = loop
+        #: the clock (ns) the polling window and its statistics are measured
+        #: with (the loop's thread reads it); tests drive the window with a
+        #: fake one
+        self.clock: Callable[[], int] = time.monotonic_ns
         #: who runs the loop, for error messages ("IOThread 'io0'")
         self.owner = owner
         # Lock-free MPSC queue: producers append, the loop thread poplefts.
@@ -308,7 +312,7 @@ class AioContext:
         time it took.
         """
         self._handlers.end_phase()
-        spun = time.monotonic_ns() - started_ns
+        spun = self.clock() - started_ns
         self._spin_ns += spun
         if not (io_ready or self.work_pending()):
             return False

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +79,7 @@ class SelectorPoller(selectors.BaseSelector):
         context = self._context
         if context.work_pending() or (timeout is not None and timeout <= 0):
             return self._with_work(self._inner.select(0))
-        start = time.monotonic_ns()
+        start = context.clock()
         poll_ns = context.poll_ns
         if poll_ns:
             events = self._spin(start, poll_ns, timeout)
@@ -89,9 +88,9 @@ class SelectorPoller(selectors.BaseSelector):
         if not context.prepare_to_block():
             return self._with_work(self._inner.select(0))
         if timeout is not None:
-            timeout = max(0.0, timeout - (time.monotonic_ns() - start) / 1e9)
+            timeout = max(0.0, timeout - (context.clock() - start) / 1e9)
         events = self._inner.select(timeout)
-        context.woke(time.monotonic_ns() - start)
+        context.woke(context.clock() - start)
         return self._with_work(events)
 
     def _spin(self, start: int, poll_ns: int, timeout: float | None) -> _Events:
@@ -110,7 +109,7 @@ class SelectorPoller(selectors.BaseSelector):
             events = inner_select(0)
             if events:
                 return events
-            if time.monotonic_ns() >= deadline:
+            if context.clock() >= deadline:
                 return []
 
     def _with_work(self, events: _Events) -> _Events:

@@ -1,0 +1,251 @@
+"""No wake-up is ever lost: a producer landing at any step of the loop's path to sleep.
+
+Two kinds of test, on both loops:
+
+* deterministic interleavings, in the spirit of trio's thread tests: the
+  loop's thread and a producer thread are traced line by line (``sys.settrace``,
+  lines of iothreads' own code only) and paused at chosen lines, so that the
+  producer's ``call_soon_threadsafe`` is cut at every one of its lines and
+  the pieces land at every line of the loop's way from its last callback to
+  its sleep.  Under the GIL a stress test cannot reach most of these
+  interleavings (no thread switch happens between the loop's last look at
+  the inbox and its sleep); here each one is one trial;
+* a stress test with random gaps, which reaches real races where threads run
+  in parallel (the free-threaded build).
+
+A lost wake-up leaves the loop asleep with work queued: the producer's
+bounded wait for its callback fails.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import random
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+import pytest
+
+import iothreads
+from iothreads import IOThread
+from iothreads._aio import AioContext
+
+from .conftest import WAIT, LoopFactory
+
+_PACKAGE = os.path.dirname(iothreads.__file__) + os.sep
+
+Line = tuple[str, int]
+
+
+def _line_after(func: Callable[..., Any], text: str) -> Line:
+    """The line following the one of *func* that contains *text*."""
+    func = inspect.unwrap(func)
+    lines, first = inspect.getsourcelines(func)
+    index = next(i for i, line in enumerate(lines) if text in line)
+    return inspect.getsourcefile(func) or "", first + index + 1
+
+
+#: Where the loop has made its last look and is about to sleep: the line
+#: after the one that counts the block.
+SLEEPING = _line_after(AioContext.prepare_to_block, "self._blocks += 1")
+
+
+class Gate:
+    """A tracer that counts a thread's lines of iothreads code and can stop it.
+
+    With *pause_at*, the thread stops before running its *pause_at*-th line
+    (counting from 0) until ``resume`` is set; ``stopped`` is set then, or
+    when the thread reaches any line of *marks*.  ``lines`` records every
+    line seen.
+    """
+
+    def __init__(self, pause_at: int | None = None, marks: frozenset[Line] = frozenset()) -> None:
+        self.pause_at = pause_at
+        self.marks = marks
+        self.lines: list[Line] = []
+        self.stopped = threading.Event()
+        self.resume = threading.Event()
+
+    def trace(self, frame: FrameType, event: str, arg: object) -> Any:
+        if not frame.f_code.co_filename.startswith(_PACKAGE):
+            return None  # not our code: no line events from it
+        return self._line
+
+    def _line(self, frame: FrameType, event: str, arg: object) -> Any:
+        if event == "line":
+            line = (frame.f_code.co_filename, frame.f_lineno)
+            if len(self.lines) == self.pause_at:
+                self.stopped.set()
+                if not self.resume.wait(WAIT):
+                    raise TimeoutError("a paused thread was never resumed")
+            self.lines.append(line)
+            if line in self.marks:
+                self.stopped.set()
+        return self._line
+
+
+class FakeClock:
+    """A clock that moves 1 us per reading: a spin lasts a fixed number of steps."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        self.now += 1000
+        return self.now
+
+
+class Trial:
+    """One IOThread, and the means to land a producer at a chosen point."""
+
+    def __init__(self, io: IOThread, poll_ns: int) -> None:
+        self.io = io
+        self.aio = io.aio_context
+        self.poll_ns = poll_ns
+
+    def arm(self, gate: Gate) -> None:
+        """Trace the loop from now on, starting each trial from the same state.
+
+        Runs in the IOThread, as a callback: the loop's way to sleep starts
+        when it returns.  The window is set directly: grown by traffic, its
+        size would depend on the machine's speed.
+        """
+        self.aio.clock = FakeClock()
+        self.aio._window.poll_ns = self.poll_ns
+        sys.settrace(gate.trace)
+
+    def loop_path(self) -> list[Line]:
+        """The lines the loop runs from a callback to its sleep, when no work comes."""
+        gate = Gate(marks=frozenset({SLEEPING}))
+        self.io.call_soon_threadsafe(self.arm, gate)
+        assert gate.stopped.wait(WAIT), "the loop never reached its sleep"
+        path = gate.lines[: gate.lines.index(SLEEPING) + 1]
+        self.io.run_sync(sys.settrace, None)
+        return path
+
+    def producer_length(self) -> int:
+        """How many lines a ``call_soon_threadsafe`` runs on the asleep loop."""
+        gate = Gate()
+        done = threading.Event()
+        sys.settrace(gate.trace)
+        try:
+            self.io.call_soon_threadsafe(done.set)
+        finally:
+            sys.settrace(None)
+        assert done.wait(WAIT)
+        return len(gate.lines)
+
+    def land(self, loop_stops_at: int, producer_stops_at: int) -> bool:
+        """Cut the loop at one line and the producer at another, and see the callback run.
+
+        The loop runs its first *loop_stops_at* lines and stops; the producer
+        runs *producer_stops_at* lines of its ``call_soon_threadsafe`` and
+        stops (unless it finishes first); the loop goes on to its sleep (or
+        to the callback); the producer finishes.  Returns False when the
+        callback never ran: a lost wake-up.
+        """
+        ran = threading.Event()
+        loop_gate = Gate(pause_at=loop_stops_at, marks=frozenset({SLEEPING}))
+        producer_gate = Gate(pause_at=producer_stops_at)
+
+        def callback() -> None:
+            ran.set()
+            loop_gate.stopped.set()  # the loop took the work instead of sleeping
+
+        def producer() -> None:
+            sys.settrace(producer_gate.trace)
+            try:
+                self.io.call_soon_threadsafe(callback)
+            finally:
+                sys.settrace(None)
+                producer_gate.stopped.set()  # finished before its stop line
+
+        self.io.call_soon_threadsafe(self.arm, loop_gate)
+        assert loop_gate.stopped.wait(WAIT)
+        loop_gate.stopped.clear()
+        thread = threading.Thread(target=producer)
+        thread.start()
+        try:
+            assert producer_gate.stopped.wait(WAIT)
+            loop_gate.resume.set()
+            assert loop_gate.stopped.wait(WAIT)  # asleep, or serving the callback
+            producer_gate.resume.set()
+        finally:
+            loop_gate.resume.set()
+            producer_gate.resume.set()
+            thread.join(WAIT)
+        landed = ran.wait(WAIT)
+        if landed:
+            self.io.run_sync(sys.settrace, None)
+        return landed
+
+
+@pytest.fixture(params=[0, 8000], ids=["polling-off", "polling-on"])
+def trial(request: pytest.FixtureRequest, loop_factory: LoopFactory) -> Iterator[Trial]:
+    # poll-max-ns is huge so that the window set by each trial stays as it
+    # is: it only ever grows toward poll-max-ns or shrinks past it.
+    poll_max_ns = 10**15 if request.param else 0
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=poll_max_ns) as io:
+        yield Trial(io, request.param)
+
+
+def test_a_producer_landing_anywhere_on_the_loops_way_to_sleep_is_never_lost(
+    trial: Trial,
+) -> None:
+    path = trial.loop_path()
+    # One cut more than the producer's lines: the last one falls after it.
+    for producer_line in range(trial.producer_length() + 1):
+        for loop_line in range(len(path)):
+            if not trial.land(loop_line, producer_line):
+                pytest.fail(
+                    f"wake-up lost: the loop stopped before {path[loop_line]}, "
+                    f"the producer after {producer_line} lines"
+                )
+    # The trials did land on both sides of the loop's announcement.
+    stats = trial.aio.statistics()
+    assert stats.wakeups_sent > 0
+    assert stats.wakeups_suppressed > 0
+
+
+@pytest.mark.parametrize("poll_max_ns", [0, 32768, 500_000])
+def test_no_wakeup_is_lost_under_stress(loop_factory: LoopFactory, poll_max_ns: int) -> None:
+    """Many producers, random gaps; each waits for its own callback, bounded.
+
+    Gaps range from none to longer than the window, so submissions land while
+    the loop is awake, spinning, announcing sleep and asleep.
+    """
+    producers, per_producer = 4, 400
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=poll_max_ns) as io:
+        failures: list[str] = []
+
+        def producer(seed: int) -> None:
+            rng = random.Random(seed)
+            done = threading.Event()
+            for i in range(per_producer):
+                done.clear()
+                io.call_soon_threadsafe(done.set)
+                if not done.wait(WAIT):
+                    failures.append(f"producer {seed}: callback {i} never ran")
+                    return
+                gap = rng.random()
+                if gap < 0.3:
+                    continue  # back to back
+                if gap < 0.6:
+                    for _ in range(rng.randrange(2000)):
+                        pass  # a short busy gap, inside or around the window
+                else:
+                    threading.Event().wait(rng.random() / 2000)  # up to 0.5 ms asleep
+
+        threads = [threading.Thread(target=producer, args=(k,)) for k in range(producers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT * per_producer)
+        assert failures == []
+        stats = io.aio_context.statistics()
+        assert stats.submitted >= producers * per_producer
+        assert stats.wakeups_sent + stats.wakeups_suppressed == stats.submitted
