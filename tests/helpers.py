@@ -8,18 +8,94 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import inspect
 import json
+import os
 import socket
 import struct
 import termios
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
+from types import FrameType
 from typing import Any
 
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
+import iothreads
+
 from .conftest import WAIT
+
+# -- Deterministic thread interleavings --------------------------------------------------
+
+_PACKAGE = os.path.dirname(iothreads.__file__) + os.sep
+
+#: A line of code: (file name, line number).
+Line = tuple[str, int]
+
+
+def line_of(func: Callable[..., Any], text: str, *, after: bool = False) -> Line:
+    """The line of *func* that contains *text* (with *after*: the line after it)."""
+    func = inspect.unwrap(func)
+    lines, first = inspect.getsourcelines(func)
+    index = next(i for i, line in enumerate(lines) if text in line)
+    return inspect.getsourcefile(func) or "", first + index + after
+
+
+class Gate:
+    """A tracer (``sys.settrace``) that counts a thread's lines of iothreads
+    code and stops the thread at chosen points, as trio's thread tests do.
+
+    *stops* are taken in order: a number stops the thread before its n-th
+    traced line (counting from 0), a ``Line`` before it runs that line.  At
+    each stop ``stopped`` is set and the thread waits for ``resume`` (which
+    is cleared again for the next stop).  ``stopped`` is also set when the
+    thread reaches a line of *marks*.  ``lines`` records every line seen.
+    """
+
+    def __init__(self, *stops: int | Line, marks: Collection[Line] = ()) -> None:
+        self._stops = list(stops)
+        self.marks = frozenset(marks)
+        self.lines: list[Line] = []
+        self.stopped = threading.Event()
+        self.resume = threading.Event()
+
+    def trace(self, frame: FrameType, event: str, arg: object) -> Any:
+        if not frame.f_code.co_filename.startswith(_PACKAGE):
+            return None  # not our code: no line events from it
+        return self._line
+
+    def _line(self, frame: FrameType, event: str, arg: object) -> Any:
+        if event == "line":
+            line = (frame.f_code.co_filename, frame.f_lineno)
+            if self._stops and self._stops[0] in (len(self.lines), line):
+                self._stops.pop(0)
+                self.stopped.set()
+                if not self.resume.wait(WAIT):
+                    raise TimeoutError("a stopped thread was never resumed")
+                self.resume.clear()
+            self.lines.append(line)
+            if line in self.marks:
+                self.stopped.set()
+        return self._line
+
+    def go_on(self) -> None:
+        """Resume the thread from its stop, ready to see it stop again."""
+        self.stopped.clear()
+        self.resume.set()
+
+
+class FakeClock:
+    """A clock (ns) that moves 1 us per reading: a spin lasts a fixed number of steps."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        self.now += 1000
+        return self.now
+
 
 # -- QMP: the monitor and the command line ------------------------------------------------
 

@@ -19,85 +19,22 @@ bounded wait for its callback fails.
 
 from __future__ import annotations
 
-import inspect
-import os
 import random
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from types import FrameType
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-import iothreads
 from iothreads import IOThread
 from iothreads._aio import AioContext
 
 from .conftest import WAIT, LoopFactory
-
-_PACKAGE = os.path.dirname(iothreads.__file__) + os.sep
-
-Line = tuple[str, int]
-
-
-def _line_after(func: Callable[..., Any], text: str) -> Line:
-    """The line following the one of *func* that contains *text*."""
-    func = inspect.unwrap(func)
-    lines, first = inspect.getsourcelines(func)
-    index = next(i for i, line in enumerate(lines) if text in line)
-    return inspect.getsourcefile(func) or "", first + index + 1
-
+from .helpers import FakeClock, Gate, Line, line_of
 
 #: Where the loop has made its last look and is about to sleep: the line
 #: after the one that counts the block.
-SLEEPING = _line_after(AioContext.prepare_to_block, "self._blocks += 1")
-
-
-class Gate:
-    """A tracer that counts a thread's lines of iothreads code and can stop it.
-
-    With *pause_at*, the thread stops before running its *pause_at*-th line
-    (counting from 0) until ``resume`` is set; ``stopped`` is set then, or
-    when the thread reaches any line of *marks*.  ``lines`` records every
-    line seen.
-    """
-
-    def __init__(self, pause_at: int | None = None, marks: frozenset[Line] = frozenset()) -> None:
-        self.pause_at = pause_at
-        self.marks = marks
-        self.lines: list[Line] = []
-        self.stopped = threading.Event()
-        self.resume = threading.Event()
-
-    def trace(self, frame: FrameType, event: str, arg: object) -> Any:
-        if not frame.f_code.co_filename.startswith(_PACKAGE):
-            return None  # not our code: no line events from it
-        return self._line
-
-    def _line(self, frame: FrameType, event: str, arg: object) -> Any:
-        if event == "line":
-            line = (frame.f_code.co_filename, frame.f_lineno)
-            if len(self.lines) == self.pause_at:
-                self.stopped.set()
-                if not self.resume.wait(WAIT):
-                    raise TimeoutError("a paused thread was never resumed")
-            self.lines.append(line)
-            if line in self.marks:
-                self.stopped.set()
-        return self._line
-
-
-class FakeClock:
-    """A clock that moves 1 us per reading: a spin lasts a fixed number of steps."""
-
-    def __init__(self) -> None:
-        self.now = 0
-
-    def __call__(self) -> int:
-        self.now += 1000
-        return self.now
-
+SLEEPING = line_of(AioContext.prepare_to_block, "self._blocks += 1", after=True)
 
 class Trial:
     """One IOThread, and the means to land a producer at a chosen point."""
@@ -120,7 +57,7 @@ class Trial:
 
     def loop_path(self) -> list[Line]:
         """The lines the loop runs from a callback to its sleep, when no work comes."""
-        gate = Gate(marks=frozenset({SLEEPING}))
+        gate = Gate(marks={SLEEPING})
         self.io.call_soon_threadsafe(self.arm, gate)
         assert gate.stopped.wait(WAIT), "the loop never reached its sleep"
         path = gate.lines[: gate.lines.index(SLEEPING) + 1]
@@ -149,8 +86,8 @@ class Trial:
         callback never ran: a lost wake-up.
         """
         ran = threading.Event()
-        loop_gate = Gate(pause_at=loop_stops_at, marks=frozenset({SLEEPING}))
-        producer_gate = Gate(pause_at=producer_stops_at)
+        loop_gate = Gate(loop_stops_at, marks={SLEEPING})
+        producer_gate = Gate(producer_stops_at)
 
         def callback() -> None:
             ran.set()
@@ -166,14 +103,13 @@ class Trial:
 
         self.io.call_soon_threadsafe(self.arm, loop_gate)
         assert loop_gate.stopped.wait(WAIT)
-        loop_gate.stopped.clear()
         thread = threading.Thread(target=producer)
         thread.start()
         try:
             assert producer_gate.stopped.wait(WAIT)
-            loop_gate.resume.set()
+            loop_gate.go_on()
             assert loop_gate.stopped.wait(WAIT)  # asleep, or serving the callback
-            producer_gate.resume.set()
+            producer_gate.go_on()
         finally:
             loop_gate.resume.set()
             producer_gate.resume.set()
