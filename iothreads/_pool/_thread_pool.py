@@ -51,8 +51,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, ParamSpec, TypeVar, TypeVarTuple
 
-from ._errors import InvalidParameterType, InvalidParameterValue
-from ._props import check_int64, check_thread_pool_limits
+from .._errors import InvalidParameterType, InvalidParameterValue
+from .._props import check_int64, check_thread_pool_limits
 
 __all__ = ["ThreadPool", "ThreadPoolStatistics"]
 

@@ -1,0 +1,10 @@
+"""The self-regulating worker pool (``ThreadPool``), one mechanism per module.
+
+- ``_thread_pool``: ``ThreadPool`` itself -- limits, dispatch, shutdown,
+  statistics -- and ``ThreadPoolStatistics``.
+"""
+
+from . import _thread_pool
+from ._thread_pool import *  # noqa: F403
+
+__all__ = _thread_pool.__all__
