@@ -1,7 +1,9 @@
 """The self-regulating worker pool (``ThreadPool``), one mechanism per module.
 
 - ``_thread_pool``: ``ThreadPool`` itself -- limits, dispatch, shutdown,
-  statistics -- and ``ThreadPoolStatistics``.
+  statistics -- and ``ThreadPoolStatistics``;
+- ``_requests``: what the pool queues (one call, its state, where its
+  outcome goes).
 """
 
 from . import _thread_pool

@@ -42,21 +42,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
-import logging
 import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, ParamSpec, TypeVar, TypeVarTuple
+from typing import Any, Final, ParamSpec, TypeVar, TypeVarTuple
 
 from .._errors import InvalidParameterType, InvalidParameterValue
 from .._props import check_int64, check_thread_pool_limits
+from ._requests import FutureRequest, LoopRequest, Request, RequestState
 
 __all__ = ["ThreadPool", "ThreadPoolStatistics"]
-
-_logger = logging.getLogger(__name__)
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -68,13 +65,6 @@ DEFAULT_IDLE_TIMEOUT: Final = 10.0
 
 #: QEMU's THREAD_POOL_MAX_THREADS_DEFAULT (DESIGN.md §3).
 DEFAULT_MAX_THREADS: Final = 64
-
-# Life of a request; each transition happens under the pool lock.
-_QUEUED: Final = "queued"  # waiting in the queue for a worker
-_RUNNING: Final = "running"  # a worker took it
-_DONE: Final = "done"  # the function returned or raised, result delivered
-_CANCELLED: Final = "cancelled"  # withdrawn before it started: it never runs
-_DISCARDED: Final = "discarded"  # withdrawn while running: its result is dropped
 
 
 @dataclass(frozen=True)
@@ -104,137 +94,6 @@ class ThreadPoolStatistics:
     exited: int
     completed: int
     cancelled: int
-
-
-class _Request:
-    """One call of ``fn(*args, **kwargs)`` in a copy of the submitter's context.
-
-    ``state`` is guarded by the pool lock; the rest is immutable.
-    """
-
-    __slots__ = ("args", "context", "fn", "kwargs", "state")
-
-    #: Whether deliver() runs the caller's callbacks in the delivering thread.
-    runs_callbacks: ClassVar[bool]
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.context = contextvars.copy_context()
-        self.state = _QUEUED
-
-    def begin(self) -> bool:
-        """Mark the request running; False if its caller withdrew it.
-
-        Runs in the thread that hands the request to a worker, under the pool lock.
-        """
-        if self.state != _QUEUED:
-            return False
-        self.state = _RUNNING
-        return True
-
-    def call(self) -> tuple[Any, BaseException | None]:
-        """Call the function; return its result or what it raised.  Never raises.
-
-        Runs in a worker thread, without the pool lock.
-        """
-        try:
-            return self.context.run(self.fn, *self.args, **self.kwargs), None
-        except BaseException as exc:  # the caller gets everything, as from a ThreadPoolExecutor
-            return None, exc
-
-    def deliver(self, result: Any, exc: BaseException | None) -> None:
-        """Hand the outcome to the caller.  Runs in a worker thread, without the lock."""
-        raise NotImplementedError
-
-    def withdraw(self) -> None:
-        """Tell the caller the request will never run.  Runs without the pool lock."""
-        raise NotImplementedError
-
-
-class _FutureRequest(_Request):
-    """A ``submit()``: the outcome goes to a ``concurrent.futures.Future``."""
-
-    __slots__ = ("future",)
-    runs_callbacks = True  # the future's done-callbacks, in set_result()
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
-        super().__init__(fn, args, kwargs)
-        self.future: Future[Any] = Future()
-
-    def begin(self) -> bool:
-        # The caller withdraws a submit() by cancelling its future, which the
-        # pool only learns here.  The future's own lock nests inside the pool
-        # lock; no future callback runs on this path.
-        if not self.future.set_running_or_notify_cancel():
-            self.state = _CANCELLED
-            return False
-        return super().begin()
-
-    def deliver(self, result: Any, exc: BaseException | None) -> None:
-        if exc is None:
-            self.future.set_result(result)
-        else:
-            self.future.set_exception(exc)
-
-    def withdraw(self) -> None:
-        self.future.cancel()
-
-
-class _LoopRequest(_Request):
-    """A ``run()``: the outcome resolves an asyncio future on the awaiting loop."""
-
-    __slots__ = ("future", "loop")
-    runs_callbacks = False  # the awaiting loop runs them
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], args: tuple[Any, ...]
-    ):
-        super().__init__(fn, args, {})
-        self.loop = loop
-        self.future: asyncio.Future[Any] = loop.create_future()
-
-    def deliver(self, result: Any, exc: BaseException | None) -> None:
-        try:
-            self.loop.call_soon_threadsafe(_resolve, self.future, result, exc)
-        except RuntimeError:
-            pass  # the awaiting loop is closed: nobody is left to take the outcome
-
-    def withdraw(self) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.future.cancel)
-        except RuntimeError:
-            pass  # the awaiting loop is closed: nobody is left to tell
-
-
-def _deliver(request: _Request, result: Any, exc: BaseException | None) -> None:
-    """Hand *request*'s outcome over; runs in a pool thread, without the lock.
-
-    A done-callback that raises a BaseException (SystemExit...) goes through
-    ``Future.set_result()``, which catches only Exception: logged here, it
-    does not end the pool thread (a worker would stay counted with no thread).
-    """
-    try:
-        request.deliver(result, exc)
-    except BaseException:
-        _logger.critical("delivering the outcome of %r raised", request.fn, exc_info=True)
-
-
-def _resolve(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    """Complete *future* unless its task was cancelled meanwhile.  Runs on its loop."""
-    if future.done():
-        return
-    if exc is None:
-        future.set_result(result)
-    elif isinstance(exc, StopIteration):
-        # asyncio refuses StopIteration in a future (it would end the awaiting
-        # coroutine silently); Python 3.12+ converts it the same way.
-        wrapped = RuntimeError("function raised StopIteration")
-        wrapped.__cause__ = exc
-        future.set_exception(wrapped)
-    else:
-        future.set_exception(exc)
 
 
 class _Worker:
@@ -336,7 +195,7 @@ class ThreadPool(ThreadPoolExecutor):
         self._min = min_threads
         self._max = max_threads
         self._closed = False  # shutdown() was called
-        self._queue: collections.deque[_Request] = collections.deque()
+        self._queue: collections.deque[Request] = collections.deque()
         self._idle: list[_Worker] = []  # a stack: the most recently idle on top
         # Workers taken off the idle stack to drain the queue that have not
         # reached it yet.  Invariant, whenever the lock is free: a non-empty
@@ -498,7 +357,7 @@ class ThreadPool(ThreadPoolExecutor):
         Raises:
             RuntimeError: the pool was shut down.
         """
-        request = _FutureRequest(fn, args, kwargs)
+        request = FutureRequest(fn, args, kwargs)
         self._dispatch(request)
         return request.future
 
@@ -516,7 +375,7 @@ class ThreadPool(ThreadPoolExecutor):
             asyncio.CancelledError: the task was cancelled, or the request was
                 dropped by ``shutdown(cancel_futures=True)``.
         """
-        request = _LoopRequest(asyncio.get_running_loop(), func, args)
+        request = LoopRequest(asyncio.get_running_loop(), func, args)
         self._dispatch(request)
         try:
             return await request.future  # type: ignore[no-any-return]
@@ -524,7 +383,7 @@ class ThreadPool(ThreadPoolExecutor):
             self._withdraw(request)
             raise
 
-    def _dispatch(self, request: _Request) -> None:
+    def _dispatch(self, request: Request) -> None:
         # Runs in the submitting thread.  Queue the request; wake the most
         # recently idle worker unless one is already on its way to the queue
         # (it takes this request, or wakes the next idle worker for it).  When
@@ -546,14 +405,14 @@ class ThreadPool(ThreadPoolExecutor):
                 return
         self._start_spawner()  # the first spawn of the pool's life (see __init__)
 
-    def _withdraw(self, request: _LoopRequest) -> None:
+    def _withdraw(self, request: LoopRequest) -> None:
         # Runs on the awaiting loop when its task was cancelled.
         with self._lock:
-            if request.state == _QUEUED:
-                request.state = _CANCELLED
+            if request.state is RequestState.QUEUED:
+                request.state = RequestState.CANCELLED
                 self._queue.remove(request)
-            elif request.state == _RUNNING:
-                request.state = _DISCARDED
+            elif request.state is RequestState.RUNNING:
+                request.state = RequestState.DISCARDED
             else:
                 return  # done (or cancelled by shutdown), already counted
             self._cancelled += 1
@@ -680,7 +539,7 @@ class ThreadPool(ThreadPoolExecutor):
         # this thread.  The spawner first hands its role over: a callback may
         # submit again and wait, and that retry's worker must not wait for
         # the very thread that runs the callback.
-        orphans: list[_Request] = []
+        orphans: list[Request] = []
         start_spawner = False
         with self._lock:
             self._booted_locked()
@@ -696,7 +555,7 @@ class ThreadPool(ThreadPoolExecutor):
         if start_spawner:
             self._start_spawner()
         for request in orphans:
-            _deliver(request, None, exc)
+            request.deliver(None, exc)
 
     def _retire_spawner_locked(self) -> bool:
         # Runs in the spawner thread, with self._lock held: it stops being
@@ -717,7 +576,7 @@ class ThreadPool(ThreadPoolExecutor):
         self._worker_marker.is_worker = True
         with self._lock:
             self._booted_locked()
-        finished: _Request | None = None
+        finished: Request | None = None
         result: Any = None
         error: BaseException | None = None
         while True:
@@ -728,7 +587,7 @@ class ThreadPool(ThreadPoolExecutor):
                 # this worker meanwhile.
                 with self._lock:
                     self._finish_locked(finished)
-                _deliver(finished, result, error)
+                finished.deliver(result, error)
                 finished = result = error = None
             with self._lock:
                 if finished is not None:
@@ -742,7 +601,7 @@ class ThreadPool(ThreadPoolExecutor):
                 # runs again as soon as it has the result finds this worker
                 # idle instead of an empty stack and a needless spawn.  (Its
                 # delivery runs no user code here: call_soon_threadsafe.)
-                _deliver(finished, result, error)
+                finished.deliver(result, error)
                 finished = result = error = None  # hold nothing while idle
             if leaving:
                 return
@@ -763,7 +622,7 @@ class ThreadPool(ThreadPoolExecutor):
             if not self._booting:
                 self._booted.notify()
 
-    def _take_locked(self, worker: _Worker) -> _Request | None:
+    def _take_locked(self, worker: _Worker) -> Request | None:
         # Runs in the worker thread, with self._lock held.  Returns the next
         # queued request (started); or None after either putting the worker
         # on top of the idle stack (the queue is empty), or deciding that it
@@ -848,15 +707,15 @@ class ThreadPool(ThreadPoolExecutor):
         self._nthreads -= 1
         self._exited += 1
 
-    def _finish_locked(self, request: _Request) -> None:
+    def _finish_locked(self, request: Request) -> None:
         # Runs in any thread, with self._lock held: *request* was delivered
         # (unless its caller withdrew it meanwhile, which counted it).
         self._active -= 1
-        if request.state == _RUNNING:
-            request.state = _DONE
+        if request.state is RequestState.RUNNING:
+            request.state = RequestState.DONE
             self._completed += 1
 
-    def _fail_all_locked(self) -> list[_Request]:
+    def _fail_all_locked(self) -> list[Request]:
         # Runs in any thread, with self._lock held, when no worker is left to
         # serve the queue: empty it, and return its requests that have not
         # been withdrawn, marked done.  Their functions never run: they count
@@ -865,7 +724,7 @@ class ThreadPool(ThreadPoolExecutor):
         while self._queue:
             request = self._queue.popleft()
             if request.begin():
-                request.state = _DONE
+                request.state = RequestState.DONE
                 failed.append(request)
             else:
                 self._cancelled += 1
@@ -884,13 +743,13 @@ class ThreadPool(ThreadPoolExecutor):
         neither for that thread nor for another pool thread inside
         ``shutdown()``: they cannot exit before it returns.
         """
-        dropped: list[_Request] = []
+        dropped: list[Request] = []
         with self._lock:
             self._closed = True
             if cancel_futures:
                 while self._queue:
                     request = self._queue.popleft()
-                    request.state = _CANCELLED
+                    request.state = RequestState.CANCELLED
                     self._cancelled += 1
                     dropped.append(request)
             while self._idle:
