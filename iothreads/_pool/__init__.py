@@ -3,7 +3,8 @@
 - ``_thread_pool``: ``ThreadPool`` itself -- limits, dispatch, shutdown,
   statistics -- and ``ThreadPoolStatistics``;
 - ``_requests``: what the pool queues (one call, its state, where its
-  outcome goes).
+  outcome goes);
+- ``_worker``: one worker thread and the loop it runs.
 """
 
 from . import _thread_pool

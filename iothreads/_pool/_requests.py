@@ -63,16 +63,6 @@ class Request:
         self.state = RequestState.RUNNING
         return True
 
-    def call(self) -> tuple[Any, BaseException | None]:
-        """Call the function; return its result or what it raised.  Never raises.
-
-        Runs in a worker thread, without the pool lock.
-        """
-        try:
-            return self.context.run(self.fn, *self.args, **self.kwargs), None
-        except BaseException as exc:  # the caller gets everything, as from a ThreadPoolExecutor
-            return None, exc
-
     @runs_in(ANY)
     def deliver(self, result: Any, exc: BaseException | None) -> None:
         """Hand the outcome to the caller, without the pool lock.  Never raises.

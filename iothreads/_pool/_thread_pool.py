@@ -33,7 +33,7 @@ resolves one future on the awaiting loop instead of ``run_in_executor``'s
 concurrent future chained to an asyncio future.
 
 Locking: one ``threading.Lock`` (``ThreadPool._lock``) guards every mutable
-field of the pool, of its ``_Worker`` records and the ``state`` of its
+field of the pool, of its ``Worker`` records and the ``state`` of its
 requests.  Nothing slow runs under it: no user code, no thread creation, no
 future callbacks.
 """
@@ -47,11 +47,12 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, ParamSpec, TypeVar, TypeVarTuple
+from typing import Final, ParamSpec, TypeVar, TypeVarTuple
 
 from .._errors import InvalidParameterType, InvalidParameterValue
 from .._props import check_int64, check_thread_pool_limits
 from ._requests import FutureRequest, LoopRequest, Request, RequestState
+from ._worker import Worker, current_worker
 
 __all__ = ["ThreadPool", "ThreadPoolStatistics"]
 
@@ -94,28 +95,6 @@ class ThreadPoolStatistics:
     exited: int
     completed: int
     cancelled: int
-
-
-class _Worker:
-    """The pool's record of one worker thread; every field is guarded by the pool lock.
-
-    ``wake`` is a binary semaphore, held while the worker is on the idle stack.
-    Whoever takes the worker off the stack sets ``summoned`` (go and drain the
-    queue) or ``retired`` (exit) and releases ``wake`` while still holding the
-    pool lock, so a worker that sees it was taken can consume ``wake`` without
-    blocking.
-    """
-
-    __slots__ = ("idle", "retired", "summoned", "thread", "wake")
-
-    thread: threading.Thread  # set right after construction, before anyone sees it
-
-    def __init__(self) -> None:
-        self.wake = threading.Lock()
-        self.wake.acquire()
-        self.idle = False  # on the pool's idle stack
-        self.retired = False  # told to exit and accounted for
-        self.summoned = False  # woken for the queue, counted in ThreadPool._waking
 
 
 def _check_idle_timeout(value: object) -> float:
@@ -196,17 +175,14 @@ class ThreadPool(ThreadPoolExecutor):
         self._max = max_threads
         self._closed = False  # shutdown() was called
         self._queue: collections.deque[Request] = collections.deque()
-        self._idle: list[_Worker] = []  # a stack: the most recently idle on top
+        self._idle: list[Worker] = []  # a stack: the most recently idle on top
         # Workers taken off the idle stack to drain the queue that have not
         # reached it yet.  Invariant, whenever the lock is free: a non-empty
         # queue with idle workers has one on its way (_waking > 0), which
         # wakes the next idle one if it leaves requests behind (_kick_locked).
         self._waking = 0
-        self._to_start: collections.deque[_Worker] = collections.deque()  # for the spawner
+        self._to_start: collections.deque[Worker] = collections.deque()  # for the spawner
         self._workers: set[threading.Thread] = set()  # to join at shutdown (and retired spawners)
-        # Marks this pool's worker threads from their first instruction on
-        # (owns_current_thread); written only by each worker for itself.
-        self._worker_marker = threading.local()
         # Pool threads inside shutdown(wait=True): no other pool thread in
         # shutdown joins them (they would wait for each other).
         self._shutting_down: set[threading.Thread] = set()
@@ -228,7 +204,7 @@ class ThreadPool(ThreadPoolExecutor):
         # creating threads from a bottom half of the main loop.  This pool
         # belongs to no loop and its busy workers are running user code, so
         # one small thread of its own does the starting: a submitter only
-        # queues a _Worker record and notifies it.  It sleeps on a condition
+        # queues a Worker and notifies it.  It sleeps on a condition
         # when there is nothing to start and exits at shutdown.
         #
         # It is started lazily, the first time a worker has to be spawned, so
@@ -419,7 +395,7 @@ class ThreadPool(ThreadPoolExecutor):
 
     # ---------------------------------------------------------------- workers
 
-    def _new_worker_locked(self, *, idle: bool) -> _Worker:
+    def _new_worker_locked(self, *, idle: bool) -> Worker:
         # Runs in any thread, with self._lock held; the caller starts the
         # thread.  The worker is counted at once (like QEMU's cur_threads) so
         # that concurrent submitters do not over-spawn.  An *idle* one goes on
@@ -430,13 +406,7 @@ class ThreadPool(ThreadPoolExecutor):
         self._spawned += 1
         self._nthreads += 1
         self._peak = max(self._peak, self._nthreads)
-        worker = _Worker()
-        worker.thread = threading.Thread(
-            target=self._worker_main,
-            args=(worker, idle),
-            name=f"{self._name}-{self._spawned}",
-            daemon=True,
-        )
+        worker = Worker(self, f"{self._name}-{self._spawned}", starts_idle=idle)
         if idle:
             worker.idle = True
             self._idle.insert(0, worker)
@@ -515,7 +485,7 @@ class ThreadPool(ThreadPoolExecutor):
                 if self._spawner is not threading.current_thread():
                     return  # retired by _start_failed
 
-    def _start_worker(self, worker: _Worker) -> None:
+    def _start_worker(self, worker: Worker) -> None:
         # Runs in the spawner thread (or the constructor), without the lock.
         try:
             worker.thread.start()
@@ -527,7 +497,7 @@ class ThreadPool(ThreadPoolExecutor):
             self._workers = {t for t in self._workers if t.is_alive()}
             self._workers.add(worker.thread)
 
-    def _start_failed(self, worker: _Worker, exc: Exception) -> None:
+    def _start_failed(self, worker: Worker, exc: Exception) -> None:
         # Runs in the spawner thread (or the constructor, or a submitter whose
         # spawner could not start), without the lock.  The worker never
         # existed: undo it.  When no worker is left, the queue fails with
@@ -570,49 +540,6 @@ class ThreadPool(ThreadPoolExecutor):
         self._new_spawner_locked()
         return True
 
-    def _worker_main(self, worker: _Worker, idle: bool) -> None:
-        # Runs in the worker thread: serves requests until told to exit.
-        # *idle*: the worker was put on the idle stack before its thread ran.
-        self._worker_marker.is_worker = True
-        with self._lock:
-            self._booted_locked()
-        finished: Request | None = None
-        result: Any = None
-        error: BaseException | None = None
-        while True:
-            if finished is not None and finished.runs_callbacks:
-                # A submit() future runs its done-callbacks in this thread,
-                # and they may wait for the pool: deliver while still busy,
-                # as ThreadPoolExecutor does, so that no request counts on
-                # this worker meanwhile.
-                with self._lock:
-                    self._finish_locked(finished)
-                finished.deliver(result, error)
-                finished = result = error = None
-            with self._lock:
-                if finished is not None:
-                    self._finish_locked(finished)
-                request = None if idle else self._take_locked(worker)
-                leaving = request is None and worker.retired
-            if finished is not None:
-                # A run() is delivered only now, once this worker has its
-                # next request or is idle again, as QEMU completes a request
-                # after its worker is back under the pool lock: a caller that
-                # runs again as soon as it has the result finds this worker
-                # idle instead of an empty stack and a needless spawn.  (Its
-                # delivery runs no user code here: call_soon_threadsafe.)
-                finished.deliver(result, error)
-                finished = result = error = None  # hold nothing while idle
-            if leaving:
-                return
-            idle = False
-            if request is None:
-                if not self._idle_wait(worker):
-                    return
-                continue  # summoned: drain the queue
-            result, error = request.call()
-            finished = request
-
     def _booted_locked(self) -> None:
         # Runs in a new worker thread (or the spawner when it could not start
         # one), with self._lock held.  While the constructor waits, every
@@ -622,7 +549,7 @@ class ThreadPool(ThreadPoolExecutor):
             if not self._booting:
                 self._booted.notify()
 
-    def _take_locked(self, worker: _Worker) -> Request | None:
+    def _take_locked(self, worker: Worker) -> Request | None:
         # Runs in the worker thread, with self._lock held.  Returns the next
         # queued request (started); or None after either putting the worker
         # on top of the idle stack (the queue is empty), or deciding that it
@@ -650,21 +577,14 @@ class ThreadPool(ThreadPoolExecutor):
                 return request
             self._cancelled += 1
 
-    def _idle_wait(self, worker: _Worker) -> bool:
-        # Runs in the worker thread, without the lock but on timeouts.
-        # Returns True when summoned to the queue, False when the worker exits.
-        while True:
-            if worker.wake.acquire(timeout=self._idle_timeout):
-                return not worker.retired  # written before wake was released
-            with self._lock:
-                if not worker.idle:
-                    # Taken off the stack as the wait timed out; wake was
-                    # released under the lock, so this does not block.
-                    worker.wake.acquire()
-                    return not worker.retired
-                if self._nthreads > self._min:
-                    self._exit_locked(worker)
-                    return False
+    def _expire_locked(self, worker: Worker) -> bool:
+        # Runs in the worker thread, with self._lock held: *worker* is still
+        # on the idle stack after an idle timeout.  It exits while more than
+        # min workers exist.
+        if self._nthreads > self._min:
+            self._exit_locked(worker)
+            return True
+        return False
 
     def _summon_locked(self) -> None:
         # Runs in any thread, with self._lock held, the idle stack not empty:
@@ -683,21 +603,21 @@ class ThreadPool(ThreadPoolExecutor):
         if self._queue and self._idle and not self._waking:
             self._summon_locked()
 
-    def _arrived_locked(self, worker: _Worker) -> None:
+    def _arrived_locked(self, worker: Worker) -> None:
         # Runs in any thread, with self._lock held: *worker* reached the queue
         # (or never will): it is no longer on its way.
         if worker.summoned:
             worker.summoned = False
             self._waking -= 1
 
-    def _retire_locked(self, worker: _Worker) -> None:
+    def _retire_locked(self, worker: Worker) -> None:
         # Runs in any thread, with self._lock held: *worker* was just taken
         # off the idle stack and must exit.
         worker.idle = False
         self._exit_locked(worker)
         worker.wake.release()
 
-    def _exit_locked(self, worker: _Worker) -> None:
+    def _exit_locked(self, worker: Worker) -> None:
         # Runs in any thread, with self._lock held: account for a worker
         # leaving the pool (its thread exits soon after, or never ran).
         if worker.idle:
@@ -800,7 +720,8 @@ class ThreadPool(ThreadPoolExecutor):
 
     def owns_current_thread(self) -> bool:
         """True when called from one of this pool's worker threads (any thread)."""
-        return getattr(self._worker_marker, "is_worker", False)
+        worker = current_worker()
+        return worker is not None and worker.pool is self
 
     def statistics(self) -> ThreadPoolStatistics:
         """A consistent snapshot of the pool's figures.  Runs in any thread."""
