@@ -4,7 +4,8 @@
   statistics -- and ``ThreadPoolStatistics``;
 - ``_requests``: what the pool queues (one call, its state, where its
   outcome goes);
-- ``_worker``: one worker thread and the loop it runs.
+- ``_worker``: one worker thread and the loop it runs;
+- ``_spawner``: the thread that starts the workers, off the submitters' path.
 """
 
 from . import _thread_pool

@@ -52,6 +52,7 @@ from typing import Final, ParamSpec, TypeVar, TypeVarTuple
 from .._errors import InvalidParameterType, InvalidParameterValue
 from .._props import check_int64, check_thread_pool_limits
 from ._requests import FutureRequest, LoopRequest, Request, RequestState
+from ._spawner import Spawner
 from ._worker import Worker, current_worker
 
 __all__ = ["ThreadPool", "ThreadPoolStatistics"]
@@ -181,7 +182,6 @@ class ThreadPool(ThreadPoolExecutor):
         # queue with idle workers has one on its way (_waking > 0), which
         # wakes the next idle one if it leaves requests behind (_kick_locked).
         self._waking = 0
-        self._to_start: collections.deque[Worker] = collections.deque()  # for the spawner
         self._workers: set[threading.Thread] = set()  # to join at shutdown (and retired spawners)
         # Pool threads inside shutdown(wait=True): no other pool thread in
         # shutdown joins them (they would wait for each other).
@@ -193,36 +193,20 @@ class ThreadPool(ThreadPoolExecutor):
         self._exited = 0
         self._completed = 0
         self._cancelled = 0
-        self._spawn_wanted = threading.Condition(self._lock)
         # Constructor workers whose thread has not reached its first wait yet.
         self._booting = 0
         self._booted = threading.Condition(self._lock)
 
-        # Why a spawner thread: threading.Thread.start() blocks its caller
-        # until the new thread runs (~53 µs here, milliseconds under mlock,
-        # DESIGN.md §4), and QEMU keeps that off the submitter's path by
-        # creating threads from a bottom half of the main loop.  This pool
-        # belongs to no loop and its busy workers are running user code, so
-        # one small thread of its own does the starting: a submitter only
-        # queues a Worker and notifies it.  It sleeps on a condition
-        # when there is nothing to start and exits at shutdown.
-        #
-        # It is started lazily, the first time a worker has to be spawned, so
-        # that a pool with min_threads=0 that is never used (every IOThread
-        # owns one) has no thread at all.  That first time, and only once in
-        # the pool's life, the caller that needed the worker starts the
-        # spawner itself, after releasing the lock (_start_spawner): one
-        # Thread.start() on the submitter's path, instead of one per worker.
-        # A pool with min_threads > 0 starts it here instead: its constructor
-        # pays for thread starts anyway, and a pool configured for latency
-        # keeps even that one off its requests' path.
-        self._spawner: threading.Thread | None = None  # exists once needed
-        self._spawner_up = False  # its start() returned
-        self._spawner_settled = threading.Condition(self._lock)  # for shutdown
+        # The spawner thread starts the workers off the submitters' path; it
+        # is made on the pool's first need (see _spawner.py).  A pool with
+        # min_threads > 0 starts it here instead: its constructor pays for
+        # thread starts anyway, and a pool configured for latency keeps even
+        # that one off its requests' path.
+        self._spawner = Spawner(self)
         if min_threads:
             with self._lock:
-                self._new_spawner_locked()
-            self._start_spawner()
+                self._spawner.make_thread_locked()
+            self._spawner.start()
 
         # The min workers are started here, by the constructor, which returns
         # once each has reached its first wait: the seed commit's point is no
@@ -260,7 +244,7 @@ class ThreadPool(ThreadPoolExecutor):
         with self._lock:
             start_spawner = self._set_limits_locked(value, self._max)
         if start_spawner:
-            self._start_spawner()
+            self._spawner.start()
 
     @property
     def max_threads(self) -> int:
@@ -273,7 +257,7 @@ class ThreadPool(ThreadPoolExecutor):
         with self._lock:
             start_spawner = self._set_limits_locked(self._min, value)
         if start_spawner:
-            self._start_spawner()
+            self._spawner.start()
 
     def set_limits(self, min_threads: int, max_threads: int) -> None:
         """Change both limits at once, live.
@@ -292,7 +276,7 @@ class ThreadPool(ThreadPoolExecutor):
         with self._lock:
             start_spawner = self._set_limits_locked(min_threads, max_threads)
         if start_spawner:
-            self._start_spawner()
+            self._spawner.start()
 
     def _set_limits_locked(self, min_threads: object, max_threads: object) -> bool:
         # Runs in any thread, with self._lock held.  Validates everything
@@ -379,7 +363,7 @@ class ThreadPool(ThreadPoolExecutor):
                 return
             if not self._spawn_locked(idle=False):
                 return
-        self._start_spawner()  # the first spawn of the pool's life (see __init__)
+        self._spawner.start()  # the first spawn of the pool's life (see _spawner.py)
 
     def _withdraw(self, request: LoopRequest) -> None:
         # Runs on the awaiting loop when its task was cancelled.
@@ -418,72 +402,17 @@ class ThreadPool(ThreadPoolExecutor):
         # ones being started to drain the queue.  A worker started idle is
         # already counted on the idle stack (or as woken, once summoned).
         coming = len(self._idle) + self._waking
-        if self._to_start:  # rarely: only while the spawner is behind
-            coming += sum(1 for w in self._to_start if not (w.idle or w.summoned or w.retired))
+        pending = self._spawner.pending
+        if pending:  # rarely: only while the spawner is behind
+            coming += sum(1 for w in pending if not (w.idle or w.summoned or w.retired))
         return coming
 
     def _spawn_locked(self, *, idle: bool) -> bool:
         # Runs in any thread, with self._lock held: one more worker, started
         # by the spawner thread.  Returns True when there was no spawner yet:
-        # the caller must then call _start_spawner() once it has released the
-        # lock (starting a thread under the lock would stall every submitter).
-        self._to_start.append(self._new_worker_locked(idle=idle))
-        if self._spawner is None:
-            self._new_spawner_locked()
-            return True
-        self._spawn_wanted.notify()
-        return False
-
-    def _new_spawner_locked(self) -> None:
-        # Runs in any thread, with self._lock held; the caller starts it.
-        self._spawner = threading.Thread(
-            target=self._spawner_main, name=f"{self._name}-spawner", daemon=True
-        )
-        self._spawner_up = False
-
-    def _start_spawner(self) -> None:
-        # Runs in the thread that created the spawner, without the lock.
-        # Until start() returns, the workers asked for wait in _to_start; the
-        # spawner looks there before it first sleeps, so none is missed.
-        with self._lock:
-            spawner = self._spawner
-        assert spawner is not None  # only this thread can reset it
-        try:
-            spawner.start()
-        except Exception as exc:  # "can't start new thread" (RuntimeError), MemoryError...
-            # No spawner: the workers waiting for it never start.  Undo them
-            # (failing what they were to serve, as _start_failed does), and
-            # let the next spawn try again with a new spawner.
-            with self._lock:
-                self._spawner = None
-                stranded = list(self._to_start)
-                self._to_start.clear()
-                self._spawner_settled.notify_all()
-            for worker in stranded:
-                self._start_failed(worker, exc)
-            return
-        with self._lock:
-            # Unless it has already retired (_start_failed) and maybe made a
-            # successor, which is not started yet.
-            if self._spawner is spawner:
-                self._spawner_up = True
-            self._spawner_settled.notify_all()
-
-    def _spawner_main(self) -> None:
-        # Runs in the spawner thread.  It starts what is asked even after
-        # shutdown (those workers drain the queue or exit at once) and exits
-        # when shut down with nothing left to start.
-        while True:
-            with self._lock:
-                while not self._to_start:
-                    if self._closed:
-                        return
-                    self._spawn_wanted.wait()
-                worker = self._to_start.popleft()
-            self._start_worker(worker)
-            with self._lock:
-                if self._spawner is not threading.current_thread():
-                    return  # retired by _start_failed
+        # the caller must then call self._spawner.start() once it has
+        # released the lock.
+        return self._spawner.request_locked(self._new_worker_locked(idle=idle))
 
     def _start_worker(self, worker: Worker) -> None:
         # Runs in the spawner thread (or the constructor), without the lock.
@@ -520,25 +449,15 @@ class ThreadPool(ThreadPoolExecutor):
                 orphans = self._fail_all_locked()
             else:
                 self._kick_locked()
-            if orphans and self._spawner is threading.current_thread():
-                start_spawner = self._retire_spawner_locked()
+            if orphans and self._spawner.owns_current_thread():
+                # It stops being the spawner, and is joined at shutdown like
+                # a worker.
+                self._workers.add(threading.current_thread())
+                start_spawner = self._spawner.retire_locked()
         if start_spawner:
-            self._start_spawner()
+            self._spawner.start()
         for request in orphans:
             request.deliver(None, exc)
-
-    def _retire_spawner_locked(self) -> bool:
-        # Runs in the spawner thread, with self._lock held: it stops being
-        # the spawner (it returns once its current duty is done) and is
-        # joined at shutdown like a worker.  A new spawner is made at once
-        # for workers still waiting to be started; returns True when the
-        # caller must then start it, once it has released the lock.
-        self._workers.add(threading.current_thread())
-        self._spawner = None
-        if not self._to_start:
-            return False  # the next spawn makes a new spawner
-        self._new_spawner_locked()
-        return True
 
     def _booted_locked(self) -> None:
         # Runs in a new worker thread (or the spawner when it could not start
@@ -674,16 +593,12 @@ class ThreadPool(ThreadPoolExecutor):
                     dropped.append(request)
             while self._idle:
                 self._retire_locked(self._idle.pop())
-            self._spawn_wanted.notify()
+            self._spawner.close_locked()
         for request in dropped:
             request.withdraw()
         if not wait:
             return
-        # Once the spawner is gone, no worker can appear any more.  A pool
-        # that never needed one has none; one being started right now is
-        # waited for (start() returns promptly, or fails and resets it to
-        # None).  A spawner that retires (_start_failed) may make a
-        # successor before it exits: join until the one joined was the last.
+        # Once the spawner is gone, no worker can appear any more.
         me = threading.current_thread()
         with self._lock:
             # A worker, or a retired spawner running done-callbacks.
@@ -691,17 +606,7 @@ class ThreadPool(ThreadPoolExecutor):
             if pool_thread:
                 self._shutting_down.add(me)
         try:
-            while True:
-                with self._lock:
-                    while self._spawner is not None and not self._spawner_up:
-                        self._spawner_settled.wait()
-                    spawner = self._spawner
-                if spawner is None or spawner is me:
-                    break
-                spawner.join()
-                with self._lock:
-                    if self._spawner is spawner:
-                        break  # it exited as the spawner: no successor
+            self._spawner.join()
             with self._lock:
                 workers = list(self._workers)
             for thread in workers:
