@@ -1,41 +1,13 @@
-"""A self-regulating worker pool with QEMU's thread-pool-min / thread-pool-max rules.
+"""``ThreadPool``: its limits, dispatch, shutdown and statistics (the package
+docstring tells the rules it follows).
 
-``ThreadPool`` follows QEMU's ``util/thread-pool.c`` (DESIGN.md §3):
-
-- requests go to one shared queue, which every worker drains: a worker that
-  finishes a request takes the next queued one before it goes idle, so a
-  burst is served by the workers already awake instead of waking one thread
-  per request.  A submit wakes an idle worker only when no worker is already
-  on its way to the queue (woken but not yet there); each woken worker that
-  leaves requests behind in the queue wakes the next idle one, so a burst of
-  long requests still spreads over the idle workers, one wake-up at a time
-  and off the submitter's path.  (QEMU keeps a shared request list and a
-  semaphore counting pending work, and posts it for every request; the
-  suppression of wake-ups while one is in flight is ours, in the spirit of
-  DESIGN.md §3's ``notify_me``.)  The worker woken is the most recently idle
-  (a LIFO stack), so its caches are warm and the others can time out.
-  When no worker is idle and fewer than ``max_threads`` exist, a new worker
-  is started **off the submitter's path**, by the pool's spawner thread
-  (itself started on the pool's first need: an unused pool with
-  ``min_threads=0`` has no thread at all);
-- an idle worker exits after ``idle_timeout`` seconds while more than
-  ``min_threads`` exist; the ``min_threads`` workers are created with the pool
-  and never exit until it is shut down;
-- ``set_limits()`` applies live: raising min starts the missing workers at
-  once, lowering max retires excess idle workers at once and busy ones as soon
-  as they finish; a rejected update changes nothing;
-- a queued request can be cancelled (it never runs); a running one completes
-  and its result is discarded.
-
-It is a ``concurrent.futures.ThreadPoolExecutor`` so that it can be an event
-loop's default executor, and adds ``await pool.run(func, *args)``, which
-resolves one future on the awaiting loop instead of ``run_in_executor``'s
-concurrent future chained to an asyncio future.
-
-Locking: one ``threading.Lock`` (``ThreadPool._lock``) guards every mutable
-field of the pool, of its ``Worker`` records and the ``state`` of its
-requests.  Nothing slow runs under it: no user code, no thread creation, no
-future callbacks.
+Why one module above 600 lines: the pool's lock-guarded state (the queue,
+the idle stack, ``_waking`` and the counts) and every transition that keeps
+its invariants belong together.  Submitters, workers, the spawner, limit
+changes, failed thread starts and shutdown all move the same fields under the
+same lock; split over modules, each invariant would be.  What is not that
+state's -- a request, a worker's loop, the spawner thread -- has a module of
+its own.
 """
 
 from __future__ import annotations
@@ -51,9 +23,10 @@ from typing import Final, ParamSpec, TypeVar, TypeVarTuple
 
 from .._errors import InvalidParameterType, InvalidParameterValue
 from .._props import check_int64, check_thread_pool_limits
+from .._runs_in import ANY, runs_in
 from ._requests import FutureRequest, LoopRequest, Request, RequestState
 from ._spawner import Spawner
-from ._worker import Worker, current_worker
+from ._worker import POOL_WORKER, Worker, current_worker
 
 __all__ = ["ThreadPool", "ThreadPoolStatistics"]
 
@@ -62,10 +35,10 @@ _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 
 #: Seconds an idle worker above ``min_threads`` waits before it exits.  QEMU's
-#: thread pool, trio and anyio all use 10 s (DESIGN.md §3).
+#: thread pool, trio and anyio all use 10 s (docs/design.md, "The thread pool").
 DEFAULT_IDLE_TIMEOUT: Final = 10.0
 
-#: QEMU's THREAD_POOL_MAX_THREADS_DEFAULT (DESIGN.md §3).
+#: QEMU's THREAD_POOL_MAX_THREADS_DEFAULT (docs/design.md, "The thread pool").
 DEFAULT_MAX_THREADS: Final = 64
 
 
@@ -259,6 +232,7 @@ class ThreadPool(ThreadPoolExecutor):
         if start_spawner:
             self._spawner.start()
 
+    @runs_in(ANY)
     def set_limits(self, min_threads: int, max_threads: int) -> None:
         """Change both limits at once, live.
 
@@ -266,7 +240,7 @@ class ThreadPool(ThreadPoolExecutor):
         lowering max retires excess idle workers at once and busy ones when
         they finish; raising max gives queued requests new workers.  Lowering
         min lets the surplus idle workers time out.  After shutdown the limits
-        are recorded but no worker is started.  Runs in any thread.
+        are recorded but no worker is started.
 
         Raises:
             InvalidParameterType: a limit that is not an int64 (a bool is not).
@@ -278,11 +252,11 @@ class ThreadPool(ThreadPoolExecutor):
         if start_spawner:
             self._spawner.start()
 
+    @runs_in(ANY)
     def _set_limits_locked(self, min_threads: object, max_threads: object) -> bool:
-        # Runs in any thread, with self._lock held.  Validates everything
-        # before changing anything (QEMU stores a bad max before rejecting it).
-        # Returns True when the caller must start the spawner once it has
-        # released the lock.
+        # With self._lock held.  Validates everything before changing anything
+        # (QEMU stores a bad max before rejecting it).  Returns True when the
+        # caller must start the spawner once it has released the lock.
         new_min = check_int64("thread-pool-min", min_threads)
         new_max = check_int64("thread-pool-max", max_threads)
         check_thread_pool_limits(new_min, new_max)
@@ -306,13 +280,13 @@ class ThreadPool(ThreadPoolExecutor):
 
     # ------------------------------------------------------------- submission
 
+    @runs_in(ANY)
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         """Run ``fn(*args, **kwargs)`` in a worker, in a copy of the caller's context.
 
         Never waits for a worker thread to be created.  The one exception, once
         in a pool's life: the first spawn of a pool created with
         ``min_threads=0`` starts the pool's spawner thread in the caller.
-        Runs in any thread.
 
         Raises:
             RuntimeError: the pool was shut down.
@@ -343,16 +317,17 @@ class ThreadPool(ThreadPoolExecutor):
             self._withdraw(request)
             raise
 
+    @runs_in(ANY)
     def _dispatch(self, request: Request) -> None:
-        # Runs in the submitting thread.  Queue the request; wake the most
-        # recently idle worker unless one is already on its way to the queue
-        # (it takes this request, or wakes the next idle worker for it).  When
-        # the queue holds more requests than workers will come for them
-        # (idle, on their way, or being started), below max, have the spawner
-        # start one more: QEMU spawns one per request that finds no idle
-        # worker, and an idle worker already counted for an earlier request of
-        # a burst is not idle for this one.  Meanwhile the busy workers take
-        # the request if they finish first.
+        # In the submitting thread.  Queue the request; wake the most recently
+        # idle worker unless one is already on its way to the queue (it takes
+        # this request, or wakes the next idle worker for it).  When the queue
+        # holds more requests than workers will come for them (idle, on their
+        # way, or being started), below max, have the spawner start one more:
+        # QEMU spawns one per request that finds no idle worker, and an idle
+        # worker already counted for an earlier request of a burst is not idle
+        # for this one.  Meanwhile the busy workers take the request if they
+        # finish first.
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"cannot submit to thread pool {self._name!r}: it is shut down")
@@ -365,8 +340,9 @@ class ThreadPool(ThreadPoolExecutor):
                 return
         self._spawner.start()  # the first spawn of the pool's life (see _spawner.py)
 
+    @runs_in(ANY)
     def _withdraw(self, request: LoopRequest) -> None:
-        # Runs on the awaiting loop when its task was cancelled.
+        # The task awaiting *request* was cancelled (on its loop).
         with self._lock:
             if request.state is RequestState.QUEUED:
                 request.state = RequestState.CANCELLED
@@ -379,14 +355,14 @@ class ThreadPool(ThreadPoolExecutor):
 
     # ---------------------------------------------------------------- workers
 
+    @runs_in(ANY)
     def _new_worker_locked(self, *, idle: bool) -> Worker:
-        # Runs in any thread, with self._lock held; the caller starts the
-        # thread.  The worker is counted at once (like QEMU's cur_threads) so
-        # that concurrent submitters do not over-spawn.  An *idle* one goes on
-        # the idle stack before its thread runs, so it can be woken at once;
-        # it goes at the bottom, the coldest place, so that workers already
-        # running are preferred.  A non-idle one drains the queue when it
-        # starts.
+        # With self._lock held; the caller starts the thread.  The worker is
+        # counted at once (like QEMU's cur_threads) so that concurrent
+        # submitters do not over-spawn.  An *idle* one goes on the idle stack
+        # before its thread runs, so it can be woken at once; it goes at the
+        # bottom, the coldest place, so that workers already running are
+        # preferred.  A non-idle one drains the queue when it starts.
         self._spawned += 1
         self._nthreads += 1
         self._peak = max(self._peak, self._nthreads)
@@ -396,26 +372,29 @@ class ThreadPool(ThreadPoolExecutor):
             self._idle.insert(0, worker)
         return worker
 
+    @runs_in(ANY)
     def _coming_locked(self) -> int:
-        # Runs in any thread, with self._lock held: how many workers will come
-        # for queued requests -- idle ones, ones woken and on their way, and
-        # ones being started to drain the queue.  A worker started idle is
-        # already counted on the idle stack (or as woken, once summoned).
+        # With self._lock held: how many workers will come for queued requests
+        # -- idle ones, ones woken and on their way, and ones being started to
+        # drain the queue.  A worker started idle is already counted on the
+        # idle stack (or as woken, once summoned).
         coming = len(self._idle) + self._waking
         pending = self._spawner.pending
         if pending:  # rarely: only while the spawner is behind
             coming += sum(1 for w in pending if not (w.idle or w.summoned or w.retired))
         return coming
 
+    @runs_in(ANY)
     def _spawn_locked(self, *, idle: bool) -> bool:
-        # Runs in any thread, with self._lock held: one more worker, started
-        # by the spawner thread.  Returns True when there was no spawner yet:
-        # the caller must then call self._spawner.start() once it has
-        # released the lock.
+        # With self._lock held: one more worker, started by the spawner
+        # thread.  Returns True when there was no spawner yet: the caller must
+        # then call self._spawner.start() once it has released the lock.
         return self._spawner.request_locked(self._new_worker_locked(idle=idle))
 
+    @runs_in(ANY)
     def _start_worker(self, worker: Worker) -> None:
-        # Runs in the spawner thread (or the constructor), without the lock.
+        # Without the lock.  Called by the spawner thread, or by the
+        # constructor for the min workers.
         try:
             worker.thread.start()
         except Exception as exc:  # "can't start new thread" (RuntimeError), MemoryError...
@@ -426,18 +405,19 @@ class ThreadPool(ThreadPoolExecutor):
             self._workers = {t for t in self._workers if t.is_alive()}
             self._workers.add(worker.thread)
 
+    @runs_in(ANY)
     def _start_failed(self, worker: Worker, exc: Exception) -> None:
-        # Runs in the spawner thread (or the constructor, or a submitter whose
-        # spawner could not start), without the lock.  The worker never
-        # existed: undo it.  When no worker is left, the queue fails with
-        # *exc* (as ThreadPoolExecutor.submit() raises it) instead of
-        # hanging; otherwise, if the worker had been woken for the queue, the
-        # next idle one is.
+        # Without the lock, in the thread that met the failure: the spawner
+        # thread, the constructor, or a submitter whose spawner could not
+        # start.  The worker never existed: undo it.  When no worker is left,
+        # the queue fails with *exc* (as ThreadPoolExecutor.submit() raises
+        # it) instead of hanging; otherwise, if the worker had been woken for
+        # the queue, the next idle one is.
         #
-        # The failures are delivered here, so their done-callbacks run in
-        # this thread.  The spawner first hands its role over: a callback may
-        # submit again and wait, and that retry's worker must not wait for
-        # the very thread that runs the callback.
+        # The failures are delivered here, so their done-callbacks run in this
+        # thread.  The spawner first hands its role over: a callback may
+        # submit again and wait, and that retry's worker must not wait for the
+        # very thread that runs the callback.
         orphans: list[Request] = []
         start_spawner = False
         with self._lock:
@@ -459,21 +439,23 @@ class ThreadPool(ThreadPoolExecutor):
         for request in orphans:
             request.deliver(None, exc)
 
+    @runs_in(ANY)
     def _booted_locked(self) -> None:
-        # Runs in a new worker thread (or the spawner when it could not start
-        # one), with self._lock held.  While the constructor waits, every
-        # worker is one of its min workers: count it as ready.
+        # With self._lock held, by a new worker's thread (or the thread that
+        # could not start it).  While the constructor waits, every worker is
+        # one of its min workers: count it as ready.
         if self._booting:
             self._booting -= 1
             if not self._booting:
                 self._booted.notify()
 
+    @runs_in(POOL_WORKER)
     def _take_locked(self, worker: Worker) -> Request | None:
-        # Runs in the worker thread, with self._lock held.  Returns the next
-        # queued request (started); or None after either putting the worker
-        # on top of the idle stack (the queue is empty), or deciding that it
-        # exits (retired).  Whoever leaves requests behind in the queue makes
-        # sure an idle worker, if any, is on its way to them.  (The hot path:
+        # With self._lock held, by *worker* itself.  Returns the next queued
+        # request (started); or None after either putting the worker on top of
+        # the idle stack (the queue is empty), or deciding that it exits
+        # (retired).  Whoever leaves requests behind in the queue makes sure
+        # an idle worker, if any, is on its way to them.  (The hot path:
         # _arrived_locked and _kick_locked are inlined.)
         if worker.summoned:
             worker.summoned = False
@@ -496,49 +478,55 @@ class ThreadPool(ThreadPoolExecutor):
                 return request
             self._cancelled += 1
 
+    @runs_in(POOL_WORKER)
     def _expire_locked(self, worker: Worker) -> bool:
-        # Runs in the worker thread, with self._lock held: *worker* is still
-        # on the idle stack after an idle timeout.  It exits while more than
-        # min workers exist.
+        # With self._lock held, by *worker* itself: it is still on the idle
+        # stack after an idle timeout.  It exits while more than min workers
+        # exist.
         if self._nthreads > self._min:
             self._exit_locked(worker)
             return True
         return False
 
+    @runs_in(ANY)
     def _summon_locked(self) -> None:
-        # Runs in any thread, with self._lock held, the idle stack not empty:
-        # wake its top worker, the most recently idle, to drain the queue.
+        # With self._lock held, the idle stack not empty: wake its top worker,
+        # the most recently idle, to drain the queue.
         worker = self._idle.pop()
         worker.idle = False
         worker.summoned = True
         self._waking += 1
         worker.wake.release()
 
+    @runs_in(ANY)
     def _kick_locked(self) -> None:
-        # Runs in any thread, with self._lock held, after a change that could
-        # leave queued requests with idle workers and none on its way to them
-        # (a worker arrived at the queue, left the pool, or a limit changed):
-        # restores _waking's invariant by waking one more.
+        # With self._lock held, after a change that could leave queued
+        # requests with idle workers and none on its way to them (a worker
+        # arrived at the queue, left the pool, or a limit changed): restores
+        # _waking's invariant by waking one more.
         if self._queue and self._idle and not self._waking:
             self._summon_locked()
 
+    @runs_in(ANY)
     def _arrived_locked(self, worker: Worker) -> None:
-        # Runs in any thread, with self._lock held: *worker* reached the queue
-        # (or never will): it is no longer on its way.
+        # With self._lock held: *worker* reached the queue (or never will): it
+        # is no longer on its way.
         if worker.summoned:
             worker.summoned = False
             self._waking -= 1
 
+    @runs_in(ANY)
     def _retire_locked(self, worker: Worker) -> None:
-        # Runs in any thread, with self._lock held: *worker* was just taken
-        # off the idle stack and must exit.
+        # With self._lock held: *worker* was just taken off the idle stack and
+        # must exit.
         worker.idle = False
         self._exit_locked(worker)
         worker.wake.release()
 
+    @runs_in(ANY)
     def _exit_locked(self, worker: Worker) -> None:
-        # Runs in any thread, with self._lock held: account for a worker
-        # leaving the pool (its thread exits soon after, or never ran).
+        # With self._lock held: account for a worker leaving the pool (its
+        # thread exits soon after, or never ran).
         if worker.idle:
             worker.idle = False
             self._idle.remove(worker)
@@ -546,19 +534,21 @@ class ThreadPool(ThreadPoolExecutor):
         self._nthreads -= 1
         self._exited += 1
 
+    @runs_in(ANY)
     def _finish_locked(self, request: Request) -> None:
-        # Runs in any thread, with self._lock held: *request* was delivered
-        # (unless its caller withdrew it meanwhile, which counted it).
+        # With self._lock held: *request* was delivered (unless its caller
+        # withdrew it meanwhile, which counted it).
         self._active -= 1
         if request.state is RequestState.RUNNING:
             request.state = RequestState.DONE
             self._completed += 1
 
+    @runs_in(ANY)
     def _fail_all_locked(self) -> list[Request]:
-        # Runs in any thread, with self._lock held, when no worker is left to
-        # serve the queue: empty it, and return its requests that have not
-        # been withdrawn, marked done.  Their functions never run: they count
-        # as neither active nor completed.
+        # With self._lock held, when no worker is left to serve the queue:
+        # empty it, and return its requests that have not been withdrawn,
+        # marked done.  Their functions never run: they count as neither
+        # active nor completed.
         failed = []
         while self._queue:
             request = self._queue.popleft()
@@ -571,13 +561,14 @@ class ThreadPool(ThreadPoolExecutor):
 
     # --------------------------------------------------------------- shutdown
 
+    @runs_in(ANY)
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Refuse new requests; the workers exit once the queue is drained.
 
         With *cancel_futures*, the queued requests are cancelled (they never
         run) instead of drained; running ones always complete.  With *wait*,
         return when every worker (and the spawner) has exited.  Calling it
-        again is harmless.  Runs in any thread.  Called from one of the
+        again is harmless.  Called from one of the
         pool's own threads (a worker, or a done-callback it runs), it waits
         neither for that thread nor for another pool thread inside
         ``shutdown()``: they cannot exit before it returns.
@@ -623,13 +614,15 @@ class ThreadPool(ThreadPoolExecutor):
 
     # ------------------------------------------------------------- statistics
 
+    @runs_in(ANY)
     def owns_current_thread(self) -> bool:
-        """True when called from one of this pool's worker threads (any thread)."""
+        """True when called from one of this pool's worker threads."""
         worker = current_worker()
         return worker is not None and worker.pool is self
 
+    @runs_in(ANY)
     def statistics(self) -> ThreadPoolStatistics:
-        """A consistent snapshot of the pool's figures.  Runs in any thread."""
+        """A consistent snapshot of the pool's figures."""
         with self._lock:
             return ThreadPoolStatistics(
                 threads=self._nthreads,
