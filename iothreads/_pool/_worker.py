@@ -72,7 +72,7 @@ class WorkerPool(Protocol):
         ...
 
     def _finish_locked(self, request: Request) -> None:
-        """*request*'s function ended: count it."""
+        """*request*'s function ended; its outcome is delivered next: count it."""
         ...
 
     def _expire_locked(self, worker: Worker) -> bool:
