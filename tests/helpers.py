@@ -12,14 +12,18 @@ import json
 import socket
 import struct
 import termios
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
-from .conftest import WAIT
+from iothreads._pool import ThreadPool
+
+from .conftest import WAIT, Pools, wait_until
 
 # -- QMP: the monitor and the command line ------------------------------------------------
 
@@ -136,3 +140,48 @@ async def add_iothread(client: QMPClient, id: str = "io0", **props: int) -> None
     """object-add an iothread; *props* in attribute spelling (``poll_max_ns``)."""
     args = {"qom-type": "iothread", "id": id, **{k.replace("_", "-"): v for k, v in props.items()}}
     assert await client.execute("object-add", args) == {}
+
+
+# -- Thread pools: tests/test_pool*.py ----------------------------------------------------
+
+# Upper bound of every wait; far above anything a passing test needs.
+BOUND = WAIT
+
+
+def workers(name: str) -> list[str]:
+    """Names of the live worker threads of the pool called *name*."""
+    prefix = f"{name}-"
+    return sorted(
+        t.name
+        for t in threading.enumerate()
+        if t.name.startswith(prefix) and t.name[len(prefix) :].isdigit()
+    )
+
+
+def pool_threads(name: str) -> list[str]:
+    """Names of every live thread of the pool called *name*, its spawner included."""
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith(f"{name}-"))
+
+
+def thread_name() -> str:
+    return threading.current_thread().name
+
+
+def blocker(gate: threading.Event, started: threading.Event | None = None) -> Callable[[], str]:
+    """A function that signals *started*, waits (bounded) for *gate*, returns its thread."""
+
+    def block() -> str:
+        if started is not None:
+            started.set()
+        assert gate.wait(BOUND)
+        return thread_name()
+
+    return block
+
+
+def occupy(pools: Pools, pool: ThreadPool, n: int) -> tuple[threading.Event, list[Future[str]]]:
+    """Make *n* workers busy at once; returns the gate that frees them."""
+    gate = pools.gate()
+    futures = [pool.submit(blocker(gate)) for _ in range(n)]
+    wait_until(lambda: pool.statistics().active == n)
+    return gate, futures
