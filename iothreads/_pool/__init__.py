@@ -10,12 +10,12 @@ thread pool"):
   on its way to the queue (woken but not yet there); each woken worker that
   leaves requests behind in the queue wakes the next idle one, so a burst of
   long requests still spreads over the idle workers, one wake-up at a time
-  and off the submitter's path.  (QEMU keeps a shared request list and a
-  semaphore counting pending work, and posts it for every request; the
-  suppression of wake-ups while one is in flight is ours, in the spirit of
-  QEMU's ``notify_me``: docs/design.md, "Wake-up suppression".)  The worker
-  woken is the most recently idle (a LIFO stack), so its caches are warm and
-  the others can time out.
+  and off the submitter's path.  (QEMU keeps a shared request list and
+  signals a worker for every request, through a semaphore or a condition by
+  version; the suppression of wake-ups while one is in flight is ours, in the
+  spirit of QEMU's ``notify_me``: docs/design.md, "Wake-up suppression".)
+  The worker woken is the most recently idle (a LIFO stack), so its caches
+  are warm and the others can time out.
   When no worker is idle and fewer than ``max_threads`` exist, a new worker
   is started **off the submitter's path**, by the pool's spawner thread
   (itself started on the pool's first need: an unused pool with

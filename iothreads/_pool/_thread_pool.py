@@ -372,7 +372,6 @@ class ThreadPool(ThreadPoolExecutor):
             self._idle.insert(0, worker)
         return worker
 
-    @runs_in(ANY)
     def _coming_locked(self) -> int:
         # With self._lock held: how many workers will come for queued requests
         # -- idle ones, ones woken and on their way, and ones being started to
@@ -384,7 +383,6 @@ class ThreadPool(ThreadPoolExecutor):
             coming += sum(1 for w in pending if not (w.idle or w.summoned or w.retired))
         return coming
 
-    @runs_in(ANY)
     def _spawn_locked(self, *, idle: bool) -> bool:
         # With self._lock held: one more worker, started by the spawner
         # thread.  Returns True when there was no spawner yet: the caller must
@@ -488,7 +486,6 @@ class ThreadPool(ThreadPoolExecutor):
             return True
         return False
 
-    @runs_in(ANY)
     def _summon_locked(self) -> None:
         # With self._lock held, the idle stack not empty: wake its top worker,
         # the most recently idle, to drain the queue.
@@ -498,7 +495,6 @@ class ThreadPool(ThreadPoolExecutor):
         self._waking += 1
         worker.wake.release()
 
-    @runs_in(ANY)
     def _kick_locked(self) -> None:
         # With self._lock held, after a change that could leave queued
         # requests with idle workers and none on its way to them (a worker
@@ -507,7 +503,6 @@ class ThreadPool(ThreadPoolExecutor):
         if self._queue and self._idle and not self._waking:
             self._summon_locked()
 
-    @runs_in(ANY)
     def _arrived_locked(self, worker: Worker) -> None:
         # With self._lock held: *worker* reached the queue (or never will): it
         # is no longer on its way.
@@ -515,7 +510,6 @@ class ThreadPool(ThreadPoolExecutor):
             worker.summoned = False
             self._waking -= 1
 
-    @runs_in(ANY)
     def _retire_locked(self, worker: Worker) -> None:
         # With self._lock held: *worker* was just taken off the idle stack and
         # must exit.
@@ -523,7 +517,6 @@ class ThreadPool(ThreadPoolExecutor):
         self._exit_locked(worker)
         worker.wake.release()
 
-    @runs_in(ANY)
     def _exit_locked(self, worker: Worker) -> None:
         # With self._lock held: account for a worker leaving the pool (its
         # thread exits soon after, or never ran).
@@ -534,16 +527,16 @@ class ThreadPool(ThreadPoolExecutor):
         self._nthreads -= 1
         self._exited += 1
 
-    @runs_in(ANY)
+    @runs_in(POOL_WORKER)
     def _finish_locked(self, request: Request) -> None:
-        # With self._lock held: *request* was delivered (unless its caller
-        # withdrew it meanwhile, which counted it).
+        # With self._lock held, by the worker that ran *request*: it was
+        # delivered (unless its caller withdrew it meanwhile, which counted
+        # it).
         self._active -= 1
         if request.state is RequestState.RUNNING:
             request.state = RequestState.DONE
             self._completed += 1
 
-    @runs_in(ANY)
     def _fail_all_locked(self) -> list[Request]:
         # With self._lock held, when no worker is left to serve the queue:
         # empty it, and return its requests that have not been withdrawn,

@@ -169,7 +169,6 @@ class Worker:
             result, error = _call(request)
             finished = request
 
-    @runs_in(OWN_THREAD)
     def _idle_wait(self) -> bool:
         # Without the pool lock but on timeouts.  Returns True when summoned
         # to the queue, False when the worker exits.
