@@ -15,11 +15,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, cast
+from typing import cast
 
 import pytest
-
-from iothreads._pool import ThreadPool
 
 try:
     import uvloop
@@ -130,37 +128,3 @@ def no_leaks(_warm_up_loops: None) -> Iterator[None]:
     # The fd listing itself opens one fd, which is closed again: compare sets.
     leaked_fds = _fds() - fds_before
     assert not leaked_fds, f"test leaked file descriptors: {sorted(leaked_fds)}"
-
-
-# ------------------------------------------------- thread pools (test_pool*.py)
-
-
-class Pools:
-    """Creates pools and gates; at teardown opens the gates, then shuts the pools down."""
-
-    def __init__(self) -> None:
-        self._pools: list[ThreadPool] = []
-        self._gates: list[threading.Event] = []
-
-    def new(self, *args: Any, **kwargs: Any) -> ThreadPool:
-        pool = ThreadPool(*args, **kwargs)
-        self._pools.append(pool)
-        return pool
-
-    def gate(self) -> threading.Event:
-        gate = threading.Event()
-        self._gates.append(gate)
-        return gate
-
-    def close(self) -> None:
-        for gate in self._gates:
-            gate.set()
-        for pool in self._pools:
-            pool.shutdown(wait=True)
-
-
-@pytest.fixture
-def pools() -> Iterator[Pools]:
-    kit = Pools()
-    yield kit
-    kit.close()

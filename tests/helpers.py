@@ -23,7 +23,7 @@ from qemu.qmp import ExecuteError, QMPClient
 
 from iothreads._pool import ThreadPool
 
-from .conftest import WAIT, Pools, wait_until
+from .conftest import WAIT, wait_until
 
 # -- QMP: the monitor and the command line ------------------------------------------------
 
@@ -142,10 +142,34 @@ async def add_iothread(client: QMPClient, id: str = "io0", **props: int) -> None
     assert await client.execute("object-add", args) == {}
 
 
-# -- Thread pools: tests/test_pool*.py ----------------------------------------------------
+# -- Thread pools: tests/pool/ ------------------------------------------------------------
 
 # Upper bound of every wait; far above anything a passing test needs.
 BOUND = WAIT
+
+
+class Pools:
+    """Creates pools and gates; at teardown opens the gates, then shuts the pools down."""
+
+    def __init__(self) -> None:
+        self._pools: list[ThreadPool] = []
+        self._gates: list[threading.Event] = []
+
+    def new(self, *args: Any, **kwargs: Any) -> ThreadPool:
+        pool = ThreadPool(*args, **kwargs)
+        self._pools.append(pool)
+        return pool
+
+    def gate(self) -> threading.Event:
+        gate = threading.Event()
+        self._gates.append(gate)
+        return gate
+
+    def close(self) -> None:
+        for gate in self._gates:
+            gate.set()
+        for pool in self._pools:
+            pool.shutdown(wait=True)
 
 
 def workers(name: str) -> list[str]:

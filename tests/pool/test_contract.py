@@ -4,8 +4,8 @@ Deterministic: threads are synchronised with Events and Barriers, conditions
 are awaited with bounded polls, and nothing asserts on how long anything took.
 Every pool is shut down (the ``pools`` fixture does it even when a test
 fails, after opening every gate it handed out).  How the workers come and go
-is tested in test_pool_workers.py; failing thread starts, shutdown races and
-done-callbacks that use the pool in test_pool_failures.py.
+is tested in test_workers.py; failing thread starts, shutdown races and
+done-callbacks that use the pool in test_failures.py.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import pytest
 from iothreads import InvalidParameterType, InvalidParameterValue
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
 
-from .conftest import Pools, wait_until
-from .helpers import BOUND, blocker, occupy, thread_name, workers
+from ..conftest import wait_until
+from ..helpers import BOUND, Pools, blocker, occupy, thread_name, workers
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 

@@ -1,7 +1,7 @@
 """ThreadPool's workers: spawned on demand by the spawner, woken most recently
 idle first and one at a time, timed out when idle, resized by the limits.
 
-Deterministic, as test_pool.py: nothing asserts on how long anything took.
+Deterministic, as test_contract.py: nothing asserts on how long anything took.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from concurrent.futures import Future
 
 import pytest
 
-from .conftest import Pools, wait_until
-from .helpers import BOUND, blocker, occupy, pool_threads, thread_name, workers
+from ..conftest import wait_until
+from ..helpers import BOUND, Pools, blocker, occupy, pool_threads, thread_name, workers
 
 # Idle timeout small enough for shrink tests to be quick (the poll in
 # wait_until makes the test independent of how quickly it really happens).

@@ -1,7 +1,7 @@
 """ThreadPool under adversity: thread starts that fail or stall, shutdown
 racing the pool's own threads, done-callbacks that use the pool.
 
-Deterministic, as test_pool.py: nothing asserts on how long anything took.
+Deterministic, as test_contract.py: nothing asserts on how long anything took.
 What a done-callback sees is recorded there and asserted by the test itself
 (an AssertionError raised in a done-callback is only logged).
 """
@@ -18,8 +18,8 @@ import pytest
 
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
 
-from .conftest import Pools, wait_until
-from .helpers import BOUND, pool_threads, thread_name
+from ..conftest import wait_until
+from ..helpers import BOUND, Pools, pool_threads, thread_name
 
 # ------------------------------------------------------- failed thread starts
 
