@@ -17,6 +17,7 @@ import termios
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection
+from concurrent.futures import Future
 from types import FrameType
 from typing import Any
 
@@ -24,8 +25,9 @@ import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
 import iothreads
+from iothreads._pool import ThreadPool
 
-from .conftest import WAIT
+from .conftest import WAIT, wait_until
 
 # -- Deterministic thread interleavings --------------------------------------------------
 
@@ -212,3 +214,72 @@ async def add_iothread(client: QMPClient, id: str = "io0", **props: int) -> None
     """object-add an iothread; *props* in attribute spelling (``poll_max_ns``)."""
     args = {"qom-type": "iothread", "id": id, **{k.replace("_", "-"): v for k, v in props.items()}}
     assert await client.execute("object-add", args) == {}
+
+
+# -- Thread pools: tests/pool/ ------------------------------------------------------------
+
+# Upper bound of every wait; far above anything a passing test needs.
+BOUND = WAIT
+
+
+class Pools:
+    """Creates pools and gates; at teardown opens the gates, then shuts the pools down."""
+
+    def __init__(self) -> None:
+        self._pools: list[ThreadPool] = []
+        self._gates: list[threading.Event] = []
+
+    def new(self, *args: Any, **kwargs: Any) -> ThreadPool:
+        pool = ThreadPool(*args, **kwargs)
+        self._pools.append(pool)
+        return pool
+
+    def gate(self) -> threading.Event:
+        gate = threading.Event()
+        self._gates.append(gate)
+        return gate
+
+    def close(self) -> None:
+        for gate in self._gates:
+            gate.set()
+        for pool in self._pools:
+            pool.shutdown(wait=True)
+
+
+def workers(name: str) -> list[str]:
+    """Names of the live worker threads of the pool called *name*."""
+    prefix = f"{name}-"
+    return sorted(
+        t.name
+        for t in threading.enumerate()
+        if t.name.startswith(prefix) and t.name[len(prefix) :].isdigit()
+    )
+
+
+def pool_threads(name: str) -> list[str]:
+    """Names of every live thread of the pool called *name*, its spawner included."""
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith(f"{name}-"))
+
+
+def thread_name() -> str:
+    return threading.current_thread().name
+
+
+def blocker(gate: threading.Event, started: threading.Event | None = None) -> Callable[[], str]:
+    """A function that signals *started*, waits (bounded) for *gate*, returns its thread."""
+
+    def block() -> str:
+        if started is not None:
+            started.set()
+        assert gate.wait(BOUND)
+        return thread_name()
+
+    return block
+
+
+def occupy(pools: Pools, pool: ThreadPool, n: int) -> tuple[threading.Event, list[Future[str]]]:
+    """Make *n* workers busy at once; returns the gate that frees them."""
+    gate = pools.gate()
+    futures = [pool.submit(blocker(gate)) for _ in range(n)]
+    wait_until(lambda: pool.statistics().active == n)
+    return gate, futures

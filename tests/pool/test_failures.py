@@ -1,0 +1,392 @@
+"""ThreadPool under adversity: thread starts that fail or stall, shutdown
+racing the pool's own threads, done-callbacks that use the pool.
+
+Deterministic, as test_contract.py: nothing asserts on how long anything took.
+What a done-callback sees is recorded there and asserted by the test itself
+(an AssertionError raised in a done-callback is only logged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+from concurrent.futures import CancelledError, Future
+from typing import Any
+
+import pytest
+
+from iothreads._pool import ThreadPool, ThreadPoolStatistics
+
+from ..conftest import wait_until
+from ..helpers import BOUND, Pools, pool_threads, thread_name
+
+# ------------------------------------------------------- failed thread starts
+
+
+@pytest.mark.parametrize("error", [RuntimeError, MemoryError])
+def test_a_failed_thread_start_fails_the_request_and_the_pool_recovers(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    real_start = threading.Thread.start
+
+    def failing_start(thread: threading.Thread) -> None:
+        if thread.name.startswith("boom-") and thread.name[5:].isdigit():
+            raise error("can't start new thread")
+        real_start(thread)
+
+    pool = pools.new(0, 2, name="boom")
+    with monkeypatch.context() as patch:
+        patch.setattr(threading.Thread, "start", failing_start)
+        with pytest.raises(error, match="can't start new thread"):
+            pool.submit(pow, 2, 2).result(BOUND)
+        stats = pool.statistics()
+        assert (stats.threads, stats.spawned, stats.exited, stats.queued) == (0, 1, 1, 0)
+        # The constructor does not wait forever for min workers that never start.
+        eager = pools.new(2, 4, name="boom")
+        stats = eager.statistics()
+        assert (stats.threads, stats.idle, stats.exited) == (0, 0, 2)
+    assert pool.submit(pow, 2, 3).result(BOUND) == 8
+
+
+def test_requests_failed_by_a_thread_start_never_count_as_run(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start = threading.Thread.start
+    may_fail = threading.Event()
+
+    def failing_start(thread: threading.Thread) -> None:
+        if thread.name == "boom-1":
+            assert may_fail.wait(BOUND)  # the three requests are queued by then
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    pool = pools.new(0, 1, name="boom")
+    ran: list[int] = []
+    seen: list[ThreadPoolStatistics] = []
+    futures = [pool.submit(ran.append, n) for n in range(3)]
+    futures[0].add_done_callback(lambda _: seen.append(pool.statistics()))
+    may_fail.set()
+    for future in futures:
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            future.result(BOUND)
+    stats = pool.statistics()
+    assert ran == []
+    assert (stats.threads, stats.active, stats.completed, stats.queued) == (0, 0, 0, 0)
+    assert (seen[0].threads, seen[0].active) == (0, 0)  # as the failure is delivered
+
+
+@pytest.mark.parametrize("error", [RuntimeError, MemoryError])
+def test_a_failed_spawner_start_fails_the_request_and_the_pool_recovers(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    real_start = threading.Thread.start
+
+    def failing_start(thread: threading.Thread) -> None:
+        if thread.name == "nospawn-spawner":
+            raise error("can't start new thread")
+        real_start(thread)
+
+    pool = pools.new(0, 2, name="nospawn")
+    with monkeypatch.context() as patch:
+        patch.setattr(threading.Thread, "start", failing_start)
+        future = pool.submit(pow, 2, 2)
+        with pytest.raises(error, match="can't start new thread"):
+            future.result(BOUND)
+        stats = pool.statistics()
+        assert (stats.threads, stats.spawned, stats.exited, stats.queued) == (0, 1, 1, 0)
+        assert pool_threads("nospawn") == []
+    # The next spawn tries again with a new spawner.
+    assert pool.submit(pow, 2, 3).result(BOUND) == 8
+    assert pool_threads("nospawn") == ["nospawn-2", "nospawn-spawner"]
+
+
+def test_a_woken_worker_that_fails_to_start_passes_the_queue_on(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # half-1 is woken for the request before its thread exists, then cannot
+    # be started: the idle half-2 must be woken in its place.
+    real_start = threading.Thread.start
+    may_fail = pools.gate()
+
+    def failing_start(thread: threading.Thread) -> None:
+        if thread.name == "half-1":
+            assert may_fail.wait(BOUND)
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    pool = pools.new(0, 2, name="half")
+    pool.set_limits(2, 2)
+    future = pool.submit(thread_name)
+    assert pool.statistics().idle == 1  # half-1, the top of the stack, was woken
+    may_fail.set()
+    assert future.result(BOUND) == "half-2"
+    stats = pool.statistics()
+    assert (stats.threads, stats.spawned, stats.exited, stats.completed) == (1, 2, 1, 1)
+
+
+@pytest.mark.parametrize("then", ["submit again and wait", "shut the pool down"])
+def test_a_done_callback_of_a_request_failed_by_a_thread_start_may_use_the_pool(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    """Such a callback runs in the spawner thread, which hands its role over
+    first: a retry gets a worker, and shutdown() does not join its own thread."""
+    real_start = threading.Thread.start
+    failed_once = threading.Event()
+    may_fail = threading.Event()
+
+    def failing_once(thread: threading.Thread) -> None:
+        is_worker = thread.name.startswith("boom-") and thread.name != "boom-spawner"
+        if is_worker and not failed_once.is_set():
+            failed_once.set()
+            assert may_fail.wait(BOUND)  # the callback is added by then
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_once)
+    pool = pools.new(0, 4, name="boom")
+    outcome: list[object] = []
+
+    def use_the_pool(_: object) -> None:
+        try:
+            if then == "submit again and wait":
+                outcome.append(pool.submit(pow, 2, 10).result(BOUND))
+            else:
+                pool.shutdown(wait=True)
+                outcome.append("shut down")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    future = pool.submit(pow, 2, 2)
+    future.add_done_callback(use_the_pool)
+    may_fail.set()
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        future.result(BOUND)
+    wait_until(lambda: outcome, "the callback's outcome")
+    assert outcome == [1024 if then == "submit again and wait" else "shut down"]
+    pool.shutdown(wait=True)
+    assert pool_threads("boom") == []
+
+
+# ------------------------------------------------------------- shutdown races
+
+
+def test_shutdown_while_the_first_submit_starts_the_spawner(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The submitter is stalled inside the spawner's start(); shutdown(wait=True)
+    # must wait for it, then drain the queued request and join everything.
+    real_start = threading.Thread.start
+    starting, may_start = threading.Event(), pools.gate()
+
+    def stalled_start(thread: threading.Thread) -> None:
+        if thread.name == "race-spawner":
+            starting.set()
+            assert may_start.wait(BOUND)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", stalled_start)
+    pool = pools.new(0, 2, name="race")
+    futures: list[Future[int]] = []
+    submitter = threading.Thread(target=lambda: futures.append(pool.submit(pow, 2, 6)))
+    submitter.start()
+    assert starting.wait(BOUND)
+    stopper = threading.Thread(target=pool.shutdown)
+    stopper.start()
+
+    def closed() -> bool:
+        try:
+            pool.submit(pow, 0, 0).cancel()
+        except RuntimeError:
+            return True
+        return False
+
+    wait_until(closed)
+    may_start.set()
+    submitter.join(BOUND)
+    stopper.join(BOUND)
+    assert not submitter.is_alive()
+    assert not stopper.is_alive()
+    assert futures[0].result(0) == 64
+    assert pool_threads("race") == []
+
+
+def race_shutdown(pool: ThreadPool) -> list[Future[Any]]:
+    """Shut *pool* down while two submitters (some resubmitting from done-
+    callbacks) and a limit changer use it; check that the statistics stayed
+    consistent, as the callbacks saw them and at the end; return every future
+    submitted."""
+    futures: list[Future[Any]] = []
+    # Asserted below: an AssertionError raised in a done-callback would only
+    # be logged.
+    seen: list[ThreadPoolStatistics] = []
+
+    def resubmit(_: object) -> None:
+        seen.append(pool.statistics())
+        with contextlib.suppress(RuntimeError):  # shut down meanwhile
+            futures.append(pool.submit(pow, 2, 2))
+
+    def submitter() -> None:
+        for n in range(10):
+            try:
+                future = pool.submit(pow, 2, n)
+            except RuntimeError:
+                return  # shut down
+            if n % 3 == 0:
+                future.add_done_callback(resubmit)
+            futures.append(future)
+
+    def limiter() -> None:
+        for n in range(3):
+            pool.set_limits(n % 2, 1 + n)
+
+    racers = [threading.Thread(target=submitter) for _ in range(2)]
+    racers.append(threading.Thread(target=limiter))
+    for racer in racers:
+        racer.start()
+    pool.shutdown(wait=True)
+    for racer in racers:
+        racer.join(BOUND)
+    assert not [t for t in racers if t.is_alive()]
+    for s in [*seen, pool.statistics()]:
+        assert s.threads == s.spawned - s.exited
+        assert min(s.threads, s.active, s.idle, s.queued) >= 0
+    return futures
+
+
+def test_failing_thread_starts_racing_submit_limits_and_shutdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers and spawners fail to start at random while the pool is used and
+    shut down: shutdown(wait=True) neither raises nor leaves a pool thread
+    behind, every future gets its outcome, the statistics stay consistent."""
+    real_start = threading.Thread.start
+    chance = random.Random(4)
+
+    def flaky_start(thread: threading.Thread) -> None:
+        if thread.name.startswith("flaky") and chance.random() < 0.3:
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", flaky_start)
+    for round_ in range(40):
+        pool = ThreadPool(0, chance.randint(1, 4), name=f"flaky{round_}", idle_timeout=0.05)
+        futures = race_shutdown(pool)
+        assert pool_threads(f"flaky{round_}") == []
+        for future in list(futures):
+            with contextlib.suppress(RuntimeError, CancelledError):
+                future.result(BOUND)
+        final = pool.statistics()
+        assert (final.threads, final.active, final.queued, final.idle) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("from_where", ["the function", "a done-callback"])
+def test_two_workers_shutting_the_pool_down_do_not_wait_for_each_other(
+    pools: Pools, from_where: str
+) -> None:
+    pool = pools.new(2, 2, name="both")
+    both_running = threading.Barrier(2)
+    callbacks_added = threading.Event()
+    returned: list[object] = []  # each shutdown()'s thread, or what it raised
+    all_returned = threading.Semaphore(0)
+
+    def shut_down() -> None:
+        try:
+            pool.shutdown(wait=True)
+            returned.append(threading.current_thread().name)
+        except BaseException as exc:  # asserted by the test, not lost in a callback
+            returned.append(exc)
+        finally:
+            all_returned.release()
+
+    def task() -> None:
+        both_running.wait(BOUND)
+        assert callbacks_added.wait(BOUND)  # so that the callbacks run in the workers
+        if from_where == "the function":
+            shut_down()
+
+    futures = [pool.submit(task) for _ in range(2)]
+    if from_where == "a done-callback":
+        for future in futures:
+            future.add_done_callback(lambda _: shut_down())
+    callbacks_added.set()
+    for _ in futures:
+        assert all_returned.acquire(timeout=BOUND)  # each shutdown() returned
+    assert sorted(map(str, returned)) == ["both-1", "both-2"]  # one in each worker
+    assert [f.result(BOUND) for f in futures] == [None, None]  # task()'s asserts held
+    pool.shutdown(wait=True)
+    assert pool_threads("both") == []
+
+
+# ---------------------------------------------- done-callbacks in the workers
+
+
+def test_a_done_callback_in_a_worker_may_submit_and_wait(pools: Pools) -> None:
+    """The worker runs its done-callbacks once idle again: a submit from one
+    must not count on that very worker, busy in the callback."""
+    pool = pools.new(0, 4, name="cb")
+    outcome: list[object] = []
+    delivered, callback_added = threading.Event(), threading.Event()
+
+    def submit_and_wait(_: object) -> None:
+        outcome.append(threading.current_thread().name)
+        try:
+            outcome.append(pool.submit(pow, 2, 7).result(BOUND))
+        except BaseException as exc:  # asserted by the test, not lost in a callback
+            outcome.append(exc)
+        finally:
+            delivered.set()
+
+    pool.submit(callback_added.wait, BOUND).add_done_callback(submit_and_wait)
+    callback_added.set()  # the callback runs in the worker, once it is idle
+    assert delivered.wait(BOUND)
+    assert outcome == ["cb-1", 128]
+
+
+def test_a_done_callback_waiting_on_the_pool_while_others_submit(pools: Pools) -> None:
+    """Requests submitted from outside while a worker runs a done-callback
+    never count on that worker, nor does the callback's own request."""
+    pool = pools.new(2, 4, name="busy")
+    in_callback, outside_submitted = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def callback(_: object) -> None:
+        # Records, for the test to assert: a callback's AssertionError would
+        # only be logged.
+        in_callback.set()
+        outcome.append(outside_submitted.wait(BOUND))
+        try:
+            outcome.append(pool.submit(pow, 2, 5).result(BOUND))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    gate = threading.Event()
+    pool.submit(gate.wait, BOUND).add_done_callback(callback)
+    gate.set()
+    assert in_callback.wait(BOUND)
+    outside = pool.submit(pow, 2, 3)  # while the callback runs
+    outside_submitted.set()
+    assert outside.result(BOUND) == 8
+    wait_until(lambda: len(outcome) == 2, "the callback's own request")
+    assert outcome == [True, 32]
+
+
+@pytest.mark.parametrize("error", [SystemExit, KeyboardInterrupt])
+def test_a_done_callback_raising_a_base_exception_does_not_end_its_worker(
+    pools: Pools, caplog: pytest.LogCaptureFixture, error: type[BaseException]
+) -> None:
+    pool = pools.new(0, 1, name="sys")
+    gate = threading.Event()
+
+    def raise_error(_: object) -> None:
+        raise error
+
+    with caplog.at_level("CRITICAL", logger="iothreads"):
+        pool.submit(gate.wait, BOUND).add_done_callback(raise_error)
+        gate.set()  # the callback runs in the worker
+        # max is 1: only that worker can serve this.
+        assert pool.submit(pow, 2, 4).result(BOUND) == 16
+    assert "delivering the outcome" in caplog.text
+    assert pool_threads("sys") == ["sys-1", "sys-spawner"]

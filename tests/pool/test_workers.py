@@ -1,0 +1,342 @@
+"""ThreadPool's workers: spawned on demand by the spawner, woken most recently
+idle first and one at a time, timed out when idle, resized by the limits.
+
+Deterministic, as test_contract.py: nothing asserts on how long anything took.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import Future
+
+import pytest
+
+from ..conftest import wait_until
+from ..helpers import BOUND, Pools, blocker, occupy, pool_threads, thread_name, workers
+
+# Idle timeout small enough for shrink tests to be quick (the poll in
+# wait_until makes the test independent of how quickly it really happens).
+TINY = 0.01
+
+
+# ------------------------------------------------------------------- spawning
+
+
+def test_spawns_on_demand_up_to_max_then_queues(pools: Pools) -> None:
+    pool = pools.new(0, 2, name="grow")
+    gate = pools.gate()
+    first_started, second_started = threading.Event(), threading.Event()
+    first = pool.submit(blocker(gate, first_started))
+    assert first_started.wait(BOUND)
+    second = pool.submit(blocker(gate, second_started))
+    assert second_started.wait(BOUND)  # a second worker: the first was busy
+    third = pool.submit(thread_name)
+    stats = pool.statistics()
+    assert (stats.threads, stats.active, stats.queued, stats.spawned) == (2, 2, 1, 2)
+    gate.set()
+    names = {first.result(BOUND), second.result(BOUND), third.result(BOUND)}
+    assert names <= {"grow-1", "grow-2"}
+    assert pool.statistics().peak == 2
+
+
+def test_submit_does_not_wait_for_a_thread_to_be_created(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stall every worker start; submit() must return anyway, and the start
+    # must happen in the spawner thread, not in the submitter.
+    real_start = threading.Thread.start
+    may_start = pools.gate()
+    starters: list[str] = []
+
+    def stalled_start(thread: threading.Thread) -> None:
+        if thread.name.startswith("lazy-") and thread.name[5:].isdigit():
+            starters.append(thread_name())
+            assert may_start.wait(BOUND)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", stalled_start)
+    pool = pools.new(0, 4, name="lazy")
+    future = pool.submit(pow, 2, 5)
+    assert not future.done()
+    stats = pool.statistics()
+    assert (stats.threads, stats.queued, stats.idle) == (1, 1, 0)
+    wait_until(lambda: starters == ["lazy-spawner"])
+    may_start.set()
+    assert future.result(BOUND) == 32
+
+
+def test_a_burst_larger_than_the_idle_workers_spawns_up_to_max(pools: Pools) -> None:
+    # 2 idle workers, 6 requests that each wait for all the others: the 4
+    # requests no idle worker will come for must each get a new worker at
+    # submit time (QEMU spawns per request that finds no idle worker), or the
+    # barrier never fills and the bounded waits fail.
+    pool = pools.new(2, 8, name="grow")
+    together = threading.Barrier(6)
+    futures = [pool.submit(together.wait, BOUND) for _ in range(6)]
+    assert sorted(f.result(BOUND) for f in futures) == [0, 1, 2, 3, 4, 5]
+    stats = pool.statistics()
+    assert (stats.spawned, stats.peak) == (6, 6)
+
+
+def test_a_min_zero_pool_has_no_thread_until_a_worker_is_needed(pools: Pools) -> None:
+    before = set(threading.enumerate())
+    pool = pools.new(0, 4, name="unused")
+    assert set(threading.enumerate()) == before  # not even the spawner
+    pool.set_limits(0, 8)  # a change that needs no worker starts nothing either
+    assert set(threading.enumerate()) == before
+    # The first submit works: it starts the spawner, which starts the worker.
+    assert pool.submit(pow, 2, 5).result(BOUND) == 32
+    assert pool_threads("unused") == ["unused-1", "unused-spawner"]
+    assert pool.statistics().spawned == 1
+
+
+def test_shutdown_of_a_never_used_pool(pools: Pools) -> None:
+    before = set(threading.enumerate())
+    pool = pools.new(name="never")
+    pool.shutdown(wait=True)
+    assert set(threading.enumerate()) == before
+    with pytest.raises(RuntimeError, match="'never': it is shut down"):
+        pool.submit(pow, 2, 2)
+    pool.set_limits(2, 4)  # recorded, but a shut-down pool starts nothing
+    assert set(threading.enumerate()) == before
+    stats = pool.statistics()
+    assert (stats.min, stats.threads, stats.spawned) == (2, 0, 0)
+    pool.shutdown(wait=True)  # again: harmless
+
+
+def test_raising_min_on_an_unused_pool_starts_the_spawner(pools: Pools) -> None:
+    pool = pools.new(0, 4, name="late")
+    pool.min_threads = 2
+    wait_until(lambda: pool_threads("late") == ["late-1", "late-2", "late-spawner"])
+    assert pool.submit(pow, 2, 2).result(BOUND) == 4
+    assert pool.statistics().spawned == 2
+
+
+def test_a_pool_with_min_workers_starts_its_spawner_with_them(pools: Pools) -> None:
+    # Its first request beyond min then finds a spawner already running.
+    pools.new(1, 4, name="ready")
+    assert pool_threads("ready") == ["ready-1", "ready-spawner"]
+
+
+# ------------------------------------------------ the idle stack and wake-ups
+
+
+def test_idle_workers_are_reused_most_recently_idle_first(pools: Pools) -> None:
+    pool = pools.new(0, 3, name="lifo")
+    gates = [pools.gate() for _ in range(3)]
+    futures = [pool.submit(blocker(gate)) for gate in gates]
+    wait_until(lambda: pool.statistics().active == 3)
+    # Let them go idle one at a time: 0 first, 2 last.
+    for n, gate in enumerate(gates, start=1):
+        gate.set()
+        wait_until(lambda n=n: pool.statistics().idle == n)  # type: ignore[misc]
+    order = [f.result(0) for f in futures]
+    assert pool.submit(thread_name).result(BOUND) == order[2]
+    # Hold the most recent one busy: the next request goes to the one below.
+    hold = pools.gate()
+    busy = pool.submit(blocker(hold))
+    wait_until(lambda: pool.statistics().active == 1)
+    assert pool.submit(thread_name).result(BOUND) == order[1]
+    hold.set()
+    assert busy.result(BOUND) == order[2]
+    assert pool.statistics().spawned == 3
+
+
+def stall_starts(pools: Pools, monkeypatch: pytest.MonkeyPatch, names: set[str]) -> threading.Event:
+    """Make the start of the threads called *names* wait for the returned gate."""
+    real_start = threading.Thread.start
+    may_start = pools.gate()
+
+    def stalled_start(thread: threading.Thread) -> None:
+        if thread.name in names:
+            assert may_start.wait(BOUND)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", stalled_start)
+    return may_start
+
+
+def test_a_submit_wakes_an_idle_worker_only_when_none_is_on_its_way(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two idle workers whose threads cannot run yet: a woken one stays "on
+    # its way" to the queue for as long as the test wants.
+    may_start = stall_starts(pools, monkeypatch, {"way-1", "way-2"})
+    pool = pools.new(0, 2, name="way")
+    pool.set_limits(2, 2)
+    assert pool.statistics().idle == 2
+    futures = [pool.submit(thread_name) for _ in range(3)]
+    stats = pool.statistics()
+    # The first submit woke one worker; the others left the second asleep.
+    assert (stats.idle, stats.queued, stats.active, stats.threads) == (1, 3, 0, 2)
+    may_start.set()
+    assert {f.result(BOUND) for f in futures} <= {"way-1", "way-2"}
+    wait_until(lambda: pool.statistics().idle == 2)
+    stats = pool.statistics()
+    assert (stats.completed, stats.spawned, stats.queued, stats.active) == (3, 2, 0, 0)
+
+
+def test_a_worker_that_finishes_drains_the_queue(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker woken for the queue cannot run: the busy one, once free,
+    # takes every queued request before it goes idle.
+    may_start = stall_starts(pools, monkeypatch, {"sink-2"})
+    pool = pools.new(0, 2, name="sink")
+    gate, started = pools.gate(), threading.Event()
+    first = pool.submit(blocker(gate, started))
+    assert started.wait(BOUND)
+    pool.min_threads = 2  # sink-2: idle, its thread not started
+    assert pool.statistics().idle == 1
+    queued = [pool.submit(thread_name) for _ in range(3)]
+    stats = pool.statistics()
+    assert (stats.idle, stats.queued, stats.active) == (0, 3, 1)
+    gate.set()
+    assert first.result(BOUND) == "sink-1"
+    assert [f.result(BOUND) for f in queued] == ["sink-1"] * 3
+    may_start.set()  # sink-2 wakes up to an empty queue and goes idle
+    wait_until(lambda: pool.statistics().idle == 2)
+    stats = pool.statistics()
+    assert (stats.completed, stats.spawned, stats.exited) == (4, 2, 0)
+
+
+def test_a_burst_of_blocking_requests_spreads_over_the_idle_workers(pools: Pools) -> None:
+    # Each request waits for all the others: they can only finish if every
+    # idle worker was woken, one after another, by those woken before it.
+    pool = pools.new(4, 4, name="spread")
+    together = threading.Barrier(4)
+    futures = [pool.submit(together.wait, BOUND) for _ in range(4)]
+    assert sorted(f.result(BOUND) for f in futures) == [0, 1, 2, 3]
+    assert pool.statistics().spawned == 4
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "idle_timeout"),
+    [(0, 3, 0.001), (2, 2, 10.0), (1, 8, 0.001), (0, 1, 0.001)],
+    ids=["shrinking", "fixed", "wide", "single"],
+)
+def test_no_request_is_stranded_under_racing_submitters(
+    pools: Pools, lo: int, hi: int, idle_timeout: float
+) -> None:
+    # Many submitters with random gaps, against workers that go idle, time
+    # out, get woken and spawned all the while: a lost wake-up would leave a
+    # request queued with every worker asleep, and its bounded wait fails.
+    pool = pools.new(lo, hi, idle_timeout=idle_timeout, name="storm")
+    submitters, per_submitter = 6, 150
+    start = threading.Barrier(submitters)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> int:
+        return sum(range(n))
+
+    def submitter(seed: int) -> None:
+        rng = random.Random(seed)
+        pause = threading.Event()  # never set: bounded pauses
+        pending: list[tuple[int, Future[int]]] = []
+        try:
+            start.wait(BOUND)
+            for _ in range(per_submitter):
+                n = rng.randrange(0, 2000)
+                pending.append((n, pool.submit(work, n)))
+                if rng.random() < 0.3:
+                    pause.wait(rng.uniform(0, 0.002))
+                if rng.random() < 0.5 or len(pending) > 8:
+                    for k, future in pending:
+                        assert future.result(BOUND) == sum(range(k))
+                    pending.clear()
+            for k, future in pending:
+                assert future.result(BOUND) == sum(range(k))
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submitter, args=(seed,)) for seed in range(submitters)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(4 * BOUND)
+    assert not [t for t in threads if t.is_alive()]
+    assert errors == []
+    stats = pool.statistics()
+    assert (stats.completed, stats.queued, stats.active) == (submitters * per_submitter, 0, 0)
+    assert lo <= stats.threads <= hi
+    assert stats.threads == stats.spawned - stats.exited
+
+
+# -------------------------------------------------------- idleness and limits
+
+
+def test_idle_workers_above_min_exit_after_the_idle_timeout(pools: Pools) -> None:
+    pool = pools.new(1, 4, idle_timeout=TINY, name="shrink")
+    gate, _ = occupy(pools, pool, 4)
+    assert pool.statistics().threads == 4
+    gate.set()
+    wait_until(lambda: pool.statistics().threads == 1)
+    wait_until(lambda: len(workers("shrink")) == 1)
+    stats = pool.statistics()
+    assert (stats.idle, stats.spawned, stats.exited, stats.peak) == (1, 4, 3, 4)
+    # The min worker outlives many more timeouts.
+    threading.Event().wait(20 * TINY)
+    assert pool.statistics().threads == 1
+    assert len(workers("shrink")) == 1
+
+
+def test_a_pool_with_min_zero_shrinks_to_nothing(pools: Pools) -> None:
+    pool = pools.new(0, 4, idle_timeout=TINY, name="empty")
+    assert pool.submit(pow, 2, 2).result(BOUND) == 4
+    wait_until(lambda: pool.statistics().threads == 0)
+    wait_until(lambda: workers("empty") == [])
+    assert pool.submit(pow, 2, 3).result(BOUND) == 8  # and grows again
+
+
+def test_raising_min_starts_the_missing_workers_at_once(pools: Pools) -> None:
+    pool = pools.new(0, 4, name="raise")
+    pool.set_limits(3, 4)
+    stats = pool.statistics()
+    assert (stats.min, stats.threads, stats.idle) == (3, 3, 3)
+    wait_until(lambda: len(workers("raise")) == 3)
+    pool.min_threads = 4
+    assert pool.statistics().threads == 4
+    wait_until(lambda: len(workers("raise")) == 4)
+
+
+def test_lowering_min_lets_the_surplus_time_out(pools: Pools) -> None:
+    pool = pools.new(3, 4, idle_timeout=TINY, name="lower")
+    pool.min_threads = 1
+    wait_until(lambda: pool.statistics().threads == 1)
+    wait_until(lambda: len(workers("lower")) == 1)
+
+
+def test_lowering_max_retires_idle_workers_promptly(pools: Pools) -> None:
+    # The idle timeout is far beyond the bounded wait: only retirement can
+    # make the workers go.
+    pool = pools.new(4, 4, idle_timeout=3600.0, name="cut")
+    pool.set_limits(0, 1)
+    stats = pool.statistics()
+    assert (stats.threads, stats.idle, stats.exited, stats.max) == (1, 1, 3, 1)
+    wait_until(lambda: len(workers("cut")) == 1)
+    assert pool.submit(pow, 2, 2).result(BOUND) == 4
+
+
+def test_lowering_max_retires_busy_workers_when_they_finish(pools: Pools) -> None:
+    pool = pools.new(0, 3, idle_timeout=3600.0, name="busy")
+    gate, futures = occupy(pools, pool, 3)
+    pool.max_threads = 1
+    assert pool.statistics().threads == 3  # busy: they finish first
+    gate.set()
+    assert all(f.result(BOUND).startswith("busy-") for f in futures)
+    wait_until(lambda: pool.statistics().threads == 1)
+    wait_until(lambda: len(workers("busy")) == 1)
+    assert pool.statistics().exited == 2
+
+
+def test_raising_max_gives_queued_requests_workers(pools: Pools) -> None:
+    pool = pools.new(0, 1, name="wider")
+    gate, _ = occupy(pools, pool, 1)
+    both = threading.Barrier(2)
+    # Two queued requests that can only finish by running side by side.
+    queued = [pool.submit(both.wait, BOUND) for _ in range(2)]
+    assert pool.statistics().queued == 2
+    pool.max_threads = 3
+    assert sorted(f.result(BOUND) for f in queued) == [0, 1]
+    gate.set()
