@@ -37,12 +37,12 @@ _PACKAGE = os.path.dirname(iothreads.__file__) + os.sep
 Line = tuple[str, int]
 
 
-def line_of(func: Callable[..., Any], text: str, *, after: bool = False) -> Line:
-    """The line of *func* that contains *text* (with *after*: the line after it)."""
+def line_of(func: Callable[..., Any], text: str, *, offset: int = 0) -> Line:
+    """The line of *func* that contains *text*, or the one *offset* lines from it."""
     func = inspect.unwrap(func)
     lines, first = inspect.getsourcelines(func)
     index = next(i for i, line in enumerate(lines) if text in line)
-    return inspect.getsourcefile(func) or "", first + index + after
+    return inspect.getsourcefile(func) or "", first + index + offset
 
 
 class Gate:

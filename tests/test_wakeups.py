@@ -34,7 +34,7 @@ from .helpers import FakeClock, Gate, Line, line_of
 
 #: Where the loop has made its last look and is about to sleep: the line
 #: after the one that counts the block.
-SLEEPING = line_of(AioContext.prepare_to_block, "self._blocks += 1", after=True)
+SLEEPING = line_of(AioContext.prepare_to_block, "self._blocks += 1", offset=1)
 
 class Trial:
     """One IOThread, and the means to land a producer at a chosen point."""
