@@ -8,7 +8,6 @@ wrapper, uvloop through the self-rescheduling callback poller.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import socket

@@ -71,6 +71,7 @@ def test_a_producer_overtaken_by_the_stop_takes_its_handle_back(
             producing.join(WAIT)
         stopper.join(WAIT)
     assert not stopper.is_alive()
-    assert len(outcome) == 1 and isinstance(outcome[0], IOThreadStopped)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], IOThreadStopped)
     assert not ran.is_set()
     assert not io.running
