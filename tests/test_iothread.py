@@ -282,7 +282,11 @@ async def test_run_from_another_iothread(io: IOThread, loop_factory: LoopFactory
         assert await io1.run(hop) == (42, "IO io0")
 
 
-async def test_cancelling_the_caller_cancels_and_waits_for_the_inner_task(io: IOThread) -> None:
+@pytest.mark.parametrize("cancels", [1, 2])
+async def test_cancelling_the_caller_cancels_and_waits_for_the_inner_task(
+    io: IOThread, cancels: int
+) -> None:
+    """Cancelled again while it waits, the caller goes on waiting."""
     caller = asyncio.get_running_loop()
     started = caller.create_future()
     saw_cancel = caller.create_future()
@@ -305,6 +309,10 @@ async def test_cancelling_the_caller_cancels_and_waits_for_the_inner_task(io: IO
     await asyncio.wait_for(started, WAIT)
     task.cancel()
     await asyncio.wait_for(saw_cancel, WAIT)
+    for _ in range(cancels - 1):
+        task.cancel()
+        for _ in range(3):
+            await asyncio.sleep(0)  # loop iterations enough for the task to see it
     # The inner task is cancelled but still cleaning up: the caller must wait.
     assert not task.done()
     assert release is not None
