@@ -16,13 +16,27 @@ import os
 import select
 import socket
 import threading
+import types
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
 from iothreads import glib
-from iothreads.glib import IOCondition, MainContext, MainLoop, Source, _AsyncioDriver
+from iothreads.glib import (
+    IOCondition,
+    MainContext,
+    MainLoop,
+    Source,
+    _constants,
+    _context,
+    _functions,
+    _mainloop,
+    _poll,
+    _source,
+)
+from iothreads.glib import _context as glib_context
+from iothreads.glib._driver import AsyncioDriver as _AsyncioDriver
 
 from .conftest import WAIT, _fds, wait_until
 
@@ -148,14 +162,27 @@ def test_constants_are_glibs() -> None:
 
 
 def test_all_is_complete() -> None:
-    public = {
+    """The package exports exactly the ``__all__`` of its user-facing modules,
+    and each lists every public class and function it defines."""
+    modules = (_constants, _context, _functions, _mainloop, _poll, _source)
+    for module in modules:
+        defined = {
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
+        }
+        assert defined <= set(module.__all__), module.__name__
+    constants = {
         name
-        for name, value in vars(glib).items()
-        if not name.startswith("_")
-        and getattr(value, "__module__", glib.__name__) == glib.__name__
-        and not isinstance(value, type(glib))
-    } - {"annotations", "Any", "Callable", "Final", "Iterable"}
+        for name, value in vars(_constants).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    } - {"annotations", "Final"}
+    assert constants == set(_constants.__all__)
+    exported = [name for module in modules for name in module.__all__]
+    assert sorted(glib.__all__) == sorted(exported)
+    public = {name for name in vars(glib) if not name.startswith("_")} - {"annotations"}
     assert public == set(glib.__all__)
+    assert all(hasattr(glib, name) for name in glib.__all__)
 
 
 # -- default and thread-default contexts ----------------------------------------
@@ -234,7 +261,7 @@ def test_discard_thread_default_never_raises_on_an_unbalanced_stack(
         with caplog.at_level(logging.WARNING, logger="iothreads.glib"):
             ctx._discard_thread_default()
         assert "is not the thread's top default context" in caplog.text
-        assert glib._thread_defaults.stack == [other]
+        assert glib_context._thread_defaults.stack == [other]
         assert not ctx.is_owner()
 
         def acquire_and_release() -> bool:
@@ -1395,7 +1422,7 @@ def test_driver_close_finishes_even_if_a_step_raises(loop_factory: Callable[[], 
         def finalize(self) -> None:
             finalized.append(True)
 
-    driver = glib._AsyncioDriver(ctx, loop)
+    driver = _AsyncioDriver(ctx, loop)
     try:
         driver.start()
         Marked(10_000).attach(ctx)

@@ -24,6 +24,10 @@ import pytest
 
 from iothreads import IOThread, IOThreadStopped, glib
 from iothreads.glib import IOCondition, MainContext, Source
+from iothreads.glib import _context as glib_context
+from iothreads.glib import _source as glib_source
+from iothreads.glib._driver import AsyncioDriver
+from iothreads.glib._poll import _WakePipe
 
 from .conftest import LoopFactory, _fds, wait_until
 from .test_glib import (
@@ -103,8 +107,8 @@ class GlibSpy:
             (glib.MainContext, "__init__"),
             (glib.MainContext, "prepare"),
             (glib.MainContext, "check"),
-            (glib._AsyncioDriver, "__init__"),
-            (glib._Waker, "__init__"),
+            (AsyncioDriver, "__init__"),
+            (_WakePipe, "__init__"),
         ]:
             monkeypatch.setattr(
                 owner, name, self._spy(f"{owner.__name__}.{name}", vars(owner)[name])
@@ -127,12 +131,13 @@ class GlibSpy:
 
 def glib_state() -> tuple[object, str]:
     """glib's module state: the global default context, the next source id."""
-    return glib._default_context, repr(glib._next_id)  # repr() does not consume the count
+    # repr() does not consume the count
+    return glib_context._default_context, repr(glib_source._next_id)
 
 
 def thread_defaults() -> tuple[MainContext | None, list[MainContext]]:
     """The calling thread's default context and its pushed stack."""
-    return MainContext.get_thread_default(), list(glib._thread_defaults.stack)
+    return MainContext.get_thread_default(), list(glib_context._thread_defaults.stack)
 
 
 def test_no_glib_machinery_runs_before_the_first_call(
@@ -174,8 +179,8 @@ def test_no_glib_machinery_runs_before_the_first_call(
         ctx = io.get_g_main_context()
         assert set(spy.calls) >= {
             "MainContext.__init__",
-            "_AsyncioDriver.__init__",
-            "_Waker.__init__",
+            "AsyncioDriver.__init__",
+            "_WakePipe.__init__",
             "MainContext.prepare",  # the loop serves the context from now on
         }
         assert spy.calls.count("MainContext.__init__") == 1
@@ -184,7 +189,7 @@ def test_no_glib_machinery_runs_before_the_first_call(
         fds_after = _fds()
         assert len(fds_after) == len(fds_before) + 2
         assert ctx.fileno() in fds_after
-        assert glib._default_context is state[0]  # the global default is not involved
+        assert glib_context._default_context is state[0]  # the global default is not involved
 
 
 def test_the_first_call_makes_the_context_the_iothreads_thread_default(io: IOThread) -> None:
