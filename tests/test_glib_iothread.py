@@ -2,11 +2,10 @@
 
 The semantics the IOThread shares with every other driver of a context are
 in test_glib_dispatch.py and test_glib_asyncio.py, which run them on IOThreads
-too.  Sync tests that take ``loop_factory`` run once per loop kind; the async
-one makes its IOThread with its own loop's kind.  No test asserts on timing:
-threads meet on Events and futures, every wait is bounded by WAIT.  conftest's
-autouse ``no_leaks`` checks that stop() leaves no thread and no file
-descriptor behind.
+too.  Each test runs once per loop kind, its IOThreads on that kind
+(``loop_factory``).  No test asserts on timing: threads meet on Events and
+futures, every wait is bounded by WAIT.  conftest's autouse ``no_leaks``
+checks that stop() leaves no thread and no file descriptor behind.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from iothreads import IOThread, IOThreadStopped, glib
 from iothreads.glib import MainContext, _context, _poll, _source
 from iothreads.glib._driver import AsyncioDriver
 
-from .conftest import LOOP_FACTORIES, WAIT, LoopFactory, _fds, loop_kind, wait_until
+from .conftest import WAIT, LoopFactory, _fds, wait_until
 from .helpers import (
     WAIT_MS,
     Finalized,
@@ -181,10 +180,8 @@ def test_racing_first_calls_get_one_context(io: IOThread) -> None:
     assert io.run_sync(thread_defaults) == (ctx, [ctx])  # pushed once
 
 
-async def test_the_first_call_from_a_coroutine_on_the_iothread() -> None:
-    caller = asyncio.get_running_loop()
-    # The IOThread's loop is of the test's own kind (the test runs on both).
-    async with IOThread("g0", loop_factory=LOOP_FACTORIES[loop_kind(caller)]) as io:
+async def test_the_first_call_from_a_coroutine_on_the_iothread(loop_factory: LoopFactory) -> None:
+    async with IOThread("g0", loop_factory=loop_factory) as io:
 
         async def attach() -> MainContext:
             await asyncio.sleep(0)
@@ -192,6 +189,7 @@ async def test_the_first_call_from_a_coroutine_on_the_iothread() -> None:
 
         ctx = await io.run(attach)
         assert io.get_g_main_context() is ctx
+        caller = asyncio.get_running_loop()
         fired: asyncio.Future[int] = caller.create_future()
 
         def report() -> bool:

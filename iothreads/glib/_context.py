@@ -215,8 +215,8 @@ class MainContext(ContextOwnership):
             self._sorted = sorted(self._sources.values(), key=lambda s: s._priority)
         return self._sorted
 
-    @runs_in(OWNER)
     def _call_prepare(self, source: Source) -> tuple[bool, int]:
+        # Without the lock: user code.
         try:
             ready, timeout = source.prepare()
             return bool(ready), int(timeout)
@@ -225,8 +225,8 @@ class MainContext(ContextOwnership):
             source.destroy()
             return False, -1
 
-    @runs_in(OWNER)
     def _call_check(self, source: Source) -> bool:
+        # Without the lock: user code.
         try:
             return bool(source.check())
         except Exception:
@@ -234,7 +234,6 @@ class MainContext(ContextOwnership):
             source.destroy()
             return False
 
-    @runs_in(OWNER)
     def _unblocked(self, sources: list[Source]) -> Iterator[tuple[Source, bool, int, int]]:
         """Each of *sources* neither destroyed nor blocked, with its ready flag,
         priority and ready time, read under the lock (prepare() and check()).
@@ -418,13 +417,11 @@ class MainContext(ContextOwnership):
                 if finalize:
                     source._run_finalize()
 
-    @runs_in(OWNER)
     def _poll(self, timeout: int, fds: list[tuple[int, IOCondition]]) -> list[tuple[int, int]]:
         if timeout == 0 and not fds:
             return []
         return _poll_fds([(self.fileno(), IOCondition.IN), *fds], timeout)
 
-    @runs_in(ANY)
     def _iterate(self, block: bool, dispatch: bool) -> bool:
         """One GLib iteration (g_main_context_iterate); if another thread
         owns the context, wait for it when *block*, else return ``False``.

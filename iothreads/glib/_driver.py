@@ -148,7 +148,6 @@ class AsyncioDriver:
             context._discard_thread_default,
         )
 
-    @runs_in(DRIVER_THREAD)
     def _close_epoll(self) -> None:
         epoll, self._epoll = self._epoll, None
         if epoll is not None:
@@ -157,7 +156,6 @@ class AsyncioDriver:
             finally:
                 epoll.close()
 
-    @runs_in(DRIVER_THREAD)
     def _cancel_round(self) -> None:
         for handle in (self._soon, self._timer):
             if handle is not None:
@@ -181,7 +179,6 @@ class AsyncioDriver:
         if self._state is _State.RUNNING:
             self._prepare()
 
-    @runs_in(DRIVER_THREAD)
     def _prepare(self) -> None:
         ctx = self.context
         _, self._max_priority = ctx.prepare()
@@ -192,7 +189,6 @@ class AsyncioDriver:
         elif timeout > 0:
             self._timer = self._loop.call_later(timeout / _MS_PER_S, self._round)
 
-    @runs_in(DRIVER_THREAD)
     def _sync(self, fds: list[tuple[int, IOCondition]]) -> None:
         """Make the loop's readers and writers those that *fds* asks for."""
         if hasattr(select, "epoll"):
@@ -213,7 +209,6 @@ class AsyncioDriver:
         for fd in writers - self._writers:
             self._watch(self._loop.add_writer, fd, self._writers)
 
-    @runs_in(DRIVER_THREAD)
     def _sync_epoll(self, fds: list[tuple[int, IOCondition]]) -> None:
         """Make the driver's epoll watch exactly *fds* for their events."""
         if self._epoll is None:
@@ -243,7 +238,6 @@ class AsyncioDriver:
             else:
                 self._in_epoll.add(fd)
 
-    @runs_in(DRIVER_THREAD)
     def _watch(self, add: Callable[..., Any], fd: int, registered: set[int]) -> None:
         try:
             add(fd, self._schedule)
