@@ -425,20 +425,25 @@ def iterate_until(context: MainContext, predicate: Callable[[], bool]) -> None:
 
 @contextlib.contextmanager
 def loop_in_thread(
-    context: MainContext, started: threading.Event | None = None
+    context: MainContext, started: Callable[[MainLoop], object] | None = None
 ) -> Iterator[tuple[MainLoop, threading.Thread]]:
     """A MainLoop running *context* in a plain thread, quit and joined on exit.
 
-    *started* is set by the loop once it runs; by default an idle source sets it.
+    Entered once ``started(loop)`` is true (``MainLoop.is_running``: run()
+    began, and may be waiting for the context); by default, once the loop
+    has dispatched an idle source.
     """
     loop = MainLoop(context)
+    dispatched = threading.Event()
     if started is None:
-        started = threading.Event()
-        glib.idle_add(started.set, context=context)  # returns None: runs once
+        glib.idle_add(dispatched.set, context=context)  # returns None: runs once
     thread = threading.Thread(target=loop.run, name="glib-loop")
     thread.start()
     try:
-        assert started.wait(WAIT)
+        if started is None:
+            assert dispatched.wait(WAIT)
+        else:
+            wait_until(lambda: started(loop), "the MainLoop to start")
         yield loop, thread
     finally:
         loop.quit()

@@ -31,7 +31,7 @@ from iothreads.glib import (
     _source,
 )
 
-from .conftest import WAIT, _fds, wait_until
+from .conftest import WAIT, _fds
 from .helpers import (
     WAIT_MS,
     in_thread,
@@ -388,21 +388,16 @@ def test_a_main_loop_waiting_in_a_second_thread_runs_the_context_once_the_first_
 ) -> None:
     # That it dispatches nothing while the first runs is tested on every
     # driver, the MainLoop included, in test_glib_dispatch.py.
-    second_loop = MainLoop(ctx)
-    second = threading.Thread(target=second_loop.run, name="glib-second")
     ran_in: list[int] = []
     done = threading.Event()
-    with loop_in_thread(ctx):
-        second.start()
-        wait_until(second_loop.is_running, "run() waiting for the context")
-    # The first loop has quit and released the context: the second owns it.
-    try:
+    with (
+        loop_in_thread(ctx) as (first, first_thread),
+        loop_in_thread(ctx, MainLoop.is_running) as (_, second),  # waits for the context
+    ):
+        first.quit()
+        first_thread.join(WAIT)  # the first released the context: the second owns it
         glib.idle_add(record_thread, ran_in, done, context=ctx)
         assert done.wait(WAIT)
-    finally:
-        second_loop.quit()
-        second.join(WAIT)
-    assert not second.is_alive()
     assert ran_in == [second.ident]
 
 

@@ -23,7 +23,7 @@ import pytest
 from iothreads import glib
 from iothreads.glib import IOCondition, MainContext, MainLoop
 
-from .conftest import WAIT, wait_until
+from .conftest import WAIT
 from .helpers import (
     DRIVERS,
     WAIT_MS,
@@ -33,6 +33,7 @@ from .helpers import (
     Rounds,
     in_thread,
     keep_calling,
+    loop_in_thread,
     record_thread,
     running_driver,
 )
@@ -330,19 +331,11 @@ def test_another_thread_neither_iterates_nor_runs_a_main_loop_on_the_context(
     assert not ctx.acquire()
     assert not ctx.iteration(False)
     assert not ctx.pending()
-    other = MainLoop(ctx)
-    thread = threading.Thread(target=other.run, name="glib-refused")
-    thread.start()
     ran_in: list[int] = []
     done = threading.Event()
-    try:
-        wait_until(other.is_running, "run() waiting for the context")
+    with loop_in_thread(ctx, MainLoop.is_running):  # run() waits for the context
         glib.idle_add(record_thread, ran_in, done, context=ctx)
         assert done.wait(WAIT)
-    finally:
-        other.quit()
-        thread.join(WAIT)
-    assert not thread.is_alive()
     assert ran_in == [driver.ident]
 
 
