@@ -34,7 +34,7 @@ _logger = logging.getLogger(__package__)
 #: The thread that pushed the context as its thread default.  Not checked:
 #: the stack is per thread, and pop_thread_default() checks the calling
 #: thread's own.
-PUSHER: Final = ThreadRole("the thread that pushed the context as its thread default")
+_PUSHER: Final = ThreadRole("the thread that pushed the context as its thread default")
 
 
 class _ThreadDefaults(threading.local):
@@ -121,7 +121,7 @@ class MainContext(ContextOwnership):
             raise RuntimeError(f"cannot push {self!r}: it is owned by thread {self._owner}")
         _thread_defaults.stack.append(self)
 
-    @runs_in(PUSHER)
+    @runs_in(_PUSHER)
     def pop_thread_default(self) -> None:
         """Undo :meth:`push_thread_default` and release this context.
 
@@ -135,7 +135,7 @@ class MainContext(ContextOwnership):
         stack.pop()
         self.release()
 
-    @runs_in(PUSHER)
+    @runs_in(_PUSHER)
     def _discard_thread_default(self) -> None:
         """Take every push of this context off the calling thread's stack,
         releasing it once per push; contexts pushed above it stay pushed.
