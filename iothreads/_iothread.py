@@ -35,6 +35,7 @@ from ._props import IOTHREAD_DEFAULTS
 from ._registry import USER_OBJECTS
 from ._runs_in import ANY, ThreadRole, runs_in
 from ._shutdown import shut_down
+from .glib._driver import AsyncioDriver
 
 __all__ = ["IOThread", "current_iothread", "in_iothread"]
 
@@ -131,7 +132,7 @@ class IOThread(EventLoopBase):
         # context's driver once one was asked for (QEMU's run_gcontext);
         # until then no GLib machinery runs here at all.
         self._calls = CallSet(f"IOThread {id!r}")
-        self._gdriver: glib._AsyncioDriver | None = None
+        self._gdriver: AsyncioDriver | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -511,12 +512,10 @@ class IOThread(EventLoopBase):
         context is this thread's thread-default context.
         """
         if self._gdriver is None:
-            context = glib.MainContext()
-            driver = glib._AsyncioDriver(context, asyncio.get_running_loop())
-            driver.start()
-            context.push_thread_default()
+            driver = AsyncioDriver(glib.MainContext(), asyncio.get_running_loop())
+            driver.start()  # also makes the context this thread's default
             self._gdriver = driver
-        return self._gdriver._context
+        return self._gdriver.context
 
     @runs_in(IOTHREAD)
     def _detach_g_main_context(self) -> None:
@@ -524,12 +523,9 @@ class IOThread(EventLoopBase):
         driver, self._gdriver = self._gdriver, None
         if driver is None:
             return
-        try:
-            driver.close()  # destroy and finalise while still the thread default
-        finally:
-            # Never raises, even if code on this thread left the
-            # thread-default stack unbalanced: stop must finish.
-            driver._context._discard_thread_default()
+        # Also takes the context off this thread's thread-default stack, even
+        # if code on this thread left it unbalanced: stop must finish.
+        driver.close()
 
     # -- the cross-thread API ----------------------------------------------------
 

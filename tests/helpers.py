@@ -5,6 +5,7 @@ One section per area; each is kept by the tests of that area.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import fcntl
@@ -16,18 +17,23 @@ import struct
 import termios
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection
-from concurrent.futures import Future
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
 import iothreads
+from iothreads import IOThread, glib
 from iothreads._pool import ThreadPool
+from iothreads._runs_in import DEBUG
+from iothreads.glib import MainContext, MainLoop, Source
+from iothreads.glib._context import _thread_defaults
+from iothreads.glib._driver import AsyncioDriver
 
-from .conftest import WAIT, wait_until
+from .conftest import LOOP_FACTORIES, WAIT, wait_until
 
 # -- Deterministic thread interleavings --------------------------------------------------
 
@@ -283,3 +289,302 @@ def occupy(pools: Pools, pool: ThreadPool, n: int) -> tuple[threading.Event, lis
     futures = [pool.submit(blocker(gate)) for _ in range(n)]
     wait_until(lambda: pool.statistics().active == n)
     return gate, futures
+
+
+# -- GLib contexts and their drivers: tests/test_glib_*.py --------------------------------
+
+T = TypeVar("T")
+
+
+
+#: WAIT in milliseconds, for GLib timeouts that must never fire in a test.
+WAIT_MS = int(WAIT * 1000)
+
+
+def in_thread(fn: Callable[[], T]) -> T:
+    """Run *fn* in a new thread, wait for it, return its result."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result(WAIT)
+
+
+def run_elsewhere(
+    schedule: Callable[[Callable[[], None]], object], fn: Callable[..., T], *args: Any
+) -> T:
+    """Run ``fn(*args)`` through *schedule*, which runs a callable in another
+    thread, and wait for its result (or its exception)."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    schedule(run)
+    return future.result(WAIT)
+
+
+def not_owner_error(message: str) -> str:
+    """What a call from a thread that does not own the context raises:
+    *message* from the method's own check, or in asyncio's debug mode that of
+    its ``@runs_in(OWNER)`` marker, which comes first."""
+    return "must run in the thread that owns the context" if DEBUG else message
+
+
+def keep_calling(fn: Callable[..., object], *args: object) -> Callable[..., bool]:
+    """A source callback running ``fn(*args, *callback_args)`` that keeps its source."""
+
+    def callback(*callback_args: object) -> bool:
+        fn(*args, *callback_args)
+        return glib.SOURCE_CONTINUE
+
+    return callback
+
+
+def record_thread(into: list[int], done: threading.Event) -> bool:
+    """A source callback: note the thread it runs in, signal, remove the source."""
+    into.append(threading.get_ident())
+    done.set()
+    return glib.SOURCE_REMOVE
+
+
+class Probe(Source):
+    """A source that is never ready; ``prepared`` is set by the first prepare
+    (the first step of an iteration) that finds *condition* true.
+    """
+
+    def __init__(self, condition: Callable[[], bool] = lambda: True) -> None:
+        super().__init__()
+        self.condition = condition
+        self.prepared = threading.Event()
+
+    def prepare(self) -> tuple[bool, int]:
+        if self.condition():
+            self.prepared.set()
+        return False, -1
+
+
+class Rounds(Probe):
+    """A never-ready source at PRIORITY_HIGH counting the context's prepares.
+
+    Every iteration starts with a prepare (a driver's round ends with one),
+    and a prepare always reaches the most urgent source first, so ``count``
+    read by a callback names the iteration it is dispatched in.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.set_priority(glib.PRIORITY_HIGH)
+
+    def prepare(self) -> tuple[bool, int]:
+        self.count += 1
+        return super().prepare()
+
+
+class Finalized(Source):
+    """A source that records the threads its finalize() ran in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finalized_in: list[int] = []
+
+    def finalize(self) -> None:
+        self.finalized_in.append(threading.get_ident())
+
+
+def thread_defaults() -> tuple[MainContext | None, list[MainContext]]:
+    """The calling thread's default context and its pushed stack."""
+    return MainContext.get_thread_default(), list(_thread_defaults.stack)
+
+
+@contextlib.contextmanager
+def new_context() -> Iterator[MainContext]:
+    """A fresh context; on exit its sources are destroyed and its pipe closed."""
+    context = MainContext()
+    try:
+        yield context
+    finally:
+        context._destroy_all()
+        context._close_waker()
+
+
+def iterate_until(context: MainContext, predicate: Callable[[], bool]) -> None:
+    """Run blocking iterations of *context* until *predicate*; a watchdog bounds them."""
+    expired: list[bool] = []
+    watchdog = glib.Timeout(WAIT_MS, glib.PRIORITY_HIGH)
+    watchdog.set_callback(expired.append, True)
+    watchdog.attach(context)
+    try:
+        while not predicate() and not expired:
+            context.iteration(True)
+    finally:
+        watchdog.destroy()
+    assert predicate(), "watchdog expired"
+
+
+@contextlib.contextmanager
+def loop_in_thread(
+    context: MainContext, started: Callable[[MainLoop], object] | None = None
+) -> Iterator[tuple[MainLoop, threading.Thread]]:
+    """A MainLoop running *context* in a plain thread, quit and joined on exit.
+
+    Entered once ``started(loop)`` is true (``MainLoop.is_running``: run()
+    began, and may be waiting for the context); by default, once the loop
+    has dispatched an idle source.
+    """
+    loop = MainLoop(context)
+    dispatched = threading.Event()
+    if started is None:
+        glib.idle_add(dispatched.set, context=context)  # returns None: runs once
+    thread = threading.Thread(target=loop.run, name="glib-loop")
+    thread.start()
+    try:
+        if started is None:
+            assert dispatched.wait(WAIT)
+        else:
+            wait_until(lambda: started(loop), "the MainLoop to start")
+        yield loop, thread
+    finally:
+        loop.quit()
+        thread.join(WAIT)
+    assert not thread.is_alive()
+
+
+class LoopThread:
+    """An asyncio loop of one kind (a LOOP_FACTORIES key) running in a plain thread."""
+
+    def __init__(self, kind: str) -> None:
+        self.loop = LOOP_FACTORIES[kind]()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="asyncio-loop")
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the loop's thread and return its result."""
+        return run_elsewhere(self.loop.call_soon_threadsafe, fn, *args)
+
+    def __enter__(self) -> LoopThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive()
+        self.loop.close()
+
+
+class Driver(abc.ABC):
+    """A context run by a thread of its own, as a test sees it.
+
+    ``context`` is the context, ``ident`` the driving thread, ``loop`` its
+    asyncio loop (``None`` for a MainLoop).  ``call(fn, *args)`` runs
+    ``fn(*args)`` on the driving thread and returns its result: for a
+    MainLoop, from a PRIORITY_HIGH idle source; for the others, from an
+    asyncio callback, outside any round of the context.
+    """
+
+    context: MainContext
+    ident: int
+    loop: asyncio.AbstractEventLoop | None = None
+
+    @abc.abstractmethod
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the driving thread and return its result."""
+
+    def flush(self) -> None:
+        """Return once the driving thread has finished what it runs now (a
+        dispatch, a round of the context) and what was queued before."""
+        self.call(lambda: None)
+
+
+class MainLoopDriver(Driver):
+    """A ``glib.MainLoop`` running a fresh context in a plain thread."""
+
+    def __init__(self, context: MainContext, thread: threading.Thread) -> None:
+        self.context = context
+        assert thread.ident is not None
+        self.ident = thread.ident
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return run_elsewhere(
+            lambda run: self.context.invoke(run, priority=glib.PRIORITY_HIGH), fn, *args
+        )
+
+
+class AsyncioLoopDriver(Driver):
+    """Something that drives the context from an asyncio loop."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        """Queue ``fn(*args)`` on the loop, from another thread."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def run_coroutine(self, coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``coroutine()`` as a task on the loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine(), self.loop).result(WAIT)
+
+
+class StandaloneAsyncioDriver(AsyncioLoopDriver):
+    """An ``AsyncioDriver`` serving a fresh context on a loop in a thread."""
+
+    def __init__(self, loop_thread: LoopThread, context: MainContext) -> None:
+        self.loop_thread = loop_thread
+        self.context = context
+        self.loop = loop_thread.loop
+        assert loop_thread.thread.ident is not None
+        self.ident = loop_thread.thread.ident
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.loop_thread.call(fn, *args)
+
+
+class IOThreadDriver(AsyncioLoopDriver):
+    """An IOThread serving its own context (``get_g_main_context()``)."""
+
+    def __init__(self, io: IOThread) -> None:
+        self.io = io
+        self.context = io.get_g_main_context()
+        assert io.loop is not None
+        self.loop = io.loop
+        self.ident = io.run_sync(threading.get_ident)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.io.run_sync(fn, *args)
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        self.io.call_soon_threadsafe(fn, *args)
+
+    def run_coroutine(self, coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        return self.io.submit(coroutine).result(WAIT)  # type: ignore[no-any-return]
+
+
+#: Every driver of a context, as fixture ids: a MainLoop in a plain thread,
+#: an AsyncioDriver on a loop in a thread, an IOThread; one of each of the
+#: last two per loop kind.
+ASYNCIO_DRIVERS = [
+    f"{driver}-{kind}" for driver in ("driver", "iothread") for kind in LOOP_FACTORIES
+]
+DRIVERS = ["mainloop", *ASYNCIO_DRIVERS]
+
+
+@contextlib.contextmanager
+def running_driver(name: str) -> Iterator[Driver]:
+    """The driver *name* (one of DRIVERS) running a context; on exit it is
+    stopped, and the context's remaining sources destroyed and finalised."""
+    if name == "mainloop":
+        with new_context() as context, loop_in_thread(context) as (_, thread):
+            yield MainLoopDriver(context, thread)
+        return
+    kind, loop_kind = name.split("-")
+    if kind == "iothread":
+        with IOThread("g0", loop_factory=LOOP_FACTORIES[loop_kind]) as io:
+            yield IOThreadDriver(io)
+        return
+    with new_context() as context, LoopThread(loop_kind) as loop_thread:
+        driver = loop_thread.call(AsyncioDriver, context, loop_thread.loop)
+        loop_thread.call(driver.start)
+        try:
+            yield StandaloneAsyncioDriver(loop_thread, context)
+        finally:
+            loop_thread.call(driver.close)
