@@ -30,6 +30,9 @@ from ._worker import POOL_WORKER, Worker, current_worker
 
 __all__ = ["ThreadPool", "ThreadPoolStatistics"]
 
+#: A limit left as it is (the setter of the other one).
+_KEEP: Final = object()
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -214,10 +217,7 @@ class ThreadPool(ThreadPoolExecutor):
 
     @min_threads.setter
     def min_threads(self, value: int) -> None:
-        with self._lock:
-            start_spawner = self._set_limits_locked(value, self._max)
-        if start_spawner:
-            self._spawner.start()
+        self._update_limits(value, _KEEP)
 
     @property
     def max_threads(self) -> int:
@@ -227,10 +227,7 @@ class ThreadPool(ThreadPoolExecutor):
 
     @max_threads.setter
     def max_threads(self, value: int) -> None:
-        with self._lock:
-            start_spawner = self._set_limits_locked(self._min, value)
-        if start_spawner:
-            self._spawner.start()
+        self._update_limits(_KEEP, value)
 
     @runs_in(ANY)
     def set_limits(self, min_threads: int, max_threads: int) -> None:
@@ -247,8 +244,15 @@ class ThreadPool(ThreadPoolExecutor):
             InvalidParameterValue: a negative limit, ``min > max`` or ``max == 0``;
                 the pool is left exactly as it was.
         """
+        self._update_limits(min_threads, max_threads)
+
+    def _update_limits(self, min_threads: object, max_threads: object) -> None:
+        # _KEEP keeps a limit as it is, read under the lock with the other.
         with self._lock:
-            start_spawner = self._set_limits_locked(min_threads, max_threads)
+            start_spawner = self._set_limits_locked(
+                self._min if min_threads is _KEEP else min_threads,
+                self._max if max_threads is _KEEP else max_threads,
+            )
         if start_spawner:
             self._spawner.start()
 
