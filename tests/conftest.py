@@ -14,35 +14,21 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import cast
 
 import pytest
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a test dependency where it installs
-    uvloop = None  # type: ignore[assignment]
+from iothreads import IOThread, MainLoop
+from iothreads._registry import USER_OBJECTS
 
-LoopFactory = Callable[[], asyncio.AbstractEventLoop]
-
-#: The bound on every wait in the tests: a hang fails the test instead of
-#: blocking CI.
-WAIT = 10.0
-
-LOOP_FACTORIES: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
-if uvloop is not None:
-    LOOP_FACTORIES["uvloop"] = uvloop.new_event_loop
+from .helpers import LOOP_FACTORIES, LoopFactory, open_fds
 
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, LoopFactory]:
     return LOOP_FACTORIES
-
-
-def loop_kind(loop: asyncio.AbstractEventLoop) -> str:
-    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
 @pytest.fixture
@@ -74,18 +60,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("loop_factory", list(LOOP_FACTORIES), indirect=True)
 
 
-def wait_until(predicate: Callable[[], object], what: str = "the condition") -> None:
-    """Wait, bounded by WAIT, for a state another thread reaches with no event
-    to signal it; fail the test if it never comes."""
-    pause = threading.Event()  # never set: each wait is a bounded pause
-    for _ in range(1000):
-        if predicate():
-            return
-        pause.wait(WAIT / 1000)
-    if not predicate():
-        pytest.fail(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def sock_path() -> Iterator[str]:
     """A unix socket path well under AF_UNIX's 108 bytes (tmp_path can be longer)."""
@@ -94,12 +68,6 @@ def sock_path() -> Iterator[str]:
         yield os.path.join(directory, "qmp.sock")
     finally:
         shutil.rmtree(directory)
-
-
-def _fds() -> set[int]:
-    return (
-        {int(fd) for fd in os.listdir("/proc/self/fd")} if os.path.isdir("/proc/self/fd") else set()
-    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -112,10 +80,27 @@ def _warm_up_loops() -> None:
 
 @pytest.fixture(autouse=True)
 def no_leaks(_warm_up_loops: None) -> Iterator[None]:
-    """Fail a test that leaves a thread or a file descriptor behind."""
+    """Fail a test that leaves a thread or a file descriptor behind.
+
+    A test that fails half-way may leave IOThreads running under ids the
+    next tests use: they are stopped (and a main-loop closed) first, so one
+    failure stays one failure, and the test is told what it left.
+    """
     threads_before = set(threading.enumerate())
-    fds_before = _fds()
+    fds_before = open_fds()
+    objects_before = set(USER_OBJECTS.snapshot())
     yield
+    left = [obj for obj in USER_OBJECTS.snapshot() if obj not in objects_before]
+    for obj in left:
+        if isinstance(obj, IOThread):
+            obj.stop()
+        elif isinstance(obj, MainLoop):
+            obj.close()
+    main_loop = MainLoop.instance()
+    if main_loop is not None and main_loop not in objects_before:
+        main_loop.close()
+        left.append(main_loop)
+    assert not left, f"test left objects behind (now stopped): {left}"
     # Threads that were told to exit may still be unwinding: wait, bounded,
     # for them to finish rather than sleeping a fixed time.
     deadline = time.monotonic() + 10.0
@@ -126,5 +111,5 @@ def no_leaks(_warm_up_loops: None) -> Iterator[None]:
             leaked.append(thread)
     assert not leaked, f"test leaked threads: {leaked}"
     # The fd listing itself opens one fd, which is closed again: compare sets.
-    leaked_fds = _fds() - fds_before
+    leaked_fds = open_fds() - fds_before
     assert not leaked_fds, f"test leaked file descriptors: {sorted(leaked_fds)}"

@@ -1,5 +1,7 @@
 """Helpers shared by several test modules (fixtures live in conftest.py files).
 
+Test modules import from here, never from each other or from a conftest.
+
 One section per area; each is kept by the tests of that area.
 """
 
@@ -25,6 +27,11 @@ from typing import Any, TypeVar
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a test dependency where it installs
+    uvloop = None  # type: ignore[assignment]
+
 import iothreads
 from iothreads import IOThread, glib
 from iothreads._pool import ThreadPool
@@ -33,7 +40,41 @@ from iothreads.glib import MainContext, MainLoop, Source
 from iothreads.glib._context import _thread_defaults
 from iothreads.glib._driver import AsyncioDriver
 
-from .conftest import LOOP_FACTORIES, WAIT, wait_until
+# -- Basics: the bound on every wait, the loop kinds -------------------------------------
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+#: The bound on every wait in the tests: a hang fails the test instead of
+#: blocking CI.
+WAIT = 10.0
+
+LOOP_FACTORIES: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
+if uvloop is not None:
+    LOOP_FACTORIES["uvloop"] = uvloop.new_event_loop
+
+
+def loop_kind(loop: asyncio.AbstractEventLoop) -> str:
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+def wait_until(predicate: Callable[[], object], what: str = "the condition") -> None:
+    """Wait, bounded by WAIT, for a state another thread reaches with no event
+    to signal it; fail the test if it never comes."""
+    pause = threading.Event()  # never set: each wait is a bounded pause
+    for _ in range(1000):
+        if predicate():
+            return
+        pause.wait(WAIT / 1000)
+    if not predicate():
+        pytest.fail(f"timed out waiting for {what}")
+
+
+def open_fds() -> set[int]:
+    return (
+        {int(fd) for fd in os.listdir("/proc/self/fd")} if os.path.isdir("/proc/self/fd") else set()
+    )
+
+
 
 # -- Deterministic thread interleavings --------------------------------------------------
 

@@ -20,8 +20,7 @@ import pytest
 
 from iothreads import IOThread, PollHandler
 
-from .conftest import WAIT, LoopFactory, wait_until
-from .helpers import FakeClock
+from .helpers import WAIT, FakeClock, LoopFactory, wait_until
 
 #: A poll-max-ns so large that every round trip in a test grows the window.
 HUGE_POLL_NS = 10**11

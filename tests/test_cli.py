@@ -31,8 +31,7 @@ import pytest
 from iothreads._cli import _parse_address, _parse_object, main
 from iothreads.qmp._client import Address
 
-from .conftest import WAIT
-from .helpers import INT64_MAX, StallWatch, flood, qmp_client
+from .helpers import INT64_MAX, WAIT, StallWatch, flood, qmp_client
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ import pytest
 
 from iothreads import IOThread
 
-from .conftest import LoopFactory, loop_kind
+from .helpers import LoopFactory, loop_kind
 
 
 def test_a_sync_test_runs_its_iothread_on_the_parametrized_kind(

@@ -12,7 +12,7 @@ import pytest
 import iothreads
 from iothreads import IOThread, MainLoop, ThreadPool
 
-from .conftest import LoopFactory, wait_until
+from .helpers import LoopFactory, wait_until
 
 
 def worker_names(prefix: str) -> list[str]:

@@ -22,9 +22,10 @@ from iothreads import glib
 from iothreads.glib import IOCondition, MainContext, Source
 from iothreads.glib._driver import AsyncioDriver
 
-from .conftest import LOOP_FACTORIES, WAIT
 from .helpers import (
     ASYNCIO_DRIVERS,
+    LOOP_FACTORIES,
+    WAIT,
     AsyncioLoopDriver,
     LoopThread,
     new_context,

@@ -31,14 +31,15 @@ from iothreads.glib import (
     _source,
 )
 
-from .conftest import WAIT, _fds
 from .helpers import (
+    WAIT,
     WAIT_MS,
     in_thread,
     keep_calling,
     loop_in_thread,
     new_context,
     not_owner_error,
+    open_fds,
     record_thread,
 )
 
@@ -280,9 +281,9 @@ def test_pending_checks_without_dispatching(ctx: MainContext) -> None:
 
 
 def test_a_wake_up_before_the_first_poll_is_kept_without_a_descriptor(ctx: MainContext) -> None:
-    fds = _fds()
+    fds = open_fds()
     ctx.wakeup()  # nobody polls yet: no pipe is created for it
-    assert _fds() == fds
+    assert open_fds() == fds
     # Nothing to dispatch and no timeout: only the kept wake-up ends the poll.
     returned = threading.Event()
     poller = threading.Thread(target=lambda: (ctx.iteration(True), returned.set()), daemon=True)

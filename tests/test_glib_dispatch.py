@@ -23,9 +23,9 @@ import pytest
 from iothreads import glib
 from iothreads.glib import IOCondition, MainContext, MainLoop
 
-from .conftest import WAIT
 from .helpers import (
     DRIVERS,
+    WAIT,
     WAIT_MS,
     Driver,
     Finalized,

@@ -23,14 +23,17 @@ from iothreads import IOThread, IOThreadStopped, glib
 from iothreads.glib import MainContext, _context, _poll, _source
 from iothreads.glib._driver import AsyncioDriver
 
-from .conftest import WAIT, LoopFactory, _fds, wait_until
 from .helpers import (
+    WAIT,
     WAIT_MS,
     Finalized,
+    LoopFactory,
     in_thread,
     keep_calling,
+    open_fds,
     record_thread,
     thread_defaults,
+    wait_until,
 )
 
 
@@ -92,7 +95,7 @@ def test_no_glib_machinery_runs_before_the_first_call(
     spy = GlibSpy(monkeypatch)
     state = glib_state()
     with IOThread("g0", loop_factory=loop_factory) as io:
-        fds_before = _fds()
+        fds_before = open_fds()
         # Asyncio work of every kind: callbacks, a coroutine, a timer, a reader.
         ran = threading.Event()
         io.call_soon_threadsafe(ran.set)
@@ -120,7 +123,7 @@ def test_no_glib_machinery_runs_before_the_first_call(
         assert io._gdriver is None
         assert spy.calls == []
         assert glib_state() == state
-        assert _fds() == fds_before  # no wake-up pipe, nothing registered
+        assert open_fds() == fds_before  # no wake-up pipe, nothing registered
 
         ctx = io.get_g_main_context()
         assert set(spy.calls) >= {
@@ -132,7 +135,7 @@ def test_no_glib_machinery_runs_before_the_first_call(
         assert spy.calls.count("MainContext.__init__") == 1
         # The context's wake-up pipe, watched by the loop.  (Sizes, not sets:
         # the listing's own fd may take a freed number.)
-        fds_after = _fds()
+        fds_after = open_fds()
         assert len(fds_after) == len(fds_before) + 2
         assert ctx.fileno() in fds_after
         assert _context._default_context is state[0]  # the global default is not involved
@@ -278,11 +281,11 @@ def test_stop_destroys_and_finalizes_live_sources(loop_factory: LoopFactory) -> 
     assert ctx.acquire()  # released by the IOThread
     ctx.release()
     # Once the IOThread is gone, attaching is refused and a wake-up opens no fd.
-    fds = _fds()
+    fds = open_fds()
     with pytest.raises(RuntimeError, match="closed when its IOThread stopped"):
         glib.idle_add(lambda: None, context=ctx)
     ctx.wakeup()
-    assert _fds() == fds
+    assert open_fds() == fds
 
 
 def test_a_source_attached_while_the_iothread_stops_is_refused(

@@ -24,7 +24,7 @@ import pytest
 import iothreads._shutdown
 from iothreads import IOThread, IOThreadStopped
 
-from .conftest import WAIT, LoopFactory, loop_kind, wait_until
+from .helpers import WAIT, LoopFactory, loop_kind, wait_until
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
 

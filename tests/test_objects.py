@@ -19,7 +19,7 @@ from iothreads import (
     PropertyNotFound,
 )
 
-from .conftest import LoopFactory
+from .helpers import LoopFactory
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 from iothreads import _runs_in
 from iothreads._aio import AioContext
 
-from .conftest import WAIT
+from .helpers import WAIT
 
 # Runs in a child interpreter: the debug switch is read once, at import.
 _CALL_FROM_THE_WRONG_THREAD = """

@@ -13,8 +13,7 @@ import threading
 from iothreads import IOThread, IOThreadStopped
 from iothreads._aio import AioContext
 
-from .conftest import WAIT, LoopFactory
-from .helpers import Gate, line_of
+from .helpers import WAIT, Gate, LoopFactory, line_of
 
 #: The loop is about to close its inbox.
 CLOSING = line_of(AioContext.close_inbox, "self._closing = True")

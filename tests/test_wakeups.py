@@ -29,8 +29,7 @@ import pytest
 from iothreads import IOThread
 from iothreads._aio import AioContext
 
-from .conftest import WAIT, LoopFactory
-from .helpers import FakeClock, Gate, Line, line_of
+from .helpers import WAIT, FakeClock, Gate, Line, LoopFactory, line_of
 
 #: Where the loop has made its last look and is about to sleep: the line
 #: after the one that counts the block.

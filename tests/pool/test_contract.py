@@ -23,8 +23,7 @@ import pytest
 from iothreads import InvalidParameterType, InvalidParameterValue
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
 
-from ..conftest import wait_until
-from ..helpers import BOUND, Pools, blocker, occupy, thread_name, workers
+from ..helpers import BOUND, Pools, blocker, occupy, thread_name, wait_until, workers
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 

@@ -18,8 +18,7 @@ import pytest
 
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
 
-from ..conftest import wait_until
-from ..helpers import BOUND, Pools, pool_threads, thread_name
+from ..helpers import BOUND, Pools, pool_threads, thread_name, wait_until
 
 # ------------------------------------------------------- failed thread starts
 

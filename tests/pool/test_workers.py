@@ -12,8 +12,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from ..conftest import wait_until
-from ..helpers import BOUND, Pools, blocker, occupy, pool_threads, thread_name, workers
+from ..helpers import BOUND, Pools, blocker, occupy, pool_threads, thread_name, wait_until, workers
 
 # Idle timeout small enough for shrink tests to be quick (the poll in
 # wait_until makes the test independent of how quickly it really happens).

@@ -16,8 +16,7 @@ from qemu.qmp import QMPClient
 import iothreads
 from iothreads.qmp import Monitor
 
-from ..conftest import loop_kind
-from ..helpers import RawClient, qmp_client
+from ..helpers import RawClient, loop_kind, qmp_client
 
 
 @pytest.fixture

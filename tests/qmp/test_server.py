@@ -22,8 +22,7 @@ from qemu.qmp import QMPClient
 
 from iothreads.qmp import Monitor
 
-from ..conftest import WAIT
-from ..helpers import RawClient, StallWatch, add_iothread, flood, qmp_client
+from ..helpers import WAIT, RawClient, StallWatch, add_iothread, flood, qmp_client
 
 # -- the monitor's life and its sockets ------------------------------------------------
 
