@@ -79,8 +79,9 @@ class _Call(ABC):
 
     __slots__ = ("aio", "args", "calls", "cancel_requested", "context", "func", "task")
 
+    @runs_in(ANY)
     def __init__(self, calls: CallSet, aio: AioContext, func: Any, args: tuple[Any, ...]) -> None:
-        """Runs in the caller's thread.
+        """Check what the caller hands over, in its own thread.
 
         Raises:
             TypeError: *func* is neither callable nor a coroutine object, or
@@ -142,12 +143,14 @@ class _Call(ABC):
         self._deliver(result, exc, cancelled)
 
     @abstractmethod
+    @runs_in(LOOP)
     def _withdrawn(self) -> bool:
         """True when the caller gave up before the start: the call never runs."""
 
     @abstractmethod
+    @runs_in(LOOP)
     def _deliver(self, result: Any, exc: BaseException | None, cancelled: bool) -> None:
-        """Hand the outcome to the caller (runs in the IOThread)."""
+        """Hand the outcome to the caller."""
 
 
 class LoopCall(_Call):

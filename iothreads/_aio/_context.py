@@ -85,8 +85,9 @@ class AioContextStatistics:
 class Poller(Protocol):
     """How a loop polls and sleeps: what the context needs of either poller."""
 
+    @runs_in(LOOP)
     def after_work(self) -> None:
-        """The inbox was served (runs in the loop's thread)."""
+        """The inbox was served."""
 
 
 class AioContext:
