@@ -129,7 +129,7 @@ def test_idle_workers_are_reused_most_recently_idle_first(pools: Pools) -> None:
     # Let them go idle one at a time: 0 first, 2 last.
     for n, gate in enumerate(gates, start=1):
         gate.set()
-        wait_until(lambda n=n: pool.statistics().idle == n)  # type: ignore[misc]
+        wait_until(lambda n=n: pool.statistics().idle == n)
     order = [f.result(0) for f in futures]
     assert pool.submit(thread_name).result(BOUND) == order[2]
     # Hold the most recent one busy: the next request goes to the one below.
@@ -315,6 +315,24 @@ def test_lowering_max_retires_idle_workers_promptly(pools: Pools) -> None:
     assert (stats.threads, stats.idle, stats.exited, stats.max) == (1, 1, 3, 1)
     wait_until(lambda: len(workers("cut")) == 1)
     assert pool.submit(pow, 2, 2).result(BOUND) == 4
+
+
+def test_lowering_max_retires_the_coldest_idle_worker(pools: Pools) -> None:
+    """The idle stack's bottom goes first: the worker idle the longest, whose
+    caches are coldest; the recently idle ones stay."""
+    pool = pools.new(0, 3, idle_timeout=3600.0, name="cold")
+    gates = [pools.gate() for _ in range(3)]
+    futures = [pool.submit(blocker(gate)) for gate in gates]
+    wait_until(lambda: pool.statistics().active == 3)
+    order = []
+    for n, gate in enumerate(gates, start=1):  # they go idle one after the other
+        gate.set()
+        order.append(futures[n - 1].result(BOUND))
+        wait_until(lambda n=n: pool.statistics().idle == n)
+    pool.max_threads = 2
+    coldest = order[0]
+    wait_until(lambda: coldest not in workers("cold"), f"{coldest} to exit")
+    assert workers("cold") == sorted(order[1:])
 
 
 def test_lowering_max_retires_busy_workers_when_they_finish(pools: Pools) -> None:

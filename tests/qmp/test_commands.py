@@ -14,6 +14,8 @@ import pytest
 from qemu.qmp import QMPClient
 
 import iothreads
+import iothreads.qmp._commands
+from iothreads import IOThreadStopped
 
 from ..helpers import (
     EVENT_LOOP_BASE_PROPS,
@@ -419,3 +421,17 @@ async def test_bad_requests_echo_the_id(raw: RawClient, request_: Any, desc: str
         expected["id"] = request_["id"]
     assert await raw.request(request_) == expected
     assert await raw.request({"execute": "query-iothreads"}) == {"return": []}
+
+
+async def test_an_object_stopped_under_a_command_is_a_generic_error(
+    qmp: QMPClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IOThreadStopped is no internal error: its own text, class GenericError."""
+    gone = "IOThread 'io0' is stopped; it takes no more work"
+
+    def stopped_under_us(path: str, prop: str) -> int:
+        raise IOThreadStopped(gone)
+
+    monkeypatch.setattr(iothreads.qmp._commands, "qom_get", stopped_under_us)
+    args = {"path": "/objects/io0", "property": "poll-max-ns"}
+    assert await qmp_error(qmp, "qom-get", args) == ("GenericError", gone)
