@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import struct
+import sys
 import termios
 import threading
 import time
@@ -109,25 +110,43 @@ class Gate:
         self.lines: list[Line] = []
         self.stopped = threading.Event()
         self.resume = threading.Event()
+        self._outer: Any = None
 
-    def trace(self, frame: FrameType, event: str, arg: object) -> Any:
+    def install(self) -> None:
+        """Trace the calling thread from now on, beside the tracer it already
+        has (coverage's, say), which goes on seeing every event."""
+        self._outer = sys.gettrace()
+        sys.settrace(self._trace)
+
+    def uninstall(self) -> None:
+        """Stop tracing the calling thread; its former tracer stays."""
+        sys.settrace(self._outer)
+
+    def _trace(self, frame: FrameType, event: str, arg: object) -> Any:
+        outer = self._outer(frame, event, arg) if self._outer is not None else None
         if not frame.f_code.co_filename.startswith(_PACKAGE):
-            return None  # not our code: no line events from it
-        return self._line
+            return outer  # not our code: no line events from it for us
 
-    def _line(self, frame: FrameType, event: str, arg: object) -> Any:
-        if event == "line":
-            line = (frame.f_code.co_filename, frame.f_lineno)
-            if self._stops and self._stops[0] in (len(self.lines), line):
-                self._stops.pop(0)
-                self.stopped.set()
-                if not self.resume.wait(WAIT):
-                    raise TimeoutError("a stopped thread was never resumed")
-                self.resume.clear()
-            self.lines.append(line)
-            if line in self.marks:
-                self.stopped.set()
-        return self._line
+        def local(frame: FrameType, event: str, arg: object) -> Any:
+            nonlocal outer
+            if outer is not None:
+                outer = outer(frame, event, arg)
+            if event == "line":
+                self._line((frame.f_code.co_filename, frame.f_lineno))
+            return local
+
+        return local
+
+    def _line(self, line: Line) -> None:
+        if self._stops and self._stops[0] in (len(self.lines), line):
+            self._stops.pop(0)
+            self.stopped.set()
+            if not self.resume.wait(WAIT):
+                raise TimeoutError("a stopped thread was never resumed")
+            self.resume.clear()
+        self.lines.append(line)
+        if line in self.marks:
+            self.stopped.set()
 
     def go_on(self) -> None:
         """Resume the thread from its stop, ready to see it stop again."""

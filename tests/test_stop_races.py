@@ -7,7 +7,6 @@ looks at ``_closing`` while the loop closes its inbox; the gate of
 
 from __future__ import annotations
 
-import sys
 import threading
 
 from iothreads import IOThread, IOThreadStopped
@@ -38,7 +37,7 @@ def test_a_producer_overtaken_by_the_stop_takes_its_handle_back(
     outcome: list[BaseException | None] = []
 
     def producer() -> None:
-        sys.settrace(producer_gate.trace)
+        producer_gate.install()
         try:
             # The context itself: a producer of IOThread.call_soon_threadsafe
             # that passed its running check before stop() began is here.
@@ -48,9 +47,9 @@ def test_a_producer_overtaken_by_the_stop_takes_its_handle_back(
         else:
             outcome.append(None)
         finally:
-            sys.settrace(None)
+            producer_gate.uninstall()
 
-    io.run_sync(sys.settrace, loop_gate.trace)
+    io.run_sync(loop_gate.install)
     stopper = threading.Thread(target=io.stop)
     producing = threading.Thread(target=producer)
     stopper.start()

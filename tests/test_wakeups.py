@@ -20,7 +20,6 @@ bounded wait for its callback fails.
 from __future__ import annotations
 
 import random
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -52,7 +51,7 @@ class Trial:
         """
         self.aio.clock = FakeClock()
         self.aio._window.poll_ns = self.poll_ns
-        sys.settrace(gate.trace)
+        gate.install()
 
     def loop_path(self) -> list[Line]:
         """The lines the loop runs from a callback to its sleep, when no work comes."""
@@ -60,18 +59,18 @@ class Trial:
         self.io.call_soon_threadsafe(self.arm, gate)
         assert gate.stopped.wait(WAIT), "the loop never reached its sleep"
         path = gate.lines[: gate.lines.index(SLEEPING) + 1]
-        self.io.run_sync(sys.settrace, None)
+        self.io.run_sync(gate.uninstall)
         return path
 
     def producer_length(self) -> int:
         """How many lines a ``call_soon_threadsafe`` runs on the asleep loop."""
         gate = Gate()
         done = threading.Event()
-        sys.settrace(gate.trace)
+        gate.install()
         try:
             self.io.call_soon_threadsafe(done.set)
         finally:
-            sys.settrace(None)
+            gate.uninstall()
         assert done.wait(WAIT)
         return len(gate.lines)
 
@@ -93,11 +92,11 @@ class Trial:
             loop_gate.stopped.set()  # the loop took the work instead of sleeping
 
         def producer() -> None:
-            sys.settrace(producer_gate.trace)
+            producer_gate.install()
             try:
                 self.io.call_soon_threadsafe(callback)
             finally:
-                sys.settrace(None)
+                producer_gate.uninstall()
                 producer_gate.stopped.set()  # finished before its stop line
 
         self.io.call_soon_threadsafe(self.arm, loop_gate)
@@ -115,7 +114,7 @@ class Trial:
             thread.join(WAIT)
         landed = ran.wait(WAIT)
         if landed:
-            self.io.run_sync(sys.settrace, None)
+            self.io.run_sync(loop_gate.uninstall)
         return landed
 
 

@@ -135,7 +135,7 @@ class AioContext:
         self._wakeup = WakeupChannel()
         loop.add_reader(self._wakeup.fileno(), self.serve_inbox)
         # The one place that chooses how this loop polls.
-        self._poller: Poller | None = SelectorPoller.attach(loop, self) or CallbackPoller(self)
+        self._poller: Poller = SelectorPoller.attach(loop, self) or CallbackPoller(self)
 
     # -- any thread ---------------------------------------------------------
 
@@ -174,11 +174,6 @@ class AioContext:
         except ValueError:
             return
         raise IOThreadStopped(f"{self.owner} is stopped; it takes no more work")
-
-    @runs_in(ANY)
-    def wake(self) -> None:
-        """Make the loop leave its sleep."""
-        self._wakeup.wake()
 
     @runs_in(ANY)
     def add_poll_handler(
@@ -253,13 +248,12 @@ class AioContext:
     def close(self) -> None:
         """Detach from the loop, before it closes.
 
-        Closes the wake-up channel, drops the poller and the poll handlers
-        (a phase the stop cut short gets its ``end()`` calls: uvloop's spin is
-        a callback, which may still be queued).
+        Closes the wake-up channel and drops the poll handlers (a phase the
+        stop cut short gets its ``end()`` calls: uvloop's spin is a callback,
+        which may still be queued).  No loop iteration runs after this.
         """
         self.loop.remove_reader(self._wakeup.fileno())
         self._wakeup.close()
-        self._poller = None  # breaks the cycle; no loop iteration runs after close
         self._handlers.close()
 
     # -- the pollers' interface (the loop's thread) --------------------------
@@ -289,8 +283,7 @@ class AioContext:
         self._wakeups += self._wakeup.drain()
         self._notify_me = False
         self._run_inbox()
-        if self._poller is not None:
-            self._poller.after_work()
+        self._poller.after_work()
 
     @runs_in(LOOP)
     def begin_polling(self) -> None:
