@@ -1,9 +1,13 @@
-"""``python -m benchmarks [--quick] [--json FILE] [--only SUITE]``.
+"""``python -m benchmarks [--quick] [--json FILE|DIR/] [--samples] [--only SUITE]``.
 
 Runs every suite for every loop kind present (stdlib, uvloop) under every
 thread placement (unpinned; all on one CPU; caller and workers on two CPUs),
-prints one table with p50 / p99 / p99.9 latency, CPU per operation and the
-ratios to each group's baseline, and optionally writes the raw figures as JSON.
+the cases of each group interleaved in rounds, and prints one table with
+p50 / p99 / p99.9 latency, CPU per operation and the ratios to each group's
+baseline (over the whole run, and round by round), then the rates and the
+derived figures (median and range of the rounds).  ``--json`` writes all of
+it with the run's provenance (commit, date, machine, software);
+``python -m benchmarks.report`` prints README's table from that file.
 """
 
 from __future__ import annotations

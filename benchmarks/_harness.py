@@ -1,9 +1,11 @@
-"""What every benchmark shares: cases, placement, sampling, the table, the runner.
+"""What every benchmark shares: cases, groups, placement, sampling, the runner.
 
 A *case* is an async context manager factory: entered on the caller's loop,
 it sets up what it measures (an IOThread, a plain loop thread, a pool...) and
 yields ``op``, a coroutine function doing one operation.  A *group* is a
-baseline case followed by the cases compared with it.
+baseline case followed by the cases compared with it, all doing the same
+work (a coroutine against a coroutine, a plain function against a plain
+function), which the group states.
 
 Fairness rules.  Thread placement changes results about 3x, and absolute
 times on a shared 2-vCPU host swing 3-10x between hours, so only ratios
@@ -11,7 +13,9 @@ from one run mean anything (docs/design.md, "Measurements"):
 
 * every case of a group runs in the same process, under the same thread
   placement, interleaved in rounds (baseline chunk, case chunk, ... repeat),
-  so drift hits all of them alike;
+  so drift hits all of them alike; each round's samples are kept apart
+  (``_figures``), so a ratio is also given round by round, and a figure
+  derived from two cases is computed within each round;
 * each chunk starts with a warm-up that is not sampled;
 * latency is sampled per operation with ``perf_counter_ns``; CPU per operation
   is the process's CPU time (all threads) over the chunk, divided by the ops.
@@ -22,14 +26,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
-from typing import Any
+
+from ._figures import (
+    Chunk,
+    Derived,
+    Rate,
+    Result,
+    dumps,
+    print_derived,
+    print_rates,
+    print_table,
+    run_json,
+)
+from ._provenance import file_name, provenance
 
 Op = Callable[[], Awaitable[object]]
 CaseFactory = Callable[[], contextlib.AbstractAsyncContextManager[Op]]
@@ -45,38 +61,34 @@ class Case:
     gap_s: float = 0.0
 
 
-@dataclass
-class Result:
-    """The samples of one case in one group."""
+@dataclass(frozen=True)
+class Group:
+    """A baseline case and the cases compared with it, all doing *work*."""
 
-    group: str
-    case: str
-    samples_ns: list[int] = field(default_factory=list)
-    cpu_ns: int = 0
-    ops: int = 0
+    name: str
+    #: what one operation does, said in the table: the same on every side
+    work: str
+    cases: Sequence[Case]
 
-    def percentile(self, q: float) -> float:
-        """The q-th percentile in microseconds (nearest rank)."""
-        ordered = sorted(self.samples_ns)
-        if not ordered:
-            return float("nan")
-        rank = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
-        return ordered[rank] / 1000
+
+@dataclass(frozen=True)
+class Mode:
+    """How long a run is: samples per case, in how many rounds."""
+
+    name: str
+    samples: int
+    rounds: int
 
     @property
-    def cpu_us_per_op(self) -> float:
-        return self.cpu_ns / self.ops / 1000 if self.ops else float("nan")
+    def quick(self) -> bool:
+        return self.name == "quick"
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "group": self.group,
-            "case": self.case,
-            "ops": self.ops,
-            "p50_us": self.percentile(50),
-            "p99_us": self.percentile(99),
-            "p999_us": self.percentile(99.9),
-            "cpu_us_per_op": self.cpu_us_per_op,
-        }
+
+# Samples per case: the full run's 20 000 leave 20 samples beyond p99.9; the
+# quick run keeps everything (2 loops x 3 placements) under a minute on a
+# 2-vCPU machine, at the price of a p99.9 that rests on one sample.  Rounds
+# interleave the cases of a group, so drift hits them all alike.
+MODES = {"quick": Mode("quick", 800, 2), "full": Mode("full", 20000, 5)}
 
 
 @dataclass(frozen=True)
@@ -169,12 +181,12 @@ class Progress:
             sys.stderr.flush()
 
 
-async def run_chunk(op: Op, result: Result, samples: int, warmup: int, gap_s: float) -> None:
+async def run_chunk(op: Op, chunk: Chunk, samples: int, warmup: int, gap_s: float) -> None:
     """Warm up, then time *samples* operations one by one, *gap_s* apart."""
     for _ in range(warmup):
         await op()
     clock = time.perf_counter_ns
-    out = result.samples_ns
+    out = chunk.samples_ns
     cpu0 = time.process_time_ns()
     for _ in range(samples):
         if gap_s:
@@ -182,30 +194,25 @@ async def run_chunk(op: Op, result: Result, samples: int, warmup: int, gap_s: fl
         t0 = clock()
         await op()
         out.append(clock() - t0)
-    result.cpu_ns += time.process_time_ns() - cpu0
-    result.ops += samples
+    chunk.cpu_ns += time.process_time_ns() - cpu0
+    chunk.ops += samples
 
 
 async def _run_group(
-    group: str,
-    cases: Sequence[Case],
-    placement: Placement,
-    samples: int,
-    rounds: int,
-    progress: Progress,
+    name: str, group: Group, placement: Placement, mode: Mode, progress: Progress
 ) -> list[Result]:
-    results = [Result(group, case.name) for case in cases]
-    per_round = max(1, samples // rounds)
-    for r in range(rounds):
-        for case, result in zip(cases, results, strict=True):
-            progress.step(f"{group}: {case.name} (round {r + 1}/{rounds})")
+    results = [Result(name, case.name, group.work) for case in group.cases]
+    per_round = max(1, mode.samples // mode.rounds)
+    for r in range(mode.rounds):
+        for case, result in zip(group.cases, results, strict=True):
+            progress.step(f"{name}: {case.name} (round {r + 1}/{mode.rounds})")
             # Sparse cases are slow per op: sample fewer, and warm up less.
             n = per_round if not case.gap_s else max(20, per_round // 10)
             with placement.starting_workers():
                 setup = case.factory()
                 op = await setup.__aenter__()
             try:
-                await run_chunk(op, result, n, max(20, n // 10), case.gap_s)
+                await run_chunk(op, result.new_round(), n, max(20, n // 10), case.gap_s)
             finally:
                 with placement.starting_workers():
                     await setup.__aexit__(None, None, None)
@@ -213,147 +220,105 @@ async def _run_group(
 
 
 def run_group(
-    group: str,
-    cases: Sequence[Case],
+    name: str,
+    group: Group,
     *,
     loop_factory: LoopFactory,
     placement: Placement,
-    samples: int,
-    rounds: int,
+    mode: Mode,
     progress: Progress,
 ) -> list[Result]:
-    """Run one group on a caller loop of *loop_factory*, under *placement*."""
+    """Run *group* (reported as *name*) on a caller loop of *loop_factory*, under *placement*."""
     with placement.applied(), asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_run_group(group, cases, placement, samples, rounds, progress))
-
-
-def print_table(results: Iterable[Result], file: Any = None) -> None:
-    """Print results grouped, each case with its ratio to its group's first case."""
-    file = file or sys.stdout
-    header = (
-        f"{'group':<34} {'case':<30} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} "
-        f"{'CPU us/op':>9}  {'p50 x':>6} {'p99 x':>6} {'CPU x':>6}"
-    )
-    print(header, file=file)
-    print("-" * len(header), file=file)
-    baseline: dict[str, Result] = {}
-    for r in results:
-        base = baseline.setdefault(r.group, r)
-        ratios = (
-            r.percentile(50) / base.percentile(50),
-            r.percentile(99) / base.percentile(99),
-            r.cpu_us_per_op / base.cpu_us_per_op,
-        )
-        marks = "  (baseline)" if r is base else "".join(f" {x:6.2f}" for x in ratios)
-        print(
-            f"{r.group:<34} {r.case:<30} {r.percentile(50):8.1f} {r.percentile(99):8.1f} "
-            f"{r.percentile(99.9):9.1f} {r.cpu_us_per_op:9.1f} {marks}",
-            file=file,
-        )
-
-
-@dataclass(frozen=True)
-class Rate:
-    """A throughput or an idle-cost figure (not a per-operation latency)."""
-
-    group: str
-    case: str
-    ops_per_s: float
-    cpu_pct: float  # of one core, all threads of the process
-
-
-def print_rates(rates: Sequence[Rate], file: Any = None) -> None:
-    """Print rates grouped, each with its ratio to its group's first row."""
-    file = file or sys.stdout
-    header = f"{'group':<34} {'case':<30} {'ops/s':>12} {'CPU %':>7}  {'rate x':>6}"
-    print(header, file=file)
-    print("-" * len(header), file=file)
-    baseline: dict[str, Rate] = {}
-    for r in rates:
-        base = baseline.setdefault(r.group, r)
-        ratio = (
-            "  (baseline)"
-            if r is base
-            else f" {r.ops_per_s / base.ops_per_s:6.2f}"
-            if base.ops_per_s
-            else ""
-        )
-        print(f"{r.group:<34} {r.case:<30} {r.ops_per_s:12.0f} {r.cpu_pct:7.2f} {ratio}", file=file)
-
-
-def write_json(path: str, results: Iterable[Result], rates: Iterable[Rate] = ()) -> None:
-    """Write the summaries, the raw samples and the rates to *path*."""
-    data = [{**r.summary(), "samples_ns": r.samples_ns} for r in results]
-    with open(path, "w") as f:
-        json.dump(
-            {
-                "python": sys.version,
-                "results": data,
-                "rates": [vars(r) for r in rates],
-            },
-            f,
-        )
+        return runner.run(_run_group(name, group, placement, mode, progress))
 
 
 # -- running suites from the command line ---------------------------------------
 
-# A suite is a module with NAME and cases(loop_factory) -> [(group, [Case, ...])],
-# the first case of a group being its baseline; it may also have
-# rates(kind, loop_factory, placement, quick) -> [Rate, ...],
-# results(kind, loop_factory, placement, quick) -> [Result, ...] (latencies it
-# measures its own way, printed in the table, first of a group = baseline), and
-# report(results, quick) -> [str] (lines printed last, e.g. its verdicts).
+# A suite is a module with NAME and cases(loop_factory) -> [Group, ...], the
+# first case of a group being its baseline.  It may also have
+# results(kind, loop_factory, placement, mode) -> [Result, ...] (latencies it
+# measures its own way, printed in the table, first of a group = baseline),
+# rates(kind, loop_factory, placement, mode) -> [Rate, ...],
+# derived(results) -> [Derived, ...] (figures computed from its groups, round
+# by round), and report(results, derived, mode) -> [str] (lines printed last,
+# e.g. its verdicts).  Group names are "suite/group/loop kind/placement".
 # The runner lives here, below every suite, so that a suite can be run alone
 # (``python -m benchmarks.bench_pool``) without importing ``__main__``.
 
-# Samples per case: the full run's 20 000 leave 20 samples beyond p99.9; the
-# quick run keeps everything (2 loops x 3 placements) under a minute on a
-# 2-vCPU machine, at the price of a p99.9 that rests on one sample.
-SAMPLES = {"quick": 800, "full": 20000}
-# Rounds interleave the cases of a group, so drift hits them all alike.
-ROUNDS = {"quick": 2, "full": 5}
+
+def _json_path(target: str, meta: dict[str, object]) -> Path:
+    """*target*, or a file named after the date and commit in it when it is a directory."""
+    path = Path(target)
+    if target.endswith(("/", os.sep)) or path.is_dir():
+        path = path / file_name(meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def run_suites(
     suites: Sequence[ModuleType], argv: Sequence[str] | None, *, prog: str, description: str
 ) -> int:
-    """Parse ``[--quick] [--json FILE] [--only SUITE]`` and run *suites*.
+    """Parse ``[--quick] [--json FILE|DIR/] [--samples] [--only SUITE]`` and run *suites*.
 
     Every suite runs for every loop kind present and under every placement;
-    one table of latencies is printed, then the rates, then the suites'
-    reports.  Returns the exit status.
+    one table of latencies is printed, then the rates, the derived figures,
+    and the suites' reports.  Returns the exit status.
     """
     by_name = {suite.NAME: suite for suite in suites}
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--quick", action="store_true", help="fewer samples (under 60 s)")
-    parser.add_argument("--json", metavar="FILE", help="write the raw figures to FILE")
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write the figures and the run's provenance (commit, date, machine) to FILE; "
+        "a directory (e.g. benchmarks/results/) gets <date>-<commit>[-quick].json",
+    )
+    parser.add_argument(
+        "--samples", action="store_true", help="store every latency sample in the JSON too"
+    )
     parser.add_argument("--only", choices=sorted(by_name), action="append", help="run a suite")
     args = parser.parse_args(argv)
-    mode = "quick" if args.quick else "full"
+    mode = MODES["quick" if args.quick else "full"]
     chosen = [by_name[name] for name in (args.only or by_name)]
+    started = time.perf_counter()
+    meta = provenance(
+        {
+            "command": " ".join([prog, *(argv if argv is not None else sys.argv[1:])]),
+            "mode": mode.name,
+            "samples": mode.samples,
+            "rounds": mode.rounds,
+            "suites": [suite.NAME for suite in chosen],
+            "only": args.only or [],
+            "loop_kinds": list(loop_kinds()),
+            "placements": {
+                p.name: {
+                    "caller": sorted(p.caller) if p.caller is not None else None,
+                    "workers": sorted(p.workers) if p.workers is not None else None,
+                }
+                for p in placements()
+            },
+        }
+    )
+    if meta["dirty"]:
+        print("warning: uncommitted changes; the figures match no commit", file=sys.stderr)
 
     plan = [
-        (f"{suite.NAME}/{group}/{kind}/{placement.name}", cases, factory, placement)
+        (f"{suite.NAME}/{group.name}/{kind}/{placement.name}", group, factory, placement)
         for kind, factory in loop_kinds().items()
         for placement in placements()
         for suite in chosen
-        for group, cases in suite.cases(factory)
+        for group in suite.cases(factory)
     ]
     hooks = sum(hasattr(s, "rates") + hasattr(s, "results") for s in chosen)
     steps = len(loop_kinds()) * len(placements()) * hooks + sum(
         hasattr(s, "report") for s in chosen
     )
-    progress = Progress(sum(len(cases) for _, cases, _, _ in plan) * ROUNDS[mode] + steps)
+    progress = Progress(sum(len(g.cases) for _, g, _, _ in plan) * mode.rounds + steps)
     results: list[Result] = []
-    for name, cases, factory, placement in plan:
+    for name, group, factory, placement in plan:
         results += run_group(
-            name,
-            cases,
-            loop_factory=factory,
-            placement=placement,
-            samples=SAMPLES[mode],
-            rounds=ROUNDS[mode],
-            progress=progress,
+            name, group, loop_factory=factory, placement=placement, mode=mode, progress=progress
         )
     rates: list[Rate] = []
     for kind, factory in loop_kinds().items():
@@ -361,40 +326,52 @@ def run_suites(
             for suite in chosen:
                 if hasattr(suite, "results"):
                     progress.step(f"{suite.NAME} results: {kind}/{placement.name}")
-                    results += suite.results(kind, factory, placement, args.quick)
+                    results += suite.results(kind, factory, placement, mode)
                 if hasattr(suite, "rates"):
                     progress.step(f"{suite.NAME} rates: {kind}/{placement.name}")
-                    rates += suite.rates(kind, factory, placement, args.quick)
+                    rates += suite.rates(kind, factory, placement, mode)
+    derived: list[Derived] = []
+    for suite in chosen:
+        if hasattr(suite, "derived"):
+            derived += suite.derived(results)
     lines: list[str] = []
     for suite in chosen:
         if hasattr(suite, "report"):
             progress.step(f"{suite.NAME} report")
-            lines += suite.report(results, args.quick)
+            lines += suite.report(results, derived, mode)
     progress.close()
+    meta["duration_s"] = round(time.perf_counter() - started, 1)
     print_table(results)
     if rates:
         print()
         print_rates(rates)
+    if derived:
+        print()
+        print_derived(derived)
     if lines:
         print()
         print("\n".join(lines))
     if args.json:
-        write_json(args.json, results, rates)
+        path = _json_path(args.json, meta)
+        data = run_json(meta, results, rates, derived, lines, samples=args.samples)
+        path.write_text(dumps(data))
+        print(f"figures written to {path}", file=sys.stderr)
     return 0
 
 
 __all__ = [
+    "MODES",
     "Case",
+    "CaseFactory",
+    "Group",
+    "LoopFactory",
+    "Mode",
+    "Op",
     "Placement",
     "Progress",
-    "Rate",
-    "Result",
     "loop_kinds",
     "placements",
-    "print_rates",
-    "print_table",
     "run_chunk",
     "run_group",
     "run_suites",
-    "write_json",
 ]

@@ -2,19 +2,24 @@
 
 The mechanisms: (docs/design.md, "The polling window") and
 (docs/design.md, "Wake-up suppression"); what these cases showed:
-(docs/design.md, "Measurements").
+(docs/design.md, "Measurements").  Every IOThread case names its exact
+window (poll-max-ns): the default 32768, a wide 262144, or 0 (polling off).
 
 * echo: another *process* sends a byte over a socket and the IOThread echoes
-  it, polling on vs off vs a plain loop thread.  Here the producer holds none
-  of our GIL, which is where a busy poll can pay: QEMU's case (a guest or a
-  device writes, the iothread notices), and any socket peer;
-
-* back-to-back round trips, polling on vs polling off vs plain asyncio;
-* sparse traffic (200 us and 5 ms between requests), polling on vs off: the
-  window must shrink, so polling costs no CPU and no latency there;
+  it (a reader callback), at each window vs a plain loop thread doing the
+  same.  Here the producer holds none of our GIL, which is where a busy poll
+  can pay: QEMU's case (a guest or a device writes, the iothread notices),
+  and any socket peer;
+* back-to-back round trips at each window vs plain asyncio: handle round
+  trips, and a plain function awaited (``io.run`` against
+  ``call_soon_threadsafe`` + a future, the same work on both sides);
+* sparse traffic (200 us and 5 ms between requests), each window vs polling
+  off: the window must shrink, so polling costs no CPU and no latency there;
 * throughput of one producer thread pushing unbatched call_soon_threadsafe,
-  against the same loop kind's own call_soon_threadsafe;
-* the CPU an idle IOThread burns.
+  against the same loop kind's own call_soon_threadsafe, in interleaved
+  rounds;
+* the CPU an idle IOThread burns, against an idle plain loop thread, in
+  interleaved rounds.
 """
 
 from __future__ import annotations
@@ -33,16 +38,24 @@ from typing import Any
 
 from iothreads import IOThread
 
-from ._harness import Case, CaseFactory, LoopFactory, Op, Placement, Rate, Result
+from ._figures import Chunk, Rate, RateRound, Result
+from ._harness import Case, CaseFactory, Group, LoopFactory, Mode, Op, Placement
 from .roundtrip import (
+    CALL_WITH_FUTURE,
     DEFAULT_POLL_MAX_NS,
+    LOOP_HANDLE,
+    WORK_FUNCTION,
+    WORK_HANDLE,
+    baseline_call,
     baseline_handle,
-    baseline_run,
     io_case,
     io_handle,
+    io_handle_name,
+    io_run_name,
     noop_sync,
     plain_loop_thread,
     run_noop_sync,
+    window,
 )
 
 NAME = "polling"
@@ -50,72 +63,79 @@ NAME = "polling"
 #: Gaps of the sparse-traffic cases: one a few times the default window
 #: (32768 ns), one far beyond it, where the window must have shrunk to 0.
 SPARSE_GAPS = {"200us": 200e-6, "5ms": 5e-3}
-#: "polling on" at the IOThread's default window (DEFAULT_POLL_MAX_NS), and at a
-#: window long enough for a Python-speed round trip on these machines, 30-70 us
-#: (docs/design.md, "Measurements"): the window only grows when the loop is woken
-#: within poll-max-ns, so with a 32 us window and a 35 us round trip it
-#: never engages.
+#: A window long enough for a Python-speed round trip on these machines,
+#: 30-70 us (docs/design.md, "Measurements"): the window only grows when the
+#: loop is woken within poll-max-ns, so with the default 32 us window and a
+#: 35 us round trip it never engages.
 WIDE_POLL_MAX_NS = 262144
 
+#: The windows every polling group compares, polling off last.
+WINDOWS = (DEFAULT_POLL_MAX_NS, WIDE_POLL_MAX_NS, 0)
 
-def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
+#: The echo group's work and its baseline.
+WORK_ECHO = "a reader callback echoing 1 byte to another process (socketpair)"
+PLAIN_LOOP_THREAD = "plain loop thread"
+
+
+def echo_name(poll_max_ns: int) -> str:
+    """An IOThread case named by its window (the other properties at their defaults)."""
+    return f"IOThread, {window(poll_max_ns)}"
+
+
+def cases(loop_factory: LoopFactory) -> list[Group]:
     def on(make_op: Callable[[IOThread], Op], poll_max_ns: int) -> CaseFactory:
         return io_case(loop_factory, make_op, poll_max_ns)
 
     groups = [
-        (
+        Group(
             "b2b-handle",
+            WORK_HANDLE,
             [
-                Case("loop.call_soon_threadsafe", baseline_handle(loop_factory)),
-                Case("io handle, polling on", on(io_handle, DEFAULT_POLL_MAX_NS)),
-                Case("io handle, polling 262us", on(io_handle, WIDE_POLL_MAX_NS)),
-                Case("io handle, polling off", on(io_handle, 0)),
+                Case(LOOP_HANDLE, baseline_handle(loop_factory)),
+                *(Case(io_handle_name(ns), on(io_handle, ns)) for ns in WINDOWS),
             ],
         ),
-        (
-            "b2b-run",
+        Group(
+            "b2b-run-function",
+            WORK_FUNCTION,
             [
-                Case("run_coroutine_threadsafe", baseline_run(loop_factory)),
-                Case("io.run, polling on", on(run_noop_sync, DEFAULT_POLL_MAX_NS)),
-                Case("io.run, polling 262us", on(run_noop_sync, WIDE_POLL_MAX_NS)),
-                Case("io.run, polling off", on(run_noop_sync, 0)),
+                Case(CALL_WITH_FUTURE, baseline_call(loop_factory)),
+                *(Case(io_run_name(ns), on(run_noop_sync, ns)) for ns in WINDOWS),
             ],
         ),
     ]
     for label, gap in SPARSE_GAPS.items():
+        # Polling off first: the baseline every window is compared with.
         groups.append(
-            (
+            Group(
                 f"sparse-{label}",
-                [
-                    Case("io.run, polling off", on(run_noop_sync, 0), gap_s=gap),
-                    Case("io.run, polling on", on(run_noop_sync, DEFAULT_POLL_MAX_NS), gap_s=gap),
-                    Case("io.run, polling 262us", on(run_noop_sync, WIDE_POLL_MAX_NS), gap_s=gap),
-                ],
+                f"{WORK_FUNCTION}, {label} apart",
+                [Case(io_run_name(ns), on(run_noop_sync, ns), gap_s=gap) for ns in sorted(WINDOWS)],
             )
         )
     return groups
 
 
-def results(
-    kind: str, loop_factory: LoopFactory, placement: Placement, quick: bool
-) -> list[Result]:
+def results(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mode) -> list[Result]:
     """The echo group: latency as the far process sees it, CPU of both processes."""
-    samples, rounds = (600, 2) if quick else (10_000, 5)
+    samples = 600 if mode.quick else 10_000
     group = f"{NAME}/echo/{kind}/{placement.name}"
+
+    def io_server(poll_max_ns: int) -> Callable[[contextlib.ExitStack], asyncio.AbstractEventLoop]:
+        return lambda stack: _io_loop(stack, loop_factory, poll_max_ns)
+
     servers: dict[str, Callable[[contextlib.ExitStack], asyncio.AbstractEventLoop]] = {
-        "plain loop thread": lambda stack: stack.enter_context(plain_loop_thread(loop_factory)),
-        "IOThread, polling off": lambda stack: _io_loop(stack, loop_factory, 0),
-        "IOThread, polling on": lambda stack: _io_loop(stack, loop_factory, DEFAULT_POLL_MAX_NS),
-        "IOThread, polling 262us": lambda stack: _io_loop(stack, loop_factory, WIDE_POLL_MAX_NS),
+        PLAIN_LOOP_THREAD: lambda stack: stack.enter_context(plain_loop_thread(loop_factory)),
+        **{echo_name(ns): io_server(ns) for ns in WINDOWS},
     }
-    out = {name: Result(group, name) for name in servers}
+    out = {name: Result(group, name, WORK_ECHO) for name in servers}
     with placement.applied():
-        for _ in range(rounds):
+        for _ in range(mode.rounds):
             for name, server in servers.items():
                 with contextlib.ExitStack() as stack:
                     with placement.starting_workers():
                         loop = server(stack)
-                    _echo_round(loop, out[name], samples // rounds)
+                    _echo_round(loop, out[name].new_round(), samples // mode.rounds)
     return list(out.values())
 
 
@@ -127,8 +147,8 @@ def _io_loop(
     return io.loop
 
 
-def _echo_round(loop: asyncio.AbstractEventLoop, result: Result, samples: int) -> None:
-    """Serve one echo client process from *loop*; add its figures to *result*."""
+def _echo_round(loop: asyncio.AbstractEventLoop, chunk: Chunk, samples: int) -> None:
+    """Serve one echo client process from *loop*; add its figures to *chunk*."""
     ours, theirs = socket.socketpair()
     with ours, theirs:
         ours.setblocking(False)
@@ -160,11 +180,11 @@ def _echo_round(loop: asyncio.AbstractEventLoop, result: Result, samples: int) -
         ours_cpu = time.process_time_ns() - cpu0
         _in_loop(loop, lambda: loop.remove_reader(ours.fileno()))
     figures = json.loads(child.stdout)
-    result.samples_ns += figures["samples_ns"]
+    chunk.samples_ns += figures["samples_ns"]
     # Ours covers the client's warm-up and start-up too (the IOThread idles
     # then, without polling): the same small excess for every case.
-    result.cpu_ns += ours_cpu + figures["cpu_ns"]
-    result.ops += samples
+    chunk.cpu_ns += ours_cpu + figures["cpu_ns"]
+    chunk.ops += samples
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop, func: Callable[[], object]) -> None:
@@ -208,36 +228,67 @@ def _push(schedule: Callable[..., Any], n: int) -> dict[str, float]:
     return figures
 
 
-def rates(kind: str, loop_factory: LoopFactory, placement: Placement, quick: bool) -> list[Rate]:
-    """Throughput of one producer, and the idle cost (unpinned only)."""
-    n = 50_000 if quick else 1_000_000
-    group = f"{NAME}/throughput/{kind}/{placement.name}"
+#: Throughput: callbacks one producer pushes per case over the whole run.
+PUSHES = {"quick": 50_000, "full": 1_000_000}
+#: Idle cost: seconds each case idles over the whole run; 5 s shows a steady
+#: idle cost (no spin left running), quick runs are short.
+IDLE_S = {"quick": 1.0, "full": 5.0}
+LOOP_PUSH = "loop.call_soon_threadsafe"
+WORK_PUSH = "one plain thread pushing no-op callbacks, unbatched, until the last ran"
+
+
+def rates(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mode) -> list[Rate]:
+    """Throughput of one producer, and the idle cost (unpinned only), in rounds."""
+    n = PUSHES[mode.name] // mode.rounds
     targets: dict[str, Callable[[contextlib.ExitStack], Callable[..., object]]] = {
-        "loop.call_soon_threadsafe": lambda stack: (
+        LOOP_PUSH: lambda stack: (
             stack.enter_context(plain_loop_thread(loop_factory)).call_soon_threadsafe
         ),
-        "io.call_soon_threadsafe": lambda stack: (
+        io_handle_name(): lambda stack: (
             stack.enter_context(IOThread("bench", loop_factory=loop_factory)).call_soon_threadsafe
         ),
     }
-    out = []
+    group = f"{NAME}/throughput/{kind}/{placement.name}"
+    out = [Rate(group, name, WORK_PUSH) for name in targets]
     with placement.applied():
-        for name, target in targets.items():
+        for _ in range(mode.rounds):
+            for target, rate in zip(targets.values(), out, strict=True):
+                with contextlib.ExitStack() as stack:
+                    with placement.starting_workers():
+                        schedule = target(stack)
+                    f = _push(schedule, n)
+                rate.rounds.append(RateRound(n / f["wall"], _pct(f)))
+        if placement.caller is None:
+            out += _idle_rates(kind, loop_factory, placement, mode)
+    return out
+
+
+def _idle_rates(
+    kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mode
+) -> list[Rate]:
+    """CPU of an idle plain loop thread and an idle IOThread, after the same traffic."""
+    idle_s = IDLE_S[mode.name] / mode.rounds
+    group = f"{NAME}/idle/{kind}/{placement.name}"
+    work = f"none: idle {idle_s:g} s per round, after 200 sync no-ops run there"
+
+    def plain(stack: contextlib.ExitStack) -> None:
+        loop = stack.enter_context(plain_loop_thread(loop_factory))
+        for _ in range(200):
+            _in_loop(loop, noop_sync)
+
+    def ours(stack: contextlib.ExitStack) -> None:
+        io = stack.enter_context(IOThread("bench", loop_factory=loop_factory))
+        for _ in range(200):  # traffic first, so the window has grown
+            io.run_sync(noop_sync)
+
+    servers = {PLAIN_LOOP_THREAD: plain, echo_name(DEFAULT_POLL_MAX_NS): ours}
+    out = [Rate(group, name, work) for name in servers]
+    for _ in range(mode.rounds):
+        for start, rate in zip(servers.values(), out, strict=True):
             with contextlib.ExitStack() as stack:
                 with placement.starting_workers():
-                    schedule = target(stack)
-                f = _push(schedule, n)
-            out.append(Rate(group, name, n / f["wall"], _pct(f)))
-        if placement.caller is None:
-            # 5 s shows a steady idle cost (no spin left running); quick runs are short.
-            idle_s = 1.0 if quick else 5.0
-            group = f"{NAME}/idle-{idle_s:g}s/{kind}/{placement.name}"
-            with plain_loop_thread(loop_factory):
-                out.append(Rate(group, "plain loop thread", 0.0, _idle_pct(idle_s)))
-            with IOThread("bench", loop_factory=loop_factory) as io:
-                for _ in range(200):  # traffic first, so the window has grown
-                    io.run_sync(noop_sync)
-                out.append(Rate(group, "IOThread, defaults", 0.0, _idle_pct(idle_s)))
+                    start(stack)
+                rate.rounds.append(RateRound(0.0, _idle_pct(idle_s)))
     return out
 
 

@@ -1,29 +1,60 @@
 """Cross-thread round trip: a caller loop hands work to another loop's thread
 and awaits the answer.
 
-Baseline: what plain asyncio offers, ``asyncio.run_coroutine_threadsafe`` +
-``asyncio.wrap_future`` onto a loop running in a plain thread (and, for the
-handle round trip, ``loop.call_soon_threadsafe`` there and back).  Ours: the
-same hand-offs through an IOThread.  The caller, the baseline's loop and the
-IOThread's loop are all of the group's loop kind.
+Baseline: what plain asyncio offers onto a loop running in a plain thread,
+for the same work as ours in each group: a coroutine through
+``asyncio.run_coroutine_threadsafe`` + ``asyncio.wrap_future``; a plain
+function through ``loop.call_soon_threadsafe`` setting a
+``concurrent.futures.Future`` + ``asyncio.wrap_future``; a handle round trip
+with ``loop.call_soon_threadsafe`` there and back.  Ours: the same hand-offs
+through an IOThread at its default settings, which each case's name states.
+The caller, the baseline's loop and the IOThread's loop are all of the
+group's loop kind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from iothreads import IOThread
-from iothreads._props import IOTHREAD_DEFAULTS
 
-from ._harness import Case, CaseFactory, LoopFactory, Op
+from ._harness import Case, CaseFactory, Group, LoopFactory, Op
 
 NAME = "roundtrip"
 
 #: The IOThread's default window (QEMU's 32768 ns on POSIX).
-DEFAULT_POLL_MAX_NS = IOTHREAD_DEFAULTS["poll-max-ns"]
+DEFAULT_POLL_MAX_NS = IOThread.property_defaults["poll-max-ns"]
+
+#: What one operation does in each kind of group, the same on both sides.
+WORK_COROUTINE = "`async def noop()` run as a coroutine on the other loop, awaited here"
+WORK_FUNCTION = "`def noop()` called on the other loop, its result awaited here"
+WORK_HANDLE = "a plain callback scheduled there, which schedules a plain callback back"
+
+#: The baselines' case names.
+RUN_COROUTINE_THREADSAFE = "run_coroutine_threadsafe + wrap_future"
+CALL_WITH_FUTURE = "call_soon_threadsafe + Future + wrap_future"
+LOOP_HANDLE = "loop.call_soon_threadsafe both ways"
+
+
+def window(poll_max_ns: int) -> str:
+    """An IOThread's polling window as case names state it: the exact setting."""
+    if poll_max_ns == 0:
+        return "poll-max-ns 0 (polling off)"
+    if poll_max_ns == DEFAULT_POLL_MAX_NS:
+        return f"poll-max-ns {poll_max_ns} (default)"
+    return f"poll-max-ns {poll_max_ns}"
+
+
+def io_run_name(poll_max_ns: int = DEFAULT_POLL_MAX_NS) -> str:
+    return f"io.run, {window(poll_max_ns)}"
+
+
+def io_handle_name(poll_max_ns: int = DEFAULT_POLL_MAX_NS) -> str:
+    return f"io.call_soon_threadsafe, {window(poll_max_ns)}"
 
 
 async def noop() -> None:
@@ -76,7 +107,7 @@ def baseline_handle(loop_factory: LoopFactory) -> CaseFactory:
 
 
 def baseline_run(loop_factory: LoopFactory) -> CaseFactory:
-    """``run_coroutine_threadsafe`` + ``wrap_future`` onto a plain loop thread."""
+    """A coroutine: ``run_coroutine_threadsafe`` + ``wrap_future`` onto a plain loop thread."""
 
     @contextlib.asynccontextmanager
     async def case() -> AsyncIterator[Op]:
@@ -84,6 +115,29 @@ def baseline_run(loop_factory: LoopFactory) -> CaseFactory:
 
             async def op() -> None:
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(noop(), loop))
+
+            yield op
+
+    return case
+
+
+def baseline_call(loop_factory: LoopFactory) -> CaseFactory:
+    """A plain function: ``call_soon_threadsafe`` onto a plain loop thread, the result
+    through a ``concurrent.futures.Future`` and ``wrap_future``."""
+
+    @contextlib.asynccontextmanager
+    async def case() -> AsyncIterator[Op]:
+        with plain_loop_thread(loop_factory) as loop:
+
+            async def op() -> None:
+                future: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+                def call() -> None:
+                    noop_sync()
+                    future.set_result(None)
+
+                loop.call_soon_threadsafe(call)
+                await asyncio.wrap_future(future)
 
             yield op
 
@@ -117,22 +171,31 @@ def io_handle(io: IOThread) -> Op:
     return handle_op(io.call_soon_threadsafe)
 
 
-def cases(loop_factory: LoopFactory) -> list[tuple[str, list[Case]]]:
-    """Two groups: ``await``-style round trips, and handle round trips."""
+def cases(loop_factory: LoopFactory) -> list[Group]:
+    """``await``-style round trips of a coroutine and of a function; handle round trips."""
     return [
-        (
-            "await",
+        Group(
+            "await-coroutine",
+            WORK_COROUTINE,
             [
-                Case("run_coroutine_threadsafe", baseline_run(loop_factory)),
-                Case("io.run(async noop)", io_case(loop_factory, run_noop)),
-                Case("io.run(sync noop)", io_case(loop_factory, run_noop_sync)),
+                Case(RUN_COROUTINE_THREADSAFE, baseline_run(loop_factory)),
+                Case(io_run_name(), io_case(loop_factory, run_noop)),
             ],
         ),
-        (
-            "handle",
+        Group(
+            "await-function",
+            WORK_FUNCTION,
             [
-                Case("loop.call_soon_threadsafe", baseline_handle(loop_factory)),
-                Case("io.call_soon_threadsafe", io_case(loop_factory, io_handle)),
+                Case(CALL_WITH_FUTURE, baseline_call(loop_factory)),
+                Case(io_run_name(), io_case(loop_factory, run_noop_sync)),
+            ],
+        ),
+        Group(
+            "handle",
+            WORK_HANDLE,
+            [
+                Case(LOOP_HANDLE, baseline_handle(loop_factory)),
+                Case(io_handle_name(), io_case(loop_factory, io_handle)),
             ],
         ),
     ]
