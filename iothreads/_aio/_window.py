@@ -61,8 +61,10 @@ class PollWindow:
         elif block_ns > self.poll_max_ns:
             # Slept too long for polling to ever have helped: shrink.
             self.poll_ns = self.poll_ns // self.poll_shrink if self.poll_shrink else 0
-        elif self.poll_ns < self.poll_max_ns and block_ns < self.poll_max_ns:
-            # The event came a little after the window closed: grow.
+        elif block_ns < self.poll_max_ns:
+            # The event came a little after the window closed: grow.  (QEMU
+            # also asks poll_ns < poll_max_ns, which always holds here: the
+            # window is below block_ns, itself below poll_max_ns.)
             grow = self.poll_grow or 2
             self.poll_ns = self.poll_ns * grow if self.poll_ns else POLL_START_NS
             self.poll_ns = min(self.poll_ns, self.poll_max_ns)
