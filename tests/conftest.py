@@ -20,6 +20,7 @@ from typing import cast
 import pytest
 
 from iothreads import IOThread, MainLoop
+from iothreads._aio import _inbox
 from iothreads._registry import USER_OBJECTS
 
 from .helpers import LOOP_FACTORIES, LoopFactory, open_fds
@@ -31,8 +32,22 @@ def pytest_asyncio_loop_factories(
     return LOOP_FACTORIES
 
 
+#: The implementations of the inbox a test can run on: the pure-Python one
+#: always, the native core where it was built.
+IMPLEMENTATIONS = ["python", *(["native"] if _inbox.native_core is not None else [])]
+
+
 @pytest.fixture
-def loop_factory(request: pytest.FixtureRequest) -> LoopFactory:
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The inbox implementation the test's IOThreads get (a parameter)."""
+    name: str = request.param
+    if name == "python":
+        monkeypatch.setattr(_inbox, "native_core", None)
+    return name
+
+
+@pytest.fixture
+def loop_factory(request: pytest.FixtureRequest, implementation: str) -> LoopFactory:
     """The factory of the test's loop kind, for the IOThreads it creates.
 
     An async test runs once per kind through the hook above, and its
@@ -53,6 +68,13 @@ def loop_factory(request: pytest.FixtureRequest) -> LoopFactory:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every test whose IOThreads take the test's loop kind runs on every
+    # implementation of the inbox too.
+    # (A test marked ``implementations(name, ...)`` runs on those alone.)
+    if "implementation" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("implementations")
+        names = [n for n in IMPLEMENTATIONS if marker is None or n in marker.args]
+        metafunc.parametrize("implementation", names, indirect=True)
     # A sync test that asks for ``loop_factory`` runs once per loop kind; an
     # async test already does, through the hook above.
     is_async = asyncio.iscoroutinefunction(metafunc.function)

@@ -334,12 +334,35 @@ def test_batch_change_keeps_the_window(loop_factory: LoopFactory) -> None:
         assert stats.poll_ns >= 8000
 
 
-def test_default_batch_is_32(loop_factory: LoopFactory) -> None:
-    with IOThread("io0", loop_factory=loop_factory) as io:
-        assert io.aio_context.statistics().max_batch == 32
-        io.aio_max_batch = 5
-        io.submit(lambda: None).result(WAIT)
-        assert io.aio_context.statistics().max_batch == 5
+@pytest.mark.parametrize(("max_batch", "marker_at"), [(0, 100), (8, 8)])
+def test_a_pass_runs_what_was_queued_when_it_began(
+    loop_factory: LoopFactory, max_batch: int, marker_at: int
+) -> None:
+    """QEMU's aio_bh_poll rule: a pass of the inbox runs everything queued
+    when it began (aio-max-batch 0), or that many of them; what arrives
+    during the pass, and what the loop schedules meanwhile, comes after."""
+    with IOThread("io0", loop_factory=loop_factory, aio_max_batch=max_batch) as io:
+        assert io.aio_context.statistics().max_batch == max_batch
+        order: list[object] = []
+        entered, gate = threading.Event(), threading.Event()
+        io.call_soon_threadsafe(lambda: (entered.set(), gate.wait(WAIT)))
+        assert entered.wait(WAIT)
+
+        def first() -> None:
+            order.append(0)
+            asyncio.get_running_loop().call_soon(order.append, "marker")
+            io.call_soon_threadsafe(order.append, "late")  # arrives during the pass
+
+        io.call_soon_threadsafe(first)
+        for i in range(1, 100):
+            io.call_soon_threadsafe(order.append, i)
+        gate.set()  # the 100 arrived during the gate's pass: they make the next one
+        # The first round trip may land in the pass of the 100, before the
+        # marker; the second lands after it.
+        io.run_sync(lambda: None)
+        io.run_sync(lambda: None)
+        assert order.index("marker") == marker_at
+        assert [x for x in order if x != "marker"] == [*range(100), "late"]
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")

@@ -8,6 +8,7 @@ import sys
 
 from iothreads import _runs_in
 from iothreads._aio import AioContext
+from iothreads._aio._inbox import PyInbox
 
 from .helpers import WAIT
 
@@ -51,5 +52,5 @@ def test_outside_debug_mode_the_marker_is_only_a_label() -> None:
     assert _run(debug=False).splitlines() == ["handed over"]
     if not _runs_in.DEBUG:
         # Not wrapped: the hot path calls the function itself.
-        assert AioContext.call_soon_threadsafe.__runs_in__ is _runs_in.ANY
+        assert PyInbox.submit.__runs_in__ is _runs_in.ANY
         assert not hasattr(AioContext.set_params, "__wrapped__")

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from iothreads import IOThread, IOThreadStopped
-from iothreads._aio import AioContext
+from iothreads._aio._inbox import PyInbox
 
 from .helpers import WAIT, Gate, LoopFactory, line_of
 
 #: The loop is about to close its inbox.
-CLOSING = line_of(AioContext.close_inbox, "self._closing = True")
-#: The loop takes the next handle of a batch it has counted.
-TAKING = line_of(AioContext._run_inbox, "handle = inbox.popleft()")
+CLOSING = line_of(PyInbox.close, "self._closing = True")
+#: The loop takes the next handle of a pass it has counted.
+TAKING = line_of(PyInbox.run, "handle = queue.popleft()")
 #: A producer has appended its handle and is about to look at _closing again.
-SECOND_LOOK = line_of(AioContext.call_soon_threadsafe, "self._take_back(handle)", offset=-1)
+SECOND_LOOK = line_of(PyInbox.submit, "self._take_back(handle)", offset=-1)
 
 
+@pytest.mark.implementations("python")  # its lines; the native core's: test_native.py
 def test_a_producer_overtaken_by_the_stop_takes_its_handle_back(
     loop_factory: LoopFactory,
 ) -> None:

@@ -2,11 +2,12 @@
 
 While a callback is queued the loop cannot sleep (libuv polls with a zero
 timeout while an idle handle is active), so re-queueing the spin step with
-``call_soon`` *is* the busy-poll; each step yields the CPU with
-``sched_yield`` (which releases the GIL) so that producers get in.  Timers
-and I/O keep being served between steps, so the window needs no "time to
-next timer" bound here.  When the window closes, the poller announces the
-sleep and lets the loop sleep.
+``call_soon`` *is* the busy-poll.  Each step spins for at most a slice
+(``context.spin``: without the GIL in the native core, watching libuv's own
+descriptor for I/O where it can be had), then gives the loop back, so
+timers and I/O are served between steps and the window needs no "time to
+the next timer" bound here.  When the window closes, the poller announces
+the sleep and lets the loop sleep.
 
 The loop's own idleness is invisible to a callback, so ``notify_me`` is only
 cleared by inbox work: the loop may be woken while it is busy with other
@@ -15,15 +16,20 @@ callbacks, which costs a system call, never a lost wake-up.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .._runs_in import LOOP, runs_in
-from ._window import yield_cpu
+from . import _inbox
 
 if TYPE_CHECKING:
     from ._context import AioContext
 
 __all__ = ["CallbackPoller"]
+
+#: The longest one spin step keeps the loop: a timer due meanwhile runs this
+#: late at most.  50 us is about one cross-CPU wake-up on the machines
+#: measured (docs/design.md, "Measurements").
+STEP_NS: Final = 50_000
 
 
 class CallbackPoller:
@@ -32,11 +38,14 @@ class CallbackPoller:
     def __init__(self, context: AioContext) -> None:
         self._context = context
         self.loop = context.loop
-        self._spinning = False
-        self._spin_start = 0
-        self._deadline = 0
+        # (start, deadline) of the spin under way, None when not spinning.
+        self._spinning: tuple[int, int] | None = None
         # When the loop last announced its sleep, for the window's block_ns.
         self._idle_since: int | None = None
+        # libuv's own descriptor, readable when I/O is ready, where the
+        # native core can get it from uvloop; -1: the spin watches the inbox.
+        core = _inbox.native_core
+        self._fd = core.uv_backend_fd(self.loop) if core is not None else -1
 
     @runs_in(LOOP)
     def after_work(self) -> None:
@@ -52,13 +61,11 @@ class CallbackPoller:
             # Still behind (aio-max-batch): come back after the other callbacks.
             self.loop.call_soon(context.serve_inbox)
             return
-        if self._spinning:
+        if self._spinning is not None:
             return  # the spin under way notices the work served
         poll_ns = context.poll_ns
         if poll_ns:
-            self._spinning = True
-            self._spin_start = now
-            self._deadline = now + poll_ns
+            self._spinning = (now, now + poll_ns)
             context.begin_polling()
             self.loop.call_soon(self._spin)
         else:
@@ -66,16 +73,18 @@ class CallbackPoller:
 
     @runs_in(LOOP)
     def _spin(self) -> None:
+        assert self._spinning is not None
         context = self._context
-        if not context.poll_step() and context.clock() < self._deadline:
-            yield_cpu()
+        start, deadline = self._spinning
+        step_end = min(deadline, context.clock() + STEP_NS)
+        if not context.spin(step_end, self._fd) and step_end < deadline:
             self.loop.call_soon(self._spin)
             return
-        self._spinning = False
-        if context.end_polling(self._spin_start):
+        self._spinning = None
+        if context.end_polling(start):
             context.serve_inbox()
         else:
-            self._go_idle(self._spin_start)
+            self._go_idle(start)
 
     def _go_idle(self, since: int) -> None:
         if self._context.prepare_to_block():

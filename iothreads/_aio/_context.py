@@ -1,58 +1,47 @@
-"""AioContext: one event loop's cross-thread inbox, wake-ups and polling window.
+"""AioContext: one event loop's runtime: inbox, wake-ups, polling window, poll handlers.
 
 Work from other threads reaches the loop through
-``AioContext.call_soon_threadsafe``: the handle is appended to a lock-free
-inbox (a ``deque``, whose append and popleft are atomic) and the loop is
-woken through its wake-up channel **only when it is blocking or about to
+``AioContext.call_soon_threadsafe``, which hands it to the loop's inbox
+(``_inbox``: the native core or its pure-Python fallback): the handle is
+queued and the loop is woken **only when it is blocking or about to
 block** -- QEMU's ``notify_me`` protocol (docs/design.md, "Wake-up
-suppression").  While the loop is awake or spinning, appending is enough: it
+suppression").  While the loop is awake or spinning, queueing is enough: it
 will look at the inbox before it sleeps.
 
-Why no wake-up is ever lost: the loop publishes ``notify_me = True`` *before*
-its last look at the inbox (``prepare_to_block``), and a producer appends
-*before* it reads ``notify_me``.  Under the GIL these four steps are totally
-ordered, so either the loop's last look sees the handle, or the producer sees
-``notify_me`` and writes the channel, whose readiness then ends the sleep.
+Each pass of the loop runs what was queued when the pass began, capped by
+aio-max-batch when it is set (0: no cap), as QEMU's ``aio_bh_poll`` runs
+every bottom half queued at its entry.
 
 How the loop sleeps is a poller's business, chosen once, in the constructor:
 the stdlib selector loop's selector is wrapped (``SelectorPoller``); any other
 loop, uvloop first among them, gets a self-rescheduling callback
-(``CallbackPoller``).  Both drive the same polling window and talk to the
-context through the methods under "the pollers' interface" below.
-
-What the spin costs: in CPython the spinning thread holds the GIL between its
-system calls, so a producer that is a Python thread of the same process
-competes with it for the GIL; a producer that holds none of it (another
-process, a socket peer, a C extension) does not (docs/design.md,
-"Measurements").
+(``CallbackPoller``).  Both drive the same polling window, spin through
+``spin()`` (in C without the GIL where the native core is built) and talk to
+the context through the methods under "the pollers' interface" below.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextvars
+import select
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
-from .._errors import IOThreadStopped
 from .._runs_in import ANY, LOOP, runs_in
 from ._callback_poller import CallbackPoller
-from ._handle import ThreadsafeHandle
+from ._inbox import new_inbox
 from ._poll_handlers import PollHandler, PollHandlerSet
 from ._selector_poller import SelectorPoller
-from ._wakeup import WakeupChannel
-from ._window import PollWindow
+from ._window import PollWindow, yield_cpu
 
 __all__ = ["AioContext", "AioContextStatistics"]
 
-#: Submissions taken from the inbox per loop iteration when aio-max-batch is 0.
-#: 32 is QEMU's default batch (block/linux-aio.c ``DEFAULT_MAX_BATCH``, used
-#: when aio-max-batch is 0): big enough to amortise an iteration, small enough
-#: that timers and sockets on the same loop keep being served under a flood.
-DEFAULT_AIO_MAX_BATCH: Final = 32
+#: The longest the native spin runs without the GIL while poll handlers are
+#: registered: they are Python code, called between slices.  20 us keeps
+#: them within QEMU's default window of 32 us.
+POLL_HANDLER_SLICE_NS: Final = 20_000
 
 
 @dataclass(frozen=True)
@@ -76,10 +65,12 @@ class AioContextStatistics:
     wakeups_suppressed: int
     #: total time spent busy-polling, in ns
     spin_ns: int
-    #: submissions taken per iteration at most (aio-max-batch, 0 resolved to 32)
+    #: submissions run per pass at most (aio-max-batch; 0: all queued at its start)
     max_batch: int
     #: the CPUs the loop's thread is pinned to, or None when unpinned
     cpu_affinity: frozenset[int] | None
+    #: whether the native core serves this loop (else the pure-Python inbox)
+    native: bool
 
 
 class Poller(Protocol):
@@ -113,15 +104,13 @@ class AioContext:
         self.clock: Callable[[], int] = time.monotonic_ns
         #: who runs the loop, for error messages ("IOThread 'io0'")
         self.owner = owner
-        # Lock-free MPSC queue: producers append, the loop thread poplefts.
-        self._inbox: collections.deque[asyncio.Handle] = collections.deque()
-        # QEMU's notify_me: True while the loop blocks or is about to block.
-        # Written by the loop thread only; read by producers.
-        self._notify_me = True
-        # Set (once) by the loop thread when it stops taking work; see _take_back().
+        self._inbox = new_inbox(loop, f"{owner} is stopped; it takes no more work")
+        # The native inbox's spin, which waits without the GIL; None: spin in Python.
+        self._native_spin: Callable[[int, int], int] | None = getattr(self._inbox, "spin", None)
+        # Set (once) by the loop's thread when it stops taking work.
         self._closing = False
         self._window = PollWindow(poll_max_ns, poll_grow, poll_shrink)
-        self._max_batch = aio_max_batch or DEFAULT_AIO_MAX_BATCH
+        self._max_batch = aio_max_batch
         #: where the owning IOThread pinned the loop's thread (None: unpinned)
         self.cpu_affinity: frozenset[int] | None = None
         self._handlers = PollHandlerSet(loop)
@@ -129,51 +118,17 @@ class AioContext:
         self._polls = 0
         self._poll_hits = 0
         self._blocks = 0
-        self._submitted = 0
-        self._wakeups = 0
         self._spin_ns = 0
-        self._wakeup = WakeupChannel()
-        loop.add_reader(self._wakeup.fileno(), self.serve_inbox)
+        loop.add_reader(self._inbox.fileno(), self.serve_inbox)
         # The one place that chooses how this loop polls.
         self._poller: Poller = SelectorPoller.attach(loop, self) or CallbackPoller(self)
+        #: Schedule ``callback(*args)`` on the loop from any thread; the
+        #: handle can be cancelled from any thread.  Raises IOThreadStopped
+        #: once the loop takes no more work.  (The inbox's own method: the
+        #: hot path of every hand-off, with nothing in between.)
+        self.call_soon_threadsafe: Callable[..., asyncio.Handle] = self._inbox.submit
 
     # -- any thread ---------------------------------------------------------
-
-    @runs_in(ANY)
-    def call_soon_threadsafe(
-        self,
-        callback: Callable[..., object],
-        *args: Any,
-        context: contextvars.Context | None = None,
-    ) -> asyncio.Handle:
-        """Schedule *callback* on the loop from any thread; the handle can be cancelled.
-
-        Raises:
-            IOThreadStopped: the loop no longer takes work.
-        """
-        if self._closing:
-            raise IOThreadStopped(f"{self.owner} is stopped; it takes no more work")
-        handle = ThreadsafeHandle(callback, args, self.loop, context)
-        self._inbox.append(handle)
-        if self._notify_me:
-            self._wakeup.wake()
-        if self._closing:
-            self._take_back(handle)
-        return handle
-
-    @runs_in(ANY)
-    def _take_back(self, handle: asyncio.Handle) -> None:
-        """The loop closed between a producer's two looks.
-
-        Its last drain ran after it set _closing; if that drain took *handle*,
-        the handle has its outcome.  Otherwise take it back, so that it is not
-        silently lost, and tell the producer.
-        """
-        try:
-            self._inbox.remove(handle)
-        except ValueError:
-            return
-        raise IOThreadStopped(f"{self.owner} is stopped; it takes no more work")
 
     @runs_in(ANY)
     def add_poll_handler(
@@ -191,23 +146,25 @@ class AioContext:
         that wakes the loop (a ``call_soon_threadsafe``) for the sleeping case.
         """
         handler = self._handlers.add(poll, ready, begin, end)
-        self._wakeup.wake()  # a sleeping loop starts polling the new handler next time
+        self._inbox.wake()  # a sleeping loop starts polling the new handler next time
         return handler
 
     @runs_in(ANY)
     def statistics(self) -> AioContextStatistics:
         """A snapshot of the counters (each counter is exact)."""
+        submitted, wakeups = self._inbox.submitted, self._inbox.wakeups
         return AioContextStatistics(
             poll_ns=self._window.poll_ns,
             polls=self._polls,
             poll_hits=self._poll_hits,
             blocks=self._blocks,
-            submitted=self._submitted,
-            wakeups_sent=self._wakeups,
-            wakeups_suppressed=max(0, self._submitted - self._wakeups),
+            submitted=submitted,
+            wakeups_sent=wakeups,
+            wakeups_suppressed=max(0, submitted - wakeups),
             spin_ns=self._spin_ns,
             max_batch=self._max_batch,
             cpu_affinity=self.cpu_affinity,
+            native=self._native_spin is not None,
         )
 
     # -- the loop's thread --------------------------------------------------
@@ -223,17 +180,17 @@ class AioContext:
         poll = (params["poll-max-ns"], params["poll-grow"], params["poll-shrink"])
         if poll != (window.poll_max_ns, window.poll_grow, window.poll_shrink):
             window.reset(*poll)
-        self._max_batch = params["aio-max-batch"] or DEFAULT_AIO_MAX_BATCH
+        self._max_batch = params["aio-max-batch"]
 
     @runs_in(LOOP)
     def close_inbox(self) -> None:
         """Stop taking work, while the loop still runs.
 
         After this, the loop's shutdown drains the inbox until it is empty;
-        producers racing with it take their handle back (see _take_back()).
+        producers racing with it are refused or take their handle back.
         """
         self._closing = True
-        self._notify_me = True
+        self._inbox.close()
 
     @runs_in(LOOP)
     def drain(self) -> bool:
@@ -252,8 +209,8 @@ class AioContext:
         stop cut short gets its ``end()`` calls: uvloop's spin is a callback,
         which may still be queued).  No loop iteration runs after this.
         """
-        self.loop.remove_reader(self._wakeup.fileno())
-        self._wakeup.close()
+        self.loop.remove_reader(self._inbox.fileno())
+        self._inbox.shutdown()
         self._handlers.close()
 
     # -- the pollers' interface (the loop's thread) --------------------------
@@ -270,18 +227,18 @@ class AioContext:
 
     def wakeup_fileno(self) -> int:
         """The descriptor producers make readable to end the loop's sleep."""
-        return self._wakeup.fileno()
+        return self._inbox.fileno()
 
     @runs_in(LOOP)
     def work_pending(self) -> bool:
         """True when the inbox or a poll handler has work."""
-        return bool(self._inbox) or self._handlers.has_ready()
+        return self._inbox.pending() or self._handlers.has_ready()
 
     @runs_in(LOOP)
     def serve_inbox(self) -> None:
         """The wake-up channel is readable, or work is queued: serve it."""
-        self._wakeups += self._wakeup.drain()
-        self._notify_me = False
+        self._inbox.drain_wakeups()
+        self._inbox.woke()
         self._run_inbox()
         self._poller.after_work()
 
@@ -293,8 +250,34 @@ class AioContext:
 
     @runs_in(LOOP)
     def poll_step(self) -> bool:
-        """One spin step: True when the inbox or a poll handler has work."""
-        return bool(self._inbox) or self._handlers.poll()
+        """One look: True when the inbox or a poll handler has work."""
+        return self._inbox.pending() or self._handlers.poll()
+
+    @runs_in(LOOP)
+    def spin(self, deadline_ns: int, fd: int = -1) -> bool:
+        """Busy-wait until work comes, *fd* is readable or the clock reaches
+        *deadline_ns*; True unless the time ran out.
+
+        The native core waits in C with the GIL released, in slices when
+        poll handlers need calling; the fallback yields the CPU between looks.
+        """
+        native = self._native_spin
+        while True:
+            if self.poll_step():
+                return True
+            now = self.clock()
+            if now >= deadline_ns:
+                return False
+            if native is not None:
+                slice_ns = deadline_ns - now
+                if self._handlers.registered():
+                    slice_ns = min(slice_ns, POLL_HANDLER_SLICE_NS)
+                if native(slice_ns, fd):
+                    return True
+            else:
+                yield_cpu()
+                if fd >= 0 and select.select([fd], [], [], 0)[0]:
+                    return True
 
     @runs_in(LOOP)
     def end_polling(self, started_ns: int, *, io_ready: bool = False) -> bool:
@@ -321,9 +304,10 @@ class AioContext:
         False when work slipped in before ``notify_me`` was visible: the loop
         serves it instead of sleeping (see the module doc).
         """
-        self._notify_me = True
-        if self.work_pending():
-            self._notify_me = False
+        if not self._inbox.prepare_to_block():
+            return False
+        if self._handlers.has_ready():
+            self._inbox.woke()
             return False
         self._blocks += 1
         return True
@@ -331,21 +315,11 @@ class AioContext:
     @runs_in(LOOP)
     def woke(self, block_ns: int) -> None:
         """The loop has work again after blocking for *block_ns* (polling plus sleeping)."""
-        self._notify_me = False
+        self._inbox.woke()
         self._window.adjust(block_ns)
 
     @runs_in(LOOP)
     def _run_inbox(self) -> None:
-        """Run up to one batch of queued handles and the ready poll handlers."""
-        inbox = self._inbox
-        # What is queued now, up to one batch; later arrivals wait for the
-        # next iteration, behind the loop's timers and I/O.
-        for _ in range(min(len(inbox), self._max_batch)):
-            try:
-                handle = inbox.popleft()
-            except IndexError:
-                break  # a producer that raced close_inbox() took its handle back
-            self._submitted += 1
-            if not handle._cancelled:
-                handle._run()
+        """Run one pass of the inbox, then the ready poll handlers."""
+        self._inbox.run(self._max_batch)
         self._handlers.run_ready()

@@ -93,6 +93,11 @@ class PollHandlerSet:
     def has_ready(self) -> bool:
         return bool(self._ready)
 
+    @runs_in(ANY)
+    def registered(self) -> bool:
+        """True while any handler is registered."""
+        return bool(self._handlers)
+
     @runs_in(LOOP)
     def poll(self) -> bool:
         """One spin step over the handlers; True if one is ready to run."""

@@ -3,9 +3,9 @@
 ``select(timeout)`` is exactly "the loop is about to block for *timeout*", so
 the wrapper spins there for up to ``min(poll_ns, timeout)`` (timers are never
 delayed) -- each spin step checks the inbox, the poll handlers and
-zero-timeout I/O readiness, and releases the GIL twice (``sched_yield``,
-which also lets a producer on the same CPU run, and the zero-timeout
-``select``) -- then announces the sleep and sleeps.
+I/O readiness (the selector's own descriptor), without the GIL in the
+native core, yielding the CPU between looks in Python -- then announces the
+sleep and sleeps.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._runs_in import LOOP, runs_in
-from ._window import yield_cpu
 
 if TYPE_CHECKING:
     from ._context import AioContext
@@ -51,6 +50,10 @@ class SelectorPoller(selectors.BaseSelector):
         self._context = context
         self.loop = context.loop
         self._wake_key: selectors.SelectorKey | None = None
+        # The selector's own descriptor (epoll's, on Linux), readable when I/O
+        # is ready: what the spin watches beside the inbox.  -1 where the
+        # selector has none (select(2)): the spin watches the inbox alone.
+        self._fd: int = inner.fileno() if hasattr(inner, "fileno") else -1
 
     def after_work(self) -> None:
         """Nothing to do: the loop comes back to select() by itself."""
@@ -97,20 +100,10 @@ class SelectorPoller(selectors.BaseSelector):
         """Busy-poll for up to min(poll_ns, timeout); return the I/O events seen."""
         context = self._context
         limit = poll_ns if timeout is None else min(poll_ns, int(timeout * 1e9))
-        deadline = start + limit
-        inner_select = self._inner.select
         context.begin_polling()
-        while True:
-            if context.poll_step():
-                return []
-            yield_cpu()
-            # The zero-timeout select is the other GIL-releasing step:
-            # producers run while we are in the system call.
-            events = inner_select(0)
-            if events:
-                return events
-            if context.clock() >= deadline:
-                return []
+        if context.spin(start + limit, self._fd):
+            return self._inner.select(0)
+        return []
 
     def _with_work(self, events: _Events) -> _Events:
         """Report the wake-up channel readable when work is queued.

@@ -1,0 +1,98 @@
+/* The native core of an AioContext: the cross-thread hot path.
+ *
+ * One file per object, as uvloop's handles/: handle.c (the handle of a
+ * submission), inbox.c (the multi-producer inbox, notify_me, the wake-up
+ * channel and the drain), spin.c (the polling window's spin, with the GIL
+ * released), module.c (the module and what it borrows from Python), uvloop.c (what
+ * the spin may watch on a uvloop loop).
+ *
+ * Public C API only; every ordering that crosses threads is a C11 atomic
+ * (docs/design.md, "Wake-up suppression").  The module declares that it
+ * does not need the GIL: on a free-threaded build the atomics are all the
+ * ordering there is.
+ */
+#ifndef IOTHREADS_CORE_H
+#define IOTHREADS_CORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* What the module holds: its two types and the Python objects it calls. */
+typedef struct {
+    PyTypeObject *handle_type;
+    PyTypeObject *inbox_type;
+    PyObject *stopped_error;   /* iothreads.IOThreadStopped */
+    PyObject *report_error;    /* iothreads._aio._handle.report_error(handle, exc) */
+    PyObject *capture_stack;   /* iothreads._aio._handle.capture_stack() */
+} core_state;
+
+/* ---- handle.c ----------------------------------------------------------- */
+
+/* Life of a handle in the inbox; each change is one compare-and-swap, so a
+ * handle is either taken by the loop or taken back by its producer, never
+ * both and never neither (docs/design.md, "Threading rules"). */
+enum { HANDLE_QUEUED = 0, HANDLE_TAKEN = 1, HANDLE_WITHDRAWN = 2 };
+
+/* A handle's own fields, after the layout of asyncio.Handle (whose slots it
+ * never uses: its read-only properties of the same names shadow them). */
+typedef struct {
+    PyObject *callback;
+    PyObject *args;             /* a tuple */
+    PyObject *context;
+    PyObject *loop;
+    PyObject *source_traceback; /* NULL unless the loop was in debug mode */
+    PyObject *next;             /* the inbox's link; owned by the inbox */
+    _Atomic int state;
+    _Atomic int cancelled;
+} handle_fields;
+
+/* The fields sit at the end of the object: the type cannot be subclassed. */
+static inline handle_fields *
+handle_fields_of(PyObject *handle)
+{
+    return (handle_fields *)((char *)handle + Py_TYPE(handle)->tp_basicsize
+                             - (Py_ssize_t)sizeof(handle_fields));
+}
+
+PyTypeObject *handle_type_create(PyObject *module, PyObject *base);
+PyObject *handle_new(core_state *st, PyObject *callback, PyObject *args,
+                     PyObject *context, PyObject *loop, int debug);
+/* Runs a handle's callback in its context; reports what it raises to the
+ * loop's exception handler, except SystemExit and KeyboardInterrupt, which
+ * it leaves set (returns -1). */
+int handle_run(core_state *st, PyObject *handle);
+
+/* ---- inbox.c ------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    core_state *st;
+    PyObject *loop;
+    PyObject *stopped_message;      /* "IOThread 'io0' is stopped; ..." */
+    _Atomic(PyObject *) head;       /* a stack of handles, newest first */
+    PyObject *pending_head;         /* the loop's own FIFO of taken ones */
+    PyObject *pending_tail;
+    _Atomic int notify_me;
+    _Atomic int closing;
+    int wake_fd;                    /* guarded by wake_lock */
+    pthread_mutex_t wake_lock;
+    /* Written by the loop's thread only, read by any: relaxed atomics. */
+    _Atomic uint64_t submitted;
+    _Atomic uint64_t wakeups;
+} inbox_object;
+
+PyTypeObject *inbox_type_create(PyObject *module);
+
+/* ---- spin.c ------------------------------------------------------------- */
+
+PyObject *inbox_spin(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* ---- uvloop.c ----------------------------------------------------------- */
+
+PyObject *core_uv_backend_fd(PyObject *module, PyObject *loop);
+
+#endif

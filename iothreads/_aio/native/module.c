@@ -1,0 +1,102 @@
+/* iothreads._aio._core: the module.
+ *
+ * It borrows from Python what is not worth writing in C: the error a
+ * stopped inbox raises, and how a handle reports an exception or captures
+ * its creation stack in debug mode (iothreads._aio._handle), so both
+ * implementations say the same thing.
+ */
+#include "core.h"
+
+static int
+core_exec(PyObject *module)
+{
+    core_state *st = PyModule_GetState(module);
+    PyObject *asyncio = NULL, *base = NULL, *errors = NULL, *handles = NULL;
+    int status = -1;
+    if ((asyncio = PyImport_ImportModule("asyncio")) == NULL
+        || (base = PyObject_GetAttrString(asyncio, "Handle")) == NULL
+        || (errors = PyImport_ImportModule("iothreads._errors")) == NULL
+        || (handles = PyImport_ImportModule("iothreads._aio._handle")) == NULL
+        || (st->stopped_error = PyObject_GetAttrString(errors, "IOThreadStopped")) == NULL
+        || (st->report_error = PyObject_GetAttrString(handles, "report_error")) == NULL
+        || (st->capture_stack = PyObject_GetAttrString(handles, "capture_stack")) == NULL
+        || (st->handle_type = handle_type_create(module, base)) == NULL
+        || (st->inbox_type = inbox_type_create(module)) == NULL
+        || PyModule_AddObjectRef(module, "Handle", (PyObject *)st->handle_type) < 0
+        || PyModule_AddObjectRef(module, "Inbox", (PyObject *)st->inbox_type) < 0) {
+        goto done;
+    }
+    status = 0;
+done:
+    Py_XDECREF(asyncio);
+    Py_XDECREF(base);
+    Py_XDECREF(errors);
+    Py_XDECREF(handles);
+    return status;
+}
+
+static int
+core_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    core_state *st = PyModule_GetState(module);
+    Py_VISIT(st->handle_type);
+    Py_VISIT(st->inbox_type);
+    Py_VISIT(st->stopped_error);
+    Py_VISIT(st->report_error);
+    Py_VISIT(st->capture_stack);
+    return 0;
+}
+
+static int
+core_clear(PyObject *module)
+{
+    core_state *st = PyModule_GetState(module);
+    Py_CLEAR(st->handle_type);
+    Py_CLEAR(st->inbox_type);
+    Py_CLEAR(st->stopped_error);
+    Py_CLEAR(st->report_error);
+    Py_CLEAR(st->capture_stack);
+    return 0;
+}
+
+static void
+core_free(void *module)
+{
+    core_clear((PyObject *)module);
+}
+
+static PyMethodDef core_methods[] = {
+    {"uv_backend_fd", core_uv_backend_fd, METH_O,
+     "uv_backend_fd(loop) -> libuv's descriptor for a uvloop loop, else -1."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyModuleDef_Slot core_slots[] = {
+    {Py_mod_exec, core_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    /* Every ordering across threads comes from C11 atomics. */
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "iothreads._aio._core",
+    .m_doc = "The native cross-thread hot path of an AioContext.",
+    .m_size = sizeof(core_state),
+    .m_methods = core_methods,
+    .m_slots = core_slots,
+    .m_traverse = core_traverse,
+    .m_clear = core_clear,
+    .m_free = core_free,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&core_module);
+}

@@ -1,0 +1,83 @@
+/* The spin of the polling window, with the GIL released.
+ *
+ * Before the loop sleeps it may wait a little while awake, for work that
+ * comes soon (QEMU's aio_poll).  Done in Python, the waiting thread holds the
+ * GIL between its system calls, and a producer that is a Python thread of
+ * the same process waits for it (docs/design.md, "Measurements").  Here the
+ * thread waits in C without the GIL, watching the inbox's head (one atomic
+ * load) and, every few steps, whether a descriptor is readable (the loop's
+ * own epoll: I/O is ready), and takes the GIL back only when something came
+ * or the time is up.
+ *
+ * Each step yields the CPU (sched_yield): a producer waiting for this CPU
+ * runs at once, so a spin that shares its CPU with the threads it waits for
+ * costs them nothing but the yield.
+ */
+#include "core.h"
+
+#include <poll.h>
+#include <sched.h>
+#include <time.h>
+
+/* How many steps between two looks at the descriptor: poll(2) costs about as
+ * much as a step's yield, and I/O can wait that long. */
+#define STEPS_PER_POLL 8
+
+enum { SPIN_TIMEOUT = 0, SPIN_WORK = 1, SPIN_IO = 2 };
+
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int
+fd_readable(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN, .revents = 0};
+    return poll(&pfd, 1, 0) > 0;
+}
+
+/* spin(duration_ns, fd) -> 0 (time up), 1 (work queued), 2 (fd readable);
+ * fd -1 watches the inbox alone.  The loop's thread. */
+PyObject *
+inbox_spin(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    inbox_object *self = (inbox_object *)op;
+    if (nargs != 2) {
+        return PyErr_Format(PyExc_TypeError, "spin() takes 2 arguments (%zd given)", nargs);
+    }
+    long long duration = PyLong_AsLongLong(args[0]);
+    if (duration == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[1]);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (self->pending_head != NULL) {
+        return PyLong_FromLong(SPIN_WORK); /* left over from a capped drain */
+    }
+    int outcome;
+    Py_BEGIN_ALLOW_THREADS
+    int64_t deadline = now_ns() + duration;
+    for (unsigned step = 0;; step++) {
+        if (atomic_load_explicit(&self->head, memory_order_acquire) != NULL) {
+            outcome = SPIN_WORK;
+            break;
+        }
+        if (fd >= 0 && step % STEPS_PER_POLL == 0 && fd_readable((int)fd)) {
+            outcome = SPIN_IO;
+            break;
+        }
+        if (now_ns() >= deadline) {
+            outcome = SPIN_TIMEOUT;
+            break;
+        }
+        sched_yield();
+    }
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(outcome);
+}
