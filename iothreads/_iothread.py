@@ -347,6 +347,7 @@ class IOThread(EventLoopBase):
                 )
             if not self._stop_requested:
                 self._stop_requested = True
+                self._close_hot_path()
                 # Not published yet: the thread sees the flag before its loop
                 # runs, and goes straight to its shutdown.
                 if aio is not None and loop is not None:
@@ -364,6 +365,7 @@ class IOThread(EventLoopBase):
     def _forget(self) -> None:
         """Drop the thread's state once it has exited."""
         with self._lock:
+            self._close_hot_path()
             self._thread = None
             self._aio = None
             self._loop = None
@@ -430,6 +432,8 @@ class IOThread(EventLoopBase):
             self._pool = pool
             self._thread_id = threading.get_native_id()
             stop_early = self._stop_requested  # stop() came before the loop ran
+            if not stop_early:
+                self._open_hot_path(aio)
         _current.iothread = self
         ready.set_result(None)
         try:
@@ -441,6 +445,7 @@ class IOThread(EventLoopBase):
                 # refuse new work, and give what is pending its outcome.
                 with self._lock:
                     self._stop_requested = True
+                    self._close_hot_path()
                 loop.run_until_complete(
                     shut_down(self._id, aio, self._calls, pool)
                 )
@@ -529,6 +534,18 @@ class IOThread(EventLoopBase):
 
     # -- the cross-thread API ----------------------------------------------------
 
+    # While the IOThread runs, io.call_soon_threadsafe is its inbox's own
+    # submit, a C method where the native core is built: an instance attribute
+    # of that name shadows the method below, so a hand-off runs no Python
+    # code of ours at all.  Before start and from the moment stop() begins,
+    # the method below answers, refusing.  Both under _lock.
+
+    def _open_hot_path(self, aio: AioContext) -> None:
+        vars(self)["call_soon_threadsafe"] = aio.call_soon_threadsafe
+
+    def _close_hot_path(self) -> None:
+        vars(self).pop("call_soon_threadsafe", None)
+
     @runs_in(ANY)
     def call_soon_threadsafe(
         self,
@@ -544,10 +561,9 @@ class IOThread(EventLoopBase):
         Raises:
             IOThreadStopped: the IOThread is not running.
         """
-        # _running_context(), inlined: the hot path of every hand-off.
-        aio = self._aio
-        if aio is None or self._stop_requested:
-            raise self._stopped_error()
+        # Reached only while the IOThread does not run (see _open_hot_path),
+        # or by a caller that looked it up on the class.
+        aio = self._running_context()
         return aio.call_soon_threadsafe(callback, *args, context=context)
 
     @overload

@@ -8,6 +8,7 @@ One section per area; each is kept by the tests of that area.
 from __future__ import annotations
 
 import abc
+import ast
 import asyncio
 import contextlib
 import fcntl
@@ -18,6 +19,7 @@ import socket
 import struct
 import sys
 import termios
+import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator
@@ -35,6 +37,7 @@ except ImportError:  # pragma: no cover - uvloop is a test dependency where it i
 
 import iothreads
 from iothreads import IOThread, glib
+from iothreads._aio._wakeup import WakeupChannel
 from iothreads._pool import ThreadPool
 from iothreads._runs_in import DEBUG
 from iothreads.glib import MainContext, MainLoop, Source
@@ -93,6 +96,29 @@ def line_of(func: Callable[..., Any], text: str, *, offset: int = 0) -> Line:
     return inspect.getsourcefile(func) or "", first + index + offset
 
 
+def _lines_under_lock(cls: type) -> frozenset[Line]:
+    """The lines of *cls*'s ``with self._lock:`` blocks, the with lines included."""
+    path = inspect.getsourcefile(cls) or ""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    first = inspect.getsourcelines(cls)[1]
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With) and any(
+            ast.unparse(item.context_expr) == "self._lock" for item in node.items
+        ):
+            # The with line too: Python reports it again as the block exits,
+            # before __exit__ releases the lock.
+            end = node.end_lineno or node.lineno
+            lines.update((path, first - 1 + n) for n in range(node.lineno, end + 1))
+    return frozenset(lines)
+
+
+#: Lines a Gate never stops a thread at: they hold a lock, and the other
+#: thread would only stall on it.  The interleavings that matter fall at the
+#: edges of those critical sections, where the Gate does stop.
+_LOCKED = _lines_under_lock(WakeupChannel)
+
+
 class Gate:
     """A tracer (``sys.settrace``) that counts a thread's lines of iothreads
     code and stops the thread at chosen points, as trio's thread tests do.
@@ -138,6 +164,8 @@ class Gate:
         return local
 
     def _line(self, line: Line) -> None:
+        if self._stops and self._stops[0] == len(self.lines) and line in _LOCKED:
+            self._stops[0] += 1  # not inside a critical section: the next line
         if self._stops and self._stops[0] in (len(self.lines), line):
             self._stops.pop(0)
             self.stopped.set()

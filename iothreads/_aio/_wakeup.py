@@ -34,6 +34,11 @@ class WakeupChannel:
         # could by then belong to an unrelated file.  Only wake-ups take it,
         # and they make a syscall anyway.
         self._lock = threading.Lock()
+        # Written since the watcher last drained (guarded by _lock): one
+        # write is enough until then.  The watcher can take a while to get
+        # the GIL after its sleep ends, and producers would otherwise each
+        # pay a system call meanwhile.
+        self._pending = False
 
     def fileno(self) -> int:
         """The descriptor to watch for readability; -1 once closed."""
@@ -43,8 +48,9 @@ class WakeupChannel:
     def wake(self) -> None:
         """Make the descriptor readable; nothing happens once closed."""
         with self._lock:
-            if self._wfd < 0:
+            if self._wfd < 0 or self._pending:
                 return
+            self._pending = True
             try:
                 if self._wfd == self._rfd:
                     os.eventfd_write(self._wfd, 1)
@@ -55,7 +61,20 @@ class WakeupChannel:
 
     @runs_in(WATCHER)
     def drain(self) -> int:
-        """Consume the pending wake-ups; return how many were written."""
+        """Consume the pending wake-ups; return how many were written.
+
+        The flag is cleared after the read: a producer that found it set
+        queued its work before, and the drain's caller runs the inbox after
+        this.  (Cleared before the read, a write made between the two would
+        be read here and leave the flag set with nothing left to read.)
+        """
+        try:
+            return self._read()
+        finally:
+            with self._lock:
+                self._pending = False
+
+    def _read(self) -> int:
         if self._wfd == self._rfd:
             try:
                 return os.eventfd_read(self._rfd)

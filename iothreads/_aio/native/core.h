@@ -65,6 +65,8 @@ PyObject *handle_new(core_state *st, PyObject *callback, PyObject *args,
  * loop's exception handler, except SystemExit and KeyboardInterrupt, which
  * it leaves set (returns -1). */
 int handle_run(core_state *st, PyObject *handle);
+/* Drops the inbox's reference to a handle it queued. */
+void handle_release(PyObject *handle);
 
 /* ---- inbox.c ------------------------------------------------------------ */
 
@@ -78,7 +80,11 @@ typedef struct {
     PyObject *pending_tail;
     _Atomic int notify_me;
     _Atomic int closing;
+    /* The loop's get_debug(), read by the loop at each pass (producers
+     * would pay a Python call per submission for it otherwise). */
+    _Atomic int debug;
     int wake_fd;                    /* guarded by wake_lock */
+    _Atomic int wake_pending;       /* written since the loop last read it */
     pthread_mutex_t wake_lock;
     /* Written by the loop's thread only, read by any: relaxed atomics. */
     _Atomic uint64_t submitted;

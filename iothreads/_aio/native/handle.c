@@ -165,11 +165,21 @@ handle_new(core_state *st, PyObject *callback, PyObject *args, PyObject *context
     if (self == NULL) {
         return NULL;
     }
+    /* Not tracked by the cyclic GC while queued: the inbox holds it, so no
+     * cycle through it is garbage then, and thousands of queued handles
+     * would make every collection walk them.  handle_release() tracks it
+     * again before the inbox lets go. */
+    PyObject_GC_UnTrack(self);
     handle_fields *f = handle_fields_of(self);
     f->callback = Py_NewRef(callback);
     f->args = Py_NewRef(args);
     f->loop = Py_NewRef(loop);
-    f->context = context != Py_None ? Py_NewRef(context) : PyContext_CopyCurrent();
+    if (context != Py_None) {
+        f->context = Py_NewRef(context);
+    }
+    else if ((f->context = PyContext_CopyCurrent()) != NULL) {
+        PyObject_GC_UnTrack(f->context); /* ours alone until released, likewise */
+    }
     atomic_init(&f->state, HANDLE_QUEUED);
     atomic_init(&f->cancelled, 0);
     if (f->context == NULL) {
@@ -226,4 +236,19 @@ handle_run(core_state *st, PyObject *self)
     }
     Py_XDECREF(reported);
     return 0;
+}
+
+/* The inbox lets go of a handle: the cyclic GC sees it (and the context made
+ * for it) again, then the reference goes. */
+void
+handle_release(PyObject *self)
+{
+    handle_fields *f = handle_fields_of(self);
+    if (f->context != NULL && !PyObject_GC_IsTracked(f->context)) {
+        PyObject_GC_Track(f->context);
+    }
+    if (!PyObject_GC_IsTracked(self)) {
+        PyObject_GC_Track(self);
+    }
+    Py_DECREF(self);
 }

@@ -33,6 +33,14 @@
 static void
 inbox_wake(inbox_object *self)
 {
+    /* One write until the loop has read the channel: a producer that finds
+     * the flag set pushed before the loop clears it, and the loop clears it
+     * after its read and before it runs the inbox, so that run takes the
+     * push.  The loop can take a while to get the GIL after its sleep ends,
+     * and producers would otherwise each pay a system call meanwhile. */
+    if (atomic_exchange(&self->wake_pending, 1)) {
+        return;
+    }
     /* The lock keeps close() from reusing the number under a writer. */
     pthread_mutex_lock(&self->wake_lock);
     if (self->wake_fd >= 0) {
@@ -45,6 +53,23 @@ inbox_wake(inbox_object *self)
 }
 
 /* ---- construction and destruction ---------------------------------------- */
+
+/* The loop's thread (or its creator, before it runs). */
+static int
+inbox_refresh_debug(inbox_object *self)
+{
+    PyObject *debug = PyObject_CallMethod(self->loop, "get_debug", NULL);
+    if (debug == NULL) {
+        return -1;
+    }
+    int on = PyObject_IsTrue(debug);
+    Py_DECREF(debug);
+    if (on < 0) {
+        return -1;
+    }
+    atomic_store_explicit(&self->debug, on, memory_order_relaxed);
+    return 0;
+}
 
 static PyObject *
 inbox_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -75,8 +100,14 @@ inbox_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     atomic_init(&self->closing, 0);
     atomic_init(&self->submitted, 0);
     atomic_init(&self->wakeups, 0);
+    atomic_init(&self->debug, 0);
+    atomic_init(&self->wake_pending, 0);
     self->wake_fd = fd;
     pthread_mutex_init(&self->wake_lock, NULL);
+    if (inbox_refresh_debug(self) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -91,7 +122,7 @@ inbox_forget_handles(inbox_object *self)
         while (handle != NULL) {
             PyObject *next = handle_fields_of(handle)->next;
             handle_fields_of(handle)->next = NULL;
-            Py_DECREF(handle);
+            handle_release(handle);
             handle = next;
         }
     }
@@ -188,16 +219,8 @@ inbox_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyObject *k
     for (Py_ssize_t i = 1; i < nargs; i++) {
         PyTuple_SET_ITEM(callback_args, i - 1, Py_NewRef(args[i]));
     }
-    int debug = 0;
-    PyObject *get_debug = PyObject_CallMethod(self->loop, "get_debug", NULL);
-    if (get_debug == NULL) {
-        Py_DECREF(callback_args);
-        return NULL;
-    }
-    debug = PyObject_IsTrue(get_debug);
-    Py_DECREF(get_debug);
-    PyObject *handle = handle_new(self->st, args[0], callback_args, context, self->loop,
-                                  debug > 0);
+    int debug = atomic_load_explicit(&self->debug, memory_order_relaxed);
+    PyObject *handle = handle_new(self->st, args[0], callback_args, context, self->loop, debug);
     Py_DECREF(callback_args);
     if (handle == NULL) {
         return NULL;
@@ -260,6 +283,9 @@ inbox_run(PyObject *op, PyObject *arg)
     }
     /* The FIFO holds what was queued at entry: what producers push during
      * the pass waits on the stack for the next one. */
+    if (inbox_refresh_debug(self) < 0) {
+        return NULL;
+    }
     inbox_splice(self);
     for (Py_ssize_t ran = 0; self->pending_head != NULL && (limit == 0 || ran < limit);) {
         PyObject *handle = self->pending_head;
@@ -271,13 +297,16 @@ inbox_run(PyObject *op, PyObject *arg)
         f->next = NULL;
         int expected = HANDLE_QUEUED;
         if (!atomic_compare_exchange_strong(&f->state, &expected, HANDLE_TAKEN)) {
-            Py_DECREF(handle); /* its producer took it back */
+            handle_release(handle); /* its producer took it back */
             continue;
         }
         ran++;
-        atomic_fetch_add_explicit(&self->submitted, 1, memory_order_relaxed);
+        /* Only this thread writes it: a plain add, published for readers. */
+        atomic_store_explicit(&self->submitted,
+                              atomic_load_explicit(&self->submitted, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
         int failed = atomic_load(&f->cancelled) ? 0 : handle_run(self->st, handle);
-        Py_DECREF(handle);
+        handle_release(handle);
         if (failed) {
             return NULL; /* SystemExit or KeyboardInterrupt: the rest stays queued */
         }
@@ -348,6 +377,10 @@ inbox_drain_wakeups(PyObject *op, PyObject *Py_UNUSED(ignored))
         count = 0; /* EAGAIN: nothing was written */
     }
     pthread_mutex_unlock(&self->wake_lock);
+    /* After the read (see inbox_wake()): cleared before it, a write made
+     * between the two would be read here and leave the flag set with
+     * nothing left to read, and producers would skip every write after. */
+    atomic_store(&self->wake_pending, 0);
     atomic_fetch_add_explicit(&self->wakeups, count, memory_order_relaxed);
     return PyLong_FromUnsignedLongLong(count);
 }
