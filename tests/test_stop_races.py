@@ -16,6 +16,8 @@ from iothreads._aio._inbox import PyInbox
 
 from .helpers import WAIT, Gate, LoopFactory, line_of
 
+pytestmark = pytest.mark.interleaving
+
 #: The loop is about to close its inbox.
 CLOSING = line_of(PyInbox.close, "self._closing = True")
 #: The loop takes the next handle of a pass it has counted.
