@@ -19,6 +19,7 @@ from collections.abc import Callable
 import pytest
 
 from iothreads import IOThread, PollHandler
+from iothreads._aio._wakeup import WakeupChannel
 
 from .helpers import WAIT, FakeClock, LoopFactory, wait_until
 
@@ -236,6 +237,36 @@ def test_a_poll_handler_removed_by_another_ones_bracket_is_not_called_again(
         assert io.run_sync(one_phase) == ([] if removing_in == "begin" else ["begin"])
 
 
+def test_a_poll_handler_removed_by_another_ones_ready_is_not_run(
+    loop_factory: LoopFactory,
+) -> None:
+    """Both were found ready by the same poll; the first one's ready()
+    removes the second, whose ready() then never runs."""
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=0) as io:
+        context = io.aio_context
+        calls: list[str] = []
+        handlers: list[PollHandler] = []
+
+        def first_ready() -> None:
+            calls.append("first")
+            handlers[1].remove()
+
+        handlers.append(context.add_poll_handler(lambda: True, first_ready))
+        handlers.append(context.add_poll_handler(lambda: True, lambda: calls.append("second")))
+
+        def one_phase() -> list[str]:
+            # poll-max-ns 0: the loop opens no phase of its own; this one
+            # polls both handlers, then runs the ready ones as the loop does.
+            context.begin_polling()
+            assert context.poll_step()
+            context.end_polling(time.monotonic_ns())
+            context.drain()
+            return list(calls)
+
+        assert io.run_sync(one_phase) == ["first"]
+        handlers[0].remove()
+
+
 def test_stopping_mid_phase_ends_it(loop_factory: LoopFactory) -> None:
     """The stop's own round trip opens a phase (on uvloop the spin is a queued
     callback that the stop outruns): the handlers still get their end()."""
@@ -421,3 +452,61 @@ def test_a_raising_poll_handler_never_stops_the_loop(
         assert io.run_sync(lambda: "alive") == "alive"
         assert errors
         assert all(isinstance(e, ValueError) for e in errors)
+
+
+# -- the wake-up channel -------------------------------------------------------------
+
+needs_eventfd = pytest.mark.skipif(not hasattr(os, "eventfd"), reason="eventfd is Linux's")
+
+
+@needs_eventfd
+def test_a_closed_wakeup_channel_leaves_a_reused_descriptor_alone() -> None:
+    """A producer may wake a loop just as it closes: once closed, the channel
+    neither writes to nor closes its old number, which the next descriptor
+    the process opens (here, at once) may well reuse."""
+    channel = WakeupChannel()
+    channel.close()
+    assert channel.fileno() == -1
+    reused = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    try:
+        channel.wake()
+        channel.close()  # twice: nothing more to close
+        os.fstat(reused)  # still open
+        with pytest.raises(BlockingIOError):
+            os.eventfd_read(reused)  # nothing was written to it
+    finally:
+        os.close(reused)
+
+
+@needs_eventfd
+def test_a_full_wakeup_channel_takes_another_wakeup_silently() -> None:
+    """The counter at its maximum: one more wake-up would block, and a wake-up
+    is pending anyway, so it is dropped, not raised to the producer."""
+    channel = WakeupChannel()
+    try:
+        most = 2**64 - 2  # an eventfd counter's largest value
+        os.eventfd_write(channel.fileno(), most)
+        channel.wake()
+        assert channel.drain() == most
+        assert channel.drain() == 0
+    finally:
+        channel.close()
+
+
+def test_the_selector_wrapper_answers_for_what_the_loop_registered() -> None:
+    """The stdlib loop looks its readers up through the wrapped selector:
+    with get_key() before Python 3.12, with get_map() since."""
+    ours, theirs = socket.socketpair()
+    with IOThread("io0", loop_factory=asyncio.new_event_loop) as io, ours, theirs:
+        loop = io.loop
+        assert loop is not None
+
+        def registered() -> tuple[int, bool]:
+            selector = loop._selector  # type: ignore[attr-defined]
+            loop.add_reader(ours, lambda: None)
+            try:
+                return selector.get_key(ours).fd, ours.fileno() in selector.get_map()
+            finally:
+                loop.remove_reader(ours)
+
+        assert io.run_sync(registered) == (ours.fileno(), True)
