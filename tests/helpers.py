@@ -76,6 +76,53 @@ def open_fds() -> set[int]:
     )
 
 
+def task_of_a_closed_loop(
+    loop_factory: LoopFactory, coroutine: Coroutine[Any, Any, Any]
+) -> asyncio.Task[Any]:
+    """Run *coroutine* as a task of a new loop up to its first wait, then
+    close the loop under it, as an application that closes its loop with
+    work pending does: whatever the task waits for has nobody to tell."""
+    loop = loop_factory()
+    task = loop.create_task(coroutine)
+    loop.run_until_complete(asyncio.sleep(0))  # the task's first step runs before
+    loop.close()
+    # Pending on purpose: no "Task was destroyed but it is pending!" report
+    # when it is collected.
+    task._log_destroy_pending = False  # type: ignore[attr-defined]
+    return task
+
+
+def loop_errors(io: IOThread) -> list[dict[str, Any]]:
+    """What reaches *io*'s loop exception handler from now on (an error in
+    a callback, which no caller would see)."""
+    errors: list[dict[str, Any]] = []
+    assert io.loop is not None
+    io.run_sync(io.loop.set_exception_handler, lambda loop, context: errors.append(context))
+    return errors
+
+
+class SlowToCancel:
+    """A coroutine function for an IOThread that, once cancelled, ends only
+    when the test sets ``release``.  Cancelled by the IOThread's stop, it
+    holds the stop up in its clean-up (``cancelled`` is set), after the
+    IOThread's inbox has closed."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.cancelled = threading.Event()
+        self.finished = threading.Event()
+        self.release: Future[None] = Future()
+
+    async def __call__(self) -> None:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            await asyncio.wrap_future(self.release)
+            self.finished.set()
+            raise
+
 
 # -- Deterministic thread interleavings --------------------------------------------------
 
