@@ -92,6 +92,18 @@ def task_of_a_closed_loop(
     return task
 
 
+def refusing_executors(loop_factory: LoopFactory) -> LoopFactory:
+    """A factory of loops of *loop_factory*'s kind whose
+    ``set_default_executor`` raises TypeError: they keep their own."""
+    probe = loop_factory()
+    probe.close()
+
+    class Refusing(type(probe)):  # type: ignore[misc]
+        def set_default_executor(self, executor: object) -> None:
+            raise TypeError("this loop keeps its own executor")
+
+    return Refusing  # type: ignore[no-any-return]
+
 def loop_errors(io: IOThread) -> list[dict[str, Any]]:
     """What reaches *io*'s loop exception handler from now on (an error in
     a callback, which no caller would see)."""

@@ -412,6 +412,30 @@ def test_cpu_affinity(loop_factory: LoopFactory) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+def test_cpu_affinity_written_before_the_start_is_applied_by_it(loop_factory: LoopFactory) -> None:
+    first = {min(os.sched_getaffinity(0))}
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.cpu_affinity = first
+    with io:
+        assert io.run_sync(os.sched_getaffinity, 0) == first
+        assert io.aio_context.statistics().cpu_affinity == frozenset(first)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+def test_cpu_affinity_none_leaves_an_unpinned_thread_where_it_is(loop_factory: LoopFactory) -> None:
+    """None undoes the IOThread's own pinning only: a thread it never pinned,
+    placed by someone else (taskset, say), stays where that put it."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("needs two CPUs to tell a placement from the default")
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        os.sched_setaffinity(io.thread_id, {allowed[0]})
+        io.cpu_affinity = None
+        io.submit(lambda: None).result(WAIT)  # applied by the loop, in order
+        assert io.run_sync(os.sched_getaffinity, 0) == {allowed[0]}
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
 def test_cpu_affinity_rejects_bad_sets() -> None:
     io = IOThread("io0")
     with pytest.raises(ValueError, match="cpu_affinity must not be empty"):
