@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import enum
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, ClassVar
@@ -33,7 +34,7 @@ class RequestState(enum.Enum):
     DISCARDED = "discarded"  # withdrawn while running: its result is dropped
 
 
-class Request:
+class Request(ABC):
     """One call of ``fn(*args, **kwargs)`` in a copy of the submitter's context.
 
     ``state`` is guarded by the pool lock; the rest is immutable.
@@ -79,14 +80,14 @@ class Request:
         except BaseException:
             _logger.critical("delivering the outcome of %r raised", self.fn, exc_info=True)
 
+    @abstractmethod
     def _hand_over(self, result: Any, exc: BaseException | None) -> None:
         """Resolve the caller's future, the way this kind of request does."""
-        raise NotImplementedError
 
+    @abstractmethod
     @runs_in(ANY)
     def withdraw(self) -> None:
         """Tell the caller the request will never run.  Called without the pool lock."""
-        raise NotImplementedError
 
 
 class FutureRequest(Request):
