@@ -56,11 +56,13 @@ class Request(ABC):
     def begin(self) -> bool:
         """Mark the request running; False if its caller withdrew it.
 
-        Called under the pool lock, by the thread that hands the request to
-        a worker (or fails it: no worker is left).
+        Called under the pool lock on a request just taken off the queue, by
+        the thread that hands it to a worker (or fails it: no worker is
+        left).  Whoever withdraws a request under the lock also takes it off
+        the queue, so here it is still queued; only a ``submit()`` caller
+        withdraws unseen, by cancelling its future (see FutureRequest).
         """
-        if self.state is not RequestState.QUEUED:
-            return False
+        assert self.state is RequestState.QUEUED
         self.state = RequestState.RUNNING
         return True
 
