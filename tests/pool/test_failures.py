@@ -18,7 +18,17 @@ import pytest
 
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
 
-from ..helpers import BOUND, Pools, pool_threads, thread_name, wait_until
+from ..helpers import (
+    BOUND,
+    LoopFactory,
+    Pools,
+    blocker,
+    occupy,
+    pool_threads,
+    task_of_a_closed_loop,
+    thread_name,
+    wait_until,
+)
 
 # ------------------------------------------------------- failed thread starts
 
@@ -74,6 +84,33 @@ def test_requests_failed_by_a_thread_start_never_count_as_run(
     assert ran == []
     assert (stats.threads, stats.active, stats.completed, stats.queued) == (0, 0, 0, 0)
     assert (seen[0].threads, seen[0].active) == (0, 0)  # as the failure is delivered
+
+
+def test_a_request_cancelled_while_queued_is_not_failed_by_a_thread_start(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It keeps the outcome its caller gave it, and counts as cancelled."""
+    real_start = threading.Thread.start
+    may_fail = threading.Event()
+
+    def failing_start(thread: threading.Thread) -> None:
+        if thread.name == "boom-1":
+            assert may_fail.wait(BOUND)  # both requests are queued by then
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    pool = pools.new(0, 1, name="boom")
+    ran: list[int] = []
+    failed, withdrawn = pool.submit(ran.append, 1), pool.submit(ran.append, 2)
+    assert withdrawn.cancel()
+    may_fail.set()
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        failed.result(BOUND)
+    assert withdrawn.cancelled()
+    assert ran == []
+    stats = pool.statistics()
+    assert (stats.cancelled, stats.completed, stats.queued) == (1, 0, 0)
 
 
 @pytest.mark.parametrize("error", [RuntimeError, MemoryError])
@@ -317,6 +354,43 @@ def test_two_workers_shutting_the_pool_down_do_not_wait_for_each_other(
     assert [f.result(BOUND) for f in futures] == [None, None]  # task()'s asserts held
     pool.shutdown(wait=True)
     assert pool_threads("both") == []
+
+
+# ------------------------------------------------ run() callers whose loop is gone
+
+
+def test_a_run_whose_loop_closed_is_delivered_to_nobody(
+    pools: Pools, loop_factory: LoopFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker finds the awaiting loop closed: nobody is left to take the
+    outcome, nothing is reported, and the worker goes on serving."""
+    pool = pools.new(0, 1, name="gone")
+    gate = pools.gate()
+    with caplog.at_level("CRITICAL", logger="iothreads"):
+        task_of_a_closed_loop(loop_factory, pool.run(blocker(gate)))
+        gate.set()
+        # max is 1: the worker serves this once it has handed the outcome over.
+        assert pool.submit(pow, 2, 5).result(BOUND) == 32
+    assert caplog.text == ""
+    assert pool.statistics().completed == 2
+
+
+def test_a_queued_run_whose_loop_closed_is_withdrawn_quietly(
+    pools: Pools, loop_factory: LoopFactory
+) -> None:
+    """shutdown(cancel_futures=True) finds the awaiting loop closed: nobody is
+    left to tell, and the shutdown raises nothing."""
+    pool = pools.new(0, 1, name="gone")
+    gate, _ = occupy(pools, pool, 1)
+    ran: list[str] = []
+    task_of_a_closed_loop(loop_factory, pool.run(ran.append, "never"))
+    assert pool.statistics().queued == 1
+    pool.shutdown(wait=False, cancel_futures=True)
+    gate.set()
+    pool.shutdown(wait=True)
+    assert ran == []
+    assert pool.statistics().cancelled == 1
+    assert pool_threads("gone") == []
 
 
 # ---------------------------------------------- done-callbacks in the workers
