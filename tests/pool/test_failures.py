@@ -17,12 +17,15 @@ from typing import Any
 import pytest
 
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
+from iothreads._pool._spawner import Spawner
 
 from ..helpers import (
     BOUND,
+    Gate,
     LoopFactory,
     Pools,
     blocker,
+    line_of,
     occupy,
     pool_threads,
     task_of_a_closed_loop,
@@ -247,6 +250,56 @@ def test_shutdown_while_the_first_submit_starts_the_spawner(
     assert not stopper.is_alive()
     assert futures[0].result(0) == 64
     assert pool_threads("race") == []
+
+
+@pytest.mark.interleaving
+@pytest.mark.parametrize("second", ["starts", "is refused too"])
+def test_shutdown_joining_a_spawner_that_hands_its_role_over(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch, second: str
+) -> None:
+    """shutdown() joins the spawner while it is stuck starting a worker; the
+    start fails, which fails the queue, and the spawner hands its role to a
+    successor for the worker still waiting to be started (retired by the
+    shutdown already).  shutdown() joins that successor too: when it
+    returns, every thread of the pool is gone, whether the retired worker's
+    thread then started or was refused as well."""
+    real_start = threading.Thread.start
+    may_fail = pools.gate()
+
+    def failing_start(thread: threading.Thread) -> None:
+        if thread.name == "hand-1":
+            assert may_fail.wait(BOUND)
+            raise RuntimeError("can't start new thread")
+        if thread.name == "hand-2" and second == "is refused too":
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    pool = pools.new(0, 2, name="hand")
+    pool.set_limits(2, 2)  # hand-1 and hand-2 are to start idle; hand-1 is stuck
+    future = pool.submit(pow, 2, 2)  # wakes hand-1, the top of the idle stack
+    joining = Gate(marks=[line_of(Spawner.join, "thread.join()")])
+
+    def shut_down() -> None:
+        joining.install()
+        try:
+            pool.shutdown(wait=True)  # retires hand-2, still idle
+        finally:
+            joining.uninstall()
+
+    stopper = threading.Thread(target=shut_down)
+    stopper.start()
+    try:
+        assert joining.stopped.wait(BOUND)  # joining the spawner stuck on hand-1
+    finally:
+        may_fail.set()
+        stopper.join(BOUND)
+    assert not stopper.is_alive()
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        future.result(0)
+    assert pool_threads("hand") == []
+    stats = pool.statistics()
+    assert (stats.threads, stats.spawned, stats.exited, stats.queued) == (0, 2, 2, 0)
 
 
 def race_shutdown(pool: ThreadPool) -> list[Future[Any]]:
