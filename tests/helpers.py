@@ -76,6 +76,23 @@ def open_fds() -> set[int]:
     )
 
 
+def refuse_thread_start(
+    monkeypatch: pytest.MonkeyPatch, name: str, *, after: threading.Event | None = None
+) -> None:
+    """Make ``Thread.start()`` of the thread called *name* raise RuntimeError
+    "can't start new thread", as when the system has no thread to give; with
+    *after*, once that event is set (the start waits for it, bounded)."""
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name == name:
+            if after is not None:
+                assert after.wait(WAIT)
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+
 def task_of_a_closed_loop(
     loop_factory: LoopFactory, coroutine: Coroutine[Any, Any, Any]
 ) -> asyncio.Task[Any]:

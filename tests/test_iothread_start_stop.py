@@ -21,7 +21,14 @@ import pytest
 import iothreads
 from iothreads import IOThread
 
-from .helpers import WAIT, LoopFactory, SlowToCancel, loop_kind, refusing_executors
+from .helpers import (
+    WAIT,
+    LoopFactory,
+    SlowToCancel,
+    loop_kind,
+    refuse_thread_start,
+    refusing_executors,
+)
 
 needs_affinity = pytest.mark.skipif(
     not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here"
@@ -42,16 +49,9 @@ def assert_left_nothing(io: IOThread) -> None:
 async def test_a_thread_the_system_refuses_fails_the_start(
     loop_factory: LoopFactory, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    real_start = threading.Thread.start
-
-    def refused(thread: threading.Thread) -> None:
-        if thread.name == "IO io0":
-            raise RuntimeError("can't start new thread")
-        real_start(thread)
-
     io = IOThread("io0", loop_factory=loop_factory)
     with monkeypatch.context() as patch:
-        patch.setattr(threading.Thread, "start", refused)
+        refuse_thread_start(patch, "IO io0")
         starting = io.astart() if how == "astart" else asyncio.to_thread(io.start)
         with pytest.raises(RuntimeError, match="can't start new thread"):
             await starting

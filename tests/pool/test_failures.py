@@ -28,6 +28,7 @@ from ..helpers import (
     line_of,
     occupy,
     pool_threads,
+    refuse_thread_start,
     task_of_a_closed_loop,
     thread_name,
     wait_until,
@@ -64,16 +65,8 @@ def test_a_failed_thread_start_fails_the_request_and_the_pool_recovers(
 def test_requests_failed_by_a_thread_start_never_count_as_run(
     pools: Pools, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_start = threading.Thread.start
-    may_fail = threading.Event()
-
-    def failing_start(thread: threading.Thread) -> None:
-        if thread.name == "boom-1":
-            assert may_fail.wait(BOUND)  # the three requests are queued by then
-            raise RuntimeError("can't start new thread")
-        real_start(thread)
-
-    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    may_fail = threading.Event()  # the three requests are queued by then
+    refuse_thread_start(monkeypatch, "boom-1", after=may_fail)
     pool = pools.new(0, 1, name="boom")
     ran: list[int] = []
     seen: list[ThreadPoolStatistics] = []
@@ -93,16 +86,8 @@ def test_a_request_cancelled_while_queued_is_not_failed_by_a_thread_start(
     pools: Pools, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It keeps the outcome its caller gave it, and counts as cancelled."""
-    real_start = threading.Thread.start
-    may_fail = threading.Event()
-
-    def failing_start(thread: threading.Thread) -> None:
-        if thread.name == "boom-1":
-            assert may_fail.wait(BOUND)  # both requests are queued by then
-            raise RuntimeError("can't start new thread")
-        real_start(thread)
-
-    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    may_fail = threading.Event()  # both requests are queued by then
+    refuse_thread_start(monkeypatch, "boom-1", after=may_fail)
     pool = pools.new(0, 1, name="boom")
     ran: list[int] = []
     failed, withdrawn = pool.submit(ran.append, 1), pool.submit(ran.append, 2)
@@ -263,18 +248,10 @@ def test_shutdown_joining_a_spawner_that_hands_its_role_over(
     shutdown already).  shutdown() joins that successor too: when it
     returns, every thread of the pool is gone, whether the retired worker's
     thread then started or was refused as well."""
-    real_start = threading.Thread.start
     may_fail = pools.gate()
-
-    def failing_start(thread: threading.Thread) -> None:
-        if thread.name == "hand-1":
-            assert may_fail.wait(BOUND)
-            raise RuntimeError("can't start new thread")
-        if thread.name == "hand-2" and second == "is refused too":
-            raise RuntimeError("can't start new thread")
-        real_start(thread)
-
-    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    refuse_thread_start(monkeypatch, "hand-1", after=may_fail)
+    if second == "is refused too":
+        refuse_thread_start(monkeypatch, "hand-2")
     pool = pools.new(0, 2, name="hand")
     pool.set_limits(2, 2)  # hand-1 and hand-2 are to start idle; hand-1 is stuck
     future = pool.submit(pow, 2, 2)  # wakes hand-1, the top of the idle stack
