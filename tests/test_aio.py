@@ -12,13 +12,17 @@ import asyncio
 import itertools
 import os
 import socket
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 import pytest
 
-from iothreads import IOThread, PollHandler
+import iothreads._aio
+from iothreads import IOThread, IOThreadStopped, PollHandler
+from iothreads._aio import _inbox
 from iothreads._aio._wakeup import WakeupChannel
 
 from .helpers import WAIT, FakeClock, LoopFactory, wait_until
@@ -534,3 +538,92 @@ def test_the_selector_wrapper_answers_for_what_the_loop_registered() -> None:
                 loop.remove_reader(ours)
 
         assert io.run_sync(registered) == (ours.fileno(), True)
+
+
+# -- the inbox: its implementations, the loop's way to sleep, debug mode -------------------
+
+
+def test_the_native_core_is_left_out_when_turned_off_or_not_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Either way the pure-Python inbox serves: IOTHREADS_NO_EXTENSIONS, or
+    an install where nothing compiled."""
+    monkeypatch.setenv("IOTHREADS_NO_EXTENSIONS", "1")
+    assert _inbox._load_native() is None
+    monkeypatch.delenv("IOTHREADS_NO_EXTENSIONS")
+    monkeypatch.delattr(iothreads._aio, "_core", raising=False)
+    monkeypatch.setitem(sys.modules, "iothreads._aio._core", None)  # not built
+    assert _inbox._load_native() is None
+
+
+@pytest.mark.implementations("python")
+def test_the_locked_inbox_of_free_threaded_builds(
+    loop_factory: LoopFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a GIL the pure-Python inbox takes a lock for its steps; it
+    keeps the inbox's contract (checked here on any build): calls run in
+    order, a sleeping loop is woken, and once the stop has closed the inbox
+    a call is refused."""
+    monkeypatch.setattr(_inbox, "_FREE_THREADED", True)
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        aio = io.aio_context
+        assert isinstance(aio._inbox, _inbox.LockedPyInbox)
+        ran: list[int] = []
+        for i in range(100):
+            io.call_soon_threadsafe(ran.append, i)
+        io.run_sync(io.call_soon_threadsafe, ran.append, 100)  # from the loop, awake
+        io.submit(lambda: None).result(WAIT)
+        assert ran == list(range(101))
+        wake_a_sleeping_loop(io)  # from then on it sleeps
+        wakeups = aio.statistics().wakeups_sent
+        assert io.submit(lambda: "woken").result(WAIT) == "woken"
+        assert aio.statistics().wakeups_sent > wakeups
+    with pytest.raises(IOThreadStopped, match="'io0' is stopped; it takes no more work"):
+        aio.call_soon_threadsafe(ran.append, -1)
+    assert -1 not in ran
+
+
+def test_the_loop_does_not_sleep_while_a_poll_handler_is_ready(loop_factory: LoopFactory) -> None:
+    """A handler found ready when the loop announces its sleep: no sleep,
+    the handler's ready() runs first."""
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=0) as io:
+        context = io.aio_context
+        calls: list[str] = []
+        handler = context.add_poll_handler(lambda: True, lambda: calls.append("ready"))
+
+        def about_to_sleep() -> tuple[bool, list[str]]:
+            context.begin_polling()
+            assert context.poll_step()  # the handler is found ready
+            context.end_polling(time.monotonic_ns())
+            may_sleep = context.prepare_to_block()
+            context.drain()
+            return may_sleep, list(calls)
+
+        assert io.run_sync(about_to_sleep) == (False, ["ready"])
+        handler.remove()
+
+
+def test_in_debug_mode_a_failing_callback_is_reported_with_where_it_was_submitted(
+    loop_factory: LoopFactory,
+) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        assert io.loop is not None
+        io.run_sync(io.loop.set_debug, True)
+        reported: list[dict[str, object]] = []
+        done = threading.Event()
+        io.run_sync(
+            io.loop.set_exception_handler,
+            lambda loop, context: (reported.append(context), done.set()),
+        )
+
+        def fails() -> None:
+            raise ValueError("in a callback")
+
+        io.call_soon_threadsafe(fails)  # submitted here
+        assert done.wait(WAIT)
+        source = reported[0]["source_traceback"]
+        assert isinstance(source, traceback.StackSummary)
+        assert "test_in_debug_mode_a_failing_callback_is_reported_with_where_it_was_submitted" in [
+            frame.name for frame in source
+        ]
+        assert isinstance(reported[0]["exception"], ValueError)
