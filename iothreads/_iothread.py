@@ -412,10 +412,14 @@ class IOThread(EventLoopBase):
                     self._apply_cpu_affinity(aio)
                 # The pool starts no thread unless thread-pool-min asks for
                 # some: those exist before the first request (QEMU's seed
-                # commit); others are spawned on demand.  Created last, so
-                # nothing after it can fail and leave its threads behind.
+                # commit); others are spawned on demand.  Created last: only
+                # the loop can still refuse it, and then its threads go.
                 pool = self._new_pool(f"IO {self._id} worker")
-                loop.set_default_executor(pool)
+                try:
+                    loop.set_default_executor(pool)
+                except BaseException:
+                    pool.shutdown()
+                    raise
             except BaseException:
                 if aio is not None:
                     aio.close()

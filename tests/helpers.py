@@ -79,6 +79,82 @@ def open_fds() -> set[int]:
     )
 
 
+def refuse_thread_start(
+    monkeypatch: pytest.MonkeyPatch, name: str, *, after: threading.Event | None = None
+) -> None:
+    """Make ``Thread.start()`` of the thread called *name* raise RuntimeError
+    "can't start new thread", as when the system has no thread to give; with
+    *after*, once that event is set (the start waits for it, bounded)."""
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name == name:
+            if after is not None:
+                assert after.wait(WAIT)
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+def task_of_a_closed_loop(
+    loop_factory: LoopFactory, coroutine: Coroutine[Any, Any, Any]
+) -> asyncio.Task[Any]:
+    """Run *coroutine* as a task of a new loop up to its first wait, then
+    close the loop under it, as an application that closes its loop with
+    work pending does: whatever the task waits for has nobody to tell."""
+    loop = loop_factory()
+    task = loop.create_task(coroutine)
+    loop.run_until_complete(asyncio.sleep(0))  # the task's first step runs before
+    loop.close()
+    # Pending on purpose: no "Task was destroyed but it is pending!" report
+    # when it is collected.
+    task._log_destroy_pending = False  # type: ignore[attr-defined]
+    return task
+
+
+def refusing_executors(loop_factory: LoopFactory) -> LoopFactory:
+    """A factory of loops of *loop_factory*'s kind whose
+    ``set_default_executor`` raises TypeError: they keep their own."""
+    probe = loop_factory()
+    probe.close()
+
+    class Refusing(type(probe)):  # type: ignore[misc]
+        def set_default_executor(self, executor: object) -> None:
+            raise TypeError("this loop keeps its own executor")
+
+    return Refusing  # type: ignore[no-any-return]
+
+def loop_errors(io: IOThread) -> list[dict[str, Any]]:
+    """What reaches *io*'s loop exception handler from now on (an error in
+    a callback, which no caller would see)."""
+    errors: list[dict[str, Any]] = []
+    assert io.loop is not None
+    io.run_sync(io.loop.set_exception_handler, lambda loop, context: errors.append(context))
+    return errors
+
+
+class SlowToCancel:
+    """A coroutine function for an IOThread that, once cancelled, ends only
+    when the test sets ``release``.  Cancelled by the IOThread's stop, it
+    holds the stop up in its clean-up (``cancelled`` is set), after the
+    IOThread's inbox has closed."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.cancelled = threading.Event()
+        self.finished = threading.Event()
+        self.release: Future[None] = Future()
+
+    async def __call__(self) -> None:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            await asyncio.wrap_future(self.release)
+            self.finished.set()
+            raise
+
 
 # -- Deterministic thread interleavings --------------------------------------------------
 

@@ -12,13 +12,18 @@ import asyncio
 import itertools
 import os
 import socket
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 import pytest
 
-from iothreads import IOThread, PollHandler
+import iothreads._aio
+from iothreads import IOThread, IOThreadStopped, PollHandler
+from iothreads._aio import _inbox
+from iothreads._aio._wakeup import WakeupChannel
 
 from .helpers import WAIT, FakeClock, LoopFactory, wait_until
 
@@ -236,6 +241,36 @@ def test_a_poll_handler_removed_by_another_ones_bracket_is_not_called_again(
         assert io.run_sync(one_phase) == ([] if removing_in == "begin" else ["begin"])
 
 
+def test_a_poll_handler_removed_by_another_ones_ready_is_not_run(
+    loop_factory: LoopFactory,
+) -> None:
+    """Both were found ready by the same poll; the first one's ready()
+    removes the second, whose ready() then never runs."""
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=0) as io:
+        context = io.aio_context
+        calls: list[str] = []
+        handlers: list[PollHandler] = []
+
+        def first_ready() -> None:
+            calls.append("first")
+            handlers[1].remove()
+
+        handlers.append(context.add_poll_handler(lambda: True, first_ready))
+        handlers.append(context.add_poll_handler(lambda: True, lambda: calls.append("second")))
+
+        def one_phase() -> list[str]:
+            # poll-max-ns 0: the loop opens no phase of its own; this one
+            # polls both handlers, then runs the ready ones as the loop does.
+            context.begin_polling()
+            assert context.poll_step()
+            context.end_polling(time.monotonic_ns())
+            context.drain()
+            return list(calls)
+
+        assert io.run_sync(one_phase) == ["first"]
+        handlers[0].remove()
+
+
 def test_stopping_mid_phase_ends_it(loop_factory: LoopFactory) -> None:
     """The stop's own round trip opens a phase (on uvloop the spin is a queued
     callback that the stop outruns): the handlers still get their end()."""
@@ -381,6 +416,30 @@ def test_cpu_affinity(loop_factory: LoopFactory) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+def test_cpu_affinity_written_before_the_start_is_applied_by_it(loop_factory: LoopFactory) -> None:
+    first = {min(os.sched_getaffinity(0))}
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.cpu_affinity = first
+    with io:
+        assert io.run_sync(os.sched_getaffinity, 0) == first
+        assert io.aio_context.statistics().cpu_affinity == frozenset(first)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+def test_cpu_affinity_none_leaves_an_unpinned_thread_where_it_is(loop_factory: LoopFactory) -> None:
+    """None undoes the IOThread's own pinning only: a thread it never pinned,
+    placed by someone else (taskset, say), stays where that put it."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("needs two CPUs to tell a placement from the default")
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        os.sched_setaffinity(io.thread_id, {allowed[0]})
+        io.cpu_affinity = None
+        io.submit(lambda: None).result(WAIT)  # applied by the loop, in order
+        assert io.run_sync(os.sched_getaffinity, 0) == {allowed[0]}
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
 def test_cpu_affinity_rejects_bad_sets() -> None:
     io = IOThread("io0")
     with pytest.raises(ValueError, match="cpu_affinity must not be empty"):
@@ -421,3 +480,150 @@ def test_a_raising_poll_handler_never_stops_the_loop(
         assert io.run_sync(lambda: "alive") == "alive"
         assert errors
         assert all(isinstance(e, ValueError) for e in errors)
+
+
+# -- the wake-up channel -------------------------------------------------------------
+
+needs_eventfd = pytest.mark.skipif(not hasattr(os, "eventfd"), reason="eventfd is Linux's")
+
+
+@needs_eventfd
+def test_a_closed_wakeup_channel_leaves_a_reused_descriptor_alone() -> None:
+    """A producer may wake a loop just as it closes: once closed, the channel
+    neither writes to nor closes its old number, which the next descriptor
+    the process opens (here, at once) may well reuse."""
+    channel = WakeupChannel()
+    channel.close()
+    assert channel.fileno() == -1
+    reused = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    try:
+        channel.wake()
+        channel.close()  # twice: nothing more to close
+        os.fstat(reused)  # still open
+        with pytest.raises(BlockingIOError):
+            os.eventfd_read(reused)  # nothing was written to it
+    finally:
+        os.close(reused)
+
+
+@needs_eventfd
+def test_a_full_wakeup_channel_takes_another_wakeup_silently() -> None:
+    """The counter at its maximum: one more wake-up would block, and a wake-up
+    is pending anyway, so it is dropped, not raised to the producer."""
+    channel = WakeupChannel()
+    try:
+        most = 2**64 - 2  # an eventfd counter's largest value
+        os.eventfd_write(channel.fileno(), most)
+        channel.wake()
+        assert channel.drain() == most
+        assert channel.drain() == 0
+    finally:
+        channel.close()
+
+
+def test_the_selector_wrapper_answers_for_what_the_loop_registered() -> None:
+    """The stdlib loop looks its readers up through the wrapped selector:
+    with get_key() before Python 3.12, with get_map() since."""
+    ours, theirs = socket.socketpair()
+    with IOThread("io0", loop_factory=asyncio.new_event_loop) as io, ours, theirs:
+        loop = io.loop
+        assert loop is not None
+
+        def registered() -> tuple[int, bool]:
+            selector = loop._selector  # type: ignore[attr-defined]
+            loop.add_reader(ours, lambda: None)
+            try:
+                return selector.get_key(ours).fd, ours.fileno() in selector.get_map()
+            finally:
+                loop.remove_reader(ours)
+
+        assert io.run_sync(registered) == (ours.fileno(), True)
+
+
+# -- the inbox: its implementations, the loop's way to sleep, debug mode -------------------
+
+
+def test_the_native_core_is_left_out_when_turned_off_or_not_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Either way the pure-Python inbox serves: IOTHREADS_NO_EXTENSIONS, or
+    an install where nothing compiled."""
+    monkeypatch.setenv("IOTHREADS_NO_EXTENSIONS", "1")
+    assert _inbox._load_native() is None
+    monkeypatch.delenv("IOTHREADS_NO_EXTENSIONS")
+    monkeypatch.delattr(iothreads._aio, "_core", raising=False)
+    monkeypatch.setitem(sys.modules, "iothreads._aio._core", None)  # not built
+    assert _inbox._load_native() is None
+
+
+@pytest.mark.implementations("python")
+def test_the_locked_inbox_of_free_threaded_builds(
+    loop_factory: LoopFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a GIL the pure-Python inbox takes a lock for its steps; it
+    keeps the inbox's contract (checked here on any build): calls run in
+    order, a sleeping loop is woken, and once the stop has closed the inbox
+    a call is refused."""
+    monkeypatch.setattr(_inbox, "_FREE_THREADED", True)
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        aio = io.aio_context
+        assert isinstance(aio._inbox, _inbox.LockedPyInbox)
+        ran: list[int] = []
+        for i in range(100):
+            io.call_soon_threadsafe(ran.append, i)
+        io.run_sync(io.call_soon_threadsafe, ran.append, 100)  # from the loop, awake
+        io.submit(lambda: None).result(WAIT)
+        assert ran == list(range(101))
+        wake_a_sleeping_loop(io)  # from then on it sleeps
+        wakeups = aio.statistics().wakeups_sent
+        assert io.submit(lambda: "woken").result(WAIT) == "woken"
+        assert aio.statistics().wakeups_sent > wakeups
+    with pytest.raises(IOThreadStopped, match="'io0' is stopped; it takes no more work"):
+        aio.call_soon_threadsafe(ran.append, -1)
+    assert -1 not in ran
+
+
+def test_the_loop_does_not_sleep_while_a_poll_handler_is_ready(loop_factory: LoopFactory) -> None:
+    """A handler found ready when the loop announces its sleep: no sleep,
+    the handler's ready() runs first."""
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=0) as io:
+        context = io.aio_context
+        calls: list[str] = []
+        handler = context.add_poll_handler(lambda: True, lambda: calls.append("ready"))
+
+        def about_to_sleep() -> tuple[bool, list[str]]:
+            context.begin_polling()
+            assert context.poll_step()  # the handler is found ready
+            context.end_polling(time.monotonic_ns())
+            may_sleep = context.prepare_to_block()
+            context.drain()
+            return may_sleep, list(calls)
+
+        assert io.run_sync(about_to_sleep) == (False, ["ready"])
+        handler.remove()
+
+
+def test_in_debug_mode_a_failing_callback_is_reported_with_where_it_was_submitted(
+    loop_factory: LoopFactory,
+) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        assert io.loop is not None
+        io.run_sync(io.loop.set_debug, True)
+        reported: list[dict[str, object]] = []
+        done = threading.Event()
+        io.run_sync(
+            io.loop.set_exception_handler,
+            lambda loop, context: (reported.append(context), done.set()),
+        )
+
+        def fails() -> None:
+            raise ValueError("in a callback")
+
+        io.call_soon_threadsafe(fails)  # submitted here
+        assert done.wait(WAIT)
+        source = reported[0]["source_traceback"]
+        assert isinstance(source, traceback.StackSummary)
+        assert "test_in_debug_mode_a_failing_callback_is_reported_with_where_it_was_submitted" in [
+            frame.name for frame in source
+        ]
+        assert isinstance(reported[0]["exception"], ValueError)

@@ -12,7 +12,7 @@ import pytest
 import iothreads
 from iothreads import IOThread, MainLoop, ThreadPool
 
-from .helpers import LoopFactory, wait_until
+from .helpers import LoopFactory, refusing_executors, wait_until
 
 
 def worker_names(prefix: str) -> list[str]:
@@ -114,6 +114,40 @@ async def test_install_makes_its_pool_the_default_executor(main_loop: MainLoop) 
     assert pool.min_threads == 2
     with pytest.raises(RuntimeError, match="already installed"):
         main_loop.install()
+
+
+def test_install_on_a_loop_that_is_not_running_yet(
+    main_loop: MainLoop, loop_factory: LoopFactory
+) -> None:
+    loop = loop_factory()
+    try:
+        main_loop.install(loop)
+        assert main_loop.loop is loop
+        name = loop.run_until_complete(asyncio.to_thread(lambda: threading.current_thread().name))
+        assert name.startswith("main-loop worker-")
+    finally:
+        loop.close()
+
+
+def test_install_on_a_loop_that_refuses_the_pool_leaves_nothing_installed(
+    loop_factory: LoopFactory,
+) -> None:
+    """The loop keeps its own executor: install() raises its error, the pool
+    (with its thread-pool-min workers) is shut down, and the main-loop can
+    be installed on another loop."""
+    main_loop = MainLoop(thread_pool_min=2)
+    refusing, other = refusing_executors(loop_factory)(), loop_factory()
+    try:
+        with pytest.raises(TypeError, match="this loop keeps its own executor"):
+            main_loop.install(refusing)
+        assert (main_loop.loop, main_loop.thread_pool) == (None, None)
+        assert worker_names("main-loop worker-") == []
+        main_loop.install(other)
+        assert main_loop.loop is other
+    finally:
+        main_loop.close()
+        refusing.close()
+        other.close()
 
 
 def test_main_loop_in_the_object_tree() -> None:

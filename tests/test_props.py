@@ -5,10 +5,13 @@ See docs/design.md, "Properties and validation".
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 import iothreads
-from iothreads import IOThread
+from iothreads import IOThread, MainLoop
+from iothreads._event_loop_base import Int64Property
 
 INT64_MAX = 2**63 - 1
 PROPS = ["poll_max_ns", "poll_grow", "poll_shrink", "aio_max_batch", "thread_pool_min"]
@@ -78,6 +81,15 @@ def test_attribute_and_wire_access_agree() -> None:
     assert io.get_property("poll-max-ns") == 100
     io.set_property("poll-grow", 3)
     assert io.poll_grow == 3
+
+
+def test_read_on_the_class_a_property_is_its_descriptor() -> None:
+    """So introspection (inspect, help(), documentation tools) can list the
+    properties of the types without an instance."""
+    members = dict(inspect.getmembers(IOThread))
+    for attr in PROPS:
+        assert isinstance(members[attr], Int64Property)
+    assert isinstance(MainLoop.thread_pool_max, Int64Property)
 
 
 def test_rejected_write_changes_nothing() -> None:

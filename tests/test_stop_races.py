@@ -12,9 +12,12 @@ import threading
 import pytest
 
 from iothreads import IOThread, IOThreadStopped
+from iothreads._aio import AioContext
 from iothreads._aio._inbox import PyInbox
 
 from .helpers import WAIT, Gate, LoopFactory, line_of
+
+pytestmark = pytest.mark.interleaving
 
 #: The loop is about to close its inbox.
 CLOSING = line_of(PyInbox.close, "self._closing = True")
@@ -22,6 +25,35 @@ CLOSING = line_of(PyInbox.close, "self._closing = True")
 TAKING = line_of(PyInbox.run, "handle = queue.popleft()")
 #: A producer has appended its handle and is about to look at _closing again.
 SECOND_LOOK = line_of(PyInbox.submit, "self._take_back(handle)", offset=-1)
+
+
+class Producer:
+    """A thread that hands *aio* one callback through the context itself
+    (where a producer of IOThread.call_soon_threadsafe that passed its
+    running check before stop() began is), traced by *gate*."""
+
+    def __init__(self, aio: AioContext, gate: Gate) -> None:
+        self.runs = 0  # of the callback
+        self.ran = threading.Event()
+        self.outcome: list[BaseException | None] = []
+        self._aio = aio
+        self._gate = gate
+        self.thread = threading.Thread(target=self._produce)
+
+    def _produce(self) -> None:
+        self._gate.install()
+        try:
+            self._aio.call_soon_threadsafe(self._callback)
+        except IOThreadStopped as exc:
+            self.outcome.append(exc)
+        else:
+            self.outcome.append(None)
+        finally:
+            self._gate.uninstall()
+
+    def _callback(self) -> None:
+        self.runs += 1
+        self.ran.set()
 
 
 @pytest.mark.implementations("python")  # its lines; the native core's: test_native.py
@@ -36,25 +68,11 @@ def test_a_producer_overtaken_by_the_stop_takes_its_handle_back(
     io.start()
     aio = io.aio_context
     loop_gate, producer_gate = Gate(CLOSING, TAKING), Gate(SECOND_LOOK)
-    ran = threading.Event()
-    outcome: list[BaseException | None] = []
-
-    def producer() -> None:
-        producer_gate.install()
-        try:
-            # The context itself: a producer of IOThread.call_soon_threadsafe
-            # that passed its running check before stop() began is here.
-            aio.call_soon_threadsafe(ran.set)
-        except IOThreadStopped as exc:
-            outcome.append(exc)
-        else:
-            outcome.append(None)
-        finally:
-            producer_gate.uninstall()
+    producer = Producer(aio, producer_gate)
+    producing = producer.thread
 
     io.run_sync(loop_gate.install)
     stopper = threading.Thread(target=io.stop)
-    producing = threading.Thread(target=producer)
     stopper.start()
     try:
         assert loop_gate.stopped.wait(WAIT)  # about to close the inbox
@@ -72,7 +90,42 @@ def test_a_producer_overtaken_by_the_stop_takes_its_handle_back(
             producing.join(WAIT)
         stopper.join(WAIT)
     assert not stopper.is_alive()
-    assert len(outcome) == 1
-    assert isinstance(outcome[0], IOThreadStopped)
-    assert not ran.is_set()
+    assert len(producer.outcome) == 1
+    assert isinstance(producer.outcome[0], IOThreadStopped)
+    assert producer.runs == 0
+    assert not io.running
+
+
+@pytest.mark.implementations("python")
+def test_a_producer_whose_handle_the_last_drain_took_is_told_nothing(
+    loop_factory: LoopFactory,
+) -> None:
+    """The producer appends before the inbox closes and looks again only once
+    the loop's last drain has run its handle: it finds _closing set, but the
+    handle is gone from the inbox, so it was run; the producer returns the
+    handle as usual and raises nothing.  The callback ran exactly once."""
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    loop_gate, producer_gate = Gate(CLOSING), Gate(SECOND_LOOK)
+    producer = Producer(io.aio_context, producer_gate)
+    io.run_sync(loop_gate.install)
+    stopper = threading.Thread(target=io.stop)
+    stopper.start()
+    try:
+        assert loop_gate.stopped.wait(WAIT)  # about to close the inbox
+        producer.thread.start()
+        assert producer_gate.stopped.wait(WAIT)  # appended; about to look again
+        loop_gate.go_on()
+        assert producer.ran.wait(WAIT)  # the last drain took the handle and ran it
+        producer_gate.go_on()
+        producer.thread.join(WAIT)
+    finally:
+        loop_gate.resume.set()
+        producer_gate.resume.set()
+        if producer.thread.ident is not None:
+            producer.thread.join(WAIT)
+        stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert producer.outcome == [None]
+    assert producer.runs == 1
     assert not io.running

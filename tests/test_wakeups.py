@@ -30,6 +30,8 @@ from iothreads._aio import AioContext
 
 from .helpers import WAIT, FakeClock, Gate, Line, LoopFactory, line_of
 
+pytestmark = pytest.mark.interleaving
+
 #: Where the loop has made its last look and is about to sleep: the line
 #: after the one that counts the block.
 SLEEPING = line_of(AioContext.prepare_to_block, "self._blocks += 1", offset=1)

@@ -119,7 +119,11 @@ class AioContext:
         self._poll_hits = 0
         self._blocks = 0
         self._spin_ns = 0
-        loop.add_reader(self._inbox.fileno(), self.serve_inbox)
+        try:
+            loop.add_reader(self._inbox.fileno(), self.serve_inbox)
+        except BaseException:
+            self._inbox.shutdown()  # a closed loop, say: no one else would close its channel
+            raise
         # The one place that chooses how this loop polls.
         self._poller: Poller = SelectorPoller.attach(loop, self) or CallbackPoller(self)
         #: Schedule ``callback(*args)`` on the loop from any thread; the

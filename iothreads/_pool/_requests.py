@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import enum
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, ClassVar
@@ -33,7 +34,7 @@ class RequestState(enum.Enum):
     DISCARDED = "discarded"  # withdrawn while running: its result is dropped
 
 
-class Request:
+class Request(ABC):
     """One call of ``fn(*args, **kwargs)`` in a copy of the submitter's context.
 
     ``state`` is guarded by the pool lock; the rest is immutable.
@@ -55,11 +56,13 @@ class Request:
     def begin(self) -> bool:
         """Mark the request running; False if its caller withdrew it.
 
-        Called under the pool lock, by the thread that hands the request to
-        a worker (or fails it: no worker is left).
+        Called under the pool lock on a request just taken off the queue, by
+        the thread that hands it to a worker (or fails it: no worker is
+        left).  Whoever withdraws a request under the lock also takes it off
+        the queue, so here it is still queued; only a ``submit()`` caller
+        withdraws unseen, by cancelling its future (see FutureRequest).
         """
-        if self.state is not RequestState.QUEUED:
-            return False
+        assert self.state is RequestState.QUEUED
         self.state = RequestState.RUNNING
         return True
 
@@ -79,14 +82,14 @@ class Request:
         except BaseException:
             _logger.critical("delivering the outcome of %r raised", self.fn, exc_info=True)
 
+    @abstractmethod
     def _hand_over(self, result: Any, exc: BaseException | None) -> None:
         """Resolve the caller's future, the way this kind of request does."""
-        raise NotImplementedError
 
+    @abstractmethod
     @runs_in(ANY)
     def withdraw(self) -> None:
         """Tell the caller the request will never run.  Called without the pool lock."""
-        raise NotImplementedError
 
 
 class FutureRequest(Request):

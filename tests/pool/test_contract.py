@@ -22,6 +22,9 @@ import pytest
 
 from iothreads import InvalidParameterType, InvalidParameterValue
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
+from iothreads._pool._spawner import SPAWNER
+from iothreads._pool._worker import OWN_THREAD, POOL_WORKER, current_worker
+from iothreads._runs_in import ThreadRole
 
 from ..helpers import BOUND, Pools, blocker, occupy, thread_name, wait_until, workers
 
@@ -408,3 +411,44 @@ def test_owns_current_thread(pools: Pools) -> None:
     assert not pool.owns_current_thread()
     assert pool.submit(pool.owns_current_thread).result(BOUND)  # even a worker's first request
     assert not other.submit(pool.owns_current_thread).result(BOUND)
+
+
+def holds(role: ThreadRole, obj: object) -> bool:
+    assert role.holds is not None
+    return role.holds(obj)
+
+
+def test_the_pool_threads_play_their_roles_only_there(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks the thread markers make in asyncio's debug mode (docs/design.md,
+    "Threading rules"): a pool's worker, a worker's own thread and the spawner
+    are each recognised in their thread, and in no other."""
+    pool = pools.new(0, 2, name="roles")
+    other = pools.new(0, 2, name="other")
+    real_start = threading.Thread.start
+    in_spawner: list[bool] = []
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name == "roles-1":  # started by the spawner thread
+            in_spawner.append(holds(SPAWNER, pool._spawner))
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+    def in_a_worker() -> tuple[Any, ...]:
+        worker = current_worker()
+        return (
+            worker,
+            holds(POOL_WORKER, pool),
+            holds(POOL_WORKER, other),
+            holds(OWN_THREAD, worker),
+            holds(SPAWNER, pool._spawner),
+        )
+
+    worker, *seen = pool.submit(in_a_worker).result(BOUND)
+    assert seen == [True, False, True, False]
+    assert in_spawner == [True]
+    assert not holds(POOL_WORKER, pool)
+    assert not holds(OWN_THREAD, worker)
+    assert not holds(SPAWNER, pool._spawner)

@@ -17,8 +17,22 @@ from typing import Any
 import pytest
 
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
+from iothreads._pool._spawner import Spawner
 
-from ..helpers import BOUND, Pools, pool_threads, thread_name, wait_until
+from ..helpers import (
+    BOUND,
+    Gate,
+    LoopFactory,
+    Pools,
+    blocker,
+    line_of,
+    occupy,
+    pool_threads,
+    refuse_thread_start,
+    task_of_a_closed_loop,
+    thread_name,
+    wait_until,
+)
 
 # ------------------------------------------------------- failed thread starts
 
@@ -51,16 +65,8 @@ def test_a_failed_thread_start_fails_the_request_and_the_pool_recovers(
 def test_requests_failed_by_a_thread_start_never_count_as_run(
     pools: Pools, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_start = threading.Thread.start
-    may_fail = threading.Event()
-
-    def failing_start(thread: threading.Thread) -> None:
-        if thread.name == "boom-1":
-            assert may_fail.wait(BOUND)  # the three requests are queued by then
-            raise RuntimeError("can't start new thread")
-        real_start(thread)
-
-    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    may_fail = threading.Event()  # the three requests are queued by then
+    refuse_thread_start(monkeypatch, "boom-1", after=may_fail)
     pool = pools.new(0, 1, name="boom")
     ran: list[int] = []
     seen: list[ThreadPoolStatistics] = []
@@ -74,6 +80,25 @@ def test_requests_failed_by_a_thread_start_never_count_as_run(
     assert ran == []
     assert (stats.threads, stats.active, stats.completed, stats.queued) == (0, 0, 0, 0)
     assert (seen[0].threads, seen[0].active) == (0, 0)  # as the failure is delivered
+
+
+def test_a_request_cancelled_while_queued_is_not_failed_by_a_thread_start(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It keeps the outcome its caller gave it, and counts as cancelled."""
+    may_fail = threading.Event()  # both requests are queued by then
+    refuse_thread_start(monkeypatch, "boom-1", after=may_fail)
+    pool = pools.new(0, 1, name="boom")
+    ran: list[int] = []
+    failed, withdrawn = pool.submit(ran.append, 1), pool.submit(ran.append, 2)
+    assert withdrawn.cancel()
+    may_fail.set()
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        failed.result(BOUND)
+    assert withdrawn.cancelled()
+    assert ran == []
+    stats = pool.statistics()
+    assert (stats.cancelled, stats.completed, stats.queued) == (1, 0, 0)
 
 
 @pytest.mark.parametrize("error", [RuntimeError, MemoryError])
@@ -212,6 +237,48 @@ def test_shutdown_while_the_first_submit_starts_the_spawner(
     assert pool_threads("race") == []
 
 
+@pytest.mark.interleaving
+@pytest.mark.parametrize("second", ["starts", "is refused too"])
+def test_shutdown_joining_a_spawner_that_hands_its_role_over(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch, second: str
+) -> None:
+    """shutdown() joins the spawner while it is stuck starting a worker; the
+    start fails, which fails the queue, and the spawner hands its role to a
+    successor for the worker still waiting to be started (retired by the
+    shutdown already).  shutdown() joins that successor too: when it
+    returns, every thread of the pool is gone, whether the retired worker's
+    thread then started or was refused as well."""
+    may_fail = pools.gate()
+    refuse_thread_start(monkeypatch, "hand-1", after=may_fail)
+    if second == "is refused too":
+        refuse_thread_start(monkeypatch, "hand-2")
+    pool = pools.new(0, 2, name="hand")
+    pool.set_limits(2, 2)  # hand-1 and hand-2 are to start idle; hand-1 is stuck
+    future = pool.submit(pow, 2, 2)  # wakes hand-1, the top of the idle stack
+    joining = Gate(marks=[line_of(Spawner.join, "thread.join()")])
+
+    def shut_down() -> None:
+        joining.install()
+        try:
+            pool.shutdown(wait=True)  # retires hand-2, still idle
+        finally:
+            joining.uninstall()
+
+    stopper = threading.Thread(target=shut_down)
+    stopper.start()
+    try:
+        assert joining.stopped.wait(BOUND)  # joining the spawner stuck on hand-1
+    finally:
+        may_fail.set()
+        stopper.join(BOUND)
+    assert not stopper.is_alive()
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        future.result(0)
+    assert pool_threads("hand") == []
+    stats = pool.statistics()
+    assert (stats.threads, stats.spawned, stats.exited, stats.queued) == (0, 2, 2, 0)
+
+
 def race_shutdown(pool: ThreadPool) -> list[Future[Any]]:
     """Shut *pool* down while two submitters (some resubmitting from done-
     callbacks) and a limit changer use it; check that the statistics stayed
@@ -317,6 +384,43 @@ def test_two_workers_shutting_the_pool_down_do_not_wait_for_each_other(
     assert [f.result(BOUND) for f in futures] == [None, None]  # task()'s asserts held
     pool.shutdown(wait=True)
     assert pool_threads("both") == []
+
+
+# ------------------------------------------------ run() callers whose loop is gone
+
+
+def test_a_run_whose_loop_closed_is_delivered_to_nobody(
+    pools: Pools, loop_factory: LoopFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker finds the awaiting loop closed: nobody is left to take the
+    outcome, nothing is reported, and the worker goes on serving."""
+    pool = pools.new(0, 1, name="gone")
+    gate = pools.gate()
+    with caplog.at_level("CRITICAL", logger="iothreads"):
+        task_of_a_closed_loop(loop_factory, pool.run(blocker(gate)))
+        gate.set()
+        # max is 1: the worker serves this once it has handed the outcome over.
+        assert pool.submit(pow, 2, 5).result(BOUND) == 32
+    assert caplog.text == ""
+    assert pool.statistics().completed == 2
+
+
+def test_a_queued_run_whose_loop_closed_is_withdrawn_quietly(
+    pools: Pools, loop_factory: LoopFactory
+) -> None:
+    """shutdown(cancel_futures=True) finds the awaiting loop closed: nobody is
+    left to tell, and the shutdown raises nothing."""
+    pool = pools.new(0, 1, name="gone")
+    gate, _ = occupy(pools, pool, 1)
+    ran: list[str] = []
+    task_of_a_closed_loop(loop_factory, pool.run(ran.append, "never"))
+    assert pool.statistics().queued == 1
+    pool.shutdown(wait=False, cancel_futures=True)
+    gate.set()
+    pool.shutdown(wait=True)
+    assert ran == []
+    assert pool.statistics().cancelled == 1
+    assert pool_threads("gone") == []
 
 
 # ---------------------------------------------- done-callbacks in the workers

@@ -12,7 +12,21 @@ from concurrent.futures import Future
 
 import pytest
 
-from ..helpers import BOUND, Pools, blocker, occupy, pool_threads, thread_name, wait_until, workers
+from iothreads._pool import ThreadPool
+from iothreads._pool._worker import Worker
+
+from ..helpers import (
+    BOUND,
+    Gate,
+    Pools,
+    blocker,
+    line_of,
+    occupy,
+    pool_threads,
+    thread_name,
+    wait_until,
+    workers,
+)
 
 # Idle timeout small enough for shrink tests to be quick (the poll in
 # wait_until makes the test independent of how quickly it really happens).
@@ -37,6 +51,44 @@ def test_spawns_on_demand_up_to_max_then_queues(pools: Pools) -> None:
     names = {first.result(BOUND), second.result(BOUND), third.result(BOUND)}
     assert names <= {"grow-1", "grow-2"}
     assert pool.statistics().peak == 2
+
+
+@pytest.mark.interleaving
+def test_the_constructor_waits_for_its_min_workers_to_boot(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers whose threads have started but not reached their first wait:
+    the constructor waits for them, so that when it returns every min worker
+    is idle and no request meets a thread still booting."""
+    go = threading.Event()
+    real_main = Worker._main
+
+    def slow_boot(worker: Worker, idle: bool) -> None:
+        assert go.wait(BOUND)
+        real_main(worker, idle)
+
+    monkeypatch.setattr(Worker, "_main", slow_boot)
+    waiting = Gate(marks=[line_of(ThreadPool.__init__, "self._booted.wait()")])
+    made: list[ThreadPool] = []
+
+    def construct() -> None:
+        waiting.install()
+        try:
+            made.append(pools.new(2, 2, name="seed"))
+        finally:
+            waiting.uninstall()
+
+    constructor = threading.Thread(target=construct)
+    constructor.start()
+    try:
+        assert waiting.stopped.wait(BOUND)  # waiting for the workers
+        assert made == []
+    finally:
+        go.set()
+        constructor.join(BOUND)
+    assert not constructor.is_alive()
+    stats = made[0].statistics()
+    assert (stats.threads, stats.idle) == (2, 2)
 
 
 def test_submit_does_not_wait_for_a_thread_to_be_created(
@@ -278,6 +330,36 @@ def test_idle_workers_above_min_exit_after_the_idle_timeout(pools: Pools) -> Non
     threading.Event().wait(20 * TINY)
     assert pool.statistics().threads == 1
     assert len(workers("shrink")) == 1
+
+
+@pytest.mark.interleaving
+@pytest.mark.parametrize("taken_by", ["a submit", "shutdown"])
+def test_a_worker_taken_off_the_stack_as_its_idle_wait_times_out(
+    pools: Pools, taken_by: str
+) -> None:
+    """Its wait has just timed out when a submit summons it (or shutdown
+    retires it), before it takes the lock: it does what it was taken for,
+    and is neither lost nor counted twice."""
+    pool = pools.new(1, 1, idle_timeout=TINY, name="late")
+    timed_out = Gate(line_of(Worker._idle_wait, "with pool._lock:"))
+    pool.submit(timed_out.install).result(BOUND)  # traces the worker from now on
+    try:
+        assert timed_out.stopped.wait(BOUND)  # timed out, not at the lock yet
+        if taken_by == "a submit":
+            future = pool.submit(thread_name)
+        else:
+            pool.shutdown(wait=False)
+    finally:
+        timed_out.go_on()
+    if taken_by == "a submit":
+        assert future.result(BOUND) == "late-1"
+        stats = pool.statistics()
+        assert (stats.threads, stats.spawned, stats.exited) == (1, 1, 0)
+    else:
+        pool.shutdown(wait=True)
+        assert pool_threads("late") == []
+        stats = pool.statistics()
+        assert (stats.threads, stats.spawned, stats.exited) == (0, 1, 1)
 
 
 def test_a_pool_with_min_zero_shrinks_to_nothing(pools: Pools) -> None:

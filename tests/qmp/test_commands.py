@@ -435,3 +435,45 @@ async def test_an_object_stopped_under_a_command_is_a_generic_error(
     monkeypatch.setattr(iothreads.qmp._commands, "qom_get", stopped_under_us)
     args = {"path": "/objects/io0", "property": "poll-max-ns"}
     assert await qmp_error(qmp, "qom-get", args) == ("GenericError", gone)
+
+
+QOM_GET = {"execute": "qom-get", "arguments": {"path": "/objects/io0", "property": "poll-max-ns"}}
+
+
+@pytest.mark.parametrize("id_", [7, None], ids=["with-id", "without-id"])
+async def test_a_reply_with_no_json_form_is_an_internal_error(
+    raw: RawClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    id_: int | None,
+) -> None:
+    """A command's value that JSON cannot carry (a bug): the client still gets
+    one reply, a GenericError that names the value, with the request's id;
+    the monitor logs it, and the session goes on."""
+    monkeypatch.setattr(iothreads.qmp._commands, "qom_get", lambda path, prop: complex(1, 2))
+    request: dict[str, Any] = QOM_GET if id_ is None else {**QOM_GET, "id": id_}
+    desc = "internal error: complex (1+2j) has no JSON form"
+    expected: dict[str, Any] = {"error": {"class": "GenericError", "desc": desc}}
+    if id_ is not None:
+        expected["id"] = id_
+    assert await raw.request(request) == expected
+    assert "QMP reply has no JSON form" in caplog.text
+    assert await raw.request({"execute": "query-iothreads"}) == {"return": []}
+
+
+async def test_a_command_failing_unexpectedly_is_an_internal_error(
+    raw: RawClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception no command should raise (a bug): a GenericError that
+    names it, logged with its traceback; the session goes on."""
+
+    def broken(path: str, prop: str) -> int:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(iothreads.qmp._commands, "qom_get", broken)
+    assert await raw.request({**QOM_GET, "id": "x"}) == {
+        "error": {"class": "GenericError", "desc": "internal error: RuntimeError('broken')"},
+        "id": "x",
+    }
+    assert "QMP command failed" in caplog.text
+    assert await raw.request({"execute": "query-iothreads"}) == {"return": []}

@@ -61,6 +61,62 @@ async def test_refuses_a_socket_in_use_and_replaces_a_stale_one(
         await client.close()
 
 
+async def assert_a_failed_start_left_nothing(sock_path: str) -> None:
+    """No socket file, no monitor IOThread (the leak fixture checks the
+    descriptors); a new monitor starts on the same path."""
+    assert not os.path.lexists(sock_path)
+    assert "IO mon_iothread" not in {t.name for t in threading.enumerate()}
+    async with Monitor(sock_path):
+        client = await RawClient.connect(sock_path)
+        await client.close()
+
+
+@pytest.mark.parametrize("where", ["a missing directory", "a path too long"])
+async def test_a_socket_that_cannot_be_bound_fails_the_start(
+    sock_path: str, same_loop_kind: None, where: str
+) -> None:
+    if where == "a missing directory":
+        path = os.path.join(os.path.dirname(sock_path), "missing", "qmp.sock")
+        expected: tuple[type[OSError], str] = (FileNotFoundError, "No such file or directory")
+    else:
+        path = os.path.join(os.path.dirname(sock_path), "x" * 120)  # AF_UNIX takes 108 bytes
+        expected = (OSError, "AF_UNIX path too long")
+    with pytest.raises(expected[0], match=expected[1]):
+        await Monitor(path).start()
+    assert not os.path.lexists(path)
+    await assert_a_failed_start_left_nothing(sock_path)
+
+
+async def test_a_socket_that_cannot_listen_fails_the_start(
+    sock_path: str, same_loop_kind: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bound, then refused by listen(): the socket is closed and its file removed."""
+
+    async def refused(*args: object, **kwargs: object) -> asyncio.Server:
+        raise OSError(errno.ENOBUFS, "No buffer space available")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(asyncio, "start_unix_server", refused)
+        with pytest.raises(OSError, match="No buffer space available"):
+            await Monitor(sock_path).start()
+    await assert_a_failed_start_left_nothing(sock_path)
+
+
+async def test_a_tcp_port_in_use_undoes_the_unix_listener(
+    sock_path: str, same_loop_kind: None
+) -> None:
+    """The unix socket listens already when the TCP port turns out taken: the
+    start fails with EADDRINUSE, and the unix listener and its file go too."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=r"(?i)address already in use") as info:
+            await Monitor(sock_path, port=port).start()
+    assert info.value.errno == errno.EADDRINUSE
+    await assert_a_failed_start_left_nothing(sock_path)
+
+
 async def test_tcp_on_loopback(same_loop_kind: None) -> None:
     async with Monitor(port=0) as mon:
         assert mon.path is None

@@ -1,0 +1,125 @@
+"""Every io.run and io.submit call gets exactly one outcome, also when its
+caller gives up while the IOThread stops, or its caller's loop is gone.
+
+(docs/design.md, "Threading rules": every submission gets exactly one
+outcome; cancel-and-wait.)  The ordinary cases are tests/test_iothread.py's;
+here the stop, the caller and the caller's loop get in the way.  A stop is
+held up in the inner work's clean-up (``SlowToCancel``), after the
+IOThread's inbox has closed, so that the caller acts exactly then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import pytest
+
+from iothreads import IOThread
+
+from .helpers import WAIT, LoopFactory, SlowToCancel, loop_errors, task_of_a_closed_loop
+
+
+async def test_a_caller_cancelled_while_the_iothread_stops_still_waits_for_the_inner_work(
+    loop_factory: LoopFactory,
+) -> None:
+    """The caller cannot queue its cancellation (the inbox is closed): the
+    stop cancels the inner work itself, and the caller is released only once
+    that work has ended, with the CancelledError it asked for."""
+    io = IOThread("io0", loop_factory=loop_factory)
+    await io.astart()
+    inner = SlowToCancel()
+    caller = asyncio.create_task(io.run(inner))
+    assert await asyncio.to_thread(inner.started.wait, WAIT)
+    closing = asyncio.create_task(io.aclose())
+    assert await asyncio.to_thread(inner.cancelled.wait, WAIT)  # by the stop
+    caller.cancel()
+    await asyncio.sleep(0)  # the caller handles its cancellation
+    assert not caller.done()  # the inner work is still cleaning up
+    inner.release.set_result(None)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(caller, WAIT)
+    assert inner.finished.is_set()
+    await asyncio.wait_for(closing, WAIT)
+    assert not io.running
+
+
+def test_a_future_cancelled_while_the_iothread_stops_stays_cancelled(
+    loop_factory: LoopFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelled by its owner after the inbox closed: the cancellation cannot
+    be queued, the stop cancels the task itself, and the future keeps the
+    outcome its owner gave it (not IOThreadStopped); nothing is logged."""
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    errors = loop_errors(io)
+    inner = SlowToCancel()
+    future = io.submit(inner)
+    assert inner.started.wait(WAIT)
+    stopper = threading.Thread(target=io.stop)
+    stopper.start()
+    try:
+        assert inner.cancelled.wait(WAIT)  # by the stop
+        assert future.cancel()
+    finally:
+        inner.release.set_result(None)
+        stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert future.cancelled()
+    assert inner.finished.is_set()
+    assert errors == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("ends", ["returns", "raises"])
+def test_a_future_cancelled_while_its_function_runs_stays_cancelled(
+    loop_factory: LoopFactory, ends: str
+) -> None:
+    """A plain function cannot be interrupted: it runs to its end, and what
+    it returns or raises is dropped, since the future already has its
+    outcome; the IOThread goes on serving."""
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        errors = loop_errors(io)
+        running, go = threading.Event(), threading.Event()
+        ended: list[str] = []
+
+        def work() -> str:
+            running.set()
+            assert go.wait(WAIT)
+            ended.append(ends)
+            if ends == "raises":
+                raise ValueError("too late")
+            return "too late"
+
+        future = io.submit(work)
+        assert running.wait(WAIT)
+        assert future.cancel()
+        go.set()
+        assert io.run_sync(lambda: "alive") == "alive"  # queued behind work's outcome
+        assert ended == [ends]
+        assert future.cancelled()
+        assert errors == []
+
+
+def test_a_caller_whose_loop_closed_leaves_the_iothread_serving(
+    loop_factory: LoopFactory,
+) -> None:
+    """io.run's outcome finds the caller's loop closed: nobody is left to
+    tell, and nothing goes wrong on the IOThread."""
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        errors = loop_errors(io)
+        go = threading.Event()
+        ran: list[str] = []
+
+        def work() -> int:
+            assert go.wait(WAIT)
+            ran.append("work")
+            return 42
+
+        caller = task_of_a_closed_loop(loop_factory, io.run(work))
+        go.set()
+        assert io.run_sync(lambda: "alive") == "alive"  # queued behind work's outcome
+        assert ran == ["work"]
+        assert errors == []
+        assert not caller.done()  # its loop is gone: it never hears back
