@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import sys
 import traceback
+import types
 from asyncio import format_helpers
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -51,7 +52,8 @@ class ThreadsafeHandle(asyncio.Handle):
         self._loop = loop
         self._repr = None
         self._context = context if context is not None else contextvars.copy_context()
-        self._source_traceback = capture_stack() if loop.get_debug() else None
+        # Frame 1 is the inbox's submit; its caller is where this comes from.
+        self._source_traceback = capture_stack(sys._getframe(2)) if loop.get_debug() else None
 
     @runs_in(ANY)
     def cancel(self) -> None:
@@ -63,9 +65,11 @@ class ThreadsafeHandle(asyncio.Handle):
 
 
 @runs_in(ANY)
-def capture_stack() -> traceback.StackSummary:
-    """Where a handle is being submitted from, for debug mode's reports."""
-    return format_helpers.extract_stack(sys._getframe(2))
+def capture_stack(frame: types.FrameType | None = None) -> traceback.StackSummary:
+    """Where a handle is being submitted from, for debug mode's reports: from
+    *frame* out, by default the caller's (the native core calls this from C,
+    so its caller is the code that submitted)."""
+    return format_helpers.extract_stack(frame or sys._getframe(1))
 
 
 class _Failed(Protocol):
