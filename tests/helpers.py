@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - uvloop is a test dependency where it i
 
 import iothreads
 from iothreads import IOThread, glib
+from iothreads._aio import _inbox
 from iothreads._aio._wakeup import WakeupChannel
 from iothreads._pool import ThreadPool
 from iothreads._runs_in import DEBUG
@@ -65,12 +66,14 @@ def wait_until(predicate: Callable[[], object], what: str = "the condition") -> 
     """Wait, bounded by WAIT, for a state another thread reaches with no event
     to signal it; fail the test if it never comes."""
     pause = threading.Event()  # never set: each wait is a bounded pause
-    for _ in range(1000):
-        if predicate():
-            return
-        pause.wait(WAIT / 1000)
-    if not predicate():
-        pytest.fail(f"timed out waiting for {what}")
+    # Short pauses first (most states come within microseconds), doubling up
+    # to a thousandth of the bound.
+    interval, deadline = 50e-6, time.monotonic() + WAIT
+    while not predicate():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        pause.wait(interval)
+        interval = min(interval * 2, WAIT / 1000)
 
 
 def open_fds() -> set[int]:
@@ -160,8 +163,8 @@ class SlowToCancel:
 
 _PACKAGE = os.path.dirname(iothreads.__file__) + os.sep
 
-#: A line of code: (file name, line number).
-Line = tuple[str, int]
+#: A line of code: (file name, line number), or a native test point (see native()).
+Line = tuple[str, int | str]
 
 
 def line_of(func: Callable[..., Any], text: str, *, offset: int = 0) -> Line:
@@ -195,6 +198,22 @@ def _lines_under_lock(cls: type) -> frozenset[Line]:
 _LOCKED = _lines_under_lock(WakeupChannel)
 
 
+def native(point: str) -> Line:
+    """A test point of the native core, as a Gate sees it."""
+    return ("<native>", point)
+
+
+#: The Gate of each thread that has one installed, for the native core's hook.
+_GATES: dict[int, Gate] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def _native_point(point: str) -> None:
+    gate = _GATES.get(threading.get_ident())
+    if gate is not None:
+        gate._line(native(point))
+
+
 class Gate:
     """A tracer (``sys.settrace``) that counts a thread's lines of iothreads
     code and stops the thread at chosen points, as trio's thread tests do.
@@ -216,13 +235,22 @@ class Gate:
 
     def install(self) -> None:
         """Trace the calling thread from now on, beside the tracer it already
-        has (coverage's, say), which goes on seeing every event."""
+        has (coverage's, say), which goes on seeing every event; the native
+        core's test points it reaches count as lines ``native(point)``."""
         self._outer = sys.gettrace()
         sys.settrace(self._trace)
+        with _GATES_LOCK:
+            _GATES[threading.get_ident()] = self
+            if _inbox.native_core is not None:
+                _inbox.native_core._set_test_hook(_native_point)
 
     def uninstall(self) -> None:
         """Stop tracing the calling thread; its former tracer stays."""
         sys.settrace(self._outer)
+        with _GATES_LOCK:
+            _GATES.pop(threading.get_ident(), None)
+            if not _GATES and _inbox.native_core is not None:
+                _inbox.native_core._set_test_hook(None)
 
     def _trace(self, frame: FrameType, event: str, arg: object) -> Any:
         outer = self._outer(frame, event, arg) if self._outer is not None else None

@@ -27,14 +27,21 @@ import pytest
 
 from iothreads import IOThread
 from iothreads._aio import AioContext
+from iothreads._aio._selector_poller import SelectorPoller
 
-from .helpers import WAIT, FakeClock, Gate, Line, LoopFactory, line_of
+from .helpers import WAIT, FakeClock, Gate, Line, LoopFactory, line_of, wait_until
 
 pytestmark = pytest.mark.interleaving
 
 #: Where the loop has made its last look and is about to sleep: the line
 #: after the one that counts the block.
 SLEEPING = line_of(AioContext.prepare_to_block, "self._blocks += 1", offset=1)
+#: The first line each loop runs once its sleep has ended: the stdlib
+#: poller's select() measures the block, uvloop calls the inbox's reader.
+WAKING = {
+    line_of(SelectorPoller.select, "context.woke("),
+    line_of(AioContext.serve_inbox, "self._inbox.drain_wakeups()"),
+}
 
 class Trial:
     """One IOThread, and the means to land a producer at a chosen point."""
@@ -43,6 +50,11 @@ class Trial:
         self.io = io
         self.aio = io.aio_context
         self.poll_ns = poll_ns
+
+    def settle(self) -> None:
+        """Return once the loop sleeps: every trial starts from the same state."""
+        blocks = self.io.run_sync(lambda: self.aio.statistics().blocks)
+        wait_until(lambda: self.aio.statistics().blocks > blocks, "the loop to sleep")
 
     def arm(self, gate: Gate) -> None:
         """Trace the loop from now on, starting each trial from the same state.
@@ -55,12 +67,20 @@ class Trial:
         self.aio._window.poll_ns = self.poll_ns
         gate.install()
 
-    def loop_path(self) -> list[Line]:
-        """The lines the loop runs from a callback to its sleep, when no work comes."""
+    def loop_path(self, *, woken: bool) -> list[Line]:
+        """The lines the loop runs from a callback to its sleep, when no work
+        comes; *woken*: and on, from a wake-up by a no-op to its next sleep."""
         gate = Gate(marks={SLEEPING})
+        self.settle()
         self.io.call_soon_threadsafe(self.arm, gate)
         assert gate.stopped.wait(WAIT), "the loop never reached its sleep"
-        path = gate.lines[: gate.lines.index(SLEEPING) + 1]
+        end = gate.lines.index(SLEEPING) + 1
+        if woken:
+            gate.stopped.clear()
+            self.io.call_soon_threadsafe(lambda: None)  # from an untraced thread
+            assert gate.stopped.wait(WAIT), "the loop never slept again"
+            end = gate.lines.index(SLEEPING, end) + 1
+        path = gate.lines[:end]
         self.io.run_sync(gate.uninstall)
         return path
 
@@ -76,14 +96,16 @@ class Trial:
         assert done.wait(WAIT)
         return len(gate.lines)
 
-    def land(self, loop_stops_at: int, producer_stops_at: int) -> bool:
+    def land(self, loop_stops_at: int, producer_stops_at: int, *, woken: bool) -> bool:
         """Cut the loop at one line and the producer at another, and see the callback run.
 
-        The loop runs its first *loop_stops_at* lines and stops; the producer
-        runs *producer_stops_at* lines of its ``call_soon_threadsafe`` and
-        stops (unless it finishes first); the loop goes on to its sleep (or
-        to the callback); the producer finishes.  Returns False when the
-        callback never ran: a lost wake-up.
+        The loop runs its first *loop_stops_at* lines and stops (with
+        *woken*, a no-op from an untraced thread wakes it from its first
+        sleep on the way); the producer runs *producer_stops_at* lines of its
+        ``call_soon_threadsafe`` and stops (unless it finishes first); the
+        loop goes on to its sleep (or to the callback); the producer
+        finishes.  Returns False when the callback never ran, or a round
+        trip after it did not come back: a lost wake-up.
         """
         ran = threading.Event()
         loop_gate = Gate(loop_stops_at, marks={SLEEPING})
@@ -101,8 +123,13 @@ class Trial:
                 producer_gate.uninstall()
                 producer_gate.stopped.set()  # finished before its stop line
 
+        self.settle()
         self.io.call_soon_threadsafe(self.arm, loop_gate)
         assert loop_gate.stopped.wait(WAIT)
+        if woken:  # that was its first sleep: wake it, on to the stop
+            loop_gate.stopped.clear()
+            self.io.call_soon_threadsafe(lambda: None)
+            assert loop_gate.stopped.wait(WAIT)
         thread = threading.Thread(target=producer)
         thread.start()
         try:
@@ -114,10 +141,15 @@ class Trial:
             loop_gate.resume.set()
             producer_gate.resume.set()
             thread.join(WAIT)
-        landed = ran.wait(WAIT)
-        if landed:
-            self.io.run_sync(loop_gate.uninstall)
-        return landed
+        if not ran.wait(WAIT):
+            return False
+        # And the channel still works: a stale "wake-up pending" would make
+        # the next producer skip its write.
+        try:
+            self.io.submit(loop_gate.uninstall).result(WAIT)
+        except TimeoutError:
+            return False
+        return True
 
 
 @pytest.fixture(params=[0, 8000], ids=["polling-off", "polling-on"])
@@ -129,14 +161,21 @@ def trial(request: pytest.FixtureRequest, loop_factory: LoopFactory) -> Iterator
         yield Trial(io, request.param)
 
 
-def test_a_producer_landing_anywhere_on_the_loops_way_to_sleep_is_never_lost(
-    trial: Trial,
+@pytest.mark.parametrize("woken", [False, True], ids=["to-sleep", "from-wake-up"])
+def test_a_producer_landing_anywhere_on_the_loops_way_is_never_lost(
+    trial: Trial, woken: bool
 ) -> None:
-    path = trial.loop_path()
+    """On the way from a callback to the loop's sleep, and on the way from a
+    wake-up through the serving of the inbox back to sleep."""
+    path = trial.loop_path(woken=woken)
+    first = 0
+    if woken:  # from the first line the loop runs once its sleep has ended
+        asleep = path.index(SLEEPING)
+        first = next(i for i in range(asleep, len(path)) if path[i] in WAKING)
     # One cut more than the producer's lines: the last one falls after it.
     for producer_line in range(trial.producer_length() + 1):
-        for loop_line in range(len(path)):
-            if not trial.land(loop_line, producer_line):
+        for loop_line in range(first, len(path)):
+            if not trial.land(loop_line, producer_line, woken=woken):
                 pytest.fail(
                     f"wake-up lost: the loop stopped before {path[loop_line]}, "
                     f"the producer after {producer_line} lines"

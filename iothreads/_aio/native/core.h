@@ -28,7 +28,25 @@ typedef struct {
     PyObject *stopped_error;   /* iothreads.IOThreadStopped */
     PyObject *report_error;    /* iothreads._aio._handle.report_error(handle, exc) */
     PyObject *capture_stack;   /* iothreads._aio._handle.capture_stack() */
+    /* The test hook (see test_point()), or NULL; every hook ever set stays
+     * alive in hooks_seen, so a thread that read the pointer may call it. */
+    _Atomic(PyObject *) test_hook;
+    PyObject *hooks_seen;
 } core_state;
+
+/* The points of the protocol where a test may stop a thread: the tests
+ * land a producer at each of them, as they do at each line of the Python
+ * inbox (docs/design.md, "Testing").  The cost when no hook is set: one
+ * relaxed load. */
+void test_point_call(core_state *st, const char *point);
+
+static inline void
+test_point(core_state *st, const char *point)
+{
+    if (atomic_load_explicit(&st->test_hook, memory_order_relaxed) != NULL) {
+        test_point_call(st, point);
+    }
+}
 
 /* ---- handle.c ----------------------------------------------------------- */
 

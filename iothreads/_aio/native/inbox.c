@@ -231,9 +231,11 @@ inbox_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyObject *k
     do {
         f->next = head;
     } while (!atomic_compare_exchange_weak(&self->head, &head, handle));
+    test_point(self->st, "pushed");
     if (atomic_load(&self->notify_me)) {
         inbox_wake(self);
     }
+    test_point(self->st, "looked");
     if (atomic_load(&self->closing)) {
         /* The loop closed between our two looks: its last drain ran after
          * it set closing.  Take the handle back unless that drain took it. */
@@ -288,6 +290,7 @@ inbox_run(PyObject *op, PyObject *arg)
     }
     inbox_splice(self);
     for (Py_ssize_t ran = 0; self->pending_head != NULL && (limit == 0 || ran < limit);) {
+        test_point(self->st, "taking");
         PyObject *handle = self->pending_head;
         handle_fields *f = handle_fields_of(handle);
         self->pending_head = f->next;
@@ -333,6 +336,7 @@ inbox_prepare_to_block(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     inbox_object *self = INBOX(op);
     atomic_store(&self->notify_me, 1);
+    test_point(self->st, "announced");
     if (self->pending_head != NULL || atomic_load(&self->head) != NULL) {
         atomic_store(&self->notify_me, 0);
         Py_RETURN_FALSE;
@@ -353,6 +357,7 @@ inbox_close(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     inbox_object *self = INBOX(op);
     atomic_store(&self->closing, 1);
+    test_point(self->st, "closed");
     atomic_store(&self->notify_me, 1);
     Py_RETURN_NONE;
 }
@@ -372,6 +377,7 @@ inbox_drain_wakeups(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     inbox_object *self = INBOX(op);
     uint64_t count = 0;
+    test_point(self->st, "reading");
     pthread_mutex_lock(&self->wake_lock);
     if (self->wake_fd >= 0 && read(self->wake_fd, &count, sizeof(count)) != sizeof(count)) {
         count = 0; /* EAGAIN: nothing was written */

@@ -20,6 +20,7 @@ core_exec(PyObject *module)
         || (st->stopped_error = PyObject_GetAttrString(errors, "IOThreadStopped")) == NULL
         || (st->report_error = PyObject_GetAttrString(handles, "report_error")) == NULL
         || (st->capture_stack = PyObject_GetAttrString(handles, "capture_stack")) == NULL
+        || (st->hooks_seen = PyList_New(0)) == NULL
         || (st->handle_type = handle_type_create(module, base)) == NULL
         || (st->inbox_type = inbox_type_create(module)) == NULL
         || PyModule_AddObjectRef(module, "Handle", (PyObject *)st->handle_type) < 0
@@ -44,6 +45,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->stopped_error);
     Py_VISIT(st->report_error);
     Py_VISIT(st->capture_stack);
+    Py_VISIT(st->hooks_seen);
     return 0;
 }
 
@@ -56,6 +58,8 @@ core_clear(PyObject *module)
     Py_CLEAR(st->stopped_error);
     Py_CLEAR(st->report_error);
     Py_CLEAR(st->capture_stack);
+    atomic_store(&st->test_hook, NULL);
+    Py_CLEAR(st->hooks_seen);
     return 0;
 }
 
@@ -65,7 +69,48 @@ core_free(void *module)
     core_clear((PyObject *)module);
 }
 
+void
+test_point_call(core_state *st, const char *point)
+{
+    PyObject *hook = atomic_load(&st->test_hook);
+    if (hook == NULL) {
+        return;
+    }
+    /* A hook must not fail the protocol it watches: report and go on. */
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *raised = PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+#endif
+    PyObject *result = PyObject_CallFunction(hook, "s", point);
+    if (result == NULL) {
+        PyErr_WriteUnraisable(hook);
+    }
+    Py_XDECREF(result);
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(raised);
+#else
+    PyErr_Restore(type, value, traceback);
+#endif
+}
+
+/* _set_test_hook(hook or None): hook(point) is called at each test point,
+ * in the thread that reaches it. */
+static PyObject *
+core_set_test_hook(PyObject *module, PyObject *hook)
+{
+    core_state *st = PyModule_GetState(module);
+    if (hook != Py_None && PyList_Append(st->hooks_seen, hook) < 0) {
+        return NULL;
+    }
+    atomic_store(&st->test_hook, hook != Py_None ? hook : NULL);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef core_methods[] = {
+    {"_set_test_hook", core_set_test_hook, METH_O,
+     "_set_test_hook(hook): call hook(point) at the protocol's test points (None: stop)."},
     {"uv_backend_fd", core_uv_backend_fd, METH_O,
      "uv_backend_fd(loop) -> libuv's descriptor for a uvloop loop, else -1."},
     {NULL, NULL, 0, NULL},
