@@ -28,7 +28,7 @@ import pytest
 from iothreads import IOThread
 from iothreads._aio import AioContext
 
-from .helpers import WAIT, FakeClock, Gate, Line, LoopFactory, line_of
+from .helpers import WAIT, FakeClock, Gate, Line, LoopFactory, OwnedLock, line_of
 
 pytestmark = pytest.mark.interleaving
 
@@ -43,6 +43,22 @@ class Trial:
         self.io = io
         self.aio = io.aio_context
         self.poll_ns = poll_ns
+        self.locks = self._own_inbox_lock()
+
+    def _own_inbox_lock(self) -> tuple[OwnedLock, ...]:
+        """The inbox's lock, where it has one (the pure-Python inbox of a
+        free-threaded build), made one the gates keep their stops out of.
+
+        Swapped from outside the loop, which no callback may disturb before
+        the trials (on uvloop one would start a poll window); no producer
+        uses the lock yet, and a critical section the loop may be in ends on
+        the lock it began with.
+        """
+        inbox = self.aio._inbox
+        if not hasattr(inbox, "_lock"):
+            return ()
+        inbox._lock = OwnedLock()
+        return (inbox._lock,)
 
     def arm(self, gate: Gate) -> None:
         """Trace the loop from now on, starting each trial from the same state.
@@ -61,7 +77,7 @@ class Trial:
         self.io.call_soon_threadsafe(self.arm, gate)
         assert gate.stopped.wait(WAIT), "the loop never reached its sleep"
         path = gate.lines[: gate.lines.index(SLEEPING) + 1]
-        self.io.run_sync(gate.uninstall)
+        self.io.run_sync(gate.uninstall, timeout=WAIT)
         return path
 
     def producer_length(self) -> int:
@@ -86,8 +102,8 @@ class Trial:
         callback never ran: a lost wake-up.
         """
         ran = threading.Event()
-        loop_gate = Gate(loop_stops_at, marks={SLEEPING})
-        producer_gate = Gate(producer_stops_at)
+        loop_gate = Gate(loop_stops_at, marks={SLEEPING}, locks=self.locks)
+        producer_gate = Gate(producer_stops_at, locks=self.locks)
 
         def callback() -> None:
             ran.set()
@@ -116,7 +132,7 @@ class Trial:
             thread.join(WAIT)
         landed = ran.wait(WAIT)
         if landed:
-            self.io.run_sync(loop_gate.uninstall)
+            self.io.run_sync(loop_gate.uninstall, timeout=WAIT)
         return landed
 
 
