@@ -223,11 +223,26 @@ class Gate:
     each stop ``stopped`` is set and the thread waits for ``resume`` (which
     is cleared again for the next stop).  ``stopped`` is also set when the
     thread reaches a line of *marks*.  ``lines`` records every line seen.
+
+    A stop that falls inside a critical section of one of *locks* is put off
+    to the thread's first line outside it: stopped there, the thread would
+    block every other thread that needs the lock, an interleaving mutual
+    exclusion rules out anyway.  The wake-up channel's sections are known by
+    their lines (``_LOCKED``); a lock whose sections run code that also runs
+    unlocked (the locked inbox calls ``PyInbox``'s methods under its lock)
+    is known only by who holds it, hence an ``OwnedLock``.
     """
 
-    def __init__(self, *stops: int | Line, marks: Collection[Line] = ()) -> None:
+    def __init__(
+        self,
+        *stops: int | Line,
+        marks: Collection[Line] = (),
+        locks: Collection[OwnedLock] = (),
+    ) -> None:
         self._stops = list(stops)
+        self._put_off = False  # the next stop is due, outside a critical section
         self.marks = frozenset(marks)
+        self.locks = tuple(locks)
         self.lines: list[Line] = []
         self.stopped = threading.Event()
         self.resume = threading.Event()
@@ -270,7 +285,9 @@ class Gate:
     def _line(self, line: Line) -> None:
         if self._stops and self._stops[0] == len(self.lines) and line in _LOCKED:
             self._stops[0] += 1  # not inside a critical section: the next line
-        if self._stops and self._stops[0] in (len(self.lines), line):
+        due = self._put_off or (bool(self._stops) and self._stops[0] in (len(self.lines), line))
+        self._put_off = due and any(lock.held_here() for lock in self.locks)
+        if due and not self._put_off:
             self._stops.pop(0)
             self.stopped.set()
             if not self.resume.wait(WAIT):
@@ -284,6 +301,28 @@ class Gate:
         """Resume the thread from its stop, ready to see it stop again."""
         self.stopped.clear()
         self.resume.set()
+
+
+class OwnedLock:
+    """A ``threading.Lock`` (as a context manager) that knows which thread
+    holds it, for a :class:`Gate` to keep its stops out of the lock's
+    critical sections."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    def __enter__(self) -> bool:
+        self._lock.acquire()
+        self._owner = threading.get_ident()
+        return True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._owner = None
+        self._lock.release()
+
+    def held_here(self) -> bool:
+        return self._owner == threading.get_ident()
 
 
 class FakeClock:

@@ -707,9 +707,15 @@ async def test_cancelling_astart_before_the_loop_runs(loop_factory: LoopFactory)
 
 
 async def test_cancelling_astart_after_the_thread_is_ready(loop_factory: LoopFactory) -> None:
-    io = IOThread("io0", loop_factory=loop_factory)
+    # The thread is held until astart() awaits it: a thread ready before
+    # astart() wraps its future would let it return at once (CPython 3.13.1+
+    # resolves an already-done future in the same step), with nothing to cancel.
+    gate, entered = threading.Event(), threading.Event()
+    io = IOThread("io0", loop_factory=gated_factory(loop_factory, gate, entered))
     task = asyncio.create_task(io.astart())
     await asyncio.sleep(0)
+    assert entered.wait(WAIT)
+    gate.set()
     wait_until(lambda: io.thread_id != -1, "the thread to be ready")  # blocks this loop
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -29,7 +29,7 @@ from iothreads import IOThread
 from iothreads._aio import AioContext
 from iothreads._aio._selector_poller import SelectorPoller
 
-from .helpers import WAIT, FakeClock, Gate, Line, LoopFactory, line_of, wait_until
+from .helpers import WAIT, FakeClock, Gate, Line, LoopFactory, OwnedLock, line_of, wait_until
 
 pytestmark = pytest.mark.interleaving
 
@@ -43,6 +43,7 @@ WAKING = {
     line_of(AioContext.serve_inbox, "self._inbox.drain_wakeups()"),
 }
 
+
 class Trial:
     """One IOThread, and the means to land a producer at a chosen point."""
 
@@ -50,6 +51,22 @@ class Trial:
         self.io = io
         self.aio = io.aio_context
         self.poll_ns = poll_ns
+        self.locks = self._own_inbox_lock()
+
+    def _own_inbox_lock(self) -> tuple[OwnedLock, ...]:
+        """The inbox's lock, where it has one (the pure-Python inbox of a
+        free-threaded build), made one the gates keep their stops out of.
+
+        Swapped from outside the loop, which no callback may disturb before
+        the trials (on uvloop one would start a poll window); no producer
+        uses the lock yet, and a critical section the loop may be in ends on
+        the lock it began with.
+        """
+        inbox = self.aio._inbox
+        if not hasattr(inbox, "_lock"):
+            return ()
+        inbox._lock = OwnedLock()
+        return (inbox._lock,)
 
     def settle(self) -> None:
         """Return once the loop sleeps: every trial starts from the same state."""
@@ -81,7 +98,7 @@ class Trial:
             assert gate.stopped.wait(WAIT), "the loop never slept again"
             end = gate.lines.index(SLEEPING, end) + 1
         path = gate.lines[:end]
-        self.io.run_sync(gate.uninstall)
+        self.io.run_sync(gate.uninstall, timeout=WAIT)
         return path
 
     def producer_length(self) -> int:
@@ -108,8 +125,8 @@ class Trial:
         trip after it did not come back: a lost wake-up.
         """
         ran = threading.Event()
-        loop_gate = Gate(loop_stops_at, marks={SLEEPING})
-        producer_gate = Gate(producer_stops_at)
+        loop_gate = Gate(loop_stops_at, marks={SLEEPING}, locks=self.locks)
+        producer_gate = Gate(producer_stops_at, locks=self.locks)
 
         def callback() -> None:
             ran.set()
