@@ -11,10 +11,11 @@ Two implementations with one interface (``Inbox`` below):
 * the native core, ``_core.Inbox`` (C11 atomics; the spin without the GIL),
   used wherever it was built, unless ``IOTHREADS_NO_EXTENSIONS`` is set;
 * ``PyInbox`` here, the fallback and the reference.  Its orderings: under
-  the GIL, a producer's append and its read of ``notify_me`` against the
-  loop's store of ``notify_me`` and its last look are totally ordered by the
-  GIL (no thread switch happens inside either pair of steps that matters:
-  the analysis is in docs/design.md); without the GIL (a free-threaded
+  the GIL, a producer's append and its read of ``notify_me`` and the loop's
+  store of ``notify_me`` and its last look fall in one total order that
+  keeps each thread's program order (one thread runs at a time; each GIL
+  hand-off is a full barrier), which is all Dekker's pattern needs
+  (docs/design.md, "Wake-up suppression"); without the GIL (a free-threaded
   build) nothing orders them, so ``LockedPyInbox`` makes each pair one
   critical section of a lock, and mutual exclusion orders them.
 """
