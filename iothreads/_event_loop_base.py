@@ -119,11 +119,10 @@ class EventLoopBase:
         """The worker pool (the loop's default executor) while there is one."""
         return self._pool
 
-    def _new_pool(self, name: str) -> ThreadPool:
-        with self._lock:
-            return ThreadPool(
-                self._props["thread-pool-min"], self._props["thread-pool-max"], name=name
-            )
+    @staticmethod
+    def _new_pool(name: str, params: Mapping[str, int]) -> ThreadPool:
+        """A pool with the limits of *params* (a snapshot of the properties)."""
+        return ThreadPool(params["thread-pool-min"], params["thread-pool-max"], name=name)
 
     def _apply(self, changed: set[str]) -> None:
         """Push committed property changes to the running machinery (under _lock)."""
@@ -174,11 +173,13 @@ class MainLoop(EventLoopBase):
             "thread-pool-max": thread_pool_max,
         }
         super().__init__(id, values)
+        # Set before the instance is published: another thread may read it
+        # through instance() at once.
+        self._loop: asyncio.AbstractEventLoop | None = None
         with MainLoop._INSTANCE_LOCK:
             if MainLoop._instance is not None:
                 raise InvalidParameterValue("only one main-loop instance allowed")
             MainLoop._instance = self
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def instance(cls) -> MainLoop | None:
@@ -203,7 +204,7 @@ class MainLoop(EventLoopBase):
         with self._lock:
             if self._loop is not None:
                 raise RuntimeError(f"main-loop is already installed on {self._loop!r}")
-            pool = self._new_pool("main-loop worker")
+            pool = self._new_pool("main-loop worker", self._props)
             try:
                 loop.set_default_executor(pool)
             except BaseException:

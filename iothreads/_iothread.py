@@ -414,7 +414,7 @@ class IOThread(EventLoopBase):
                 # some: those exist before the first request (QEMU's seed
                 # commit); others are spawned on demand.  Created last: only
                 # the loop can still refuse it, and then its threads go.
-                pool = self._new_pool(f"IO {self._id} worker")
+                pool = self._new_pool(f"IO {self._id} worker", params)
                 try:
                     loop.set_default_executor(pool)
                 except BaseException:
@@ -438,6 +438,7 @@ class IOThread(EventLoopBase):
             stop_early = self._stop_requested  # stop() came before the loop ran
             if not stop_early:
                 self._open_hot_path(aio)
+            self._catch_up_locked(params, aio)
         _current.iothread = self
         ready.set_result(None)
         try:
@@ -472,6 +473,20 @@ class IOThread(EventLoopBase):
                     self._calls.tasks.clear()
                     del aio, loop
                     finished.set_result(None)
+
+    @runs_in(IOTHREAD)
+    def _catch_up_locked(self, params: Mapping[str, int], aio: AioContext) -> None:
+        """Push what was written while the loop was being built.
+
+        The AioContext and the pool were made from the snapshot *params*; a
+        write since then committed its value but found nothing running to
+        push it to (``_aio`` and ``_pool`` were still None).
+        """
+        changed = {name for name, value in params.items() if self._props[name] != value}
+        if changed:
+            self._apply(changed)
+        if self._cpu_affinity != aio.cpu_affinity:
+            aio.call_soon_threadsafe(self._apply_cpu_affinity, aio)
 
     @runs_in(ANY)
     def _apply(self, changed: set[str]) -> None:

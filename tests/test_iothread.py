@@ -791,3 +791,47 @@ async def test_inline_run_checks_its_arguments_too(io: IOThread) -> None:
         return "accepted"
 
     assert "takes no arguments" in await io.run(inline)
+
+
+class HeldAfterItsSnapshot(IOThread):
+    """An IOThread whose thread stops, while it starts, after it read its
+    properties and before the loop is published: where a write finds nothing
+    running to push it to."""
+
+    def __init__(self, loop_factory: LoopFactory) -> None:
+        super().__init__("io0", loop_factory=loop_factory)
+        self.held, self.gate = threading.Event(), threading.Event()
+
+    def _new_pool(self, name: str, params: Any) -> Any:  # type: ignore[override]
+        self.held.set()
+        assert self.gate.wait(WAIT)
+        return IOThread._new_pool(name, params)
+
+
+def test_writes_made_while_the_thread_starts_reach_the_loop_and_the_pool(
+    loop_factory: LoopFactory,
+) -> None:
+    cpu = min(os.sched_getaffinity(0))
+    io = HeldAfterItsSnapshot(loop_factory)
+    starter = threading.Thread(target=io.start)
+    starter.start()
+    try:
+        assert io.held.wait(WAIT)
+        io.update_params({"poll-max-ns": 0, "thread-pool-max": 4})
+        io.cpu_affinity = {cpu}
+    finally:
+        io.gate.set()
+        starter.join(WAIT)
+    try:
+        assert io.running
+        window, applied = io.run_sync(
+            lambda: (io.aio_context._window.poll_max_ns, io.aio_context.cpu_affinity),
+            timeout=WAIT,
+        )
+        assert window == 0
+        assert applied == frozenset({cpu})
+        pool = io.thread_pool
+        assert pool is not None
+        assert pool.max_threads == 4
+    finally:
+        io.stop()
