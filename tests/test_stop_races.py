@@ -24,6 +24,10 @@ pytestmark = pytest.mark.interleaving
 CLOSING = line_of(PyInbox.close, "self._closing = True")
 #: The loop takes the next handle of a pass it has counted.
 TAKING = line_of(PyInbox.run, "handle = queue.popleft()")
+#: A producer has looked at _closing once and is about to append its handle.
+APPENDING = line_of(PyInbox.submit, "self._queue.append(handle)")
+#: The loop has closed and drained its inbox and shuts the channel down.
+SHUTTING_DOWN = line_of(PyInbox.shutdown, "self._wakeup.close()")
 #: A producer has appended its handle and is about to look at _closing again.
 SECOND_LOOK = line_of(PyInbox.submit, "self._take_back(handle)", offset=-1)
 
@@ -140,3 +144,43 @@ def test_a_producer_whose_handle_the_last_drain_took_is_told_nothing(
     assert producer.outcome == [None]
     assert producer.runs == 1
     assert not io.running
+
+
+@pytest.mark.implementations("python")
+@PY_INBOX_ONLY
+def test_a_producer_appending_after_the_last_drain_is_told(
+    loop_factory: LoopFactory,
+) -> None:
+    """The producer passes its first look before the inbox closes, and
+    appends only after the loop's last drain found the inbox empty; it looks
+    again once the loop has shut its inbox down.  Its handle must still be
+    there for it to take back: it is told, and the callback never runs."""
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    loop_gate, producer_gate = Gate(CLOSING, SHUTTING_DOWN), Gate(APPENDING, SECOND_LOOK)
+    producer = Producer(io.aio_context, producer_gate)
+    io.run_sync(loop_gate.install, timeout=WAIT)
+    stopper = threading.Thread(target=io.stop)
+    stopper.start()
+    try:
+        assert loop_gate.stopped.wait(WAIT)  # about to close the inbox
+        producer.thread.start()
+        assert producer_gate.stopped.wait(WAIT)  # looked once; about to append
+        loop_gate.go_on()
+        assert loop_gate.stopped.wait(WAIT)  # closed, drained empty, shutting down
+        producer_gate.go_on()
+        assert producer_gate.stopped.wait(WAIT)  # appended; about to look again
+        loop_gate.go_on()
+        stopper.join(WAIT)  # the IOThread is gone
+        producer_gate.go_on()
+        producer.thread.join(WAIT)
+    finally:
+        loop_gate.resume.set()
+        producer_gate.resume.set()
+        if producer.thread.ident is not None:
+            producer.thread.join(WAIT)
+        stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert len(producer.outcome) == 1
+    assert isinstance(producer.outcome[0], IOThreadStopped)
+    assert producer.runs == 0

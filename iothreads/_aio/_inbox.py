@@ -183,8 +183,11 @@ class PyInbox:
 
     @runs_in(LOOP)
     def shutdown(self) -> None:
+        # The queue is left as it is: what is still in it was appended after
+        # the last drain by a producer yet to look at _closing again, which
+        # takes its handle back and is told; cleared here, the handle would
+        # be gone as if a drain had run it.
         self._wakeup.close()
-        self._queue.clear()
 
 
 class LockedPyInbox(PyInbox):
