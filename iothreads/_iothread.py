@@ -336,15 +336,7 @@ class IOThread(EventLoopBase):
             thread, aio, loop = self._thread, self._aio, self._loop
             if thread is None:
                 return None
-            pool = self._pool
-            if thread is threading.current_thread() or (
-                pool is not None and pool.owns_current_thread()
-            ):
-                raise RuntimeError(
-                    f"IOThread {self._id!r} cannot be stopped from its own thread or "
-                    "its worker pool (stop waits for both); stop it from a thread of "
-                    "your own, or await io.aclose() from another loop"
-                )
+            self._refuse_own_threads_locked()
             if not self._stop_requested:
                 self._stop_requested = True
                 self._close_hot_path()
@@ -353,6 +345,36 @@ class IOThread(EventLoopBase):
                 if aio is not None and loop is not None:
                     aio.call_soon_threadsafe(loop.stop)
         return thread
+
+    def _refuse_own_threads_locked(self) -> None:
+        pool = self._pool
+        if self._thread is threading.current_thread() or (
+            pool is not None and pool.owns_current_thread()
+        ):
+            raise RuntimeError(
+                f"IOThread {self._id!r} cannot be stopped from its own thread or "
+                "its worker pool (stop waits for both); stop it from a thread of "
+                "your own, or await io.aclose() from another loop"
+            )
+
+    @runs_in(ANY)
+    def _delete(self) -> bool:
+        """``object_del``: take the IOThread out of ``/objects``, then stop it.
+
+        Of concurrent deletes exactly one takes it out and stops it; the
+        others get False, as if it were gone already (QEMU removes an object
+        from the tree at once).
+
+        Raises:
+            RuntimeError: called from the IOThread's own thread or pool,
+                before anything changed (see :meth:`stop`).
+        """
+        with self._lock:
+            self._refuse_own_threads_locked()
+            if not USER_OBJECTS.remove(self):
+                return False
+        self.stop()
+        return True
 
     @runs_in(ANY)
     def _forget_when_finished(self) -> None:

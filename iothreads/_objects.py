@@ -268,17 +268,19 @@ def object_add(qom_type: str, id: str | None = None, **props: object) -> EventLo
 def object_del(id: str) -> None:
     """Stop and remove the user object ``/objects/<id>``.
 
+    Of concurrent deletes of one id exactly one succeeds; the others raise
+    ObjectNotFound, as QEMU's second delete does.
+
     Raises:
         ObjectNotFound: no user object has this id.
+        RuntimeError: called from the IOThread's own thread or worker pool.
     """
     obj = USER_OBJECTS.get(id)
-    if obj is None:
-        raise ObjectNotFound(f"object '{id}' not found")
     if isinstance(obj, MainLoop):
         # QEMU: the main loop cannot go while the process runs on it.
         raise IOThreadsError(f"object '{id}' is in use, can not be deleted")
-    if isinstance(obj, IOThread):
-        obj.stop()
+    if not isinstance(obj, IOThread) or not obj._delete():
+        raise ObjectNotFound(f"object '{id}' not found")
 
 
 def _resolve(path: str) -> EventLoopBase | None:

@@ -54,11 +54,13 @@ class ObjectContainer:
             )
 
     @runs_in(ANY)
-    def remove(self, obj: EventLoopBase) -> None:
-        """Remove *obj* if it is the child under its id (else nothing)."""
+    def remove(self, obj: EventLoopBase) -> bool:
+        """Remove *obj* if it is the child under its id; False if it is not."""
         with self._lock:
-            if self._children.get(obj.id) is obj:
-                del self._children[obj.id]
+            if self._children.get(obj.id) is not obj:
+                return False
+            del self._children[obj.id]
+            return True
 
     @runs_in(ANY)
     def get(self, id: str) -> EventLoopBase | None:

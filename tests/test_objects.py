@@ -5,6 +5,7 @@ As QEMU 7.2 answers (docs/design.md, "The object tree").
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -19,7 +20,7 @@ from iothreads import (
     PropertyNotFound,
 )
 
-from .helpers import LoopFactory
+from .helpers import WAIT, LoopFactory
 
 
 @pytest.fixture
@@ -268,3 +269,41 @@ def test_a_duplicate_id_is_reported_before_bad_pool_limits(io0: IOThread) -> Non
     # ...but after each property's own type and range, as in QEMU.
     with pytest.raises(TypeError, match="Invalid parameter type for 'poll-grow'"):
         iothreads.object_add("iothread", "io0", **{"poll-grow": "x"})
+
+
+def test_concurrent_deletes_of_one_id_exactly_one_succeeds() -> None:
+    """QEMU's second object_del of an id says the object is not found; here
+    the deletes race, released together."""
+    iothreads.object_add("iothread", "io1")
+    callers = 4
+    barrier = threading.Barrier(callers)
+    outcomes: list[str] = []
+
+    def delete() -> None:
+        barrier.wait(WAIT)
+        try:
+            iothreads.object_del("io1")
+        except ObjectNotFound:
+            outcomes.append("not found")
+        else:
+            outcomes.append("deleted")
+
+    threads = [threading.Thread(target=delete) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert sorted(outcomes) == ["deleted"] + ["not found"] * (callers - 1)
+    assert iothreads.iothread_by_id("io1") is None
+
+
+def test_object_del_from_the_iothreads_own_thread_changes_nothing() -> None:
+    io = iothreads.object_add("iothread", "io1")
+    try:
+        assert isinstance(io, IOThread)
+        with pytest.raises(RuntimeError, match="cannot be stopped from its own thread"):
+            io.run_sync(lambda: iothreads.object_del("io1"), timeout=WAIT)
+        assert iothreads.iothread_by_id("io1") is io
+        assert io.running
+    finally:
+        iothreads.object_del("io1")
