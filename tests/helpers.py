@@ -376,6 +376,10 @@ async def qmp_error(
     return error.class_, error.desc
 
 
+def _not_json(token: str) -> Any:
+    raise AssertionError(f"the monitor sent {token}, which is not JSON")
+
+
 class RawClient:
     """A plain socket client, for what ``qemu.qmp`` would never send."""
 
@@ -397,9 +401,10 @@ class RawClient:
         await self.writer.drain()
 
     async def receive(self) -> Any:
+        """The next message, which must be strict JSON (no NaN or Infinity)."""
         line = await asyncio.wait_for(self.reader.readline(), WAIT)
         assert line, "the monitor hung up"
-        return json.loads(line)
+        return json.loads(line, parse_constant=_not_json)
 
     async def request(self, message: Any) -> Any:
         await self.send(json.dumps(message).encode() + b"\n")

@@ -26,7 +26,7 @@ from .._iothread import IOThread
 from .._objects import iothread_create
 from .._runs_in import ThreadRole, runs_in
 from ._commands import ClientState, dispatch, version
-from ._wire import JsonStreamer, QMPError, encode, error_reply, parse
+from ._wire import JsonStreamer, QMPError, check_id, encode, error_reply, parse
 
 __all__ = ["Monitor"]
 
@@ -108,6 +108,7 @@ class _Session:
             request = parse(text)
             if not isinstance(request, dict):
                 raise QMPError("QMP input must be a JSON object")
+            check_id(request)
         except QMPError as exc:
             return encode(error_reply(exc.qmp_class, exc.desc))
         try:
@@ -125,7 +126,7 @@ class _Session:
             reply["id"] = request["id"]
         try:
             return encode(reply)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             _log.exception("QMP reply has no JSON form: %r", reply)
             error = error_reply("GenericError", f"internal error: {exc}")
             return encode({**error, **({"id": request["id"]} if "id" in request else {})})

@@ -53,12 +53,32 @@ def _json_default(value: object) -> object:
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
-    """One message on the wire: JSON, one line, as QEMU sends it.
+    """One message on the wire: strict JSON, one line, as QEMU sends it.
 
     Raises:
         TypeError: a value has no JSON form.
+        ValueError: a float is not finite (JSON has no NaN or infinity).
     """
-    return json.dumps(message, default=_json_default).encode() + b"\n"
+    return json.dumps(message, default=_json_default, allow_nan=False).encode() + b"\n"
+
+
+def check_id(request: Mapping[str, Any]) -> None:
+    """Refuse a request whose ``id`` could not be sent back.
+
+    The reply echoes the id, and a number beyond a double's range (``1e999``
+    parses as an infinity, as in QEMU's parser) has no strict JSON form.
+
+    Raises:
+        QMPError: the id holds a number that is not finite.
+    """
+    if "id" in request:
+        try:
+            json.dumps(request["id"], allow_nan=False)
+        except ValueError:
+            raise QMPError(
+                "QMP input member 'id' holds a number beyond JSON's range; "
+                "use a smaller number or a string"
+            ) from None
 
 
 # -- splitting the byte stream into JSON texts ------------------------------------

@@ -28,6 +28,24 @@ async def test_malformed_json_keeps_the_connection(raw: RawClient) -> None:
     assert await raw.request({"execute": "query-iothreads", "id": 1}) == {"return": [], "id": 1}
 
 
+async def test_replies_are_strict_json_whatever_the_id(raw: RawClient) -> None:
+    # 1e999 and a 400-digit integer parse as infinities (as in QEMU's parser);
+    # echoed back, they would be the bare token Infinity, which is not JSON.
+    for literal in (b"1e999", b"-1e999", b"[1e999]", b"1" + b"0" * 400):
+        await raw.send(b'{"execute": "query-iothreads", "id": ' + literal + b"}\n")
+        assert await raw.receive() == {
+            "error": {
+                "class": "GenericError",
+                "desc": "QMP input member 'id' holds a number beyond JSON's range; "
+                "use a smaller number or a string",
+            }
+        }
+    assert await raw.request({"execute": "query-iothreads", "id": 1e300}) == {
+        "return": [],
+        "id": 1e300,
+    }
+
+
 async def test_integers_beyond_64_bits_are_floats(raw: RawClient) -> None:
     # As QEMU's JSON parser: an integer neither int64 nor uint64 is a float,
     # however many digits it has (no parse error), so a type error here.
