@@ -32,7 +32,7 @@ from ._runs_in import ANY, LOOP, ThreadRole, runs_in
 if TYPE_CHECKING:
     from ._aio import AioContext
 
-__all__ = ["CallSet", "FutureCall", "LoopCall", "check_runnable"]
+__all__ = ["CallSet", "FutureCall", "LoopCall", "check_runnable", "close_unstarted"]
 
 #: The loop that awaits a LoopCall's outcome.
 CALLER_LOOP = ThreadRole(
@@ -54,6 +54,14 @@ def check_runnable(func: Any, args: tuple[Any, ...]) -> None:
             )
     elif not callable(func):
         raise TypeError(f"expected a callable or a coroutine object, not {func!r}")
+
+
+def close_unstarted(func: Any) -> None:
+    """Close *func* if it is a coroutine object that will never run (refused,
+    or withdrawn before its start); else Python warns, when it is collected,
+    that it was never awaited."""
+    if inspect.iscoroutine(func):
+        func.close()
 
 
 class CallSet:
@@ -105,6 +113,7 @@ class _Call(ABC):
     @runs_in(LOOP)
     def start(self) -> None:
         if self._withdrawn():
+            close_unstarted(self.func)
             return
         try:
             func = self.func

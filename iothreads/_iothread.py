@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Final, Self, TypeVar, overload
 
 from . import glib
 from ._aio import AioContext
-from ._call import CallSet, FutureCall, LoopCall, check_runnable
+from ._call import CallSet, FutureCall, LoopCall, check_runnable, close_unstarted
 from ._errors import IOThreadStopped
 from ._event_loop_base import EventLoopBase, Int64Property
 from ._platform import check_cpu_affinity, set_os_thread_name
@@ -630,15 +630,21 @@ class IOThread(EventLoopBase):
             BaseException: whatever *func* raised, with its traceback.
         """
         caller = asyncio.get_running_loop()
-        aio = self._running_context()
+        try:
+            aio = self._running_context()
+            if caller is aio.loop:
+                check_runnable(func, args)
+            else:
+                call = LoopCall(self._calls, aio, func, args, caller)
+                aio.call_soon_threadsafe(call.start)
+        except BaseException:
+            close_unstarted(func)  # refused: it will never run
+            raise
         if caller is aio.loop:
-            check_runnable(func, args)
             result = func if inspect.iscoroutine(func) else func(*args)
             if inspect.isawaitable(result):
                 return await result
             return result
-        call = LoopCall(self._calls, aio, func, args, caller)
-        aio.call_soon_threadsafe(call.start)
         return await call.result()
 
     @runs_in(ANY)
@@ -651,9 +657,13 @@ class IOThread(EventLoopBase):
         Raises:
             IOThreadStopped: the IOThread is not running.
         """
-        aio = self._running_context()
-        call = FutureCall(self._calls, aio, func, args)
-        aio.call_soon_threadsafe(call.start)
+        try:
+            aio = self._running_context()
+            call = FutureCall(self._calls, aio, func, args)
+            aio.call_soon_threadsafe(call.start)
+        except BaseException:
+            close_unstarted(func)  # refused: it will never run
+            raise
         return call.future
 
     @runs_in(ANY)

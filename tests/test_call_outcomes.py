@@ -11,12 +11,13 @@ IOThread's inbox has closed, so that the caller acts exactly then.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 
 import pytest
 
-from iothreads import IOThread
+from iothreads import IOThread, IOThreadStopped
 
 from .helpers import WAIT, LoopFactory, SlowToCancel, loop_errors, task_of_a_closed_loop
 
@@ -123,3 +124,51 @@ def test_a_caller_whose_loop_closed_leaves_the_iothread_serving(
         assert ran == ["work"]
         assert errors == []
         assert not caller.done()  # its loop is gone: it never hears back
+
+
+async def never_run() -> None:
+    raise AssertionError("a withdrawn or refused coroutine ran")
+
+
+def test_a_coroutine_refused_by_a_stopped_iothread_is_closed(loop_factory: LoopFactory) -> None:
+    """Else Python warns, when it is collected, that it was never awaited."""
+    io = IOThread("io0", loop_factory=loop_factory)
+    coroutine = never_run()
+    with pytest.raises(IOThreadStopped):
+        io.submit(coroutine)
+    assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
+    coroutine = never_run()
+    with pytest.raises(IOThreadStopped):
+        asyncio.run(io.run(coroutine))
+    assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
+
+
+def test_a_coroutine_given_arguments_is_closed(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        coroutine = never_run()
+        with pytest.raises(TypeError, match="a coroutine object takes no arguments"):
+            io.submit(coroutine, 1)  # type: ignore[arg-type]
+        assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
+
+
+async def test_a_coroutine_withdrawn_while_queued_is_closed(loop_factory: LoopFactory) -> None:
+    """Cancelled by its caller before the IOThread started it: it never runs,
+    and it is closed (io.submit's future cancelled; io.run's caller cancelled)."""
+    async with IOThread("io0", loop_factory=loop_factory) as io:
+        busy, release = threading.Event(), threading.Event()
+        io.call_soon_threadsafe(lambda: (busy.set(), release.wait(WAIT)))
+        assert await asyncio.to_thread(busy.wait, WAIT)  # the loop is held
+        submitted = never_run()
+        future = io.submit(submitted)
+        assert future.cancel()
+        awaited = never_run()
+        caller = asyncio.create_task(io.run(awaited))
+        await asyncio.sleep(0)  # queued on the held loop
+        caller.cancel()
+        await asyncio.sleep(0)  # the cancellation is queued behind it
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await io.run(asyncio.sleep, 0)  # everything queued before has been served
+        assert inspect.getcoroutinestate(submitted) == inspect.CORO_CLOSED
+        assert inspect.getcoroutinestate(awaited) == inspect.CORO_CLOSED
