@@ -178,6 +178,9 @@ def trial(request: pytest.FixtureRequest, loop_factory: LoopFactory) -> Iterator
         yield Trial(io, request.param)
 
 
+# Thousands of trials, each bounded by WAIT: a few seconds on a quiet
+# machine, but beyond the suite's 60 s under heavy load.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("woken", [False, True], ids=["to-sleep", "from-wake-up"])
 def test_a_producer_landing_anywhere_on_the_loops_way_is_never_lost(
     trial: Trial, woken: bool
