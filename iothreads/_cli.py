@@ -1,8 +1,8 @@
 """The ``iothreads`` command line (also ``python -m iothreads``).
 
 * ``iothreads serve --object iothread,id=io0,poll-max-ns=32768 --qmp unix:PATH``
-  hosts objects (QEMU's ``-object`` syntax) and a QMP monitor until SIGINT or
-  SIGTERM, then stops everything and exits 0.
+  hosts objects (QEMU's ``-object`` syntax) and a QMP monitor until SIGINT,
+  SIGTERM or SIGHUP, then stops everything and exits 0.
 * ``iothreads query --qmp unix:PATH [--json]`` prints the iothreads.
 * ``iothreads set --qmp unix:PATH io0 poll-max-ns=0`` tunes an object live.
 * ``iothreads bench [ARGS]`` runs ``python -m benchmarks ARGS`` (the benchmarks
@@ -13,7 +13,7 @@
 work against any process that embeds a monitor.  A monitor's error is printed as
 its ``desc``, and the exit status is 1.
 
-``serve`` handles SIGINT and SIGTERM on its asyncio loop, which only the
+``serve`` handles SIGINT, SIGTERM and SIGHUP on its asyncio loop, which only the
 main thread can do (``loop.add_signal_handler``).
 """
 
@@ -152,10 +152,11 @@ def _fail(message: object) -> int:
 
 
 async def _serve(objects: Sequence[_ObjectSpec], addresses: Sequence[Address]) -> int:
-    """Host *objects* and a monitor per address until SIGINT or SIGTERM."""
+    """Host *objects* and a monitor per address until SIGINT, SIGTERM or SIGHUP."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    # SIGHUP too, as QEMU does: a closed terminal stops it cleanly.
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     monitors: list[Monitor] = []
@@ -289,7 +290,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="host objects and a QMP monitor until SIGINT/SIGTERM")
+    serve = sub.add_parser(
+        "serve", help="host objects and a QMP monitor until SIGINT/SIGTERM/SIGHUP"
+    )
     serve.add_argument(
         "--object",
         action="append",

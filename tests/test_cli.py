@@ -382,3 +382,14 @@ def test_parse_address() -> None:
     ):
         with pytest.raises(argparse.ArgumentTypeError, match=re.escape(repr(bad))):
             _parse_address(bad)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_serve_stops_cleanly_on_each_signal(sock_path: str, sig: signal.Signals) -> None:
+    """SIGHUP as well: QEMU treats it like SIGTERM."""
+    address = f"unix:{sock_path}"
+    with serve("--object", "iothread,id=io0", "--qmp", address) as proc:
+        ready_line(proc)
+        assert stop(proc, sig) == 0
+        assert stderr_of(proc) == ""
+    assert not os.path.lexists(sock_path)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import errno
+import itertools
 import logging
 import os
 import socket
 import stat
+import sys
 import threading
 from typing import Final, Self
 
@@ -146,17 +148,32 @@ def _socket_is_live(path: str) -> bool:
         probe.close()
 
 
-def _bind_unix(path: str) -> tuple[socket.socket, tuple[int, int]]:
-    """A unix socket bound at *path* with mode 0600, not yet listening, and
-    the (device, inode) that identify the file it created.
+#: The longest path an AF_UNIX address holds (``sun_path``: 108 bytes on
+#: Linux, 104 on the BSDs and macOS).
+_SUN_PATH_SIZE: Final = 108 if sys.platform.startswith("linux") else 104
 
-    A stale socket left by a dead server is replaced.
+#: Numbers the temporary names of the sockets this process binds.
+_TEMPORARY_NAMES = itertools.count()
+
+
+def _bind_unix(path: str) -> tuple[socket.socket, str, tuple[int, int]]:
+    """A unix socket with mode 0600, not yet listening, bound under a
+    temporary name beside *path*; that name, and the (device, inode) that
+    identify the file it created.
+
+    The caller renames it to *path* once it listens: a client that connects
+    as soon as *path* appears is never refused.  A stale socket left by a
+    dead server is replaced.
 
     Raises:
         FileExistsError: *path* exists and is not a socket.
         OSError: a server is listening on *path* (EADDRINUSE), or bind failed
             (a path too long for AF_UNIX, a missing directory...).
     """
+    if len(os.fsencode(path)) > _SUN_PATH_SIZE:
+        # Refused now, as bind() would refuse it: the socket is bound under
+        # a shorter name and only renamed to *path*.
+        raise OSError(errno.ENAMETOOLONG, "AF_UNIX path too long", path)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -169,16 +186,22 @@ def _bind_unix(path: str) -> tuple[socket.socket, tuple[int, int]]:
         if _socket_is_live(path):
             raise OSError(errno.EADDRINUSE, "a server is already listening on this socket", path)
         os.unlink(path)
+    temporary = os.path.join(
+        os.path.dirname(path), f".qmp-{os.getpid()}-{next(_TEMPORARY_NAMES)}"
+    )
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(path)
-        # Before listen(): nobody can connect while the mode is still the umask's.
-        os.chmod(path, _SOCKET_MODE)
-        st = os.lstat(path)
+        sock.bind(temporary)
+        try:
+            os.chmod(temporary, _SOCKET_MODE)
+            st = os.lstat(temporary)
+        except BaseException:
+            os.unlink(temporary)
+            raise
     except BaseException:
         sock.close()
         raise
-    return sock, (st.st_dev, st.st_ino)
+    return sock, temporary, (st.st_dev, st.st_ino)
 
 
 class _State(enum.Enum):
@@ -294,13 +317,19 @@ class Monitor:
     @runs_in(_MONITOR_IOTHREAD)
     async def _listen(self) -> None:
         if self._path is not None:
-            sock, self._socket_id = _bind_unix(self._path)
+            sock, temporary, self._socket_id = _bind_unix(self._path)
             try:
                 server = await asyncio.start_unix_server(self._serve_client, sock=sock)
             except BaseException:
                 sock.close()
+                os.unlink(temporary)
                 raise
             self._servers.append(server)
+            try:
+                os.rename(temporary, self._path)  # listening: now it may be found
+            except BaseException:
+                os.unlink(temporary)
+                raise
         if self._port is not None:
             server = await asyncio.start_server(self._serve_client, self._host, self._port)
             self._servers.append(server)

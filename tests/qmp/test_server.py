@@ -21,6 +21,7 @@ import pytest
 from qemu.qmp import QMPClient
 
 from iothreads.qmp import Monitor
+from iothreads.qmp._server import _bind_unix
 
 from ..helpers import WAIT, RawClient, StallWatch, add_iothread, flood, qmp_client
 
@@ -245,3 +246,23 @@ async def test_close_with_a_client_that_never_reads(sock_path: str, same_loop_ki
     finally:
         if not closed:
             await mon.aclose()
+
+
+def test_the_socket_appears_only_once_it_listens(tmp_path: Path) -> None:
+    """Bound under a temporary name, renamed to the monitor's path once it
+    listens: a client that connects as soon as the path exists is never
+    refused."""
+    path = str(tmp_path / "qmp.sock")
+    sock, temporary, identity = _bind_unix(path)
+    try:
+        assert not os.path.lexists(path)
+        assert os.path.dirname(temporary) == str(tmp_path)
+        assert stat.S_IMODE(os.lstat(temporary).st_mode) == 0o600
+        sock.listen()
+        os.rename(temporary, path)
+        st = os.lstat(path)
+        assert (st.st_dev, st.st_ino) == identity
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)
+    finally:
+        sock.close()
