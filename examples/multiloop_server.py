@@ -23,9 +23,9 @@ The protocol: one JSON object per line, answered by one line, in order::
 for the work an application does per request.  A line that is not such a
 request gets an error naming what is wrong, and the connection goes on.
 
-SIGINT or SIGTERM stops it: the servers stop listening, each IOThread
-cancels its connections' tasks and stops, and the program prints how many
-requests each loop served, then exits with status 0.
+SIGINT or SIGTERM stops it: the servers stop listening, each loop closes
+its connections once their replies are sent, the IOThreads stop, and the
+program prints how many requests each loop served, then exits with status 0.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ MAX_ROUNDS = 10_000
 MAX_VALUES = 1_000
 #: The longest request line read (asyncio's default stream limit).
 MAX_LINE = 64 * 1024
+#: How long a stopping server waits for a client to take its last replies.
+CLOSE_S = 5.0
 
 
 class BadRequest(ValueError):
@@ -97,17 +99,21 @@ def _is_int(value: object) -> bool:
 
 
 class Loop:
-    """One IOThread and the server on its loop; ``served`` is written by that loop only."""
+    """One IOThread and the server on its loop; the fields are that loop's alone."""
 
     def __init__(self, index: int, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None):
         self.io = IOThread(f"server{index}", loop_factory=loop_factory)
         self.server: asyncio.AbstractServer | None = None
+        self.connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self.served = 0
 
     # runs in the IOThread
     async def serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.connections[task] = writer
         try:
             while line := await reader.readline():
                 writer.write(handle(line))
@@ -119,7 +125,7 @@ class Loop:
         except ConnectionError:
             pass  # the client went away; nothing to answer
         finally:
-            # Also reached when the IOThread stops and cancels this task.
+            del self.connections[task]
             writer.close()
 
     # runs in the IOThread
@@ -130,11 +136,27 @@ class Loop:
         return int(self.server.sockets[0].getsockname()[1])
 
     # runs in the IOThread
-    def stop_listening(self) -> None:
-        # Not wait_closed(): since Python 3.12 it also waits for every
-        # connection to end, and the IOThread's stop ends them instead.
+    async def shut_down(self) -> None:
+        """Stop listening, then close every connection once its replies are sent.
+
+        Closing a connection ends its handler (its read sees the end of the
+        stream), so the IOThread's stop finds no handler left to cancel.
+        A client that reads nothing for CLOSE_S keeps its replies unsent: its
+        connection is aborted.
+        """
         if self.server is not None:
+            # Not wait_closed(): since Python 3.12 it also waits for every
+            # connection to end, which is what the lines below do.
             self.server.close()
+        await asyncio.sleep(0)  # connections accepted just before start their handlers
+        while self.connections:
+            for writer in self.connections.values():
+                writer.close()
+            _, stuck = await asyncio.wait(set(self.connections), timeout=CLOSE_S)
+            for task in stuck:
+                self.connections[task].transport.abort()
+            if stuck:
+                await asyncio.wait(stuck)
 
 
 async def serve(host: str, port: int, loops: int, loop_kind: str | None) -> int:
@@ -162,7 +184,7 @@ async def serve(host: str, port: int, loops: int, loop_kind: str | None) -> int:
         await stop.wait()
     finally:
         for loop in started:
-            await loop.io.run(loop.stop_listening)
+            await loop.io.run(loop.shut_down)
         for loop in started:
             await loop.io.aclose()
     served = ", ".join(str(loop.served) for loop in servers)
