@@ -10,6 +10,10 @@ interleaved rounds, N = the number of CPUs the process may use against one:
   IOThreads (``await io.run(handle, line)``, the example server's handler: a
   JSON parse and a pure-Python checksum) for a fixed time; requests per
   second of N IOThreads against one IOThread;
+* threads: the same handler called back to back in N plain threads against
+  one, no loop and no hand-off: what the machine gives N threads of this
+  build in the same rounds (other processes take CPUs too), the ceiling of
+  the two other ratios;
 * server: ``examples/multiloop_server.py --loops N`` (one IOThread per CPU,
   each accepting on the same port with SO_REUSEPORT) against the same
   program with ``--loops 1``, loaded over TCP by another process
@@ -17,7 +21,7 @@ interleaved rounds, N = the number of CPUs the process may use against one:
   on each): requests per second in the rates, latency as the client sees it
   in the table, with the CPU of both processes per request.
 
-Both run unpinned only: the one-CPU and split placements hold every IOThread
+All run unpinned only: the one-CPU and split placements hold every IOThread
 to a single CPU, where N loops cannot run in parallel on any build.  Every
 IOThread runs at its default window (poll-max-ns 32768).  The report states
 the build and checks the free-threaded build's targets (N = 2 IOThreads at
@@ -99,7 +103,7 @@ def parallel() -> bool:
 
 
 def _example() -> ModuleType:
-    """The example server as a module: its handler is the work of both groups."""
+    """The example server as a module: its handler is the work of every group."""
     spec = importlib.util.spec_from_file_location("multiloop_server", EXAMPLE)
     assert spec is not None
     assert spec.loader is not None
