@@ -15,11 +15,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from . import bench_pool, polling, roundtrip
+from . import bench_pool, polling, roundtrip, scaling
 from ._harness import run_suites
 
 #: Every suite, in the order they run; ``_harness`` says what a suite provides.
-SUITES = (roundtrip, polling, bench_pool)
+SUITES = (roundtrip, polling, bench_pool, scaling)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

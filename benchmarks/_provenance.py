@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,9 @@ def provenance(settings: dict[str, Any]) -> dict[str, Any]:
             "version": platform.python_version(),
             "implementation": platform.python_implementation(),
             "build": sys.version,
+            # A free-threaded build (PEP 703) may still run with the GIL
+            # (PYTHON_GIL=1, or an extension that asked for it): both are recorded.
+            "free_threaded_build": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
             "gil_enabled": gil() if gil else True,
         },
         "packages": {name: _version(name) for name in PACKAGES},
@@ -115,9 +119,15 @@ def provenance(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def file_name(meta: dict[str, Any]) -> str:
-    """``<date>-<shortcommit>[-quick][-<suites>].json``: the name ``--json DIR/`` gives."""
+    """``<date>-<shortcommit>[-ft][-quick][-<suites>].json``: the name ``--json DIR/`` gives.
+
+    ``-ft``: a free-threaded build, so that its run and the GIL build's of the
+    same commit sit side by side.
+    """
     settings = meta["settings"]
     parts = [meta["date"][:10], meta["commit_short"] or "nogit"]
+    if meta["python"].get("free_threaded_build"):
+        parts.append("ft")
     if settings["mode"] != "full":
         parts.append(settings["mode"])
     if settings["only"]:

@@ -206,6 +206,14 @@ def _cpus(cpus: list[int] | None) -> str:
     return "any CPU" if cpus is None else "CPU " + ",".join(map(str, cpus))
 
 
+def _build(meta: dict[str, Any]) -> str:
+    """What the provenance line adds for a free-threaded build; nothing for a GIL build."""
+    python = meta["python"]
+    if not python.get("free_threaded_build"):
+        return ""
+    return f", free-threaded build, GIL {'enabled' if python['gil_enabled'] else 'disabled'}"
+
+
 def _provenance_lines(meta: dict[str, Any], source: str) -> list[str]:
     settings, machine = meta["settings"], meta["machine"]
     idle = machine["idle"]
@@ -226,7 +234,8 @@ def _provenance_lines(meta: dict[str, Any], source: str) -> list[str]:
         f"case in {settings['rounds']} interleaved rounds; {took}).",
         f"Machine: {machine['cpu_model']}, {machine['cpu_count']} CPUs, kernel "
         f"{machine['kernel']} (`{kernel}`, cpuidle {idle['cpuidle_driver']}); "
-        f"{meta['python']['implementation']} {meta['python']['version']}, {packages}.",
+        f"{meta['python']['implementation']} {meta['python']['version']}{_build(meta)}, "
+        f"{packages}.",
         f"Placements: {placements}. Every event loop of a column is of its loop kind.",
         f"IOThreads at their default properties ({defaults}) except the window "
         "(poll-max-ns) each row states.",
