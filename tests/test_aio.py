@@ -9,10 +9,15 @@ wrapper, uvloop through the self-rescheduling callback poller.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import os
+import pathlib
+import shlex
+import shutil
 import socket
 import sys
+import sysconfig
 import threading
 import time
 import traceback
@@ -554,6 +559,23 @@ def test_the_native_core_is_left_out_when_turned_off_or_not_built(
     monkeypatch.delattr(iothreads._aio, "_core", raising=False)
     monkeypatch.setitem(sys.modules, "iothreads._aio._core", None)  # not built
     assert _inbox._load_native() is None
+
+
+def test_the_native_core_is_built_wherever_a_compiler_is() -> None:
+    """The extension is optional: where it fails to build, the package
+    installs without it and pip's log alone says so.  Where the compiler
+    setuptools uses and the interpreter's headers are present, it must have
+    built, and be the inbox used unless turned off (IOTHREADS_NO_EXTENSIONS
+    chooses at import, not at build: the module is there either way)."""
+    compiler = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "")
+    if not compiler or shutil.which(compiler[0]) is None:
+        pytest.skip(f"no C compiler on PATH ({compiler[0] if compiler else 'CC unset'})")
+    headers = pathlib.Path(sysconfig.get_paths()["include"], "Python.h")
+    if not headers.exists():
+        pytest.skip(f"no Python headers ({headers})")
+    core = importlib.import_module("iothreads._aio._core")  # fails where it did not build
+    turned_off = bool(os.environ.get("IOTHREADS_NO_EXTENSIONS"))
+    assert _inbox.native_core is (None if turned_off else core)
 
 
 @pytest.mark.implementations("python")

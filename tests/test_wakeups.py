@@ -1,17 +1,15 @@
 """No wake-up is ever lost: a producer landing at any step of the loop's path to sleep.
 
-Two kinds of test, on both loops:
-
-* deterministic interleavings, in the spirit of trio's thread tests: the
-  loop's thread and a producer thread are traced line by line (``sys.settrace``,
-  lines of iothreads' own code only) and paused at chosen lines, so that the
-  producer's ``call_soon_threadsafe`` is cut at every one of its lines and
-  the pieces land at every line of the loop's way from its last callback to
-  its sleep.  Under the GIL a stress test cannot reach most of these
-  interleavings (no thread switch happens between the loop's last look at
-  the inbox and its sleep); here each one is one trial;
-* a stress test with random gaps, which reaches real races where threads run
-  in parallel (the free-threaded build).
+Deterministic interleavings on both loops, in the spirit of trio's thread
+tests: the loop's thread and a producer thread are traced line by line
+(``sys.settrace``, lines of iothreads' own code only) and paused at chosen
+lines, so that the producer's ``call_soon_threadsafe`` is cut at every one
+of its lines and the pieces land at every line of the loop's way from its
+last callback to its sleep.  Under the GIL a stress test cannot reach most
+of these interleavings (no thread switch happens between the loop's last
+look at the inbox and its sleep); here each one is one trial.  Real races,
+where threads run in parallel (the free-threaded build), are left to the
+stress test of ``test_stress.py``.
 
 A lost wake-up leaves the loop asleep with work queued: the producer's
 bounded wait for its callback fails.
@@ -19,7 +17,6 @@ bounded wait for its callback fails.
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Iterator
 
@@ -204,43 +201,3 @@ def test_a_producer_landing_anywhere_on_the_loops_way_is_never_lost(
     stats = trial.aio.statistics()
     assert stats.wakeups_sent > 0
     assert stats.wakeups_suppressed > 0
-
-
-@pytest.mark.parametrize("poll_max_ns", [0, 32768, 500_000])
-def test_no_wakeup_is_lost_under_stress(loop_factory: LoopFactory, poll_max_ns: int) -> None:
-    """Many producers, random gaps; each waits for its own callback, bounded.
-
-    Gaps range from none to longer than the window, so submissions land while
-    the loop is awake, spinning, announcing sleep and asleep.
-    """
-    producers, per_producer = 4, 400
-    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=poll_max_ns) as io:
-        failures: list[str] = []
-
-        def producer(seed: int) -> None:
-            rng = random.Random(seed)
-            done = threading.Event()
-            for i in range(per_producer):
-                done.clear()
-                io.call_soon_threadsafe(done.set)
-                if not done.wait(WAIT):
-                    failures.append(f"producer {seed}: callback {i} never ran")
-                    return
-                gap = rng.random()
-                if gap < 0.3:
-                    continue  # back to back
-                if gap < 0.6:
-                    for _ in range(rng.randrange(2000)):
-                        pass  # a short busy gap, inside or around the window
-                else:
-                    threading.Event().wait(rng.random() / 2000)  # up to 0.5 ms asleep
-
-        threads = [threading.Thread(target=producer, args=(k,)) for k in range(producers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(WAIT * per_producer)
-        assert failures == []
-        stats = io.aio_context.statistics()
-        assert stats.submitted >= producers * per_producer
-        assert stats.wakeups_sent + stats.wakeups_suppressed == stats.submitted
