@@ -77,7 +77,8 @@ class CallbackPoller:
         context = self._context
         start, deadline = self._spinning
         step_end = min(deadline, context.clock() + STEP_NS)
-        if not context.spin(step_end, self._fd) and step_end < deadline:
+        caught = context.spin(step_end, self._fd)
+        if not (caught or context.cpu_shared) and step_end < deadline:
             self.loop.call_soon(self._spin)
             return
         self._spinning = None
