@@ -64,13 +64,13 @@ def set_window(io: IOThread, poll_ns: int) -> None:
     """Give the loop a polling window as if traffic had grown it: the loop's
     next way to sleep spins for *poll_ns* first (the guard, off, would end a
     spin whose CPU the test's threads share)."""
-    aio = io.aio_context
+    io.run_sync(set_window_here, io.aio_context, poll_ns)
 
-    def set_it() -> None:
-        aio.spin_guard = False
-        aio._window.poll_ns = poll_ns
 
-    io.run_sync(set_it)
+def set_window_here(aio: iothreads._aio.AioContext, poll_ns: int) -> None:
+    """set_window(), in the loop's thread."""
+    aio.spin_guard = False
+    aio._window.poll_ns = poll_ns
 
 
 def test_the_window_follows_the_block_time_the_loop_measures(loop_factory: LoopFactory) -> None:
@@ -227,6 +227,33 @@ def test_the_guard_sees_a_thread_running_on_the_spins_cpu(loop_factory: LoopFact
         finally:
             stop.set()
             neighbour.join(WAIT)
+
+
+def test_a_spin_waits_for_what_the_callbacks_before_it_queue(loop_factory: LoopFactory) -> None:
+    """A task that finishes as the loop starts to poll delivers its result
+    before the loop spins: its done callbacks, which the task's step queues
+    once the polling phase has begun, run before the first spin step."""
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS) as io:
+        aio = io.aio_context
+        order: list[str] = []
+        spin = aio.spin
+
+        def recording_spin(deadline_ns: int, fd: int = -1) -> bool:
+            order.append("spin")
+            return spin(deadline_ns, fd)
+
+        async def noop() -> None:
+            pass
+
+        def start() -> None:
+            aio.spin = recording_spin  # type: ignore[method-assign]
+            set_window_here(aio, SPINNING_NS)
+            task = asyncio.get_running_loop().create_task(noop())
+            task.add_done_callback(lambda _: order.append("done"))
+
+        io.call_soon_threadsafe(start)
+        wait_until(lambda: "done" in order, "the task to finish")
+        assert order[0] == "done"
 
 
 def test_live_tuning_resets_the_window(loop_factory: LoopFactory) -> None:
