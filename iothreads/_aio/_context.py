@@ -43,6 +43,12 @@ __all__ = ["AioContext", "AioContextStatistics"]
 #: them within QEMU's default window of 32 us.
 POLL_HANDLER_SLICE_NS: Final = 20_000
 
+#: The pure-Python spin reads its thread's switch count (the guard) every
+#: this many steps: a reading costs about what a step's yield does (0.5 us),
+#: and holds the GIL the producers may be waiting for (on every step it cost
+#: the handle round trip 10-20 % with the threads on two CPUs).
+GUARD_STEPS: Final = 8
+
 #: What the native spin answers when a yield ran another thread on its CPU
 #: and its last look found nothing (the guard; spin.c).
 NATIVE_SPIN_SHARED: Final = 3
@@ -291,6 +297,7 @@ class AioContext:
         native = self._native_spin
         switches = self.switches if self.spin_guard and native is None else None
         before = switches() if switches is not None else 0
+        steps = 0
         while True:
             if self.poll_step():
                 return True
@@ -310,7 +317,8 @@ class AioContext:
                 yield_cpu()
                 if fd >= 0 and select.select([fd], [], [], 0)[0]:
                     return True
-                shared = switches is not None and switches() != before
+                steps += 1
+                shared = switches is not None and steps % GUARD_STEPS == 0 and switches() != before
             if shared:
                 # The threads sharing this CPU have run up to their next wait:
                 # what they were about to hand over is queued by now.
