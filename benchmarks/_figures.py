@@ -184,7 +184,7 @@ def print_table(results: Sequence[Result], file: TextIO | None = None) -> None:
     """
     file = file or sys.stdout
     header = (
-        f"  {'case':<52} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'CPU us/op':>9}"
+        f"  {'case':<62} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'CPU us/op':>9}"
         f"  {'p50 x':>6} {'p99 x':>6} {'p99.9 x':>7} {'CPU x':>6}  {'p50 x by round':>18}"
     )
     for r, base in _rows(results, header, file):
@@ -198,7 +198,7 @@ def print_table(results: Sequence[Result], file: TextIO | None = None) -> None:
                 f"  {x['p50_rounds'].text():>18}"
             )
         print(
-            f"  {r.case:<52} {f['p50_us']:8.1f} {f['p99_us']:8.1f} {f['p999_us']:9.1f} "
+            f"  {r.case:<62} {f['p50_us']:8.1f} {f['p99_us']:8.1f} {f['p999_us']:9.1f} "
             f"{f['cpu_us_per_op']:9.1f}{marks}",
             file=file,
         )
@@ -247,7 +247,7 @@ def print_rates(rates: Sequence[Rate], file: TextIO | None = None) -> None:
     """
     file = file or sys.stdout
     header = (
-        f"  {'case':<52} {'ops/s median':>12} {'ops/s range':>19} {'CPU % median':>12}"
+        f"  {'case':<62} {'ops/s median':>12} {'ops/s range':>19} {'CPU % median':>12}"
         f"  {'rate x (range)':>18}"
     )
     for r, base in _rows(rates, header, file):
@@ -258,7 +258,7 @@ def print_rates(rates: Sequence[Rate], file: TextIO | None = None) -> None:
             if any(rr.ops_per_s for rr in r.rounds)
             else f"{'':12} {'':19}"
         )
-        print(f"  {r.case:<52} {ops} {r.cpu_pct.median:12.2f}  {mark:>18}", file=file)
+        print(f"  {r.case:<62} {ops} {r.cpu_pct.median:12.2f}  {mark:>18}", file=file)
 
 
 # -- derived figures -----------------------------------------------------------------

@@ -18,7 +18,10 @@ from one run mean anything (docs/design.md, "Measurements"):
   derived from two cases is computed within each round;
 * each chunk starts with a warm-up that is not sampled;
 * latency is sampled per operation with ``perf_counter_ns``; CPU per operation
-  is the process's CPU time (all threads) over the chunk, divided by the ops.
+  is the process's CPU time (all threads) over the chunk, divided by the ops;
+* every IOThread case runs once per inbox implementation present (the native
+  core where it was built, the pure-Python inbox always), in the same
+  rounds, its name ending in the implementation (``iothread`` below).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+
+from iothreads import IOThread
+from iothreads._aio import _inbox
 
 from ._figures import (
     Chunk,
@@ -156,6 +162,70 @@ def loop_kinds() -> dict[str, LoopFactory]:
     else:
         kinds["uvloop"] = uvloop.new_event_loop
     return kinds
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """Which inbox an IOThread gets: the native core, or the pure-Python one."""
+
+    name: str
+    #: what ``_inbox.native_core`` holds while the IOThread starts: the
+    #: module, or None for the pure-Python inbox
+    core: ModuleType | None
+
+
+#: The native core as the package loaded it (None: not built, or disabled),
+#: read before any case switches it.
+_NATIVE_CORE = _inbox.native_core
+
+
+def implementations() -> list[Implementation]:
+    """The inbox implementations present: native where built, then pure Python."""
+    python = Implementation("python", None)
+    if _NATIVE_CORE is None:
+        return [python]
+    return [Implementation("native", _NATIVE_CORE), python]
+
+
+def implementations_note() -> str | None:
+    """What the output says when IOThread cases run on the pure-Python inbox alone."""
+    if _NATIVE_CORE is not None:
+        return None
+    return (
+        "note: the native core is not built (or IOTHREADS_NO_EXTENSIONS is set): "
+        "IOThread cases run the pure-Python inbox only"
+    )
+
+
+def with_implementation(name: str, implementation: str) -> str:
+    """An IOThread case's name, saying which inbox (by its name) it ran."""
+    return f"{name}, {implementation}"
+
+
+@contextlib.contextmanager
+def iothread(
+    loop_factory: LoopFactory,
+    implementation: Implementation,
+    poll_max_ns: int = IOThread.property_defaults["poll-max-ns"],
+) -> Iterator[IOThread]:
+    """A started IOThread "bench" of *loop_factory*'s kind with *implementation*'s
+    inbox, its properties at their defaults but the window *poll_max_ns*.
+
+    An IOThread takes its inbox from ``_inbox.native_core`` when its thread
+    creates its AioContext, which ``start()`` waits for: switching the
+    global around ``start()`` alone chooses the implementation (the tests'
+    ``implementation`` fixture switches the same global).
+    """
+    io = IOThread("bench", loop_factory=loop_factory, poll_max_ns=poll_max_ns)
+    saved, _inbox.native_core = _inbox.native_core, implementation.core
+    try:
+        io.start()
+    finally:
+        _inbox.native_core = saved
+    try:
+        yield io
+    finally:
+        io.stop()
 
 
 class Progress:
@@ -291,6 +361,7 @@ def run_suites(
             "suites": [suite.NAME for suite in chosen],
             "only": args.only or [],
             "loop_kinds": list(loop_kinds()),
+            "implementations": [i.name for i in implementations()],
             "placements": {
                 p.name: {
                     "caller": sorted(p.caller) if p.caller is not None else None,
@@ -302,6 +373,9 @@ def run_suites(
     )
     if meta["dirty"]:
         print("warning: uncommitted changes; the figures match no commit", file=sys.stderr)
+    note = implementations_note()
+    if note:
+        print(note, file=sys.stderr)
 
     plan = [
         (f"{suite.NAME}/{group.name}/{kind}/{placement.name}", group, factory, placement)
@@ -341,6 +415,8 @@ def run_suites(
             lines += suite.report(results, derived, mode)
     progress.close()
     meta["duration_s"] = round(time.perf_counter() - started, 1)
+    if note:
+        lines.append(note)
     print_table(results)
     if rates:
         print()
@@ -364,14 +440,19 @@ __all__ = [
     "Case",
     "CaseFactory",
     "Group",
+    "Implementation",
     "LoopFactory",
     "Mode",
     "Op",
     "Placement",
     "Progress",
+    "implementations",
+    "implementations_note",
+    "iothread",
     "loop_kinds",
     "placements",
     "run_chunk",
     "run_group",
     "run_suites",
+    "with_implementation",
 ]

@@ -11,8 +11,9 @@ window (poll-max-ns): the default 32768, a wide 262144, or 0 (polling off).
   can pay: QEMU's case (a guest or a device writes, the iothread notices),
   and any socket peer;
 * back-to-back round trips at each window vs plain asyncio: handle round
-  trips, and a plain function awaited (``io.run`` against
-  ``call_soon_threadsafe`` + a future, the same work on both sides);
+  trips, a plain function awaited (``io.run`` against
+  ``call_soon_threadsafe`` + a future, the same work on both sides), and a
+  coroutine awaited (``io.run`` against ``run_coroutine_threadsafe``);
 * sparse traffic (200 us and 5 ms between requests), each window vs polling
   off: the window must shrink, so polling costs no CPU and no latency there;
 * throughput of one producer thread pushing unbatched call_soon_threadsafe,
@@ -20,6 +21,10 @@ window (poll-max-ns): the default 32768, a wide 262144, or 0 (polling off).
   rounds;
 * the CPU an idle IOThread burns, against an idle plain loop thread, in
   interleaved rounds.
+
+Every IOThread case runs once per inbox implementation (its name ends in
+"native" or "python"); a sparse group is one implementation's windows
+against its own polling off.
 """
 
 from __future__ import annotations
@@ -36,24 +41,36 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from iothreads import IOThread
-
 from ._figures import Chunk, Rate, RateRound, Result
-from ._harness import Case, CaseFactory, Group, LoopFactory, Mode, Op, Placement
+from ._harness import (
+    Case,
+    Group,
+    Implementation,
+    LoopFactory,
+    Mode,
+    Placement,
+    implementations,
+    iothread,
+    with_implementation,
+)
 from .roundtrip import (
     CALL_WITH_FUTURE,
     DEFAULT_POLL_MAX_NS,
     LOOP_HANDLE,
+    RUN_COROUTINE_THREADSAFE,
+    WORK_COROUTINE,
     WORK_FUNCTION,
     WORK_HANDLE,
     baseline_call,
     baseline_handle,
-    io_case,
+    baseline_run,
+    io_cases,
     io_handle,
     io_handle_name,
     io_run_name,
     noop_sync,
     plain_loop_thread,
+    run_noop,
     run_noop_sync,
     window,
 )
@@ -82,17 +99,19 @@ def echo_name(poll_max_ns: int) -> str:
     return f"IOThread, {window(poll_max_ns)}"
 
 
-def cases(loop_factory: LoopFactory) -> list[Group]:
-    def on(make_op: Callable[[IOThread], Op], poll_max_ns: int) -> CaseFactory:
-        return io_case(loop_factory, make_op, poll_max_ns)
+def sparse_group(label: str, implementation: str) -> str:
+    """The sparse group of one gap and one implementation (its own polling off as baseline)."""
+    return f"sparse-{label}-{implementation}"
 
+
+def cases(loop_factory: LoopFactory) -> list[Group]:
     groups = [
         Group(
             "b2b-handle",
             WORK_HANDLE,
             [
                 Case(LOOP_HANDLE, baseline_handle(loop_factory)),
-                *(Case(io_handle_name(ns), on(io_handle, ns)) for ns in WINDOWS),
+                *io_cases(io_handle_name, loop_factory, io_handle, WINDOWS),
             ],
         ),
         Group(
@@ -100,19 +119,35 @@ def cases(loop_factory: LoopFactory) -> list[Group]:
             WORK_FUNCTION,
             [
                 Case(CALL_WITH_FUTURE, baseline_call(loop_factory)),
-                *(Case(io_run_name(ns), on(run_noop_sync, ns)) for ns in WINDOWS),
+                *io_cases(io_run_name, loop_factory, run_noop_sync, WINDOWS),
+            ],
+        ),
+        Group(
+            "b2b-run-coroutine",
+            WORK_COROUTINE,
+            [
+                Case(RUN_COROUTINE_THREADSAFE, baseline_run(loop_factory)),
+                *io_cases(io_run_name, loop_factory, run_noop, WINDOWS),
             ],
         ),
     ]
     for label, gap in SPARSE_GAPS.items():
-        # Polling off first: the baseline every window is compared with.
-        groups.append(
-            Group(
-                f"sparse-{label}",
-                f"{WORK_FUNCTION}, {label} apart",
-                [Case(io_run_name(ns), on(run_noop_sync, ns), gap_s=gap) for ns in sorted(WINDOWS)],
+        for implementation in implementations():
+            # Polling off first: the baseline every window is compared with.
+            groups.append(
+                Group(
+                    sparse_group(label, implementation.name),
+                    f"{WORK_FUNCTION}, {label} apart",
+                    io_cases(
+                        io_run_name,
+                        loop_factory,
+                        run_noop_sync,
+                        tuple(sorted(WINDOWS)),
+                        gap_s=gap,
+                        inboxes=[implementation],
+                    ),
+                )
             )
-        )
     return groups
 
 
@@ -121,12 +156,18 @@ def results(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mo
     samples = 600 if mode.quick else 10_000
     group = f"{NAME}/echo/{kind}/{placement.name}"
 
-    def io_server(poll_max_ns: int) -> Callable[[contextlib.ExitStack], asyncio.AbstractEventLoop]:
-        return lambda stack: _io_loop(stack, loop_factory, poll_max_ns)
+    def io_server(
+        implementation: Implementation, poll_max_ns: int
+    ) -> Callable[[contextlib.ExitStack], asyncio.AbstractEventLoop]:
+        return lambda stack: _io_loop(stack, loop_factory, implementation, poll_max_ns)
 
     servers: dict[str, Callable[[contextlib.ExitStack], asyncio.AbstractEventLoop]] = {
         PLAIN_LOOP_THREAD: lambda stack: stack.enter_context(plain_loop_thread(loop_factory)),
-        **{echo_name(ns): io_server(ns) for ns in WINDOWS},
+        **{
+            with_implementation(echo_name(ns), implementation.name): io_server(implementation, ns)
+            for implementation in implementations()
+            for ns in WINDOWS
+        },
     }
     out = {name: Result(group, name, WORK_ECHO) for name in servers}
     with placement.applied():
@@ -140,9 +181,12 @@ def results(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mo
 
 
 def _io_loop(
-    stack: contextlib.ExitStack, loop_factory: LoopFactory, poll_max_ns: int
+    stack: contextlib.ExitStack,
+    loop_factory: LoopFactory,
+    implementation: Implementation,
+    poll_max_ns: int,
 ) -> asyncio.AbstractEventLoop:
-    io = stack.enter_context(IOThread("bench", loop_factory=loop_factory, poll_max_ns=poll_max_ns))
+    io = stack.enter_context(iothread(loop_factory, implementation, poll_max_ns=poll_max_ns))
     assert io.loop is not None
     return io.loop
 
@@ -240,13 +284,22 @@ WORK_PUSH = "one plain thread pushing no-op callbacks, unbatched, until the last
 def rates(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mode) -> list[Rate]:
     """Throughput of one producer, and the idle cost (unpinned only), in rounds."""
     n = PUSHES[mode.name] // mode.rounds
+
+    def io_target(
+        implementation: Implementation,
+    ) -> Callable[[contextlib.ExitStack], Callable[..., object]]:
+        return lambda stack: (
+            stack.enter_context(iothread(loop_factory, implementation)).call_soon_threadsafe
+        )
+
     targets: dict[str, Callable[[contextlib.ExitStack], Callable[..., object]]] = {
         LOOP_PUSH: lambda stack: (
             stack.enter_context(plain_loop_thread(loop_factory)).call_soon_threadsafe
         ),
-        io_handle_name(): lambda stack: (
-            stack.enter_context(IOThread("bench", loop_factory=loop_factory)).call_soon_threadsafe
-        ),
+        **{
+            with_implementation(io_handle_name(), implementation.name): io_target(implementation)
+            for implementation in implementations()
+        },
     }
     group = f"{NAME}/throughput/{kind}/{placement.name}"
     out = [Rate(group, name, WORK_PUSH) for name in targets]
@@ -276,12 +329,23 @@ def _idle_rates(
         for _ in range(200):
             _in_loop(loop, noop_sync)
 
-    def ours(stack: contextlib.ExitStack) -> None:
-        io = stack.enter_context(IOThread("bench", loop_factory=loop_factory))
-        for _ in range(200):  # traffic first, so the window has grown
-            io.run_sync(noop_sync)
+    def ours(implementation: Implementation) -> Callable[[contextlib.ExitStack], None]:
+        def start(stack: contextlib.ExitStack) -> None:
+            io = stack.enter_context(iothread(loop_factory, implementation))
+            for _ in range(200):  # traffic first, so the window has grown
+                io.run_sync(noop_sync)
 
-    servers = {PLAIN_LOOP_THREAD: plain, echo_name(DEFAULT_POLL_MAX_NS): ours}
+        return start
+
+    servers = {
+        PLAIN_LOOP_THREAD: plain,
+        **{
+            with_implementation(echo_name(DEFAULT_POLL_MAX_NS), implementation.name): ours(
+                implementation
+            )
+            for implementation in implementations()
+        },
+    }
     out = [Rate(group, name, work) for name in servers]
     for _ in range(mode.rounds):
         for start, rate in zip(servers.values(), out, strict=True):

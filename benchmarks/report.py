@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from . import bench_pool, polling
+from ._harness import with_implementation
 from .bench_pool import ABOVE_FLOOR, BURST_KINDS, FLOOR_OVER_BEST, OURS_OVER_BEST
-from .polling import WIDE_POLL_MAX_NS, echo_name
+from .polling import WIDE_POLL_MAX_NS, echo_name, sparse_group
 from .roundtrip import DEFAULT_POLL_MAX_NS, io_handle_name, io_run_name, window
 
 BEGIN = "<!-- python -m benchmarks.report {source}: its output down to the end marker -->"
@@ -36,6 +37,8 @@ END = "<!-- end of python -m benchmarks.report output -->"
 #: A figure the file does not hold (a partial run, or a loop kind not installed).
 MISSING = "n/a"
 PLACEMENT_TITLES = {"unpinned": "unpinned", "one-cpu": "one CPU", "split": "split"}
+#: How a row names the inbox implementation its IOThread cases ran.
+IMPLEMENTATION_TITLES = {"native": "native core", "python": "pure-Python inbox"}
 
 
 class Run:
@@ -107,12 +110,46 @@ class Row:
     cell: Cell
 
 
-def _window_rows() -> list[Row]:
+def _io_rows(implementation: str) -> list[Row]:
+    """The rows of IOThread cases, for the inbox *implementation*."""
+    inbox = IMPLEMENTATION_TITLES.get(implementation, implementation)
+
+    def io(label: str, group: str, name: str, cell: Cell) -> Row:
+        return Row(
+            label.format(inbox=inbox), group, with_implementation(name, implementation), cell
+        )
+
     windows = (DEFAULT_POLL_MAX_NS, WIDE_POLL_MAX_NS, 0)
     rows = [
-        Row(
+        io(
+            "`await io.run(noop)`, `noop` a coroutine, vs `run_coroutine_threadsafe` + "
+            f"`wrap_future`; IOThread {window(DEFAULT_POLL_MAX_NS)}, {{inbox}}; p50",
+            "roundtrip/await-coroutine",
+            io_run_name(),
+            p50,
+        ),
+        io(
+            "`await io.run(noop)`, `noop` a plain function, vs `call_soon_threadsafe` + a "
+            f"`Future` + `wrap_future`; IOThread {window(DEFAULT_POLL_MAX_NS)}, {{inbox}}; p50",
+            "roundtrip/await-function",
+            io_run_name(),
+            p50,
+        ),
+    ]
+    rows.append(
+        io(
+            "`await io.run(noop)` back to back, `noop` a coroutine, vs "
+            f"`run_coroutine_threadsafe` + `wrap_future`; IOThread {window(WIDE_POLL_MAX_NS)}, "
+            "{inbox}; p50",
+            "polling/b2b-run-coroutine",
+            io_run_name(WIDE_POLL_MAX_NS),
+            p50,
+        )
+    )
+    rows += [
+        io(
             "handle round trip (a callback there, which schedules one back) vs the loop's own "
-            f"`call_soon_threadsafe` both ways; IOThread {window(ns)}; p50",
+            f"`call_soon_threadsafe` both ways; IOThread {window(ns)}, {{inbox}}; p50",
             "polling/b2b-handle",
             io_handle_name(ns),
             p50,
@@ -120,9 +157,9 @@ def _window_rows() -> list[Row]:
         for ns in windows
     ]
     rows += [
-        Row(
+        io(
             "echo: a reader callback answering another process over a socketpair, vs a plain "
-            f"loop thread; IOThread {window(ns)}; p50 as the other process sees it",
+            f"loop thread; IOThread {window(ns)}, {{inbox}}; p50 as the other process sees it",
             "polling/echo",
             echo_name(ns),
             p50,
@@ -130,46 +167,34 @@ def _window_rows() -> list[Row]:
         for ns in windows
     ]
     rows += [
-        Row(
+        io(
             f"sparse traffic (`io.run` of a function, {gap} apart), CPU per request; "
-            f"IOThread {window(ns)} vs {window(0)}; all rounds pooled",
-            f"polling/sparse-{gap}",
+            f"IOThread {window(ns)} vs {window(0)}, both {{inbox}}; all rounds pooled",
+            f"polling/{sparse_group(gap, implementation)}",
             io_run_name(ns),
             cpu,
         )
         for gap in polling.SPARSE_GAPS
         for ns in windows[:2]
     ]
-    return rows
-
-
-def rows() -> list[Row]:
-    """The README table's rows, in order."""
-    dispatch = "`await pool.run(noop)` ({what}) vs the best of `run_in_executor` (TPE), "
-    dispatch += "`asyncio.to_thread`, anyio (the one with the lowest p50 over the run), p50"
-    return [
-        Row(
-            "`await io.run(noop)`, `noop` a coroutine, vs `run_coroutine_threadsafe` + "
-            f"`wrap_future`; IOThread {window(DEFAULT_POLL_MAX_NS)}; p50",
-            "roundtrip/await-coroutine",
-            io_run_name(),
-            p50,
-        ),
-        Row(
-            "`await io.run(noop)`, `noop` a plain function, vs `call_soon_threadsafe` + a "
-            f"`Future` + `wrap_future`; IOThread {window(DEFAULT_POLL_MAX_NS)}; p50",
-            "roundtrip/await-function",
-            io_run_name(),
-            p50,
-        ),
-        *_window_rows(),
-        Row(
+    rows.append(
+        io(
             "one plain thread's unbatched `io.call_soon_threadsafe` throughput vs the loop's "
-            f"own; IOThread {window(DEFAULT_POLL_MAX_NS)}; operations per second",
+            f"own; IOThread {window(DEFAULT_POLL_MAX_NS)}, {{inbox}}; operations per second",
             "polling/throughput",
             io_handle_name(),
             rate,
-        ),
+        )
+    )
+    return rows
+
+
+def rows(implementations: Sequence[str]) -> list[Row]:
+    """The README table's rows, in order: IOThread rows for each of *implementations*."""
+    dispatch = "`await pool.run(noop)` ({what}) vs the best of `run_in_executor` (TPE), "
+    dispatch += "`asyncio.to_thread`, anyio (the one with the lowest p50 over the run), p50"
+    return [
+        *(row for implementation in implementations for row in _io_rows(implementation)),
         Row(dispatch.format(what="whole round trip"), "pool/dispatch", OURS_OVER_BEST, derived),
         Row(
             "two bare wake-ups (a `threading.Lock` handed to a thread and back) vs the same "
@@ -265,15 +290,15 @@ def _idle_line(run: Run, meta: dict[str, Any]) -> str:
     cells = []
     for kind in meta["settings"]["loop_kinds"]:
         group = f"polling/idle/{kind}/unpinned"
-        ours = run.get(run.rates, group, echo_name(DEFAULT_POLL_MAX_NS))
         plain = run.get(run.rates, group, polling.PLAIN_LOOP_THREAD)
-        if ours is None or plain is None:
-            cells.append(f"{kind} {MISSING}")
-        else:
-            cells.append(
-                f"{kind} {ours['cpu_pct']['median']:.2f} % "
-                f"(a plain loop thread: {plain['cpu_pct']['median']:.2f} %)"
-            )
+        ours = []
+        for implementation in meta["settings"]["implementations"]:
+            name = with_implementation(echo_name(DEFAULT_POLL_MAX_NS), implementation)
+            idle = run.get(run.rates, group, name)
+            figure = MISSING if idle is None else f"{idle['cpu_pct']['median']:.2f} %"
+            ours.append(f"{IMPLEMENTATION_TITLES.get(implementation, implementation)} {figure}")
+        base = MISSING if plain is None else f"{plain['cpu_pct']['median']:.2f} %"
+        cells.append(f"{kind} " + ", ".join(ours) + f" (a plain loop thread: {base})")
     return (
         f"Idle, unpinned, after 200 calls: an IOThread at {window(DEFAULT_POLL_MAX_NS)} used, "
         "of one core, median of the rounds: " + "; ".join(cells) + "."
@@ -289,7 +314,7 @@ def render(data: dict[str, Any], source: str) -> tuple[str, list[str]]:
     titles = [f"{kind} {PLACEMENT_TITLES.get(p, p)}" for kind, p in columns]
     lines.append("| what (the work; the settings) | " + " | ".join(titles) + " |")
     lines.append("| --- " * (len(columns) + 1) + "|")
-    for row in rows():
+    for row in rows(meta["settings"]["implementations"]):
         cells = [row.cell(run, f"{row.group}/{kind}/{p}", row.name) for kind, p in columns]
         lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
     lines += ["", _submit_line(run, meta), "", _idle_line(run, meta), END]

@@ -7,7 +7,8 @@ for the same work as ours in each group: a coroutine through
 function through ``loop.call_soon_threadsafe`` setting a
 ``concurrent.futures.Future`` + ``asyncio.wrap_future``; a handle round trip
 with ``loop.call_soon_threadsafe`` there and back.  Ours: the same hand-offs
-through an IOThread at its default settings, which each case's name states.
+through an IOThread at its default settings, which each case's name states,
+once per inbox implementation (native core, pure Python).
 The caller, the baseline's loop and the IOThread's loop are all of the
 group's loop kind.
 """
@@ -18,11 +19,21 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 from iothreads import IOThread
 
-from ._harness import Case, CaseFactory, Group, LoopFactory, Op
+from ._harness import (
+    Case,
+    CaseFactory,
+    Group,
+    Implementation,
+    LoopFactory,
+    Op,
+    implementations,
+    iothread,
+    with_implementation,
+)
 
 NAME = "roundtrip"
 
@@ -147,16 +158,43 @@ def baseline_call(loop_factory: LoopFactory) -> CaseFactory:
 def io_case(
     loop_factory: LoopFactory,
     make_op: Callable[[IOThread], Op],
+    implementation: Implementation,
     poll_max_ns: int = DEFAULT_POLL_MAX_NS,
 ) -> CaseFactory:
-    """An IOThread of the group's loop kind, and the op *make_op* builds on it."""
+    """An IOThread of the group's loop kind and *implementation*'s inbox, and
+    the op *make_op* builds on it."""
 
     @contextlib.asynccontextmanager
     async def case() -> AsyncIterator[Op]:
-        async with IOThread("bench", loop_factory=loop_factory, poll_max_ns=poll_max_ns) as io:
+        # Started and stopped blocking the caller's loop, which runs nothing
+        # else meanwhile; neither is timed.
+        with iothread(loop_factory, implementation, poll_max_ns=poll_max_ns) as io:
             yield make_op(io)
 
     return case
+
+
+def io_cases(
+    name: Callable[[int], str],
+    loop_factory: LoopFactory,
+    make_op: Callable[[IOThread], Op],
+    windows: tuple[int, ...] = (DEFAULT_POLL_MAX_NS,),
+    *,
+    gap_s: float = 0.0,
+    inboxes: Sequence[Implementation] | None = None,
+) -> list[Case]:
+    """*make_op* on an IOThread at each of *windows*, for each implementation
+    (of *inboxes*, else every one present), named ``name(window)`` and the
+    implementation."""
+    return [
+        Case(
+            with_implementation(name(ns), implementation.name),
+            io_case(loop_factory, make_op, implementation, ns),
+            gap_s=gap_s,
+        )
+        for implementation in (implementations() if inboxes is None else inboxes)
+        for ns in windows
+    ]
 
 
 def run_noop(io: IOThread) -> Op:
@@ -179,7 +217,7 @@ def cases(loop_factory: LoopFactory) -> list[Group]:
             WORK_COROUTINE,
             [
                 Case(RUN_COROUTINE_THREADSAFE, baseline_run(loop_factory)),
-                Case(io_run_name(), io_case(loop_factory, run_noop)),
+                *io_cases(io_run_name, loop_factory, run_noop),
             ],
         ),
         Group(
@@ -187,7 +225,7 @@ def cases(loop_factory: LoopFactory) -> list[Group]:
             WORK_FUNCTION,
             [
                 Case(CALL_WITH_FUTURE, baseline_call(loop_factory)),
-                Case(io_run_name(), io_case(loop_factory, run_noop_sync)),
+                *io_cases(io_run_name, loop_factory, run_noop_sync),
             ],
         ),
         Group(
@@ -195,7 +233,7 @@ def cases(loop_factory: LoopFactory) -> list[Group]:
             WORK_HANDLE,
             [
                 Case(LOOP_HANDLE, baseline_handle(loop_factory)),
-                Case(io_handle_name(), io_case(loop_factory, io_handle)),
+                *io_cases(io_handle_name, loop_factory, io_handle),
             ],
         ),
     ]

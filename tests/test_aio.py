@@ -26,8 +26,9 @@ from collections.abc import Callable
 import pytest
 
 import iothreads._aio
-from iothreads import IOThread, IOThreadStopped, PollHandler
+from iothreads import AioContextStatistics, IOThread, IOThreadStopped, PollHandler
 from iothreads._aio import _inbox
+from iothreads._aio._context import NATIVE_SPIN_SHARED
 from iothreads._aio._wakeup import WakeupChannel
 
 from .helpers import WAIT, FakeClock, LoopFactory, wait_until
@@ -56,6 +57,7 @@ def use_a_fake_clock(io: IOThread) -> None:
 
     def reset() -> int:
         aio.clock = FakeClock()
+        aio.spin_guard = False  # each spin runs its window out, as the sequences expect
         aio._window.poll_ns = 0
         return aio.statistics().blocks
 
@@ -65,8 +67,15 @@ def use_a_fake_clock(io: IOThread) -> None:
 
 def set_window(io: IOThread, poll_ns: int) -> None:
     """Give the loop a polling window as if traffic had grown it: the loop's
-    next way to sleep spins for *poll_ns* first."""
-    io.run_sync(setattr, io.aio_context._window, "poll_ns", poll_ns)
+    next way to sleep spins for *poll_ns* first (the guard, off, would end a
+    spin whose CPU the test's threads share)."""
+    io.run_sync(set_window_here, io.aio_context, poll_ns)
+
+
+def set_window_here(aio: iothreads._aio.AioContext, poll_ns: int) -> None:
+    """set_window(), in the loop's thread."""
+    aio.spin_guard = False
+    aio._window.poll_ns = poll_ns
 
 
 def test_the_window_follows_the_block_time_the_loop_measures(loop_factory: LoopFactory) -> None:
@@ -123,6 +132,133 @@ def test_poll_max_ns_zero_disables_polling(loop_factory: LoopFactory) -> None:
             io.submit(lambda: None).result(WAIT)
         stats = io.aio_context.statistics()
         assert (stats.poll_ns, stats.polls, stats.spin_ns) == (0, 0, 0)
+
+
+def share_the_cpu_in_every_spin(
+    io: IOThread, implementation: str, *, then: Callable[[], object]
+) -> None:
+    """From the loop's next way to sleep on, every spin learns after its
+    first yield that another thread ran on its CPU, just after *then* ran
+    (in the loop's thread); its window is HUGE_POLL_NS, the guard on."""
+    aio = io.aio_context
+
+    def install() -> None:
+        if implementation == "native":  # the guard's detection is in C: stub the C spin
+
+            def native_spin(duration_ns: int, fd: int) -> int:
+                then()
+                return NATIVE_SPIN_SHARED
+
+            aio._native_spin = native_spin
+        else:
+            counts = itertools.count()
+
+            def switches() -> int:
+                n = next(counts)
+                if n % 2:  # the reading after a yield
+                    then()
+                return n
+
+            aio.switches = switches
+        aio.spin_guard = True
+        aio._window.poll_ns = HUGE_POLL_NS
+
+    io.run_sync(install)
+
+
+def test_the_guard_ends_a_spin_whose_cpu_is_shared(
+    loop_factory: LoopFactory, implementation: str
+) -> None:
+    """A spin whose yield ran another thread looks once more and gives up:
+    the loop sleeps at once instead of spinning for its window (100 s, ten
+    times the test's wait), the window stays as it was, and work still wakes
+    the loop."""
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS) as io:
+        before = io.aio_context.statistics()
+        share_the_cpu_in_every_spin(io, implementation, then=lambda: None)
+        wait_until(lambda: io.aio_context.statistics().blocks > before.blocks, "the loop to sleep")
+        stats = io.aio_context.statistics()
+        assert stats.spins_shared - before.spins_shared == stats.polls - before.polls == 1
+        assert stats.poll_hits == before.poll_hits
+        assert stats.poll_ns == HUGE_POLL_NS  # QEMU's arithmetic saw no block time yet
+        assert io.submit(lambda: "woken").result(WAIT) == "woken"
+
+
+def test_the_guard_takes_one_more_look(loop_factory: LoopFactory, implementation: str) -> None:
+    """Work the threads sharing the CPU handed over while the spin yielded
+    ends the spin as a hit: the guard looks once more before it gives up."""
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS) as io:
+        aio = io.aio_context
+        caught: list[AioContextStatistics] = []  # as the phase that caught the work left them
+        ran = threading.Event()
+
+        def run() -> None:
+            caught.append(aio.statistics())
+            ran.set()
+
+        def hand_over_once() -> None:  # in the loop's thread, as another thread would
+            if not ran.is_set() and not caught:
+                caught.append(aio.statistics())
+                aio.call_soon_threadsafe(run)
+
+        share_the_cpu_in_every_spin(io, implementation, then=hand_over_once)
+        assert ran.wait(WAIT)
+        before, after = caught
+        assert after.poll_hits - before.poll_hits == 1
+        assert after.spins_shared == before.spins_shared  # the look caught it: no giving up
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_the_guard_sees_a_thread_running_on_the_spins_cpu(loop_factory: LoopFactory) -> None:
+    """No stub: the loop's thread and a thread that keeps yielding share one
+    CPU, so the spin's first yield runs that thread, and the guard ends the
+    spin (of 100 s) at once, on either implementation."""
+    cpu = min(os.sched_getaffinity(0))
+    stop = threading.Event()
+
+    def share_the_cpu() -> None:
+        os.sched_setaffinity(0, {cpu})
+        while not stop.is_set():
+            os.sched_yield()
+
+    with IOThread("io0", loop_factory=loop_factory, cpu_affinity={cpu}) as io:
+        neighbour = threading.Thread(target=share_the_cpu)
+        neighbour.start()
+        try:
+            aio = io.aio_context
+            before = aio.statistics()
+            io.run_sync(setattr, aio._window, "poll_ns", HUGE_POLL_NS)
+            wait_until(lambda: aio.statistics().spins_shared > before.spins_shared, "the guard")
+        finally:
+            stop.set()
+            neighbour.join(WAIT)
+
+
+def test_a_spin_waits_for_what_the_callbacks_before_it_queue(loop_factory: LoopFactory) -> None:
+    """A task that finishes as the loop starts to poll delivers its result
+    before the loop spins: its done callbacks, which the task's step queues
+    once the polling phase has begun, run before the first spin step."""
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS) as io:
+        aio = io.aio_context
+        order: list[str] = []
+        spin = aio.spin
+
+        def recording_spin(deadline_ns: int, fd: int = -1) -> bool:
+            order.append("spin")
+            return spin(deadline_ns, fd)
+
+        async def noop() -> None:
+            pass
+
+        def start() -> None:
+            aio.spin = recording_spin  # type: ignore[method-assign]
+            set_window_here(aio, SPINNING_NS)
+            task = asyncio.get_running_loop().create_task(noop())
+            task.add_done_callback(lambda _: order.append("done"))
+
+        io.call_soon_threadsafe(start)
+        wait_until(lambda: "done" in order, "the task to finish")
+        assert order[0] == "done"
 
 
 def test_live_tuning_resets_the_window(loop_factory: LoopFactory) -> None:

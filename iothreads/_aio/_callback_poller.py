@@ -67,9 +67,17 @@ class CallbackPoller:
         if poll_ns:
             self._spinning = (now, now + poll_ns)
             context.begin_polling()
-            self.loop.call_soon(self._spin)
+            self.loop.call_soon(self._first_step)
         else:
             self._go_idle(now)
+
+    @runs_in(LOOP)
+    def _first_step(self) -> None:
+        """Spin nothing yet: queue the spin behind what the callbacks queued
+        before this one queued in turn (a task's step queues its done
+        callbacks, which deliver its result), which would otherwise wait a
+        spin step for nothing."""
+        self.loop.call_soon(self._spin)
 
     @runs_in(LOOP)
     def _spin(self) -> None:
@@ -77,7 +85,8 @@ class CallbackPoller:
         context = self._context
         start, deadline = self._spinning
         step_end = min(deadline, context.clock() + STEP_NS)
-        if not context.spin(step_end, self._fd) and step_end < deadline:
+        caught = context.spin(step_end, self._fd)
+        if not (caught or context.cpu_shared) and step_end < deadline:
             self.loop.call_soon(self._spin)
             return
         self._spinning = None

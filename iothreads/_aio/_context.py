@@ -34,7 +34,7 @@ from ._callback_poller import CallbackPoller
 from ._inbox import new_inbox
 from ._poll_handlers import PollHandler, PollHandlerSet
 from ._selector_poller import SelectorPoller
-from ._window import PollWindow, yield_cpu
+from ._window import PollWindow, involuntary_switches, yield_cpu
 
 __all__ = ["AioContext", "AioContextStatistics"]
 
@@ -42,6 +42,16 @@ __all__ = ["AioContext", "AioContextStatistics"]
 #: registered: they are Python code, called between slices.  20 us keeps
 #: them within QEMU's default window of 32 us.
 POLL_HANDLER_SLICE_NS: Final = 20_000
+
+#: The pure-Python spin reads its thread's switch count (the guard) every
+#: this many steps: a reading costs about what a step's yield does (0.5 us),
+#: and holds the GIL the producers may be waiting for (on every step it cost
+#: the handle round trip 10-20 % with the threads on two CPUs).
+GUARD_STEPS: Final = 8
+
+#: What the native spin answers when a yield ran another thread on its CPU
+#: and its last look found nothing (the guard; spin.c).
+NATIVE_SPIN_SHARED: Final = 3
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,9 @@ class AioContextStatistics:
     wakeups_suppressed: int
     #: total time spent busy-polling, in ns
     spin_ns: int
+    #: polling phases the guard ended early: a yield of the spin ran another
+    #: thread on its CPU, and the look after it found no work
+    spins_shared: int
     #: submissions run per pass at most (aio-max-batch; 0: all queued at its start)
     max_batch: int
     #: the CPUs the loop's thread is pinned to, or None when unpinned
@@ -102,6 +115,16 @@ class AioContext:
         #: with (the loop's thread reads it); tests drive the window with a
         #: fake one
         self.clock: Callable[[], int] = time.monotonic_ns
+        #: the loop thread's involuntary context switches so far, which tell
+        #: the pure-Python spin that a yield ran another thread (None: no
+        #: guard); tests stub it
+        self.switches: Callable[[], int] | None = involuntary_switches
+        #: whether a spin gives up once its CPU proves shared (the guard);
+        #: tests of what a spin does over a whole window turn it off
+        self.spin_guard = True
+        #: True once a spin of the current polling phase gave up its CPU
+        #: (the loop's thread writes and reads it)
+        self.cpu_shared = False
         #: who runs the loop, for error messages ("IOThread 'io0'")
         self.owner = owner
         self._inbox = new_inbox(loop, f"{owner} is stopped; it takes no more work")
@@ -119,6 +142,7 @@ class AioContext:
         self._poll_hits = 0
         self._blocks = 0
         self._spin_ns = 0
+        self._spins_shared = 0
         try:
             loop.add_reader(self._inbox.fileno(), self.serve_inbox)
         except BaseException:
@@ -166,6 +190,7 @@ class AioContext:
             wakeups_sent=wakeups,
             wakeups_suppressed=max(0, submitted - wakeups),
             spin_ns=self._spin_ns,
+            spins_shared=self._spins_shared,
             max_batch=self._max_batch,
             cpu_affinity=self.cpu_affinity,
             native=self._native_spin is not None,
@@ -250,6 +275,7 @@ class AioContext:
     def begin_polling(self) -> None:
         """A polling phase starts: the poll handlers' ``begin()``."""
         self._polls += 1
+        self.cpu_shared = False
         self._handlers.begin_phase()
 
     @runs_in(LOOP)
@@ -260,12 +286,18 @@ class AioContext:
     @runs_in(LOOP)
     def spin(self, deadline_ns: int, fd: int = -1) -> bool:
         """Busy-wait until work comes, *fd* is readable or the clock reaches
-        *deadline_ns*; True unless the time ran out.
+        *deadline_ns*; True when work came (or *fd* became readable).
 
         The native core waits in C with the GIL released, in slices when
         poll handlers need calling; the fallback yields the CPU between looks.
+        The guard (docs/design.md, "The polling window"): once a yield has
+        run another thread on this CPU, the spin takes one more look and
+        gives up, and ``cpu_shared`` says so until the next phase.
         """
         native = self._native_spin
+        switches = self.switches if self.spin_guard and native is None else None
+        before = switches() if switches is not None else 0
+        steps = 0
         while True:
             if self.poll_step():
                 return True
@@ -276,12 +308,25 @@ class AioContext:
                 slice_ns = deadline_ns - now
                 if self._handlers.registered():
                     slice_ns = min(slice_ns, POLL_HANDLER_SLICE_NS)
-                if native(slice_ns, fd):
+                outcome = native(slice_ns, fd)
+                if outcome and outcome != NATIVE_SPIN_SHARED:
                     return True
+                # After the yield that shared the CPU, C looked at the inbox and fd.
+                shared = outcome == NATIVE_SPIN_SHARED and self.spin_guard
             else:
                 yield_cpu()
                 if fd >= 0 and select.select([fd], [], [], 0)[0]:
                     return True
+                steps += 1
+                shared = switches is not None and steps % GUARD_STEPS == 0 and switches() != before
+            if shared:
+                # The threads sharing this CPU have run up to their next wait:
+                # what they were about to hand over is queued by now.
+                if self.poll_step():
+                    return True
+                self._spins_shared += 1
+                self.cpu_shared = True
+                return False
 
     @runs_in(LOOP)
     def end_polling(self, started_ns: int, *, io_ready: bool = False) -> bool:

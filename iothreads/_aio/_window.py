@@ -1,4 +1,4 @@
-"""The adaptive polling window: pure arithmetic, and the spin step's yield.
+"""The adaptive polling window: pure arithmetic, and the spin step's yield and guard.
 
 QEMU's ``aio_poll`` (util/aio-posix.c, ``adjust_polling_time``) grows the busy
 poll window while the loop keeps being woken a little after it would have gone
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["POLL_START_NS", "PollWindow", "yield_cpu"]
+__all__ = ["POLL_START_NS", "PollWindow", "involuntary_switches", "yield_cpu"]
 
 #: First non-zero window.  QEMU starts growing from 4 us (aio-posix.c:
 #: "4 us is a reasonable starting point").
@@ -26,6 +26,26 @@ POLL_START_NS: Final = 4000
 #: machines measured (docs/design.md, "Measurements").  Windows has none;
 #: there, the spin's other system calls are its only GIL releases.
 yield_cpu: Final[Callable[[], None]] = getattr(os, "sched_yield", lambda: None)
+
+
+def _switch_counter() -> Callable[[], int] | None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows, where the suite does not run
+        return None
+    thread = getattr(resource, "RUSAGE_THREAD", None)
+    if thread is None:  # pragma: no cover - not Linux, where the suite runs
+        return None
+    getrusage = resource.getrusage
+    return lambda: getrusage(thread).ru_nivcsw
+
+
+#: The calling thread's involuntary context switches so far, which a yield
+#: that ran another thread on this CPU adds one to: what tells a spin that
+#: it shares its CPU (the guard, docs/design.md, "The polling window").
+#: None where the kernel does not count them per thread (RUSAGE_THREAD is
+#: Linux's): there the spin has no guard.
+involuntary_switches: Final[Callable[[], int] | None] = _switch_counter()
 
 
 @dataclass

@@ -10,20 +10,26 @@
  * or the time is up.
  *
  * Each step yields the CPU (sched_yield): a producer waiting for this CPU
- * runs at once, so a spin that shares its CPU with the threads it waits for
- * costs them nothing but the yield.
+ * runs at once.  A spin that shares its CPU with the threads it waits for
+ * cannot make their work come sooner, only take turns from them; so once a
+ * yield has run another thread (the kernel counts that as an involuntary
+ * context switch of this thread), the spin takes one more look and gives up
+ * (docs/design.md, "The polling window": the guard).  Those threads have
+ * just run up to their next wait: whatever they were about to hand over is
+ * queued by then.
  */
 #include "core.h"
 
 #include <poll.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <time.h>
 
 /* How many steps between two looks at the descriptor: poll(2) costs about as
  * much as a step's yield, and I/O can wait that long. */
 #define STEPS_PER_POLL 8
 
-enum { SPIN_TIMEOUT = 0, SPIN_WORK = 1, SPIN_IO = 2 };
+enum { SPIN_TIMEOUT = 0, SPIN_WORK = 1, SPIN_IO = 2, SPIN_SHARED = 3 };
 
 static int64_t
 now_ns(void)
@@ -40,8 +46,24 @@ fd_readable(int fd)
     return poll(&pfd, 1, 0) > 0;
 }
 
-/* spin(duration_ns, fd) -> 0 (time up), 1 (work queued), 2 (fd readable);
- * fd -1 watches the inbox alone.  The loop's thread. */
+/* This thread's involuntary context switches so far: a yield that ran
+ * another thread counts as one (so does a preemption).  -1 where the kernel
+ * does not count them per thread: then the guard never acts. */
+static long
+involuntary_switches(void)
+{
+#ifdef RUSAGE_THREAD
+    struct rusage usage;
+    if (getrusage(RUSAGE_THREAD, &usage) == 0) {
+        return usage.ru_nivcsw;
+    }
+#endif
+    return -1;
+}
+
+/* spin(duration_ns, fd) -> 0 (time up), 1 (work queued), 2 (fd readable),
+ * 3 (the CPU is shared: a yield ran another thread, and the last look found
+ * nothing); fd -1 watches the inbox alone.  The loop's thread. */
 PyObject *
 inbox_spin(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -63,13 +85,19 @@ inbox_spin(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     int outcome;
     Py_BEGIN_ALLOW_THREADS
     int64_t deadline = now_ns() + duration;
+    long switches = involuntary_switches();
+    int shared = 0;
     for (unsigned step = 0;; step++) {
         if (atomic_load_explicit(&self->head, memory_order_acquire) != NULL) {
             outcome = SPIN_WORK;
             break;
         }
-        if (fd >= 0 && step % STEPS_PER_POLL == 0 && fd_readable((int)fd)) {
+        if (fd >= 0 && (shared || step % STEPS_PER_POLL == 0) && fd_readable((int)fd)) {
             outcome = SPIN_IO;
+            break;
+        }
+        if (shared) {
+            outcome = SPIN_SHARED; /* that was the last look */
             break;
         }
         if (now_ns() >= deadline) {
@@ -77,6 +105,7 @@ inbox_spin(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
         sched_yield();
+        shared = switches >= 0 && involuntary_switches() != switches;
     }
     Py_END_ALLOW_THREADS
     return PyLong_FromLong(outcome);
