@@ -430,7 +430,7 @@ static PyMethodDef inbox_methods[] = {
     {"shutdown", inbox_shutdown, METH_NOARGS,
      "Close the wake-up channel and drop what is still linked."},
     {"spin", (PyCFunction)(void (*)(void))inbox_spin, METH_FASTCALL,
-     "spin(duration_ns, fd) -> 0, 1 (work) or 2 (fd readable), without the GIL."},
+     "spin(duration_ns, fd) -> 0 (time up), 1 (work), 2 (fd readable) or 3 (CPU shared), without the GIL."},
     {NULL, NULL, 0, NULL},
 };
 
