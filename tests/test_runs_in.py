@@ -16,6 +16,9 @@ from .helpers import WAIT
 _CALL_FROM_THE_WRONG_THREAD = """
 import iothreads
 with iothreads.IOThread("io0") as io:
+    # start() returns as the loop is about to run; until it runs, its owner
+    # may still be setting it up, which the check allows (as asyncio's own).
+    io.run_sync(lambda: None)
     try:
         io.aio_context.set_params(io.properties())  # belongs to the IOThread
     except RuntimeError as exc:

@@ -13,10 +13,10 @@ import threading
 import pytest
 
 from iothreads import IOThread, IOThreadStopped
-from iothreads._aio import AioContext
+from iothreads._aio import AioContext, _inbox
 from iothreads._aio._inbox import PyInbox
 
-from .helpers import WAIT, Gate, LoopFactory, line_of
+from .helpers import WAIT, Gate, LoopFactory, line_of, native
 
 pytestmark = pytest.mark.interleaving
 
@@ -69,7 +69,7 @@ class Producer:
         self.ran.set()
 
 
-@pytest.mark.implementations("python")  # its lines; the native core's: test_native.py
+@pytest.mark.implementations("python")  # its lines; the native core's: the next test
 @PY_INBOX_ONLY
 def test_a_producer_overtaken_by_the_stop_takes_its_handle_back(
     loop_factory: LoopFactory,
@@ -108,6 +108,47 @@ def test_a_producer_overtaken_by_the_stop_takes_its_handle_back(
     assert isinstance(producer.outcome[0], IOThreadStopped)
     assert producer.runs == 0
     assert not io.running
+
+
+@pytest.mark.implementations("native")
+@pytest.mark.skipif(_inbox.native_core is None, reason="the native core is not built")
+def test_a_producer_overtaken_by_the_stop_takes_its_handle_back_from_the_native_core(
+    loop_factory: LoopFactory,
+) -> None:
+    """The same race in the C inbox, cut at its test points: the producer
+    pushed before the inbox closed and looks at ``closing`` after it, while
+    the last drain has spliced the handle into its FIFO but not yet taken it.
+    The producer's compare-and-swap wins: it is told, and the drain skips
+    the handle."""
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    aio = io.aio_context
+    before_close = line_of(AioContext.close_inbox, "self._inbox.close()")
+    loop_gate = Gate(before_close, native("taking"))
+    producer_gate = Gate(native("looked"))
+    producer = Producer(aio, producer_gate)
+    io.run_sync(loop_gate.install, timeout=WAIT)
+    stopper = threading.Thread(target=io.stop)
+    stopper.start()
+    try:
+        assert loop_gate.stopped.wait(WAIT)  # about to close the inbox
+        producer.thread.start()
+        assert producer_gate.stopped.wait(WAIT)  # pushed; about to look at closing
+        loop_gate.go_on()
+        assert loop_gate.stopped.wait(WAIT)  # closed; the drain holds the handle
+        producer_gate.go_on()
+        producer.thread.join(WAIT)
+        loop_gate.go_on()
+    finally:
+        loop_gate.resume.set()
+        producer_gate.resume.set()
+        if producer.thread.ident is not None:
+            producer.thread.join(WAIT)
+        stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert len(producer.outcome) == 1
+    assert isinstance(producer.outcome[0], IOThreadStopped)
+    assert producer.runs == 0
 
 
 @pytest.mark.implementations("python")
