@@ -21,6 +21,7 @@ noise, and they would multiply the run time.
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import json
 import os
 import shutil
@@ -109,6 +110,7 @@ def _equivalent(survivor: dict[str, str]) -> bool:
         for operator, start in EQUIVALENT_EVERYWHERE
     )
 
+
 #: Seconds one mutant's tests may take before it counts as killed by timeout
 #: (a mutant that makes the loop sleep forever is caught by the tests' own
 #: bounded waits, 10 s each, well within this).
@@ -135,14 +137,22 @@ exclude-operators = [{excluded}]
 
 
 def _copy_tree(into: Path) -> None:
-    """The working tree as git sees it (tracked and untracked, not ignored)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, listed):
+    """The working tree as git sees it (tracked and untracked, not ignored),
+    and the native core built in it for this interpreter, if it is: the
+    tests then run every behaviour on both inboxes, as they do in the tree
+    (the C sources are never mutated, so the build stands for the copy)."""
+
+    def git_files(*options: str) -> list[bytes]:
+        return subprocess.run(
+            ["git", "ls-files", "-z", *options], cwd=ROOT, check=True, capture_output=True
+        ).stdout.split(b"\0")
+
+    built = [
+        name
+        for name in git_files("--others", "--ignored", "--exclude-standard", "--", "iothreads")
+        if os.fsdecode(name).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    ]
+    for name in filter(None, [*git_files("--cached", "--others", "--exclude-standard"), *built]):
         source = ROOT / os.fsdecode(name)
         if source.is_file():
             target = into / os.fsdecode(name)
@@ -163,6 +173,8 @@ def _survivors(work: Path, session: Path) -> tuple[int, int, list[dict[str, str]
     survivors = []
     for line in filter(None, dump.splitlines()):
         job, result = json.loads(line)
+        if result is not None and result["worker_outcome"] == "skipped":
+            continue  # an excluded operator's mutant: never run, neither killed nor survived
         total += 1
         if result is None:
             continue
@@ -195,8 +207,13 @@ def run_group(name: str, group: Group, deadline: float) -> list[dict[str, str]]:
         cli = [sys.executable, "-m", "cosmic_ray.cli"]
         subprocess.run([*cli, "init", str(config), str(session)], cwd=work, check=True)
         subprocess.run(
-            [sys.executable, "-m", "cosmic_ray.tools.filters.operators_filter", str(session),
-             str(config)],
+            [
+                sys.executable,
+                "-m",
+                "cosmic_ray.tools.filters.operators_filter",
+                str(session),
+                str(config),
+            ],
             cwd=work,
             check=True,
         )
