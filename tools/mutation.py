@@ -59,7 +59,12 @@ GROUPS: dict[str, Group] = {
             "iothreads/_aio/_callback_poller.py",
             "iothreads/_aio/_poll_handlers.py",
         ),
-        ("tests/test_polling.py", "tests/test_aio.py", "tests/test_wakeups.py"),
+        (
+            "tests/test_pollers.py",
+            "tests/test_polling.py",
+            "tests/test_aio.py",
+            "tests/test_wakeups.py",
+        ),
     ),
     "call": Group(
         ("iothreads/_call.py", "iothreads/_shutdown.py"),
@@ -91,6 +96,43 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         "elif block_ns < self.poll_max_ns:",
         22,
     ): "block_ns > poll_max_ns took the branch above, so here < and != agree",
+    (
+        "iothreads/_aio/_callback_poller.py",
+        "core/ReplaceComparisonOperator_Lt_NotEq",
+        "if not context.spin(step_end, self._fd) and step_end < deadline:",
+        61,
+    ): "step_end is min(deadline, ...), never above deadline, so < and != agree",
+    (
+        "iothreads/_aio/_callback_poller.py",
+        "core/ReplaceComparisonOperator_Lt_IsNot",
+        "if not context.spin(step_end, self._fd) and step_end < deadline:",
+        61,
+    ): (
+        "step_end is min(deadline, ...): deadline itself (min returns its first"
+        " argument on a tie) or a smaller number, so 'is not' and < agree"
+    ),
+    (
+        "iothreads/_aio/_poll_handlers.py",
+        "core/ReplaceBinaryOperator_Mul_Div",
+        "def end_phase(self, *, recheck: bool = True) -> None:",
+        24,
+    ): "'/' in place of '*' leaves recheck a keyword, and every caller passes it so",
+    (
+        "iothreads/_aio/_poll_handlers.py",
+        "core/ReplaceComparisonOperator_IsNot_NotEq",
+        "self._handlers = tuple(h for h in self._handlers if h is not handler)",
+        66,
+    ): "PollHandler defines no equality: != is 'is not'",
+    (
+        "iothreads/_aio/_selector_poller.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "if any(key is self._wake_key for key, _ in events):",
+        19,
+    ): (
+        "a key equals the wake-up channel's only if it has the same descriptor and"
+        " the same data (the reader's handle, equal only to itself): the same"
+        " registration, whose key the selector keeps until the context closes"
+    ),
 }
 
 #: Survivors argued equivalent wherever they are: (operator, the start of the
