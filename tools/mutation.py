@@ -44,8 +44,15 @@ class Group:
 
 GROUPS: dict[str, Group] = {
     "inbox": Group(
-        ("iothreads/_aio/_context.py", "iothreads/_aio/_wakeup.py", "iothreads/_aio/_handle.py"),
         (
+            "iothreads/_aio/_context.py",
+            "iothreads/_aio/_inbox.py",
+            "iothreads/_aio/_wakeup.py",
+            "iothreads/_aio/_handle.py",
+        ),
+        (
+            "tests/test_inbox.py",
+            "tests/test_context.py",
             "tests/test_aio.py",
             "tests/test_iothread.py",
             "tests/test_stop_races.py",
