@@ -75,7 +75,12 @@ GROUPS: dict[str, Group] = {
     ),
     "call": Group(
         ("iothreads/_call.py", "iothreads/_shutdown.py"),
-        ("tests/test_iothread.py", "tests/test_stop_races.py", "tests/test_aio.py"),
+        (
+            "tests/test_call_outcomes.py",
+            "tests/test_iothread.py",
+            "tests/test_stop_races.py",
+            "tests/test_aio.py",
+        ),
     ),
     "pool": Group(
         (
@@ -209,6 +214,34 @@ def _copy_tree(into: Path) -> None:
             shutil.copy2(source, target)
 
 
+#: The output recorded for a mutant not run since EQUIVALENT_EVERYWHERE
+#: argues it equivalent: it counts as a survivor argued equivalent.
+ARGUED_EVERYWHERE = "argued equivalent everywhere: not run"
+
+
+def _skip_argued_everywhere(work: Path, session: Path) -> None:
+    """Mark the mutants EQUIVALENT_EVERYWHERE argues equivalent as not to be
+    run: each would run the group's every test for nothing (a @runs_in
+    removed, say, is one per function)."""
+    from cosmic_ray.work_db import use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    with use_db(str(session)) as db:
+        for item in list(db.pending_work_items):
+            for mutation in item.mutations:
+                row = mutation.start_pos[0]
+                text = (work / mutation.module_path).read_text().splitlines()[row - 1].strip()
+                if any(
+                    mutation.operator_name == operator and text.startswith(start)
+                    for operator, start in EQUIVALENT_EVERYWHERE
+                ):
+                    db.set_result(
+                        item.job_id,
+                        WorkResult(output=ARGUED_EVERYWHERE, worker_outcome=WorkerOutcome.SKIPPED),
+                    )
+                    break
+
+
 def _survivors(work: Path, session: Path) -> tuple[int, int, list[dict[str, str]]]:
     """(mutants, done, survivors) of a session, each survivor with its line."""
     dump = subprocess.run(
@@ -222,13 +255,14 @@ def _survivors(work: Path, session: Path) -> tuple[int, int, list[dict[str, str]
     survivors = []
     for line in filter(None, dump.splitlines()):
         job, result = json.loads(line)
-        if result is not None and result["worker_outcome"] == "skipped":
-            continue  # an excluded operator's mutant: never run, neither killed nor survived
+        skipped = result is not None and result["worker_outcome"] == "skipped"
+        if skipped and result["output"] != ARGUED_EVERYWHERE:
+            continue  # an excluded operator's mutant: neither killed nor survived
         total += 1
         if result is None:
             continue
         done += 1
-        if result["test_outcome"] != "survived":
+        if not skipped and result["test_outcome"] != "survived":
             continue
         for mutation in job["mutations"]:
             path = work / mutation["module_path"]
@@ -266,6 +300,7 @@ def run_group(name: str, group: Group, deadline: float) -> list[dict[str, str]]:
             cwd=work,
             check=True,
         )
+        _skip_argued_everywhere(work, session)
         left = deadline - time.monotonic()
         timed_out = False
         if left > 0:
