@@ -76,6 +76,7 @@ GROUPS: dict[str, Group] = {
     "call": Group(
         ("iothreads/_call.py", "iothreads/_shutdown.py"),
         (
+            "tests/test_shutdown.py",
             "tests/test_call_outcomes.py",
             "tests/test_iothread.py",
             "tests/test_stop_races.py",
