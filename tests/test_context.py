@@ -8,6 +8,7 @@ exact.  How the context behaves on a running loop is tests/test_aio.py's.
 
 from __future__ import annotations
 
+import dataclasses
 import select
 import socket
 from collections.abc import Iterator
@@ -58,6 +59,12 @@ def test_a_new_context_has_counted_nothing(aio: AioContext, implementation: str)
     assert (stats.submitted, stats.wakeups_sent, stats.wakeups_suppressed) == (0, 0, 0)
     assert stats.native == (implementation == "native")
     assert not aio.closing
+
+
+def test_a_statistics_snapshot_cannot_be_changed(aio: AioContext) -> None:
+    stats = aio.statistics()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.polls = 1  # type: ignore[misc]
 
 
 def test_each_loop_kind_gets_its_poller(aio: AioContext) -> None:
@@ -194,9 +201,16 @@ def test_woke_moves_the_window_and_ends_the_sleep(aio: AioContext) -> None:
 
 
 class StepClock(Clock):
-    """Moves 1 us per reading: a spin lasts a known number of looks."""
+    """Moves 1 us per reading: a spin lasts a known number of looks (and one
+    that does not end within 100 fails)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readings = 0
 
     def __call__(self) -> int:
+        self.readings += 1
+        assert self.readings <= 100, "the spin went on past its deadline"
         self.now += 1000
         return self.now
 
@@ -222,6 +236,13 @@ def test_the_python_spin_runs_out_at_its_deadline(
     assert not aio.spin(START + 3000)
     assert aio.clock() == START + 4000  # read at 1, 2, 3 us: the third is the deadline
     assert looks == []  # no descriptor to watch
+
+
+def test_the_python_spin_ends_at_the_first_reading_past_its_deadline(aio: AioContext) -> None:
+    aio._native_spin = None
+    aio.clock = StepClock()
+    assert not aio.spin(START + 2500, -1)
+    assert aio.clock() == START + 4000
 
 
 def test_the_python_spin_looks_at_the_descriptor_without_waiting(

@@ -100,6 +100,12 @@ EXCLUDED_OPERATORS = [
     r"core/ReplaceBinaryOperator_(Pow|RShift|LShift|BitOr|BitAnd|BitXor|Mod)_.*",
 ]
 
+#: Why "is" and "==" agree on the wake-up channel's two descriptors.
+_ONE_DESCRIPTOR = (
+    "the two descriptors are one int object when equal (an eventfd: one assignment"
+    " binds both, as does close()'s -1) and unequal numbers otherwise (a pipe)"
+)
+
 #: Survivors argued equivalent: (module, operator, the mutated line's text,
 #: the mutation's column) -> why no reachable state tells the mutant apart.
 EQUIVALENT: dict[tuple[str, str, str, int], str] = {
@@ -109,6 +115,54 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         "elif block_ns < self.poll_max_ns:",
         22,
     ): "block_ns > poll_max_ns took the branch above, so here < and != agree",
+    (
+        "iothreads/_aio/_context.py",
+        "core/NumberReplacer",
+        "def spin(self, deadline_ns: int, fd: int = -1) -> bool:",
+        48,
+    ): "any negative descriptor is none to both spins (each asks fd >= 0), so -1 and -2 agree",
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceBinaryOperator_Mul_Div",
+        "def end_polling(self, started_ns: int, *, io_ready: bool = False) -> bool:",
+        43,
+    ): "'/' in place of '*' leaves io_ready a keyword, and every caller passes it so",
+    (
+        "iothreads/_aio/_inbox.py",
+        "core/ReplaceBreakWithContinue",
+        "break  # a producer that raced close() took its handle back",
+        16,
+    ): (
+        "the queue runs empty in a pass only in the shutdown drain, as a producer that"
+        " raced close() takes its handle back; what is appended after that is another"
+        " such producer's, which takes it back unless a pass ran it, and drain() runs"
+        " passes until the queue is empty: with break or continue each such handle is"
+        " run or refused, the same outcomes, and nothing else is queued then"
+    ),
+    (
+        "iothreads/_aio/_wakeup.py",
+        "core/NumberReplacer",
+        "data = os.read(self._rfd, 4096)",
+        42,
+    ): "the pipe is read until it is empty, so the chunk size leaves the count alone",
+    (
+        "iothreads/_aio/_wakeup.py",
+        "core/ReplaceComparisonOperator_Eq_Is",
+        "if self._wfd == self._rfd:",
+        29,
+    ): _ONE_DESCRIPTOR,
+    (
+        "iothreads/_aio/_wakeup.py",
+        "core/ReplaceComparisonOperator_Eq_Is",
+        "if self._wfd == self._rfd:",
+        21,
+    ): _ONE_DESCRIPTOR,
+    (
+        "iothreads/_aio/_wakeup.py",
+        "core/ReplaceComparisonOperator_NotEq_IsNot",
+        "if self._wfd != self._rfd:  # pragma: no cover - non-Linux",
+        25,
+    ): _ONE_DESCRIPTOR,
     (
         "iothreads/_aio/_callback_poller.py",
         "core/ReplaceComparisonOperator_Lt_NotEq",
