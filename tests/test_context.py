@@ -39,7 +39,7 @@ class Clock:
 @pytest.fixture
 def aio(loop_factory: LoopFactory, implementation: str) -> Iterator[AioContext]:
     loop = loop_factory()
-    aio = AioContext(loop, poll_max_ns=32768, poll_grow=0, poll_shrink=0, aio_max_batch=0)
+    aio = AioContext(loop=loop, poll_max_ns=32768, poll_grow=0, poll_shrink=0, aio_max_batch=0)
     aio.clock = Clock()
     yield aio
     aio.close()
@@ -129,6 +129,20 @@ def test_drain_runs_until_nothing_is_queued(aio: AioContext) -> None:
     assert aio.drain()
     assert ran == ["queued meanwhile"]
     assert not aio.work_pending()
+
+
+def test_a_poll_handler_may_be_given_by_keywords(aio: AioContext) -> None:
+    calls: list[str] = []
+    aio.add_poll_handler(
+        poll=lambda: True,
+        ready=lambda: calls.append("ready"),
+        begin=lambda: calls.append("begin"),
+        end=lambda: calls.append("end"),
+    )
+    aio.begin_polling()
+    aio.end_polling(START)
+    aio.drain()
+    assert calls == ["begin", "end", "ready"]
 
 
 def test_a_ready_poll_handler_is_work(aio: AioContext) -> None:

@@ -108,6 +108,8 @@ _ONE_DESCRIPTOR = (
 
 #: Survivors argued equivalent: (module, operator, the mutated line's text,
 #: the mutation's column) -> why no reachable state tells the mutant apart.
+#: Where the same text recurs at the same column, "module::function" names
+#: the function the mutation is in.
 EQUIVALENT: dict[tuple[str, str, str, int], str] = {
     (
         "iothreads/_aio/_window.py",
@@ -138,6 +140,22 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         " such producer's, which takes it back unless a pass ran it, and drain() runs"
         " passes until the queue is empty: with break or continue each such handle is"
         " run or refused, the same outcomes, and nothing else is queued then"
+    ),
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceUnaryOperator_USub_Invert",
+        "def spin(self, deadline_ns: int, fd: int = -1) -> bool:",
+        47,
+    ): "~1 is -2: any negative descriptor is none to both spins (each asks fd >= 0)",
+    (
+        "iothreads/_aio/_inbox.py::close",
+        "core/ReplaceTrueWithFalse",
+        "self._notify_me = True",
+        26,
+    ): (
+        "after close() every handle is run by the shutdown drain or taken"
+        " back by its producer, neither of which waits for a wake-up: the flag only"
+        " decides whether a producer racing close() writes a needless one"
     ),
     (
         "iothreads/_aio/_wakeup.py",
@@ -213,8 +231,9 @@ EQUIVALENT_EVERYWHERE: dict[tuple[str, str], str] = {
 
 
 def _equivalent(survivor: dict[str, str]) -> bool:
-    key = (survivor["module"], survivor["operator"], survivor["text"], int(survivor["column"]))
-    return key in EQUIVALENT or any(
+    rest = (survivor["operator"], survivor["text"], int(survivor["column"]))
+    where = (survivor["module"], f"{survivor['module']}::{survivor['definition']}")
+    return any((w, *rest) in EQUIVALENT for w in where) or any(
         survivor["operator"] == operator and survivor["text"].startswith(start)
         for operator, start in EQUIVALENT_EVERYWHERE
     )
@@ -330,6 +349,7 @@ def _survivors(work: Path, session: Path) -> tuple[int, int, list[dict[str, str]
                     "line": str(row),
                     "column": str(mutation["start_pos"][1]),
                     "text": text,
+                    "definition": mutation.get("definition_name") or "",
                 }
             )
     return total, done, survivors
