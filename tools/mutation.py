@@ -182,6 +182,12 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         25,
     ): _ONE_DESCRIPTOR,
     (
+        "iothreads/_shutdown.py",
+        "core/ReplaceComparisonOperator_IsNot_NotEq",
+        "return [t for t in asyncio.all_tasks(loop) if t is not me]",
+        56,
+    ): "a task defines no equality: != is 'is not'",
+    (
         "iothreads/_aio/_callback_poller.py",
         "core/ReplaceComparisonOperator_Lt_NotEq",
         "if not context.spin(step_end, self._fd) and step_end < deadline:",
