@@ -182,6 +182,12 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         25,
     ): _ONE_DESCRIPTOR,
     (
+        "iothreads/_call.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        '"the caller\'s loop", lambda call: asyncio._get_running_loop() is call.caller_loop',
+        66,
+    ): "an event loop (stdlib or uvloop) defines no equality: == is 'is'",
+    (
         "iothreads/_shutdown.py",
         "core/ReplaceComparisonOperator_IsNot_NotEq",
         "return [t for t in asyncio.all_tasks(loop) if t is not me]",
@@ -250,17 +256,28 @@ def _equivalent(survivor: dict[str, str]) -> bool:
 #: bounded waits, 10 s each, well within this).
 MUTANT_TIMEOUT = 120.0
 
+#: Seconds one test may take under a mutant (the project's is 60), and
+#: pytest-timeout's thread method, which ends the whole process then: a
+#: mutant that hangs a stop leaves a thread no signal ends, which kept the
+#: process alive until MUTANT_TIMEOUT.  A test takes well under a second
+#: when it passes, so 30 s mistakes no slow machine for a hang.
+TEST_TIMEOUT = 30
+
 
 def _config(group: Group, python: str) -> str:
     tests = " ".join(group.tests)
     modules = ", ".join(f'"{m}"' for m in group.modules)
     excluded = ", ".join(json.dumps(op) for op in EXCLUDED_OPERATORS)
+    command = (
+        f"{python} -m pytest -x -q -p no:cacheprovider"
+        f" --timeout={TEST_TIMEOUT} --timeout-method=thread {tests}"
+    )
     return f"""\
 [cosmic-ray]
 module-path = [{modules}]
 timeout = {MUTANT_TIMEOUT}
 excluded-modules = []
-test-command = "{python} -m pytest -x -q -p no:cacheprovider {tests}"
+test-command = "{command}"
 
 [cosmic-ray.distributor]
 name = "local"
