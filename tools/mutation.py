@@ -263,13 +263,22 @@ MUTANT_TIMEOUT = 120.0
 #: when it passes, so 30 s mistakes no slow machine for a hang.
 TEST_TIMEOUT = 30
 
+#: pytest, then an exit that does not join the threads left running: a
+#: mutant's failed test may leave a hung IOThread behind, which would hold
+#: the process to MUTANT_TIMEOUT.  (A thread left behind by a passing test
+#: fails the test anyway: tests/conftest.py's no_leaks.)
+_PYTEST_THEN_EXIT = (
+    "import os, sys, pytest; code = pytest.main(); "
+    "sys.stdout.flush(); sys.stderr.flush(); os._exit(int(code))"
+)
+
 
 def _config(group: Group, python: str) -> str:
     tests = " ".join(group.tests)
     modules = ", ".join(f'"{m}"' for m in group.modules)
     excluded = ", ".join(json.dumps(op) for op in EXCLUDED_OPERATORS)
     command = (
-        f"{python} -m pytest -x -q -p no:cacheprovider"
+        f"{python} -c '{_PYTEST_THEN_EXIT}' -x -q -p no:cacheprovider"
         f" --timeout={TEST_TIMEOUT} --timeout-method=thread {tests}"
     )
     return f"""\
