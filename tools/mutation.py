@@ -106,6 +106,14 @@ _ONE_DESCRIPTOR = (
     " binds both, as does close()'s -1) and unequal numbers otherwise (a pipe)"
 )
 
+#: Why a call's cancel_requested, once the caller asked, changes nothing seen.
+_CANCELLED_OUTCOME = (
+    "cancel_requested is set only after the caller cancelled, which cancelled the"
+    " outcome at once (the io.submit future; the future io.run's cancelled task"
+    " awaited): _finish's IOThreadStopped in place of the cancellation then goes"
+    " to a cancelled outcome, which drops it as it drops the cancellation"
+)
+
 #: Survivors argued equivalent: (module, operator, the mutated line's text,
 #: the mutation's column) -> why no reachable state tells the mutant apart.
 #: Where the same text recurs at the same column, "module::function" names
@@ -188,6 +196,18 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         66,
     ): "an event loop (stdlib or uvloop) defines no equality: == is 'is'",
     (
+        "iothreads/_call.py::cancel",
+        "core/ReplaceTrueWithFalse",
+        "self.cancel_requested = True",
+        32,
+    ): _CANCELLED_OUTCOME,
+    (
+        "iothreads/_call.py::_withdrawn",
+        "core/ReplaceTrueWithFalse",
+        "self.cancel_requested = True",
+        32,
+    ): _CANCELLED_OUTCOME,
+    (
         "iothreads/_shutdown.py",
         "core/ReplaceComparisonOperator_IsNot_NotEq",
         "return [t for t in asyncio.all_tasks(loop) if t is not me]",
@@ -235,6 +255,10 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
 #: Survivors argued equivalent wherever they are: (operator, the start of the
 #: mutated line) -> why.
 EQUIVALENT_EVERYWHERE: dict[tuple[str, str], str] = {
+    ("core/RemoveDecorator", "@abstractmethod"): (
+        "it only keeps the abstract class itself from being instantiated, which no"
+        " code does: each subclass defines the method"
+    ),
     ("core/RemoveDecorator", "@runs_in("): (
         "the thread marker is only a label outside asyncio's debug mode, and in"
         " it a check that correct code never trips: no test can tell it is gone"
