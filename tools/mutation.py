@@ -208,6 +208,21 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         32,
     ): _CANCELLED_OUTCOME,
     (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceBinaryOperator_Mul_Div",
+        "def _spawn_locked(self, *, idle: bool) -> bool:",
+        28,
+    ): "'/' in place of '*' leaves idle a keyword, and every caller passes it so",
+    (
+        "iothreads/_pool/_spawner.py",
+        "core/AddNot",
+        "if TYPE_CHECKING:",
+        3,
+    ): (
+        "the names it imports appear in annotations only, which stay strings (from"
+        " __future__ import annotations), and importing them at run time makes no cycle"
+    ),
+    (
         "iothreads/_shutdown.py",
         "core/ReplaceComparisonOperator_IsNot_NotEq",
         "return [t for t in asyncio.all_tasks(loop) if t is not me]",
