@@ -114,6 +114,12 @@ _CANCELLED_OUTCOME = (
     " to a cancelled outcome, which drops it as it drops the cancellation"
 )
 
+#: Why importing a module's annotation-only names at run time changes nothing.
+_ANNOTATIONS_ONLY = (
+    "the names it imports appear in annotations only, which stay strings (from"
+    " __future__ import annotations), and importing them at run time makes no cycle"
+)
+
 #: Survivors argued equivalent: (module, operator, the mutated line's text,
 #: the mutation's column) -> why no reachable state tells the mutant apart.
 #: Where the same text recurs at the same column, "module::function" names
@@ -218,10 +224,37 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         "core/AddNot",
         "if TYPE_CHECKING:",
         3,
-    ): (
-        "the names it imports appear in annotations only, which stay strings (from"
-        " __future__ import annotations), and importing them at run time makes no cycle"
-    ),
+    ): _ANNOTATIONS_ONLY,
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceBinaryOperator_Mul_Div",
+        "def _new_worker_locked(self, *, idle: bool) -> Worker:",
+        33,
+    ): "'/' in place of '*' leaves idle a keyword, and every caller passes it so",
+    (
+        "iothreads/_pool/_requests.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "assert self.state is RequestState.QUEUED",
+        26,
+    ): "an enum member equals only itself: == is 'is'",
+    (
+        "iothreads/_pool/_spawner.py",
+        "core/ReplaceComparisonOperator_IsNot_NotEq",
+        "if self._thread is not threading.current_thread():",
+        32,
+    ): "a thread defines no equality: != is 'is not'",
+    (
+        "iothreads/_call.py",
+        "core/AddNot",
+        "if TYPE_CHECKING:",
+        3,
+    ): _ANNOTATIONS_ONLY,
+    (
+        "iothreads/_pool/_worker.py",
+        "core/AddNot",
+        "if TYPE_CHECKING:",
+        3,
+    ): _ANNOTATIONS_ONLY,
     (
         "iothreads/_shutdown.py",
         "core/ReplaceComparisonOperator_IsNot_NotEq",
