@@ -325,6 +325,20 @@ class OwnedLock:
         return self._owner == threading.get_ident()
 
 
+@contextlib.contextmanager
+def stdin_closed() -> Iterator[None]:
+    """Descriptor 0 free, as in a daemon that closed its stdin: the next
+    descriptor opened takes it.  (Descriptor 0 is a descriptor like any
+    other: code that takes a negative one for "none" must not take 0 so.)"""
+    saved = os.dup(0)
+    os.close(0)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+
+
 class FakeClock:
     """A clock (ns) that moves 1 us per reading: a spin lasts a fixed number of steps."""
 

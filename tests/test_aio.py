@@ -781,7 +781,11 @@ def test_in_debug_mode_a_failing_callback_is_reported_with_where_it_was_submitte
         assert done.wait(WAIT)
         source = reported[0]["source_traceback"]
         assert isinstance(source, traceback.StackSummary)
-        assert "test_in_debug_mode_a_failing_callback_is_reported_with_where_it_was_submitted" in [
-            frame.name for frame in source
-        ]
+        # Innermost last: the line that submitted (the running IOThread's
+        # call_soon_threadsafe is the inbox's own, which has no frame).
+        innermost = source[-1]
+        assert (innermost.name, innermost.line) == (
+            "test_in_debug_mode_a_failing_callback_is_reported_with_where_it_was_submitted",
+            "io.call_soon_threadsafe(fails)  # submitted here",
+        )
         assert isinstance(reported[0]["exception"], ValueError)

@@ -14,10 +14,12 @@ import asyncio
 import inspect
 import logging
 import threading
+from types import SimpleNamespace
 
 import pytest
 
 from iothreads import IOThread, IOThreadStopped
+from iothreads._call import CALLER_LOOP
 
 from .helpers import WAIT, LoopFactory, SlowToCancel, loop_errors, task_of_a_closed_loop
 
@@ -172,3 +174,25 @@ async def test_a_coroutine_withdrawn_while_queued_is_closed(loop_factory: LoopFa
         await io.run(asyncio.sleep, 0)  # everything queued before has been served
         assert inspect.getcoroutinestate(submitted) == inspect.CORO_CLOSED
         assert inspect.getcoroutinestate(awaited) == inspect.CORO_CLOSED
+
+
+async def test_the_callers_loop_is_the_loop_running_the_caller(loop_factory: LoopFactory) -> None:
+    """The thread role io.run()'s caller side is marked with (and, in debug
+    mode, checked against): the loop running now is the caller's loop; another
+    loop is not, nor is a thread running no loop."""
+    holds = CALLER_LOOP.holds
+    assert holds is not None
+    running = asyncio.get_running_loop()
+    other = loop_factory()
+    try:
+        assert holds(SimpleNamespace(caller_loop=running))
+        assert not holds(SimpleNamespace(caller_loop=other))
+    finally:
+        other.close()
+    elsewhere: list[bool] = []
+    thread = threading.Thread(
+        target=lambda: elsewhere.append(holds(SimpleNamespace(caller_loop=running)))
+    )
+    thread.start()
+    thread.join(WAIT)
+    assert elsewhere == [False]

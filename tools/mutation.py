@@ -21,6 +21,7 @@ noise, and they would multiply the run time.
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import json
 import os
 import shutil
@@ -43,8 +44,15 @@ class Group:
 
 GROUPS: dict[str, Group] = {
     "inbox": Group(
-        ("iothreads/_aio/_context.py", "iothreads/_aio/_wakeup.py", "iothreads/_aio/_handle.py"),
         (
+            "iothreads/_aio/_context.py",
+            "iothreads/_aio/_inbox.py",
+            "iothreads/_aio/_wakeup.py",
+            "iothreads/_aio/_handle.py",
+        ),
+        (
+            "tests/test_inbox.py",
+            "tests/test_context.py",
             "tests/test_aio.py",
             "tests/test_iothread.py",
             "tests/test_stop_races.py",
@@ -58,11 +66,22 @@ GROUPS: dict[str, Group] = {
             "iothreads/_aio/_callback_poller.py",
             "iothreads/_aio/_poll_handlers.py",
         ),
-        ("tests/test_polling.py", "tests/test_aio.py", "tests/test_wakeups.py"),
+        (
+            "tests/test_pollers.py",
+            "tests/test_polling.py",
+            "tests/test_aio.py",
+            "tests/test_wakeups.py",
+        ),
     ),
     "call": Group(
         ("iothreads/_call.py", "iothreads/_shutdown.py"),
-        ("tests/test_iothread.py", "tests/test_stop_races.py", "tests/test_aio.py"),
+        (
+            "tests/test_shutdown.py",
+            "tests/test_call_outcomes.py",
+            "tests/test_iothread.py",
+            "tests/test_stop_races.py",
+            "tests/test_aio.py",
+        ),
     ),
     "pool": Group(
         (
@@ -81,8 +100,30 @@ EXCLUDED_OPERATORS = [
     r"core/ReplaceBinaryOperator_(Pow|RShift|LShift|BitOr|BitAnd|BitXor|Mod)_.*",
 ]
 
+#: Why "is" and "==" agree on the wake-up channel's two descriptors.
+_ONE_DESCRIPTOR = (
+    "the two descriptors are one int object when equal (an eventfd: one assignment"
+    " binds both, as does close()'s -1) and unequal numbers otherwise (a pipe)"
+)
+
+#: Why a call's cancel_requested, once the caller asked, changes nothing seen.
+_CANCELLED_OUTCOME = (
+    "cancel_requested is set only after the caller cancelled, which cancelled the"
+    " outcome at once (the io.submit future; the future io.run's cancelled task"
+    " awaited): _finish's IOThreadStopped in place of the cancellation then goes"
+    " to a cancelled outcome, which drops it as it drops the cancellation"
+)
+
+#: Why importing a module's annotation-only names at run time changes nothing.
+_ANNOTATIONS_ONLY = (
+    "the names it imports appear in annotations only, which stay strings (from"
+    " __future__ import annotations), and importing them at run time makes no cycle"
+)
+
 #: Survivors argued equivalent: (module, operator, the mutated line's text,
 #: the mutation's column) -> why no reachable state tells the mutant apart.
+#: Where the same text recurs at the same column, "module::function" names
+#: the function the mutation is in.
 EQUIVALENT: dict[tuple[str, str, str, int], str] = {
     (
         "iothreads/_aio/_window.py",
@@ -90,11 +131,182 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         "elif block_ns < self.poll_max_ns:",
         22,
     ): "block_ns > poll_max_ns took the branch above, so here < and != agree",
+    (
+        "iothreads/_aio/_context.py",
+        "core/NumberReplacer",
+        "def spin(self, deadline_ns: int, fd: int = -1) -> bool:",
+        48,
+    ): "any negative descriptor is none to both spins (each asks fd >= 0), so -1 and -2 agree",
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceBinaryOperator_Mul_Div",
+        "def end_polling(self, started_ns: int, *, io_ready: bool = False) -> bool:",
+        43,
+    ): "'/' in place of '*' leaves io_ready a keyword, and every caller passes it so",
+    (
+        "iothreads/_aio/_inbox.py",
+        "core/ReplaceBreakWithContinue",
+        "break  # a producer that raced close() took its handle back",
+        16,
+    ): (
+        "the queue runs empty in a pass only in the shutdown drain, as a producer that"
+        " raced close() takes its handle back; what is appended after that is another"
+        " such producer's, which takes it back unless a pass ran it, and drain() runs"
+        " passes until the queue is empty: with break or continue each such handle is"
+        " run or refused, the same outcomes, and nothing else is queued then"
+    ),
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceUnaryOperator_USub_Invert",
+        "def spin(self, deadline_ns: int, fd: int = -1) -> bool:",
+        47,
+    ): "~1 is -2: any negative descriptor is none to both spins (each asks fd >= 0)",
+    (
+        "iothreads/_aio/_inbox.py::close",
+        "core/ReplaceTrueWithFalse",
+        "self._notify_me = True",
+        26,
+    ): (
+        "after close() every handle is run by the shutdown drain or taken"
+        " back by its producer, neither of which waits for a wake-up: the flag only"
+        " decides whether a producer racing close() writes a needless one"
+    ),
+    (
+        "iothreads/_aio/_wakeup.py",
+        "core/NumberReplacer",
+        "data = os.read(self._rfd, 4096)",
+        42,
+    ): "the pipe is read until it is empty, so the chunk size leaves the count alone",
+    (
+        "iothreads/_aio/_wakeup.py",
+        "core/ReplaceComparisonOperator_Eq_Is",
+        "if self._wfd == self._rfd:",
+        29,
+    ): _ONE_DESCRIPTOR,
+    (
+        "iothreads/_aio/_wakeup.py",
+        "core/ReplaceComparisonOperator_Eq_Is",
+        "if self._wfd == self._rfd:",
+        21,
+    ): _ONE_DESCRIPTOR,
+    (
+        "iothreads/_aio/_wakeup.py",
+        "core/ReplaceComparisonOperator_NotEq_IsNot",
+        "if self._wfd != self._rfd:  # pragma: no cover - non-Linux",
+        25,
+    ): _ONE_DESCRIPTOR,
+    (
+        "iothreads/_call.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        '"the caller\'s loop", lambda call: asyncio._get_running_loop() is call.caller_loop',
+        66,
+    ): "an event loop (stdlib or uvloop) defines no equality: == is 'is'",
+    (
+        "iothreads/_call.py::cancel",
+        "core/ReplaceTrueWithFalse",
+        "self.cancel_requested = True",
+        32,
+    ): _CANCELLED_OUTCOME,
+    (
+        "iothreads/_call.py::_withdrawn",
+        "core/ReplaceTrueWithFalse",
+        "self.cancel_requested = True",
+        32,
+    ): _CANCELLED_OUTCOME,
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceBinaryOperator_Mul_Div",
+        "def _spawn_locked(self, *, idle: bool) -> bool:",
+        28,
+    ): "'/' in place of '*' leaves idle a keyword, and every caller passes it so",
+    (
+        "iothreads/_pool/_spawner.py",
+        "core/AddNot",
+        "if TYPE_CHECKING:",
+        3,
+    ): _ANNOTATIONS_ONLY,
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceBinaryOperator_Mul_Div",
+        "def _new_worker_locked(self, *, idle: bool) -> Worker:",
+        33,
+    ): "'/' in place of '*' leaves idle a keyword, and every caller passes it so",
+    (
+        "iothreads/_pool/_requests.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "assert self.state is RequestState.QUEUED",
+        26,
+    ): "an enum member equals only itself: == is 'is'",
+    (
+        "iothreads/_pool/_spawner.py",
+        "core/ReplaceComparisonOperator_IsNot_NotEq",
+        "if self._thread is not threading.current_thread():",
+        32,
+    ): "a thread defines no equality: != is 'is not'",
+    (
+        "iothreads/_call.py",
+        "core/AddNot",
+        "if TYPE_CHECKING:",
+        3,
+    ): _ANNOTATIONS_ONLY,
+    (
+        "iothreads/_pool/_worker.py",
+        "core/AddNot",
+        "if TYPE_CHECKING:",
+        3,
+    ): _ANNOTATIONS_ONLY,
+    (
+        "iothreads/_shutdown.py",
+        "core/ReplaceComparisonOperator_IsNot_NotEq",
+        "return [t for t in asyncio.all_tasks(loop) if t is not me]",
+        56,
+    ): "a task defines no equality: != is 'is not'",
+    (
+        "iothreads/_aio/_callback_poller.py",
+        "core/ReplaceComparisonOperator_Lt_NotEq",
+        "if not context.spin(step_end, self._fd) and step_end < deadline:",
+        61,
+    ): "step_end is min(deadline, ...), never above deadline, so < and != agree",
+    (
+        "iothreads/_aio/_callback_poller.py",
+        "core/ReplaceComparisonOperator_Lt_IsNot",
+        "if not context.spin(step_end, self._fd) and step_end < deadline:",
+        61,
+    ): (
+        "step_end is min(deadline, ...): deadline itself (min returns its first"
+        " argument on a tie) or a smaller number, so 'is not' and < agree"
+    ),
+    (
+        "iothreads/_aio/_poll_handlers.py",
+        "core/ReplaceBinaryOperator_Mul_Div",
+        "def end_phase(self, *, recheck: bool = True) -> None:",
+        24,
+    ): "'/' in place of '*' leaves recheck a keyword, and every caller passes it so",
+    (
+        "iothreads/_aio/_poll_handlers.py",
+        "core/ReplaceComparisonOperator_IsNot_NotEq",
+        "self._handlers = tuple(h for h in self._handlers if h is not handler)",
+        66,
+    ): "PollHandler defines no equality: != is 'is not'",
+    (
+        "iothreads/_aio/_selector_poller.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "if any(key is self._wake_key for key, _ in events):",
+        19,
+    ): (
+        "a key equals the wake-up channel's only if it has the same descriptor and"
+        " the same data (the reader's handle, equal only to itself): the same"
+        " registration, whose key the selector keeps until the context closes"
+    ),
 }
 
 #: Survivors argued equivalent wherever they are: (operator, the start of the
 #: mutated line) -> why.
 EQUIVALENT_EVERYWHERE: dict[tuple[str, str], str] = {
+    ("core/RemoveDecorator", "@abstractmethod"): (
+        "it only keeps the abstract class itself from being instantiated, which no"
+        " code does: each subclass defines the method"
+    ),
     ("core/RemoveDecorator", "@runs_in("): (
         "the thread marker is only a label outside asyncio's debug mode, and in"
         " it a check that correct code never trips: no test can tell it is gone"
@@ -103,28 +315,50 @@ EQUIVALENT_EVERYWHERE: dict[tuple[str, str], str] = {
 
 
 def _equivalent(survivor: dict[str, str]) -> bool:
-    key = (survivor["module"], survivor["operator"], survivor["text"], int(survivor["column"]))
-    return key in EQUIVALENT or any(
+    rest = (survivor["operator"], survivor["text"], int(survivor["column"]))
+    where = (survivor["module"], f"{survivor['module']}::{survivor['definition']}")
+    return any((w, *rest) in EQUIVALENT for w in where) or any(
         survivor["operator"] == operator and survivor["text"].startswith(start)
         for operator, start in EQUIVALENT_EVERYWHERE
     )
+
 
 #: Seconds one mutant's tests may take before it counts as killed by timeout
 #: (a mutant that makes the loop sleep forever is caught by the tests' own
 #: bounded waits, 10 s each, well within this).
 MUTANT_TIMEOUT = 120.0
 
+#: Seconds one test may take under a mutant (the project's is 60), and
+#: pytest-timeout's thread method, which ends the whole process then: a
+#: mutant that hangs a stop leaves a thread no signal ends, which kept the
+#: process alive until MUTANT_TIMEOUT.  A test takes well under a second
+#: when it passes, so 30 s mistakes no slow machine for a hang.
+TEST_TIMEOUT = 30
+
+#: pytest, then an exit that does not join the threads left running: a
+#: mutant's failed test may leave a hung IOThread behind, which would hold
+#: the process to MUTANT_TIMEOUT.  (A thread left behind by a passing test
+#: fails the test anyway: tests/conftest.py's no_leaks.)
+_PYTEST_THEN_EXIT = (
+    "import os, sys, pytest; code = pytest.main(); "
+    "sys.stdout.flush(); sys.stderr.flush(); os._exit(int(code))"
+)
+
 
 def _config(group: Group, python: str) -> str:
     tests = " ".join(group.tests)
     modules = ", ".join(f'"{m}"' for m in group.modules)
     excluded = ", ".join(json.dumps(op) for op in EXCLUDED_OPERATORS)
+    command = (
+        f"{python} -c '{_PYTEST_THEN_EXIT}' -x -q -p no:cacheprovider"
+        f" --timeout={TEST_TIMEOUT} --timeout-method=thread {tests}"
+    )
     return f"""\
 [cosmic-ray]
 module-path = [{modules}]
 timeout = {MUTANT_TIMEOUT}
 excluded-modules = []
-test-command = "{python} -m pytest -x -q -p no:cacheprovider {tests}"
+test-command = "{command}"
 
 [cosmic-ray.distributor]
 name = "local"
@@ -135,19 +369,55 @@ exclude-operators = [{excluded}]
 
 
 def _copy_tree(into: Path) -> None:
-    """The working tree as git sees it (tracked and untracked, not ignored)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, listed):
+    """The working tree as git sees it (tracked and untracked, not ignored),
+    and the native core built in it for this interpreter, if it is: the
+    tests then run every behaviour on both inboxes, as they do in the tree
+    (the C sources are never mutated, so the build stands for the copy)."""
+
+    def git_files(*options: str) -> list[bytes]:
+        return subprocess.run(
+            ["git", "ls-files", "-z", *options], cwd=ROOT, check=True, capture_output=True
+        ).stdout.split(b"\0")
+
+    built = [
+        name
+        for name in git_files("--others", "--ignored", "--exclude-standard", "--", "iothreads")
+        if os.fsdecode(name).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    ]
+    for name in filter(None, [*git_files("--cached", "--others", "--exclude-standard"), *built]):
         source = ROOT / os.fsdecode(name)
         if source.is_file():
             target = into / os.fsdecode(name)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+
+
+#: The output recorded for a mutant not run since EQUIVALENT_EVERYWHERE
+#: argues it equivalent: it counts as a survivor argued equivalent.
+ARGUED_EVERYWHERE = "argued equivalent everywhere: not run"
+
+
+def _skip_argued_everywhere(work: Path, session: Path) -> None:
+    """Mark the mutants EQUIVALENT_EVERYWHERE argues equivalent as not to be
+    run: each would run the group's every test for nothing (a @runs_in
+    removed, say, is one per function)."""
+    from cosmic_ray.work_db import use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    with use_db(str(session)) as db:
+        for item in list(db.pending_work_items):
+            for mutation in item.mutations:
+                row = mutation.start_pos[0]
+                text = (work / mutation.module_path).read_text().splitlines()[row - 1].strip()
+                if any(
+                    mutation.operator_name == operator and text.startswith(start)
+                    for operator, start in EQUIVALENT_EVERYWHERE
+                ):
+                    db.set_result(
+                        item.job_id,
+                        WorkResult(output=ARGUED_EVERYWHERE, worker_outcome=WorkerOutcome.SKIPPED),
+                    )
+                    break
 
 
 def _survivors(work: Path, session: Path) -> tuple[int, int, list[dict[str, str]]]:
@@ -163,11 +433,14 @@ def _survivors(work: Path, session: Path) -> tuple[int, int, list[dict[str, str]
     survivors = []
     for line in filter(None, dump.splitlines()):
         job, result = json.loads(line)
+        skipped = result is not None and result["worker_outcome"] == "skipped"
+        if skipped and result["output"] != ARGUED_EVERYWHERE:
+            continue  # an excluded operator's mutant: neither killed nor survived
         total += 1
         if result is None:
             continue
         done += 1
-        if result["test_outcome"] != "survived":
+        if not skipped and result["test_outcome"] != "survived":
             continue
         for mutation in job["mutations"]:
             path = work / mutation["module_path"]
@@ -180,6 +453,7 @@ def _survivors(work: Path, session: Path) -> tuple[int, int, list[dict[str, str]
                     "line": str(row),
                     "column": str(mutation["start_pos"][1]),
                     "text": text,
+                    "definition": mutation.get("definition_name") or "",
                 }
             )
     return total, done, survivors
@@ -195,11 +469,17 @@ def run_group(name: str, group: Group, deadline: float) -> list[dict[str, str]]:
         cli = [sys.executable, "-m", "cosmic_ray.cli"]
         subprocess.run([*cli, "init", str(config), str(session)], cwd=work, check=True)
         subprocess.run(
-            [sys.executable, "-m", "cosmic_ray.tools.filters.operators_filter", str(session),
-             str(config)],
+            [
+                sys.executable,
+                "-m",
+                "cosmic_ray.tools.filters.operators_filter",
+                str(session),
+                str(config),
+            ],
             cwd=work,
             check=True,
         )
+        _skip_argued_everywhere(work, session)
         left = deadline - time.monotonic()
         timed_out = False
         if left > 0:

@@ -126,18 +126,16 @@ class PollHandlerSet:
     @runs_in(LOOP)
     def begin_phase(self) -> None:
         """Open a polling phase: ``begin()`` on every registered handler."""
-        snapshot = self._handlers
         opened = []
-        for handler in snapshot:
+        for handler in self._handlers:
             # As QEMU skips deleted nodes: a handler removed by an earlier
             # begin() is not called again.
-            if self._handlers is not snapshot and handler not in self._handlers:
+            if handler not in self._handlers:
                 continue
             opened.append(handler)
             if handler.begin is not None:
                 self._call(handler.begin, "begin")
-        # The snapshot itself when nothing was skipped: end_phase's fast path.
-        self._bracketed = snapshot if len(opened) == len(snapshot) else tuple(opened)
+        self._bracketed = tuple(opened)
 
     @runs_in(LOOP)
     def end_phase(self, *, recheck: bool = True) -> None:
@@ -151,8 +149,7 @@ class PollHandlerSet:
         for handler in opened:
             if handler.end is None:
                 continue
-            current = self._handlers  # an end() may remove another handler
-            if current is opened or handler in current:
+            if handler in self._handlers:  # an end() may remove another handler
                 self._call(handler.end, "end")
         if recheck:
             self.poll()

@@ -23,6 +23,7 @@ import pytest
 from iothreads import InvalidParameterType, InvalidParameterValue
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
 from iothreads._pool._spawner import SPAWNER
+from iothreads._pool._thread_pool import _check_idle_timeout
 from iothreads._pool._worker import OWN_THREAD, POOL_WORKER, current_worker
 from iothreads._runs_in import ThreadRole
 
@@ -90,6 +91,11 @@ def test_constructor_rejects_bad_limits(
 def test_constructor_rejects_bad_idle_timeouts(timeout: Any) -> None:
     with pytest.raises((InvalidParameterValue, InvalidParameterType), match="idle_timeout"):
         ThreadPool(idle_timeout=timeout)
+
+
+@pytest.mark.parametrize("timeout", [threading.TIMEOUT_MAX, 1e-9, 3])
+def test_idle_timeouts_up_to_what_a_lock_can_wait_for_are_taken(timeout: float) -> None:
+    assert _check_idle_timeout(timeout) == float(timeout)
 
 
 def test_constructor_rejects_a_name_that_is_not_a_str() -> None:

@@ -491,5 +491,7 @@ def test_a_done_callback_raising_a_base_exception_does_not_end_its_worker(
         gate.set()  # the callback runs in the worker
         # max is 1: only that worker can serve this.
         assert pool.submit(pow, 2, 4).result(BOUND) == 16
-    assert "delivering the outcome" in caplog.text
+    [record] = [r for r in caplog.records if "delivering the outcome" in r.getMessage()]
+    assert record.exc_info is not None  # with its traceback
+    assert record.exc_info[0] is error
     assert pool_threads("sys") == ["sys-1", "sys-spawner"]

@@ -1,0 +1,321 @@
+"""The inbox, its wake-up channel and its handles, one call at a time, in one thread.
+
+Each inbox implementation (the pure-Python one, its locked variant for
+free-threaded builds, and the native core where it was built) is driven
+through the interface the AioContext uses, with no loop running: the loop's
+side of the protocol is called by the test itself.  So every test is exact
+and deterministic; the races between the two sides are
+tests/test_wakeups.py's and tests/test_stop_races.py's.  The inbox needs a
+loop only for its handles (their ``_loop``, debug mode), so one stdlib loop
+serves; no callback here depends on the loop's kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import sysconfig
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from iothreads import IOThreadStopped
+from iothreads._aio import _inbox
+from iothreads._aio._handle import ThreadsafeHandle
+from iothreads._aio._inbox import Inbox, LockedPyInbox, PyInbox, new_inbox
+from iothreads._aio._wakeup import WakeupChannel
+
+from .helpers import stdin_closed
+
+STOPPED = "the test's loop is stopped; it takes no more work"
+
+KINDS: dict[str, Callable[[asyncio.AbstractEventLoop, str], Inbox]] = {
+    "python": PyInbox,
+    "locked": LockedPyInbox,
+}
+if _inbox.native_core is not None:
+    KINDS["native"] = _inbox.native_core.Inbox
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(params=list(KINDS))
+def inbox(request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop) -> Iterator[Inbox]:
+    inbox = KINDS[request.param](loop, STOPPED)
+    yield inbox
+    inbox.shutdown()
+
+
+# -- the inbox ----------------------------------------------------------------------
+
+
+def test_a_new_inbox_wakes_the_loop_for_its_first_submission(inbox: Inbox) -> None:
+    """Until the loop has run, it counts as about to block: a submission
+    before its first pass must not be left waiting for a wake-up."""
+    assert (inbox.submitted, inbox.wakeups, inbox.pending()) == (0, 0, False)
+    assert inbox.drain_wakeups() == 0
+    inbox.submit(lambda: None)
+    assert inbox.pending()
+    assert inbox.drain_wakeups() == 1
+    assert inbox.wakeups == 1
+
+
+def test_an_awake_loop_is_not_woken(inbox: Inbox) -> None:
+    inbox.woke()
+    inbox.submit(lambda: None)
+    inbox.submit(lambda: None)
+    assert inbox.drain_wakeups() == 0
+
+
+def test_the_last_look_before_sleeping(inbox: Inbox) -> None:
+    """prepare_to_block: with nothing queued the loop may sleep, and a
+    producer then wakes it; with work queued it may not, and stays awake
+    (producers do not wake it)."""
+    inbox.woke()
+    assert inbox.prepare_to_block()
+    inbox.submit(lambda: None)
+    assert inbox.drain_wakeups() == 1
+    assert not inbox.prepare_to_block()
+    inbox.submit(lambda: None)
+    assert inbox.drain_wakeups() == 0
+
+
+def test_a_pass_runs_what_was_queued_at_its_start(inbox: Inbox) -> None:
+    ran: list[str] = []
+    inbox.submit(ran.append, "a")
+    inbox.submit(lambda: (ran.append("b"), inbox.submit(ran.append, "late")))
+    inbox.run(0)
+    assert ran == ["a", "b"]
+    assert inbox.submitted == 2
+    assert inbox.pending()
+    inbox.run(0)
+    assert ran == ["a", "b", "late"]
+    assert (inbox.submitted, inbox.pending()) == (3, False)
+
+
+def test_a_pass_with_a_limit_runs_at_most_that_many(inbox: Inbox) -> None:
+    ran: list[int] = []
+    for i in range(5):
+        inbox.submit(ran.append, i)
+    inbox.run(2)
+    assert ran == [0, 1]
+    inbox.run(10)
+    assert ran == [0, 1, 2, 3, 4]
+    assert inbox.submitted == 5
+    inbox.run(3)  # nothing queued: nothing to do
+    assert inbox.submitted == 5
+
+
+def test_a_cancelled_handle_is_taken_but_not_run(inbox: Inbox) -> None:
+    ran: list[str] = []
+    inbox.submit(ran.append, "cancelled").cancel()
+    inbox.submit(ran.append, "kept")
+    inbox.run(0)
+    assert ran == ["kept"]
+    assert inbox.submitted == 2
+
+
+def test_a_closed_inbox_refuses_work(inbox: Inbox) -> None:
+    inbox.woke()
+    inbox.close()
+    with pytest.raises(IOThreadStopped, match="the test's loop is stopped"):
+        inbox.submit(lambda: None)
+    assert not inbox.pending()
+
+
+def test_wake_makes_the_channel_readable(inbox: Inbox) -> None:
+    inbox.woke()
+    inbox.wake()
+    assert inbox.drain_wakeups() == 1
+
+
+def test_the_callback_runs_in_the_context_given_or_the_submitters(inbox: Inbox) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: list[str] = []
+    var.set("submitter's")
+    inbox.submit(lambda: seen.append(var.get()))
+    given = contextvars.Context()
+    given.run(var.set, "given")
+    inbox.submit(lambda: seen.append(var.get()), context=given)
+    var.set("later")
+    inbox.run(0)
+    assert seen == ["submitter's", "given"]
+
+
+@pytest.mark.parametrize("kind", ["python", "locked"])
+def test_a_handle_taken_back_during_a_pass_ends_it(
+    kind: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A producer racing close() may take its handle back while the loop's
+    last pass runs: the pass ends at the empty queue, and the take-back
+    tells the producer its work was refused, as it was not run."""
+    inbox = KINDS[kind](loop, STOPPED)
+    assert isinstance(inbox, PyInbox)
+    try:
+        ran: list[str] = []
+        refused: list[str] = []
+
+        def take_back_the_next() -> None:
+            ran.append("first")
+            try:
+                inbox._take_back(second)
+            except IOThreadStopped:
+                refused.append("second")
+
+        inbox.submit(take_back_the_next)
+        second = inbox.submit(ran.append, "second")
+        inbox.run(0)
+        assert (ran, refused, inbox.submitted) == (["first"], ["second"], 1)
+        # A handle the loop took already is the loop's: taking it back does nothing.
+        inbox._take_back(second)
+    finally:
+        inbox.shutdown()
+
+
+@pytest.mark.skipif(_inbox.native_core is None, reason="the native core is not built")
+def test_new_inbox_takes_the_native_core_where_built(loop: asyncio.AbstractEventLoop) -> None:
+    inbox = new_inbox(loop, STOPPED)
+    try:
+        assert type(inbox) is KINDS["native"]
+    finally:
+        inbox.shutdown()
+
+
+def test_new_inbox_without_the_core_takes_the_pure_python_inbox_of_this_build(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_inbox, "native_core", None)
+    inbox = new_inbox(loop, STOPPED)
+    try:
+        free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+        assert type(inbox) is (LockedPyInbox if free_threaded else PyInbox)
+    finally:
+        inbox.shutdown()
+
+
+# -- the wake-up channel ----------------------------------------------------------------
+
+
+_pipe = os.pipe
+
+
+def swapped_pipe() -> tuple[int, int]:
+    """A pipe whose read end has the higher number (os.pipe() usually gives
+    the lower one to the read end, but nothing promises it)."""
+    r, w = _pipe()
+    higher = os.dup(r)
+    os.close(r)
+    assert w < higher
+    return higher, w
+
+
+@pytest.fixture(params=["eventfd", "pipe", "swapped pipe"])
+def channel(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[WakeupChannel]:
+    """A wake-up channel of each kind: an eventfd where the platform has one,
+    else a pipe (made here, on Linux too, by hiding os.eventfd)."""
+    if request.param == "eventfd" and not hasattr(os, "eventfd"):
+        pytest.skip("eventfd is Linux's")
+    if request.param != "eventfd":
+        monkeypatch.delattr(os, "eventfd", raising=False)
+    if request.param == "swapped pipe":
+        monkeypatch.setattr(os, "pipe", swapped_pipe)
+    channel = WakeupChannel()
+    yield channel
+    channel.close()
+
+
+def test_the_channel_is_an_eventfd_where_there_is_one() -> None:
+    channel = WakeupChannel()
+    try:
+        assert (channel._rfd == channel._wfd) == hasattr(os, "eventfd")
+    finally:
+        channel.close()
+
+
+def test_the_pipe_never_blocks_either_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "eventfd", raising=False)
+    channel = WakeupChannel()
+    try:
+        assert channel._rfd != channel._wfd
+        assert not os.get_blocking(channel._rfd)
+        assert not os.get_blocking(channel._wfd)
+    finally:
+        channel.close()
+
+
+def test_one_write_until_the_watcher_drains(channel: WakeupChannel) -> None:
+    assert channel.fileno() >= 0
+    assert channel.drain() == 0
+    channel.wake()
+    channel.wake()  # pending already: no second write
+    assert channel.drain() == 1
+    assert channel.drain() == 0
+    channel.wake()  # drained: the next wake-up writes again
+    assert channel.drain() == 1
+
+
+def test_a_closed_channel_does_nothing(channel: WakeupChannel) -> None:
+    channel.close()
+    assert channel.fileno() == -1
+    channel.wake()
+    channel.close()
+    assert channel.fileno() == -1
+
+
+def test_the_pipe_drain_counts_every_byte_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes made behind the flag's back (none are, but the count must not
+    depend on it) are all read and counted, however many reads that takes."""
+    monkeypatch.delattr(os, "eventfd", raising=False)
+    channel = WakeupChannel()
+    try:
+        os.write(channel._wfd, b"\0" * 10_000)
+        assert channel.drain() == 10_000
+        assert channel.drain() == 0
+    finally:
+        channel.close()
+
+
+def test_a_channel_on_descriptor_zero_works_and_closes() -> None:
+    with stdin_closed():
+        channel = WakeupChannel()
+        assert channel.fileno() == 0
+        channel.wake()
+        assert channel.drain() == 1
+        channel.close()
+        assert channel.fileno() == -1
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            os.fstat(0)
+
+
+# -- the handle ----------------------------------------------------------------------
+
+
+def test_a_threadsafe_handle_cancels_by_flag_only(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancelled from another thread, the callback must stay in place for a
+    loop that is about to call it: the flag alone says not to."""
+    ran: list[int] = []
+    handle = ThreadsafeHandle(ran.append, (1,), loop, None)
+    assert not handle.cancelled()
+    handle.cancel()
+    assert handle.cancelled()
+    assert handle._callback is not None
+    assert handle.get_context() is not None
+
+
+def test_a_threadsafe_handle_runs_in_its_context(loop: asyncio.AbstractEventLoop) -> None:
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("var", default=0)
+    given = contextvars.Context()
+    given.run(var.set, 7)
+    seen: list[int] = []
+    handle = ThreadsafeHandle(lambda: seen.append(var.get()), (), loop, given)
+    assert handle.get_context() is given
+    handle._run()
+    assert seen == [7]
