@@ -15,8 +15,10 @@ import fcntl
 import inspect
 import json
 import os
+import select
 import socket
 import struct
+import subprocess
 import sys
 import termios
 import textwrap
@@ -99,6 +101,7 @@ def refuse_thread_start(
 
     monkeypatch.setattr(threading.Thread, "start", start)
 
+
 def task_of_a_closed_loop(
     loop_factory: LoopFactory, coroutine: Coroutine[Any, Any, Any]
 ) -> asyncio.Task[Any]:
@@ -126,6 +129,7 @@ def refusing_executors(loop_factory: LoopFactory) -> LoopFactory:
             raise TypeError("this loop keeps its own executor")
 
     return Refusing  # type: ignore[no-any-return]
+
 
 def loop_errors(io: IOThread) -> list[dict[str, Any]]:
     """What reaches *io*'s loop exception handler from now on (an error in
@@ -546,7 +550,6 @@ def occupy(pools: Pools, pool: ThreadPool, n: int) -> tuple[threading.Event, lis
 T = TypeVar("T")
 
 
-
 #: WAIT in milliseconds, for GLib timeouts that must never fire in a test.
 WAIT_MS = int(WAIT * 1000)
 
@@ -838,3 +841,42 @@ def running_driver(name: str) -> Iterator[Driver]:
             yield StandaloneAsyncioDriver(loop_thread, context)
         finally:
             loop_thread.call(driver.close)
+
+
+@contextlib.contextmanager
+def child_process(
+    argv: list[str], cwd: str | os.PathLike[str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process with piped, unbuffered output, killed if still running at the end."""
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,  # unbuffered: select() sees every line
+        cwd=cwd,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def first_line(proc: subprocess.Popen[bytes], who: str) -> bytes:
+    """The next line *proc* prints (bounded wait); *who* names it in failures."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + WAIT
+    line = b""
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        readable, _, _ = select.select([proc.stdout], [], [], max(0.0, remaining))
+        assert readable, f"{who} printed no ready line in time"
+        byte = proc.stdout.read(1)
+        assert byte, f"{who} exited before it was ready: {proc.wait(WAIT)}"
+        line += byte
+    return line

@@ -14,15 +14,12 @@ import contextlib
 import json
 import os
 import re
-import select
 import signal
 import socket
 import stat
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +28,7 @@ import pytest
 from iothreads._cli import _parse_address, _parse_object, main
 from iothreads.qmp._client import Address
 
-from .helpers import INT64_MAX, WAIT, StallWatch, flood, qmp_client
+from .helpers import INT64_MAX, WAIT, StallWatch, child_process, first_line, flood, qmp_client
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,42 +44,15 @@ def cli(*args: str, cwd: Path | str = REPO) -> subprocess.CompletedProcess[str]:
     )
 
 
-@contextlib.contextmanager
-def serve(*args: str) -> Iterator[subprocess.Popen[bytes]]:
+def serve(*args: str) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     """``iothreads serve ARGS`` as a child process, killed if still running at the end."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "iothreads", "serve", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        bufsize=0,  # unbuffered: select() sees every line
-        cwd=REPO,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        proc.stdout.close()
-        proc.stderr.close()
+    return child_process([sys.executable, "-m", "iothreads", "serve", *args], cwd=REPO)
 
 
 def ready_line(proc: subprocess.Popen[bytes]) -> str:
     """The line serve prints once its monitor listens (bounded wait)."""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + WAIT
-    line = b""
-    while not line.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        readable, _, _ = select.select([proc.stdout], [], [], max(0.0, remaining))
-        assert readable, "iothreads serve printed no ready line in time"
-        byte = proc.stdout.read(1)
-        assert byte, f"iothreads serve exited: {proc.wait(WAIT)} {stderr_of(proc)}"
-        line += byte
-    text = line.decode()
-    assert "QMP monitor listening on" in text
+    text = first_line(proc, "iothreads serve").decode()
+    assert "QMP monitor listening on" in text, stderr_of(proc)
     return text.strip()
 
 

@@ -13,18 +13,15 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import select
 import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import LOOP_FACTORIES, WAIT
+from .helpers import LOOP_FACTORIES, WAIT, child_process, first_line
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "multiloop_server.py"
 
@@ -38,39 +35,14 @@ VALID = b'{"id": "a", "values": [1, 2], "rounds": 2}\n'
 VALID_REPLY = {"id": "a", "result": 31746}
 
 
-@contextlib.contextmanager
-def example(*args: str) -> Iterator[subprocess.Popen[bytes]]:
+def example(*args: str) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     """The example server as a child process, killed if still running at the end."""
-    proc = subprocess.Popen(
-        [sys.executable, "-X", "dev", str(EXAMPLE), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        bufsize=0,  # unbuffered: select() sees every line
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        proc.stdout.close()
-        proc.stderr.close()
+    return child_process([sys.executable, "-X", "dev", str(EXAMPLE), *args])
 
 
 def ready_port(proc: subprocess.Popen[bytes]) -> int:
     """The port from the example's ready line (bounded wait)."""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + WAIT
-    line = b""
-    while not line.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        readable, _, _ = select.select([proc.stdout], [], [], max(0.0, remaining))
-        assert readable, "the example printed no ready line in time"
-        chunk = proc.stdout.read(1)
-        assert chunk, "the example exited before it was ready"
-        line += chunk
+    line = first_line(proc, "the example")
     match = re.search(rb"listening on 127\.0\.0\.1:(\d+), 2 loop\(s\)", line)
     assert match, line
     return int(match.group(1))
