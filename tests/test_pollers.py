@@ -57,6 +57,8 @@ class StubContext:
         #: what end_polling() and prepare_to_block() answer
         self.caught = False
         self.may_block = True
+        #: whether the spin found its CPU shared (the guard), read after a step
+        self.cpu_shared = False
         self.calls: list[tuple[Any, ...]] = []
 
     def work_pending(self) -> bool:
@@ -251,7 +253,7 @@ def test_the_sleep_is_shortened_by_the_time_already_spent(clock: Clock) -> None:
     context.spins = [(False, 500_000_000)]
     inner.sleep_ns = 250_000_000
     poller.select(2.0)
-    assert inner.timeouts == [1.5]
+    assert inner.timeouts == [0, 1.5]  # the look before the phase, the sleep
     assert context.calls == [
         ("begin_polling",),
         ("spin", START + 2_000_000_000, SELECTOR_FD),
@@ -270,7 +272,7 @@ def test_a_sleep_whose_time_was_all_spent_spinning_only_looks(
     poller, context, inner = selector_poller(clock, poll_ns=10**10)
     context.spins = [(False, spun_ns)]
     poller.select(1.0)
-    assert inner.timeouts == [timeout]
+    assert inner.timeouts == [0, timeout]
 
 
 def test_the_spin_is_bounded_by_the_window(clock: Clock) -> None:
@@ -295,16 +297,31 @@ def test_the_spin_is_bounded_by_the_next_timer(clock: Clock, timeout: float, lim
 def test_a_spin_that_sees_io_returns_the_events_without_sleeping(clock: Clock) -> None:
     poller, context, inner = selector_poller(clock, poll_ns=5000)
     other = inner.register(3, selectors.EVENT_READ)
-    inner.ready = [(other, selectors.EVENT_READ)]
     context.spins = [(True, 2000)]
     context.caught = True
+    spin = context.spin
+
+    def io_arrives(deadline_ns: int, fd: int) -> bool:
+        inner.ready = [(other, selectors.EVENT_READ)]
+        return spin(deadline_ns, fd)
+
+    context.spin = io_arrives  # type: ignore[method-assign]
     assert poller.select(None) == [(other, selectors.EVENT_READ)]
-    assert inner.timeouts == [0]
+    assert inner.timeouts == [0, 0]
     assert context.calls == [
         ("begin_polling",),
         ("spin", START + 5000, SELECTOR_FD),
         ("end_polling", START, True),
     ]
+
+
+def test_io_ready_at_once_is_answered_by_one_look_without_a_phase(clock: Clock) -> None:
+    poller, context, inner = selector_poller(clock, poll_ns=5000)
+    other = inner.register(3, selectors.EVENT_READ)
+    inner.ready = [(other, selectors.EVENT_READ)]
+    assert poller.select(None) == [(other, selectors.EVENT_READ)]
+    assert inner.timeouts == [0]
+    assert context.calls == []
 
 
 def test_a_spin_that_catches_work_returns_the_wakeup_channel(clock: Clock) -> None:
@@ -320,7 +337,7 @@ def test_a_spin_that_catches_work_returns_the_wakeup_channel(clock: Clock) -> No
 
     context.end_polling = end_polling  # type: ignore[method-assign]
     assert poller.select(None) == [(inner.keys[WAKE_FD], selectors.EVENT_READ)]
-    assert inner.timeouts == [0]
+    assert inner.timeouts == [0, 0]
     assert ("prepare_to_block",) not in context.calls
 
 
@@ -331,7 +348,7 @@ def test_a_spin_that_ends_with_nothing_goes_on_to_sleep(clock: Clock) -> None:
     context.spins = [(False, 5000)]
     inner.sleep_ns = 1_000_000
     poller.select(None)
-    assert inner.timeouts == [None]
+    assert inner.timeouts == [0, None]
     assert context.calls[2:] == [
         ("end_polling", START, False),
         ("prepare_to_block",),
@@ -401,6 +418,7 @@ def test_the_callback_poller_watches_libuvs_descriptor_where_the_core_gives_it(
     assert asked == [context.loop]
     context.spins = [(True, 0)]
     poller.after_work()
+    context.loop.run_one()  # the first step spins nothing: it queues the spin
     context.loop.run_one()
     assert context.calls[1] == ("spin", START + 5000, 7)
 
@@ -410,6 +428,7 @@ def test_without_the_core_the_callback_poller_watches_the_inbox_alone(clock: Clo
     poller, context = callback_poller(clock, poll_ns=5000)
     context.spins = [(True, 0)]
     poller.after_work()
+    context.loop.run_one()  # the first step spins nothing: it queues the spin
     context.loop.run_one()
     assert context.calls[1] == ("spin", START + 5000, -1)
 
@@ -467,6 +486,7 @@ def test_the_spin_runs_in_steps_until_the_window_closes(clock: Clock) -> None:
     poller, context = callback_poller(clock, poll_ns=120_000)
     context.spins = [(False, 50_000), (False, 50_000), (False, 20_000)]
     poller.after_work()
+    context.loop.run_one()  # the first step spins nothing: it queues the spin
     assert context.calls == [("begin_polling",)]
     for _ in range(3):
         context.loop.run_one()
@@ -490,6 +510,7 @@ def test_a_step_that_overruns_ends_the_spin(clock: Clock) -> None:
     poller, context = callback_poller(clock, poll_ns=60_000)
     context.spins = [(False, 59_000), (False, 0)]
     poller.after_work()
+    context.loop.run_one()  # the first step spins nothing: it queues the spin
     context.loop.run_one()
     clock.now += 5000  # the loop ran other callbacks between the steps
     context.loop.run_one()
@@ -503,6 +524,7 @@ def test_a_spin_that_catches_work_serves_it_at_once(clock: Clock) -> None:
     context.spins = [(False, 50_000), (True, 10_000)]
     context.caught = True
     poller.after_work()
+    context.loop.run_one()  # the first step spins nothing: it queues the spin
     context.loop.run_one()
     context.loop.run_one()
     assert context.loop.soon == []
@@ -516,6 +538,7 @@ def test_a_step_that_sees_only_io_gives_the_loop_back_to_serve_it(clock: Clock) 
     poller, context = callback_poller(clock, poll_ns=120_000)
     context.spins = [(True, 1000)]
     poller.after_work()
+    context.loop.run_one()  # the first step spins nothing: it queues the spin
     context.loop.run_one()
     assert context.loop.soon == []
     assert context.calls[2:] == [("end_polling", START, False), ("prepare_to_block",)]
@@ -528,6 +551,7 @@ def test_work_served_during_a_spin_leaves_the_spin_under_way(clock: Clock) -> No
     poller, context = callback_poller(clock, poll_ns=120_000)
     context.spins = [(False, 50_000), (False, 50_000), (False, 20_000)]
     poller.after_work()
+    context.loop.run_one()  # the first step spins nothing: it queues the spin
     context.loop.run_one()
     poller.after_work()  # the reader ran between the steps
     assert context.calls == [("begin_polling",), ("spin", START + 50_000, -1)]
@@ -537,6 +561,49 @@ def test_work_served_during_a_spin_leaves_the_spin_under_way(clock: Clock) -> No
     # The spin ended, so the next pass starts a new one.
     poller.after_work()
     assert context.calls[-1] == ("begin_polling",)
+
+
+@pytest.mark.usefixtures("no_native_core")
+def test_the_first_step_spins_nothing_and_queues_the_spin_behind_the_callbacks(
+    clock: Clock,
+) -> None:
+    """A task's step queues its done callbacks (which deliver its result):
+    the spin waits behind them instead of making them wait a spin step."""
+    poller, context = callback_poller(clock, poll_ns=5000)
+    context.spins = [(True, 0)]
+    poller.after_work()
+    queued_meanwhile: list[str] = []
+    context.loop.call_soon(lambda: queued_meanwhile.append("done callback"))
+    context.loop.run_one()  # the first step
+    assert context.calls == [("begin_polling",)]
+    context.loop.run_one()  # what was queued before the spin
+    assert queued_meanwhile == ["done callback"]
+    context.loop.run_one()
+    assert context.calls[1] == ("spin", START + 5000, -1)
+
+
+@pytest.mark.usefixtures("no_native_core")
+def test_a_step_that_finds_its_cpu_shared_ends_the_spin(clock: Clock) -> None:
+    """The guard: threads sharing the spin's CPU take turns with it, and
+    cannot hand work over while it spins; the window closes without a hit."""
+    poller, context = callback_poller(clock, poll_ns=120_000)
+    context.spins = [(False, 1000)]
+    spin = context.spin
+
+    def shared(deadline_ns: int, fd: int) -> bool:
+        context.cpu_shared = True
+        return spin(deadline_ns, fd)
+
+    context.spin = shared  # type: ignore[method-assign]
+    poller.after_work()
+    context.loop.run_one()
+    context.loop.run_one()
+    assert context.loop.soon == []
+    assert context.calls[1:] == [
+        ("spin", START + 50_000, -1),
+        ("end_polling", START, False),
+        ("prepare_to_block",),
+    ]
 
 
 # -- PollHandlerSet ------------------------------------------------------------------
