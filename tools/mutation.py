@@ -257,6 +257,22 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
     ): _ANNOTATIONS_ONLY,
     (
         "iothreads/_shutdown.py",
+        "core/NumberReplacer",
+        "done, _ = await asyncio.wait([waited], timeout=max(0.0, left))",
+        63,
+    ): (
+        "max(-1.0, left) differs only where left < -1, where asyncio.wait gets a"
+        " timeout already past, as with 0: call_later's timer is due at once"
+        " (max(1.0, left) is killed by tests/test_shutdown.py)"
+    ),
+    (
+        "iothreads/_pool/_spawner.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "if self._thread is thread:",
+        32,
+    ): "a thread defines no equality: == is 'is'",
+    (
+        "iothreads/_shutdown.py",
         "core/ReplaceComparisonOperator_IsNot_NotEq",
         "return [t for t in asyncio.all_tasks(loop) if t is not me]",
         56,
