@@ -101,6 +101,10 @@ class StubLoop:
     def call_soon(self, callback: Callable[[], object]) -> None:
         self.soon.append(callback)
 
+    def is_running(self) -> bool:
+        """Never: the test's thread owns it (what debug mode's checks ask)."""
+        return False
+
     def call_exception_handler(self, context: Mapping[str, Any]) -> None:
         self.errors.append(context)
 
