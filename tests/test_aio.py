@@ -294,7 +294,9 @@ def test_poll_handler_is_polled_during_the_spin(loop_factory: LoopFactory) -> No
         set_window(io, SPINNING_NS)
         # The loop is now spinning with a window far longer than our wait;
         # the flag is the only signal (no wake-up is written).
-        wakeups = io.aio_context.statistics().wakeups_sent
+        # Read on the loop, after it drained the channel: a wake-up written
+        # for an earlier call may be counted only after that call returned.
+        wakeups = io.run_sync(lambda: io.aio_context.statistics().wakeups_sent, timeout=WAIT)
         flag.set()
         assert readied.wait(WAIT)
         assert io.aio_context.statistics().wakeups_sent == wakeups
