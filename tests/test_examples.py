@@ -180,6 +180,7 @@ def test_examples_reject_bad_arguments(name: str, args: list[str], message: str)
 def test_offload_blocking_runs_queries_off_the_apps_loop(
     loop_kind: str, implementation: str
 ) -> None:
+    pytest.importorskip("sqlite3", reason="this CPython was built without sqlite3")
     # 60 requests for ids 0-59: the table holds users 0-49.
     proc = run_example(
         "offload_blocking.py",
