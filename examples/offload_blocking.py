@@ -165,8 +165,10 @@ class Heartbeat:
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._task is not None
-        self._task.cancel()
         self._tick()  # the time since the last tick counts too
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
     def __str__(self) -> str:
         return f"{self.ticks} heartbeat ticks, longest gap {self.longest_gap * 1000:.0f} ms"
