@@ -640,11 +640,11 @@ class Monitor:
         try:
             async with asyncio.timeout(self._limits.idle_timeout):
                 await writer.wait_closed()
-        except OSError:
-            pass  # already broken: closed all the same
-        except TimeoutError:
+        except TimeoutError:  # before OSError, which it is a subclass of
             # A client that reads nothing: drop what it never took.
             writer.transport.abort()
+        except OSError:
+            pass  # already broken: closed all the same
         except asyncio.CancelledError:
             # The monitor is closing while a client that reads nothing still
             # has replies queued: drop them.
