@@ -4,6 +4,7 @@
   monitor answers with strict JSON replies or hangs up, never fails a
   command or a session with an exception (it would log it), never hangs,
   and goes on serving its other clients.
+* The framing: input cut anywhere is cut into the same texts.
 * Object arguments: whatever value each property of an iothread is given,
   by object-add or qom-set, it is either accepted and read back as written,
   or refused with an error naming what is wrong, leaving no trace.
@@ -21,6 +22,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from iothreads.qmp._wire import JsonStreamer
 
 from ..helpers import INT64_MAX, IOTHREAD_PROPS, WAIT, RawClient
 
@@ -150,6 +153,15 @@ async def test_any_input_gets_strict_replies_or_a_hang_up(
         assert await raw.request({"execute": "query-iothreads"}) == {"return": []}
     # No session ended in an exception, no command failed inside.
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@settings(max_examples=200)
+@given(chunks=st.lists(pieces, max_size=8))
+def test_the_framing_does_not_depend_on_how_input_is_cut(chunks: list[bytes]) -> None:
+    whole, cut = JsonStreamer(), JsonStreamer()
+    texts = list(whole.feed(b"".join(chunks)))
+    assert [text for chunk in chunks for text in cut.feed(chunk)] == texts
+    assert cut.error == whole.error
 
 
 # -- object arguments ---------------------------------------------------------------------
