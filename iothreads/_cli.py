@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import math
 import os
 import runpy
 import signal
@@ -34,7 +35,7 @@ from typing import Any, Final
 from ._errors import IOThreadsError
 from ._event_loop_base import MainLoop
 from ._objects import object_add, object_del, query_iothreads
-from .qmp import Monitor
+from .qmp import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_ERRORS, Monitor
 from .qmp._client import Address, MonitorError, QMPClient
 from .qmp._server import LOOPBACK
 
@@ -151,8 +152,20 @@ def _fail(message: object) -> int:
     return _EXIT_ERROR
 
 
-async def _serve(objects: Sequence[_ObjectSpec], addresses: Sequence[Address]) -> int:
-    """Host *objects* and a monitor per address until SIGINT, SIGTERM or SIGHUP."""
+@dataclass(frozen=True)
+class _Bounds:
+    """``serve``'s bounds on each monitor's clients (see ``Monitor``)."""
+
+    max_clients: int
+    idle_timeout: float | None
+    max_errors: int
+
+
+async def _serve(
+    objects: Sequence[_ObjectSpec], addresses: Sequence[Address], bounds: _Bounds
+) -> int:
+    """Host *objects* and a monitor per address, each held to *bounds*, until
+    SIGINT, SIGTERM or SIGHUP."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     # SIGHUP too, as QEMU does: a closed terminal stops it cleanly.
@@ -169,7 +182,14 @@ async def _serve(objects: Sequence[_ObjectSpec], addresses: Sequence[Address]) -
             if isinstance(obj, MainLoop):
                 obj.install()  # this loop is the application's loop: its pool runs here
         for address in addresses:
-            monitor = Monitor(address.path, host=address.host or LOOPBACK, port=address.port)
+            monitor = Monitor(
+                address.path,
+                host=address.host or LOOPBACK,
+                port=address.port,
+                max_clients=bounds.max_clients,
+                idle_timeout=bounds.idle_timeout,
+                max_errors=bounds.max_errors,
+            )
             try:
                 await monitor.start()
             except OSError as exc:
@@ -262,6 +282,41 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
+def _seconds_or_never(text: str) -> float | None:
+    """A positive number of seconds, or 0 for none (no timeout).
+
+    Raises:
+        argparse.ArgumentTypeError: anything else; the message quotes *text*.
+    """
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if seconds == 0:
+        return None
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of seconds, or 0 for none, got {text!r}"
+        )
+    return seconds
+
+
+def _positive_int(text: str) -> int:
+    """A whole number of at least 1.
+
+    Raises:
+        argparse.ArgumentTypeError: *text* is not an int of at least 1; the
+            message quotes it.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _bench(args: Sequence[str]) -> int:
     """Run ``python -m benchmarks ARGS``: the current directory first on
     ``sys.path``, as ``python -m`` has it.
@@ -309,6 +364,30 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="listen for QMP clients on unix:PATH or tcp:[HOST]:PORT (loopback by default)",
     )
+    serve.add_argument(
+        "--max-clients",
+        type=_positive_int,
+        default=DEFAULT_MAX_CLIENTS,
+        metavar="N",
+        help="QMP clients each monitor serves at once; one more gets an error "
+        f"(default {DEFAULT_MAX_CLIENTS})",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=_seconds_or_never,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="disconnect a QMP client that sends no request (or takes no reply) for "
+        f"this long; 0 for never (default {DEFAULT_IDLE_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--max-errors",
+        type=_positive_int,
+        default=DEFAULT_MAX_ERRORS,
+        metavar="N",
+        help="error replies a QMP client may draw per second before it is disconnected "
+        f"(default {DEFAULT_MAX_ERRORS})",
+    )
 
     query = sub.add_parser("query", help="list the iothreads of a running monitor")
     query.add_argument("--qmp", required=True, type=_parse_address, metavar="ADDRESS")
@@ -340,7 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(args_list[1:])
     args = _parser().parse_args(args_list)
     if args.command == "serve":
-        return asyncio.run(_serve(args.object, args.qmp))
+        bounds = _Bounds(args.max_clients, args.idle_timeout, args.max_errors)
+        return asyncio.run(_serve(args.object, args.qmp, bounds))
     if args.command == "query":
         return asyncio.run(_query(args.qmp, args.json, args.timeout))
     return asyncio.run(_set(args.qmp, args.id, args.assignments, args.timeout))
