@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--json FILE|DIR/] [--samples] [--only SUITE]``.
+"""``python -m benchmarks [--quick|--smoke] [--table] [--json FILE|DIR/] [--plot DIR] ...``.
 
 Runs every suite for every loop kind present (stdlib, uvloop) under every
 thread placement (unpinned; all on one CPU; caller and workers on two CPUs),
