@@ -65,7 +65,9 @@ def _plain_numbers(axis: Any, base: int) -> None:
     ticker = importlib.import_module("matplotlib.ticker")
     if base == 10:  # 10, 20, 50, 100...: a label every third of a decade
         axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    else:  # a few powers of two, however wide the range
+        axis.set_major_locator(ticker.LogLocator(base=base, numticks=6))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:.3g}"))
     axis.set_minor_formatter(ticker.NullFormatter())
 
 
@@ -101,9 +103,20 @@ def summary_png(
     axes[0].set_yticks([y + height * (len(placements) - 1) / 2 for y in range(len(rows))])
     axes[0].set_yticklabels(labels)
     axes[0].invert_yaxis()
-    axes[-1].legend(title="placement", loc="lower right")
+    handles, titles = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        titles,
+        title="placement",
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=len(placements),
+    )
     fig.suptitle("iothreads over the baseline, same run: below 1 (left of the line) is better")
-    return _save(plt, fig, path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def latency_pngs(
