@@ -1,13 +1,16 @@
-"""``python -m benchmarks [--quick] [--json FILE|DIR/] [--samples] [--only SUITE]``.
+"""``python -m benchmarks [--quick|--smoke] [--table] [--json FILE|DIR/] [--plot DIR] ...``.
 
 Runs every suite for every loop kind present (stdlib, uvloop) under every
 thread placement (unpinned; all on one CPU; caller and workers on two CPUs),
-the cases of each group interleaved in rounds, and prints one table with
-p50 / p99 / p99.9 latency, CPU per operation and the ratios to each group's
-baseline (over the whole run, and round by round), then the rates and the
-derived figures (median and range of the rounds).  ``--json`` writes all of
-it with the run's provenance (commit, date, machine, software);
-``python -m benchmarks.report`` prints README's table from that file.
+the cases of each group interleaved in rounds, a progress bar meanwhile, and
+prints the suites' verdicts and a summary: ours over each baseline, p50, p99
+and CPU per operation.  ``--table`` prints every figure before them: one
+table with p50 / p99 / p99.9 latency, CPU per operation and the ratios to
+each group's baseline (over the whole run, and round by round), then the
+rates, the derived figures (median and range of the rounds) and the
+recordings over time.  ``--json`` writes all of it with the run's provenance
+(commit, date, machine, software); ``python -m benchmarks.report`` prints
+README's table from that file.  ``--plot DIR`` draws it as PNGs.
 """
 
 from __future__ import annotations

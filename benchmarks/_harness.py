@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
 import sys
 import time
@@ -36,6 +37,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Protocol, TextIO
 
 from iothreads import IOThread
 from iothreads._aio import _inbox
@@ -87,14 +89,22 @@ class Mode:
 
     @property
     def quick(self) -> bool:
-        return self.name == "quick"
+        """A short run: quick, or smoke."""
+        return self.name != "full"
 
 
 # Samples per case: the full run's 20 000 leave 20 samples beyond p99.9; the
 # quick run keeps everything (2 loops x 3 placements) under a minute on a
 # 2-vCPU machine, at the price of a p99.9 that rests on one sample.  Rounds
-# interleave the cases of a group, so drift hits them all alike.
-MODES = {"quick": Mode("quick", 800, 2), "full": Mode("full", 20000, 5)}
+# interleave the cases of a group, so drift hits them all alike.  The smoke
+# run takes a few dozen samples per case in one round, in seconds: it shows
+# that every suite, the summary and the figures work (the test suite runs
+# it), and its figures mean nothing.
+MODES = {
+    "smoke": Mode("smoke", 40, 1),
+    "quick": Mode("quick", 800, 2),
+    "full": Mode("full", 20000, 5),
+}
 
 
 @dataclass(frozen=True)
@@ -229,26 +239,45 @@ def iothread(
 
 
 class Progress:
-    """One line on stderr, rewritten in place: what runs now, and how far along."""
+    """What runs now and how far along, on stderr: a bar on a terminal when tqdm
+    is installed (the ``bench`` extra), else one plain line per step."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, file: TextIO | None = None) -> None:
         self.total = total
         self.done = 0
-        self._tty = sys.stderr.isatty()
+        self._file = file or sys.stderr
+        self._bar = _bar(total, self._file)
 
     def step(self, label: str) -> None:
+        """Step *label* starts (the one before it has ended)."""
         self.done += 1
-        line = f"[{self.done}/{self.total}] {label}"
-        if self._tty:
-            sys.stderr.write(f"\r\033[K{line}")
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        if self._bar is None:
+            print(f"[{self.done}/{self.total}] {label}", file=self._file, flush=True)
+            return
+        if self.done > 1:
+            self._bar.update(1)
+        self._bar.set_description_str(label)
 
     def close(self) -> None:
-        if self._tty:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+        """The last step has ended."""
+        if self._bar is not None:
+            self._bar.update(self.total - self._bar.n)
+            self._bar.close()
+
+
+def _bar(total: int, file: TextIO) -> Any:
+    """A tqdm bar of *total* steps on *file*, or None: not a terminal, or no tqdm."""
+    if not file.isatty():
+        return None
+    try:
+        tqdm = importlib.import_module("tqdm")
+    except ImportError:
+        return None
+    # monitor_interval 0: no tqdm monitor thread, which only tunes bars updated
+    # many times a second and would outlive the run; leave=False: the bar
+    # goes once the run ends, the figures stay.
+    bar = type("Bar", (tqdm.tqdm,), {"monitor_interval": 0})
+    return bar(total=total, file=file, leave=False, dynamic_ncols=True, unit="step")
 
 
 async def run_chunk(op: Op, chunk: Chunk, samples: int, warmup: int, gap_s: float) -> None:
@@ -311,10 +340,26 @@ def run_group(
 # measures its own way, printed in the table, first of a group = baseline),
 # rates(kind, loop_factory, placement, mode) -> [Rate, ...],
 # derived(results) -> [Derived, ...] (figures computed from its groups, round
-# by round), and report(results, derived, mode) -> [str] (lines printed last,
-# e.g. its verdicts).  Group names are "suite/group/loop kind/placement".
-# The runner lives here, below every suite, so that a suite can be run alone
-# (``python -m benchmarks.bench_pool``) without importing ``__main__``.
+# by round), report(results, derived, mode) -> [str] (lines printed before
+# the summary, e.g. its verdicts), and recordings(mode) -> [Recording, ...]
+# (something sampled over time, once per run).  Group names are
+# "suite/group/loop kind/placement".  The runner lives here, below every
+# suite, so that a suite can be run alone (``python -m benchmarks.bench_pool``)
+# without importing ``__main__``.
+
+
+class Recording(Protocol):
+    """Figures a suite samples over time, once per run (e.g. a thread count)."""
+
+    name: str
+
+    def lines(self) -> list[str]:
+        """The recording as text, for ``--table``."""
+        ...
+
+    def to_json(self) -> dict[str, Any]:
+        """The recording for the JSON: every sample."""
+        ...
 
 
 def _json_path(target: str, meta: dict[str, object]) -> Path:
@@ -326,18 +371,22 @@ def _json_path(target: str, meta: dict[str, object]) -> Path:
     return path
 
 
-def run_suites(
-    suites: Sequence[ModuleType], argv: Sequence[str] | None, *, prog: str, description: str
-) -> int:
-    """Parse ``[--quick] [--json FILE|DIR/] [--samples] [--only SUITE]`` and run *suites*.
-
-    Every suite runs for every loop kind present and under every placement;
-    one table of latencies is printed, then the rates, the derived figures,
-    and the suites' reports.  Returns the exit status.
-    """
-    by_name = {suite.NAME: suite for suite in suites}
+def _parser(prog: str, description: str, suites: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--quick", action="store_true", help="fewer samples (under 60 s)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--quick", action="store_true", help="fewer samples (about a minute)")
+    length.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few dozen samples per case, in seconds: checks that everything runs "
+        "(its figures mean nothing)",
+    )
+    parser.add_argument(
+        "--table",
+        action="store_true",
+        help="print every figure (the full table, rates, derived figures, recordings) "
+        "before the summary",
+    )
     parser.add_argument(
         "--json",
         metavar="FILE",
@@ -347,9 +396,48 @@ def run_suites(
     parser.add_argument(
         "--samples", action="store_true", help="store every latency sample in the JSON too"
     )
-    parser.add_argument("--only", choices=sorted(by_name), action="append", help="run a suite")
+    parser.add_argument(
+        "--plot",
+        metavar="DIR",
+        type=Path,
+        help="write PNG figures to DIR: the summary, every group's latency percentiles, "
+        "the polling window and the pool's thread count over time (needs the plot extra)",
+    )
+    parser.add_argument("--only", choices=sorted(suites), action="append", help="run a suite")
+    parser.add_argument(
+        "--placement",
+        choices=[p.name for p in placements()],
+        action="append",
+        help="run under this placement only (repeatable; default: all of them)",
+    )
+    return parser
+
+
+def run_suites(
+    suites: Sequence[ModuleType], argv: Sequence[str] | None, *, prog: str, description: str
+) -> int:
+    """Parse the command line (``--help`` lists it) and run *suites*.
+
+    Every suite runs for every loop kind present and under every placement,
+    a progress bar on stderr meanwhile; then the suites' reports are printed,
+    and last the summary (``_summary``).  ``--table`` prints every figure
+    before them, ``--json`` stores them, ``--plot`` draws them.  Returns the
+    exit status.
+    """
+    # Imported here: both name the suites' cases, and the suites import this module.
+    from . import _plots, _summary
+
+    by_name = {suite.NAME: suite for suite in suites}
+    parser = _parser(prog, description, list(by_name))
     args = parser.parse_args(argv)
-    mode = MODES["quick" if args.quick else "full"]
+    plt = None
+    if args.plot is not None:
+        try:
+            plt = _plots.require()  # now, not after the run measured for minutes
+        except _plots.PlotUnavailable as exc:
+            parser.error(str(exc))
+    mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    chosen_placements = [p for p in placements() if p.name in (args.placement or [p.name])]
     chosen = [by_name[name] for name in (args.only or by_name)]
     started = time.perf_counter()
     meta = provenance(
@@ -367,7 +455,7 @@ def run_suites(
                     "caller": sorted(p.caller) if p.caller is not None else None,
                     "workers": sorted(p.workers) if p.workers is not None else None,
                 }
-                for p in placements()
+                for p in chosen_placements
             },
         }
     )
@@ -380,13 +468,13 @@ def run_suites(
     plan = [
         (f"{suite.NAME}/{group.name}/{kind}/{placement.name}", group, factory, placement)
         for kind, factory in loop_kinds().items()
-        for placement in placements()
+        for placement in chosen_placements
         for suite in chosen
         for group in suite.cases(factory)
     ]
     hooks = sum(hasattr(s, "rates") + hasattr(s, "results") for s in chosen)
-    steps = len(loop_kinds()) * len(placements()) * hooks + sum(
-        hasattr(s, "report") for s in chosen
+    steps = len(loop_kinds()) * len(chosen_placements) * hooks + sum(
+        hasattr(s, "report") + hasattr(s, "recordings") for s in chosen
     )
     progress = Progress(sum(len(g.cases) for _, g, _, _ in plan) * mode.rounds + steps)
     results: list[Result] = []
@@ -396,7 +484,7 @@ def run_suites(
         )
     rates: list[Rate] = []
     for kind, factory in loop_kinds().items():
-        for placement in placements():
+        for placement in chosen_placements:
             for suite in chosen:
                 if hasattr(suite, "results"):
                     progress.step(f"{suite.NAME} results: {kind}/{placement.name}")
@@ -404,6 +492,11 @@ def run_suites(
                 if hasattr(suite, "rates"):
                     progress.step(f"{suite.NAME} rates: {kind}/{placement.name}")
                     rates += suite.rates(kind, factory, placement, mode)
+    recordings: list[Recording] = []
+    for suite in chosen:
+        if hasattr(suite, "recordings"):
+            progress.step(f"{suite.NAME} recordings")
+            recordings += suite.recordings(mode)
     derived: list[Derived] = []
     for suite in chosen:
         if hasattr(suite, "derived"):
@@ -417,21 +510,46 @@ def run_suites(
     meta["duration_s"] = round(time.perf_counter() - started, 1)
     if note:
         lines.append(note)
-    print_table(results)
-    if rates:
+
+    kinds, where = list(loop_kinds()), [p.name for p in chosen_placements]
+    implementation = implementations()[0].name
+    summary_rows, summary = _summary.summarise(
+        {(r.group, r.case): r.whole().figures() for r in results}, kinds, where, implementation
+    )
+    if args.table:
+        print_table(results)
+        if rates:
+            print()
+            print_rates(rates)
+        if derived:
+            print()
+            print_derived(derived)
+        for recording in recordings:
+            print()
+            print("\n".join(recording.lines()))
         print()
-        print_rates(rates)
-    if derived:
-        print()
-        print_derived(derived)
     if lines:
-        print()
         print("\n".join(lines))
+        print()
+    print("\n".join(summary))
     if args.json:
         path = _json_path(args.json, meta)
         data = run_json(meta, results, rates, derived, lines, samples=args.samples)
+        data["recordings"] = [recording.to_json() for recording in recordings]
+        data["summary"] = summary
         path.write_text(dumps(data))
         print(f"figures written to {path}", file=sys.stderr)
+    if plt is not None:
+        written = _plots.write_all(
+            plt,
+            args.plot,
+            summary=summary_rows,
+            results=results,
+            recordings=recordings,
+            loop_kinds=kinds,
+            placements=where,
+        )
+        print(f"{len(written)} figures written to {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -446,6 +564,7 @@ __all__ = [
     "Op",
     "Placement",
     "Progress",
+    "Recording",
     "implementations",
     "implementations_note",
     "iothread",

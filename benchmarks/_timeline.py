@@ -3,26 +3,21 @@
 A ``ThreadPool`` of min 2, max 8 takes 24 sleeping requests at once, grows
 to max, drains its queue in waves, and its workers above min time out one
 after another once idle.  ``statistics()`` is sampled throughout; the pool
-suite (``bench_pool``) prints the changes of the thread count and saves a
-PNG of it when matplotlib is installed (the optional ``plot`` extra).
+suite (``bench_pool``) records it once per run; ``--table`` prints the
+changes of the thread count, ``--plot`` draws them.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
 
 #: The suite the timeline's lines are printed under.
 NAME = "pool"
-
-#: Where the timeline's PNG goes (matplotlib permitting): outside the work tree.
-TIMELINE_PNG = os.path.join(tempfile.gettempdir(), "iothreads-pool-timeline.png")
 
 
 @dataclass(frozen=True)
@@ -33,6 +28,36 @@ class Timeline:
     max: int
     idle_timeout: float
     points: list[tuple[float, ThreadPoolStatistics]]
+    name: str = f"{NAME}/timeline"
+
+    def lines(self) -> list[str]:
+        """The timeline as text: one line per change of the thread count."""
+        lines = [
+            f"{self.name}: min={self.min} max={self.max} "
+            f"idle_timeout={self.idle_timeout:g}s, {TIMELINE_REQUESTS} requests at once "
+            f"(sleeping 10-{10 + 5 * (TIMELINE_REQUESTS - 1)} ms) after {10 * TIMELINE_TICK:g}s",
+            f"  {'t (s)':>7} {'threads':>7} {'idle':>5} {'active':>6} {'queued':>6}",
+        ]
+        last = None
+        for i, (t, s) in enumerate(self.points):
+            if s.threads != last or i == len(self.points) - 1:
+                lines.append(f"  {t:7.3f} {s.threads:7d} {s.idle:5d} {s.active:6d} {s.queued:6d}")
+                last = s.threads
+        final = self.points[-1][1]
+        lines.append(
+            f"  peak {final.peak}, spawned {final.spawned}, exited {final.exited}, "
+            f"completed {final.completed}"
+        )
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "min": self.min,
+            "max": self.max,
+            "idle_timeout": self.idle_timeout,
+            "points": [{"t": t, **asdict(s)} for t, s in self.points],
+        }
 
 
 #: Timeline scenario: a pool of min 2, max 8, hit by 24 requests at once that
@@ -81,53 +106,4 @@ def record_timeline(quick: bool) -> Timeline:
     return Timeline(TIMELINE_MIN, TIMELINE_MAX, idle_timeout, points)
 
 
-def timeline_lines(timeline: Timeline) -> list[str]:
-    """The timeline as text: one line per change of the thread count."""
-    lines = [
-        f"{NAME}/timeline: min={timeline.min} max={timeline.max} "
-        f"idle_timeout={timeline.idle_timeout:g}s, {TIMELINE_REQUESTS} requests at once "
-        f"(sleeping 10-{10 + 5 * (TIMELINE_REQUESTS - 1)} ms) after {10 * TIMELINE_TICK:g}s",
-        f"  {'t (s)':>7} {'threads':>7} {'idle':>5} {'active':>6} {'queued':>6}",
-    ]
-    last = None
-    for i, (t, s) in enumerate(timeline.points):
-        if s.threads != last or i == len(timeline.points) - 1:
-            lines.append(f"  {t:7.3f} {s.threads:7d} {s.idle:5d} {s.active:6d} {s.queued:6d}")
-            last = s.threads
-    final = timeline.points[-1][1]
-    lines.append(
-        f"  peak {final.peak}, spawned {final.spawned}, exited {final.exited}, "
-        f"completed {final.completed}"
-    )
-    return lines
-
-
-def save_timeline_png(timeline: Timeline, path: str) -> str:
-    """Plot the timeline to *path* with matplotlib, if it is installed; say what happened."""
-    try:
-        matplotlib = importlib.import_module("matplotlib")
-    except ImportError:
-        return f"{NAME}/timeline: matplotlib is not installed; no PNG written"
-    matplotlib.use("Agg")  # a file, no display
-    plt = importlib.import_module("matplotlib.pyplot")
-    t = [p[0] for p in timeline.points]
-    fig, ax = plt.subplots(figsize=(9, 4))
-    ax.step(t, [p[1].threads for p in timeline.points], where="post", label="threads")
-    ax.step(t, [p[1].active for p in timeline.points], where="post", label="active")
-    ax.step(t, [p[1].queued for p in timeline.points], where="post", label="queued")
-    ax.axhline(timeline.min, linestyle=":", color="grey", label="min")
-    ax.axhline(timeline.max, linestyle="--", color="grey", label="max")
-    ax.set_xlabel("seconds since the pool was created")
-    ax.set_ylabel("count")
-    ax.set_title(
-        f"ThreadPool(min={timeline.min}, max={timeline.max}, "
-        f"idle_timeout={timeline.idle_timeout:g}s): a burst, then idleness"
-    )
-    ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return f"{NAME}/timeline: saved to {path}"
-
-
-__all__ = ["TIMELINE_PNG", "Timeline", "record_timeline", "save_timeline_png", "timeline_lines"]
+__all__ = ["Timeline", "record_timeline"]

@@ -37,13 +37,13 @@ same plain-function no-op:
   ours hands it to its spawner.  CPU per op counts everything the process
   spent until every submitted request had started, thread creation included.
 * **timeline** (``_timeline``): the pool's thread count under a burst then
-  idleness (min, max, idle shrink), printed, and saved as a PNG when
-  matplotlib is installed (it is optional: nothing else needs it).
+  idleness (min, max, idle shrink), printed with ``--table``, drawn with
+  ``--plot``.
 
 ``python -m benchmarks`` runs it through the hooks ``cases()`` (dispatch),
-``results()`` (burst, submit), ``derived()`` (the dispatch figures above)
-and ``report()`` (verdicts, timeline); ``python -m benchmarks.bench_pool
-[--quick] [--json FILE]`` runs it alone.
+``results()`` (burst, submit), ``derived()`` (the dispatch figures above),
+``report()`` (verdicts) and ``recordings()`` (the timeline); ``python -m
+benchmarks.bench_pool [--quick] [--json FILE] ...`` runs it alone.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ from iothreads._pool import ThreadPool
 
 from ._figures import Chunk, Derived, Result, Spread
 from ._harness import Case, Group, LoopFactory, Mode, Op, Placement, loop_kinds, run_suites
-from ._timeline import TIMELINE_PNG, record_timeline, save_timeline_png, timeline_lines
+from ._timeline import Timeline, record_timeline
 from .roundtrip import noop_sync as noop
 
 NAME = "pool"
@@ -86,8 +86,8 @@ SUBMITS_PER_EXECUTOR = 16
 #: between full runs, so the full run takes 24 000 (24 beyond p99.9, about
 #: ten minutes for the suite); the quick run keeps all of
 #: ``python -m benchmarks --quick`` under a minute.
-BURST_SAMPLES = {"quick": 400, "full": 24000}
-SAMPLES = {"quick": 400, "full": 8000}
+BURST_SAMPLES = {"smoke": 32, "quick": 400, "full": 24000}
+SAMPLES = {"smoke": 32, "quick": 400, "full": 8000}
 
 # ------------------------------------------------------------------ dispatch
 
@@ -543,8 +543,7 @@ def _groups(all_results: Sequence[Result], prefix: str) -> dict[str, dict[str, R
 
 
 def report(all_results: Sequence[Result], all_derived: Sequence[Derived], mode: Mode) -> list[str]:
-    """The targets checked against this run, then the thread-count timeline."""
-    timeline = record_timeline(mode.quick)
+    """The targets checked against this run."""
     lines = [
         f"{d.group}: target ThreadPool.run p50 <= 0.8x the best baseline's: "
         f"{'met' if d.value.median <= 0.8 else 'NOT met'} ({d.value.text()}, median (range) "
@@ -553,10 +552,12 @@ def report(all_results: Sequence[Result], all_derived: Sequence[Derived], mode: 
         if d.name == OURS_OVER_BEST
     ]
     lines += burst_verdicts(all_results)
-    lines.append("")
-    lines += timeline_lines(timeline)
-    lines.append(save_timeline_png(timeline, TIMELINE_PNG))
     return lines
+
+
+def recordings(mode: Mode) -> list[Timeline]:
+    """The thread-count timeline of a burst, then idleness."""
+    return [record_timeline(mode.quick)]
 
 
 def burst_verdicts(all_results: Sequence[Result]) -> list[str]:

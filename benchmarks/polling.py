@@ -20,7 +20,10 @@ window (poll-max-ns): the default 32768, a wide 262144, or 0 (polling off).
   against the same loop kind's own call_soon_threadsafe, in interleaved
   rounds;
 * the CPU an idle IOThread burns, against an idle plain loop thread, in
-  interleaved rounds.
+  interleaved rounds;
+* the window over time (``_window_timeline``, the ``recordings()`` hook): an
+  IOThread at the wide window under back-to-back, then sparse, then no
+  traffic, its window and poll hit rate sampled.
 
 Every IOThread case runs once per inbox implementation (its name ends in
 "native" or "python"); a sparse group is one implementation's windows
@@ -51,8 +54,10 @@ from ._harness import (
     Placement,
     implementations,
     iothread,
+    loop_kinds,
     with_implementation,
 )
+from ._window_timeline import WindowTimeline, record_window
 from .roundtrip import (
     CALL_WITH_FUTURE,
     DEFAULT_POLL_MAX_NS,
@@ -151,9 +156,13 @@ def cases(loop_factory: LoopFactory) -> list[Group]:
     return groups
 
 
+#: Echoes per case over the whole run.
+ECHO_SAMPLES = {"smoke": 40, "quick": 600, "full": 10_000}
+
+
 def results(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mode) -> list[Result]:
     """The echo group: latency as the far process sees it, CPU of both processes."""
-    samples = 600 if mode.quick else 10_000
+    samples = ECHO_SAMPLES[mode.name]
     group = f"{NAME}/echo/{kind}/{placement.name}"
 
     def io_server(
@@ -273,10 +282,10 @@ def _push(schedule: Callable[..., Any], n: int) -> dict[str, float]:
 
 
 #: Throughput: callbacks one producer pushes per case over the whole run.
-PUSHES = {"quick": 50_000, "full": 1_000_000}
+PUSHES = {"smoke": 2_000, "quick": 50_000, "full": 1_000_000}
 #: Idle cost: seconds each case idles over the whole run; 5 s shows a steady
 #: idle cost (no spin left running), quick runs are short.
-IDLE_S = {"quick": 1.0, "full": 5.0}
+IDLE_S = {"smoke": 0.1, "quick": 1.0, "full": 5.0}
 LOOP_PUSH = "loop.call_soon_threadsafe"
 WORK_PUSH = "one plain thread pushing no-op callbacks, unbatched, until the last ran"
 
@@ -364,3 +373,13 @@ def _idle_pct(seconds: float) -> float:
 
 def _pct(figures: dict[str, float]) -> float:
     return 100 * figures["cpu"] / figures["wall"]
+
+
+def recordings(mode: Mode) -> list[WindowTimeline]:
+    """The window over time, on the first loop kind and inbox present, unpinned.
+
+    At the wide window: with the default one a Python-speed round trip
+    (30-70 us) never lets the window grow, so there would be nothing to see.
+    """
+    kind, factory = next(iter(loop_kinds().items()))
+    return [record_window(kind, factory, implementations()[0], WIDE_POLL_MAX_NS, mode)]

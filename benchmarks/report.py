@@ -13,6 +13,9 @@ beyond picking and formatting.
 block README holds between the markers this prints with a fresh print, and
 exits 1 when they differ (or README has none): the README's figures are
 then not this file's.
+
+``python -m benchmarks.report FILE.json --summary`` prints the summary the
+run ended with (``_summary``), computed again from the file's figures.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import bench_pool, polling
+from . import _summary, bench_pool, polling
 from ._harness import with_implementation
 from .bench_pool import ABOVE_FLOOR, BURST_KINDS, FLOOR_OVER_BEST, OURS_OVER_BEST
 from .polling import WIDE_POLL_MAX_NS, echo_name, sparse_group
@@ -341,6 +344,19 @@ def _source_name(path: Path) -> str:
         return str(path)
 
 
+def summary(data: dict[str, Any]) -> list[str]:
+    """The summary of the run *data*, from the pooled figures of its rows."""
+    settings = data["meta"]["settings"]
+    figures = {(r["group"], r["case"]): r for r in data["results"]}
+    _, lines = _summary.summarise(
+        figures,
+        settings["loop_kinds"],
+        list(settings["placements"]),
+        settings["implementations"][0],
+    )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.report",
@@ -350,8 +366,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--check", metavar="README", type=Path, help="fail unless README holds this very output"
     )
+    parser.add_argument(
+        "--summary", action="store_true", help="print the run's summary instead of the table"
+    )
     args = parser.parse_args(argv)
-    text, missing = render(json.loads(args.json.read_text()), _source_name(args.json))
+    data = json.loads(args.json.read_text())
+    if args.summary:
+        print("\n".join(summary(data)))
+        return 0
+    text, missing = render(data, _source_name(args.json))
     if missing:
         print(f"{len(missing)} figures missing from {args.json}, e.g.:", file=sys.stderr)
         print("\n".join(f"  {m}" for m in missing[:5]), file=sys.stderr)
@@ -376,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["main", "readme_block", "render", "rows"]
+__all__ = ["main", "readme_block", "render", "rows", "summary"]
 
 
 if __name__ == "__main__":

@@ -72,8 +72,8 @@ WORK = "a request: `handle()` of examples/multiloop_server.py (JSON parse, 16x30
 DEPTH = 4
 
 #: Seconds per case and round: (warm-up, measured), by mode.
-IOTHREADS_S = {"quick": (0.2, 1.0), "full": (0.5, 3.0)}
-SERVER_S = {"quick": (0.5, 1.5), "full": (1.0, 4.0)}
+IOTHREADS_S = {"smoke": (0.05, 0.1), "quick": (0.2, 1.0), "full": (0.5, 3.0)}
+SERVER_S = {"smoke": (0.1, 0.2), "quick": (0.5, 1.5), "full": (1.0, 4.0)}
 
 #: The free-threaded build's targets: N = 2 over one, for each group.
 TARGETS = {"iothreads": 1.6, "server": 1.5}

@@ -5,7 +5,8 @@
 A service runs its work on an IOThread, ``svc0``, created with
 ``object_add`` so that it is listed under ``/objects`` as QEMU lists its
 iothreads, and embeds a QMP monitor on a unix socket.  An operator then
-lists and tunes it from another shell, with no restart:
+lists and tunes it from another shell, with no restart (``query`` and
+``set`` speak QMP through ``qemu.qmp``: ``pip install 'iothreads[cli]'``):
 
     iothreads query --qmp unix:PATH               # a table; --json for the raw list
     iothreads set --qmp unix:PATH svc0 poll-max-ns=0 poll-shrink=2

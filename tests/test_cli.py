@@ -26,13 +26,13 @@ from typing import Any
 import pytest
 
 from iothreads._cli import (
+    Address,
     _parse_address,
     _parse_object,
     _positive_int,
     _seconds_or_never,
     main,
 )
-from iothreads.qmp._client import Address
 
 from .helpers import INT64_MAX, WAIT, StallWatch, child_process, first_line, flood, qmp_client
 
@@ -274,7 +274,12 @@ def test_query_without_a_monitor(sock_path: str) -> None:
 
 @pytest.mark.parametrize(
     ("greeting", "error"),
-    [(b"hello\n", "not JSON"), (b'{"hello": 1}\n', "is not a QMP monitor"), (b"", "closed")],
+    [
+        (b"hello\n", "not JSON"),
+        (b"[1]\n", "not a JSON object"),
+        (b'{"hello": 1}\n', "is not a QMP monitor"),
+        (b"", "closed"),
+    ],
 )
 def test_query_against_something_else(sock_path: str, greeting: bytes, error: str) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
@@ -431,3 +436,36 @@ def test_serve_stops_cleanly_on_each_signal(sock_path: str, sig: signal.Signals)
         assert stop(proc, sig) == 0
         assert stderr_of(proc) == ""
     assert not os.path.lexists(sock_path)
+
+
+# -- qemu.qmp, the cli extra ---------------------------------------------------------------
+
+
+def test_query_and_set_without_qemu_qmp_name_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "qemu.qmp", None)  # an import of it fails
+    for argv in (["query", "--qmp", "unix:/x"], ["set", "--qmp", "tcp::1", "io0", "poll-max-ns=0"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert f"iothreads {argv[0]}: speaking QMP needs the qemu.qmp package" in err
+        assert "pip install 'iothreads[cli]'" in err
+
+
+def test_the_runtime_and_the_command_line_import_without_qemu_qmp() -> None:
+    code = (
+        "import sys; sys.modules['qemu'] = None; "
+        "import iothreads, iothreads.qmp, iothreads._cli; "
+        "assert iothreads._cli.main(['serve', '--help']) == 0"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,
+        cwd=REPO,
+        check=False,
+    )
+    # argparse's --help exits 0 through SystemExit, after the imports succeeded.
+    assert result.returncode == 0, result.stderr
+    assert "usage: iothreads serve" in result.stdout

@@ -10,15 +10,15 @@ only one that knows JSON.
 
 * ``_wire``: the byte stream cut into JSON texts, read and written as QEMU does;
 * ``_commands``: the command table, argument checks, the dispatch of a request;
-* ``_server``: ``Monitor``, its listeners, one session per client;
-* ``_client``: the small client the command line talks to a monitor with.
+* ``_server``: ``Monitor``, its listeners, one session per client.
+
+The command line's ``query`` and ``set`` are clients: they speak QMP through
+``qemu.qmp``, the QEMU project's client library, not through this package.
 """
 
 from . import _server, _wire
 from ._server import *  # noqa: F403
 from ._wire import *  # noqa: F403
 
-# _commands and _client add no public name: the commands are reached through
-# a Monitor, and the client is the command line's (iothreads._cli imports it
-# from iothreads.qmp._client).
+# _commands adds no public name: the commands are reached through a Monitor.
 __all__ = _wire.__all__ + _server.__all__
