@@ -15,6 +15,7 @@ import fcntl
 import inspect
 import json
 import os
+import re
 import select
 import socket
 import struct
@@ -42,6 +43,7 @@ from iothreads import IOThread, glib
 from iothreads._aio import _inbox
 from iothreads._aio._wakeup import WakeupChannel
 from iothreads._pool import ThreadPool
+from iothreads._props import THREAD_POOL_LIMIT
 from iothreads._runs_in import DEBUG
 from iothreads.glib import MainContext, MainLoop, Source
 from iothreads.glib._context import _thread_defaults
@@ -880,3 +882,33 @@ def first_line(proc: subprocess.Popen[bytes], who: str) -> bytes:
         assert byte, f"{who} exited before it was ready: {proc.wait(WAIT)}"
         line += byte
     return line
+
+
+# -- Thread-pool limits: tests/test_pool_limits.py, tests/qmp/test_pool_limits.py -----------
+
+#: A pool limit QEMU accepts (INT_MAX) and no process can honour.
+HUGE = 2**31 - 1
+
+
+def above_limit(name: str, value: int) -> str:
+    """The text of the refusal of *value* for the property *name*."""
+    return (
+        f"{name} value {value} is above {THREAD_POOL_LIMIT}, the most worker threads "
+        f"a pool may have; use a value in [0, {THREAD_POOL_LIMIT}]"
+    )
+
+
+def hold_thread_starts(monkeypatch: pytest.MonkeyPatch, prefix: str) -> threading.Event:
+    """Make every ``Thread.start()`` of a worker named *prefix* and a number
+    wait for the returned event (bounded); the test sets it, also when it
+    fails.  The spawner starts those: it is held, not the writer."""
+    real_start = threading.Thread.start
+    may_start = threading.Event()
+
+    def held_start(thread: threading.Thread) -> None:
+        if re.fullmatch(re.escape(prefix) + r"\d+", thread.name):
+            assert may_start.wait(BOUND)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", held_start)
+    return may_start

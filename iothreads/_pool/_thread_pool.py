@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import math
 import threading
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from typing import Final, ParamSpec, TypeVar, TypeVarTuple
 
 from .._errors import InvalidParameterType, InvalidParameterValue
 from .._props import check_int64, check_thread_pool_limits
-from .._runs_in import ANY, runs_in
+from .._runs_in import ANY, ThreadRole, runs_in
 from ._requests import FutureRequest, LoopRequest, Request, RequestState
 from ._spawner import Spawner
 from ._worker import POOL_WORKER, Worker, current_worker
@@ -32,6 +33,13 @@ __all__ = ["ThreadPool", "ThreadPoolStatistics"]
 
 #: A limit left as it is (the setter of the other one).
 _KEEP: Final = object()
+
+_logger = logging.getLogger(__name__)
+
+#: The spawner thread of the ``ThreadPool`` whose method is called.
+POOL_SPAWNER: Final = ThreadRole(
+    "this pool's spawner thread", lambda pool: pool._spawner.owns_current_thread()
+)
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -58,7 +66,9 @@ class ThreadPoolStatistics:
     include ``submit()`` futures cancelled by their caller that no worker has
     discarded yet.  A worker woken for the queue that has not reached it yet,
     or running a ``submit()`` future's done-callbacks, counts as neither
-    ``idle`` nor ``active``.
+    ``idle`` nor ``active``.  ``start_failures`` counts the thread starts
+    the system refused (a worker's or the spawner's ``Thread.start()``
+    raised); each is also logged as a warning.
     """
 
     threads: int
@@ -72,6 +82,7 @@ class ThreadPoolStatistics:
     exited: int
     completed: int
     cancelled: int
+    start_failures: int
 
 
 def _check_idle_timeout(value: object) -> float:
@@ -169,6 +180,11 @@ class ThreadPool(ThreadPoolExecutor):
         self._exited = 0
         self._completed = 0
         self._cancelled = 0
+        self._start_failures = 0
+        # A refused thread start stops the spawner's top-up (_top_up_locked)
+        # until the limits are written again: the system would refuse the
+        # next one as well, and retrying at once would only spin.
+        self._top_up_held = False
         # Constructor workers whose thread has not reached its first wait yet.
         self._booting = 0
         self._booted = threading.Condition(self._lock)
@@ -178,19 +194,20 @@ class ThreadPool(ThreadPoolExecutor):
         # min_threads > 0 starts it here instead: its constructor pays for
         # thread starts anyway, and a pool configured for latency keeps even
         # that one off its requests' path.
-        self._spawner = Spawner(self)
-        if min_threads:
-            with self._lock:
-                self._spawner.make_thread_locked()
-            self._spawner.start()
-
+        #
         # The min workers are started here, by the constructor, which returns
         # once each has reached its first wait: the seed commit's point is no
         # thread creation once requests flow, and a burst right after this
-        # must not compete for the GIL with threads still booting.
+        # must not compete for the GIL with threads still booting.  Their
+        # records exist before the spawner runs, so it finds nothing to top up.
+        self._spawner = Spawner(self)
         with self._lock:
             initial = [self._new_worker_locked(idle=True) for _ in range(min_threads)]
             self._booting = min_threads
+            if min_threads:
+                self._spawner.make_thread_locked()
+        if min_threads:
+            self._spawner.start()
         for worker in initial:
             self._start_worker(worker)
         with self._lock:
@@ -233,16 +250,20 @@ class ThreadPool(ThreadPoolExecutor):
     def set_limits(self, min_threads: int, max_threads: int) -> None:
         """Change both limits at once, live.
 
-        Raising min starts the missing workers at once (through the spawner);
-        lowering max retires excess idle workers at once and busy ones when
-        they finish; raising max gives queued requests new workers.  Lowering
-        min lets the surplus idle workers time out.  After shutdown the limits
-        are recorded but no worker is started.
+        Returns without waiting for any thread: raising min has the spawner
+        start the missing workers, one at a time, as does raising max for
+        queued requests; lowering max retires excess idle workers at once and
+        busy ones when they finish.  Lowering min lets the surplus idle
+        workers time out.  After shutdown the limits are recorded but no
+        worker is started.  When the system refuses a thread, the spawner
+        stops there (``statistics().start_failures``, and a logged warning)
+        until the limits are written again.
 
         Raises:
             InvalidParameterType: a limit that is not an int64 (a bool is not).
-            InvalidParameterValue: a negative limit, ``min > max`` or ``max == 0``;
-                the pool is left exactly as it was.
+            InvalidParameterValue: a negative limit, a limit above
+                ``THREAD_POOL_LIMIT``, ``min > max`` or ``max == 0``; the pool
+                is left exactly as it was.
         """
         self._update_limits(min_threads, max_threads)
 
@@ -265,22 +286,38 @@ class ThreadPool(ThreadPoolExecutor):
         new_max = check_int64("thread-pool-max", max_threads)
         check_thread_pool_limits(new_min, new_max)
         self._min, self._max = new_min, new_max
+        self._top_up_held = False  # a new request: try again
         if self._closed:
             return False
         # Lowering max: the coldest idle workers go first; busy and starting
-        # ones check the limit whenever they look for work.
+        # ones check the limit whenever they look for work.  (Bounded by the
+        # threads that exist, not by the value.)
         while self._nthreads > new_max and self._idle:
             self._retire_locked(self._idle.pop(0))
-        # Raising min starts the missing workers; raising max gives queued
-        # requests not yet covered by a worker (being started, idle or on its
-        # way to the queue) a worker each.
-        start_spawner = False
-        while self._nthreads < new_min or (
-            self._nthreads < new_max and len(self._queue) > self._coming_locked()
-        ):
-            start_spawner |= self._spawn_locked(idle=not self._queue)
         self._kick_locked()
-        return start_spawner
+        # Raising min, or max with requests waiting: the spawner makes and
+        # starts the missing workers, one at a time, so this caller (and
+        # whoever waits for this lock) does no work in proportion to the new
+        # value (docs/design.md, "The thread pool").
+        return self._top_up_wanted_locked() and self._spawner.wake_locked()
+
+    def _top_up_wanted_locked(self) -> bool:
+        # With self._lock held: the limits ask for a worker more -- fewer
+        # than min exist, or requests wait that no worker will come for (being
+        # started, idle or on its way to the queue) and fewer than max exist.
+        if self._closed or self._top_up_held:
+            return False
+        return self._nthreads < self._min or (
+            self._nthreads < self._max and len(self._queue) > self._coming_locked()
+        )
+
+    @runs_in(POOL_SPAWNER)
+    def _top_up_locked(self) -> Worker | None:
+        # With self._lock held, by the spawner thread: the next worker the
+        # limits ask for, counted at once; the spawner starts it.
+        if not self._top_up_wanted_locked():
+            return None
+        return self._new_worker_locked(idle=not self._queue)
 
     # ------------------------------------------------------------- submission
 
@@ -400,12 +437,34 @@ class ThreadPool(ThreadPoolExecutor):
         try:
             worker.thread.start()
         except Exception as exc:  # "can't start new thread" (RuntimeError), MemoryError...
+            self._start_refused(worker.thread, exc)
             self._start_failed(worker, exc)
             return
         with self._lock:
             # Forget the workers that have exited (joining them is moot).
             self._workers = {t for t in self._workers if t.is_alive()}
             self._workers.add(worker.thread)
+
+    @runs_in(ANY)
+    def _start_refused(self, thread: threading.Thread, exc: Exception) -> None:
+        # Without the lock, in the thread whose Thread.start() raised: count
+        # it, hold the top-up, and say so (outside the lock: logging is I/O).
+        with self._lock:
+            self._start_failures += 1
+            self._top_up_held = True
+            threads, low, high = self._nthreads, self._min, self._max
+        _logger.warning(
+            "thread pool %r: the system refused to start thread %r (%s: %s); "
+            "%d workers (thread-pool-min %d, thread-pool-max %d); it goes on with "
+            "the workers it has and tries again when the limits are next written",
+            self._name,
+            thread.name,
+            type(exc).__name__,
+            exc,
+            threads,
+            low,
+            high,
+        )
 
     @runs_in(ANY)
     def _start_failed(self, worker: Worker, exc: Exception) -> None:
@@ -421,7 +480,6 @@ class ThreadPool(ThreadPoolExecutor):
         # submit again and wait, and that retry's worker must not wait for the
         # very thread that runs the callback.
         orphans: list[Request] = []
-        start_spawner = False
         with self._lock:
             self._booted_locked()
             self._arrived_locked(worker)
@@ -435,9 +493,7 @@ class ThreadPool(ThreadPoolExecutor):
                 # It stops being the spawner, and is joined at shutdown like
                 # a worker.
                 self._workers.add(threading.current_thread())
-                start_spawner = self._spawner.retire_locked()
-        if start_spawner:
-            self._spawner.start()
+                self._spawner.retire_locked()
         for request in orphans:
             request.deliver(None, exc)
 
@@ -633,6 +689,7 @@ class ThreadPool(ThreadPoolExecutor):
                 exited=self._exited,
                 completed=self._completed,
                 cancelled=self._cancelled,
+                start_failures=self._start_failures,
             )
 
     def __repr__(self) -> str:
