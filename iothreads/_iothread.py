@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeVar, overload
 
-from . import glib
+from . import _fork, glib
 from ._aio import AioContext
 from ._call import CallSet, FutureCall, LoopCall, check_runnable, close_unstarted
 from ._errors import IOThreadStopped
@@ -62,6 +62,16 @@ def current_iothread() -> IOThread | None:
 def in_iothread() -> bool:
     """True when called on an IOThread's own thread."""
     return current_iothread() is not None
+
+
+@runs_in(_fork.FORK_CHILD)
+def _forget_current_after_fork() -> None:
+    # A fork from an IOThread's thread: in the child, that thread is no
+    # IOThread's (the loop it was running belongs to the parent).
+    _current.iothread = None
+
+
+os.register_at_fork(after_in_child=_forget_current_after_fork)
 
 
 # -- IOThread -------------------------------------------------------------------
@@ -133,6 +143,9 @@ class IOThread(EventLoopBase):
         # until then no GLib machinery runs here at all.
         self._calls = CallSet(f"IOThread {id!r}")
         self._gdriver: AsyncioDriver | None = None
+        # In a forked child: the parent's pid, if this IOThread had started
+        # there (it is stopped here; _after_fork_in_child).
+        self._forked_from: int | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -200,6 +213,30 @@ class IOThread(EventLoopBase):
         """
         return self._running_context()
 
+    @runs_in(_fork.FORK_CHILD)
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: stopped, unless it never started.
+
+        Its thread does not exist here.  What it was running -- the loop, its
+        AioContext (the wake-up channel, the native inbox), the GLib driver,
+        the pool -- is kept, unused and never closed (see ``_fork``).  An
+        IOThread that had not started yet can still be started here.
+        """
+        super()._after_fork_in_child()
+        if not self._started_once:
+            return
+        _fork.keep(self._thread, self._loop, self._aio, self._gdriver, self._calls)
+        self._forked_from = os.getppid()
+        self._close_hot_path()
+        self._thread = None
+        self._loop = None
+        self._aio = None
+        self._gdriver = None
+        self._pool = None
+        self._thread_id = -1
+        self._stop_requested = True
+        self._calls = CallSet(f"IOThread {self._id!r}")
+
     # -- lifecycle -------------------------------------------------------------
 
     @runs_in(ANY)
@@ -207,7 +244,8 @@ class IOThread(EventLoopBase):
         """Start the thread and its loop; return once both run.
 
         Raises:
-            RuntimeError: the IOThread was started before.
+            RuntimeError: the IOThread was started before (in this
+                process, or in the parent it was inherited from by fork).
             InvalidParameterValue: another user object has the same id.
             BaseException: whatever the loop factory or the thread's
                 initialisation raised; no thread is left behind.
@@ -529,6 +567,10 @@ class IOThread(EventLoopBase):
         return aio
 
     def _stopped_error(self) -> IOThreadStopped:
+        if self._forked_from is not None:
+            return IOThreadStopped(
+                _fork.forked_message(f"IOThread {self._id!r}", self._forked_from)
+            )
         if not self._started_once:
             return IOThreadStopped(f"IOThread {self._id!r} is not running; start() it first")
         return IOThreadStopped(f"IOThread {self._id!r} is stopped; it takes no more work")

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -912,3 +913,53 @@ def hold_thread_starts(monkeypatch: pytest.MonkeyPatch, prefix: str) -> threadin
 
     monkeypatch.setattr(threading.Thread, "start", held_start)
     return may_start
+
+
+# -- Forked children: tests/test_fork.py, tests/qmp/test_fork.py -------------------------
+
+#: What a forked child saw, as JSON.
+Report = dict[str, Any]
+
+
+def report_from_child(write_fd: int, inspect: Callable[[], Report]) -> None:
+    """In the child: write *inspect*'s report to *write_fd* and exit, never
+    returning to the caller (pytest's frames, or the parent's loop)."""
+    try:
+        data = json.dumps(inspect()).encode()
+    except BaseException as exc:
+        data = json.dumps({"child failed": repr(exc)}).encode()
+    try:
+        os.write(write_fd, data)
+    finally:
+        os._exit(0)
+
+
+def fork_and_inspect(inspect: Callable[[], Report], fork: Callable[[], int] = os.fork) -> Report:
+    """Fork (with *fork*, in the caller's thread); return the child's report."""
+    read_fd, write_fd = os.pipe()
+    try:
+        pid = fork()
+        if pid == 0:
+            report_from_child(write_fd, inspect)
+        os.close(write_fd)
+        write_fd = -1
+        data = b""
+        while True:
+            readable, _, _ = select.select([read_fd], [], [], WAIT)
+            if not readable:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the child did not report in time")
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+        # Its pipe closed: the child is exiting; the wait is short.
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        report: Report = json.loads(data)
+        return report
+    finally:
+        os.close(read_fd)
+        if write_fd != -1:
+            os.close(write_fd)

@@ -30,6 +30,7 @@ import collections
 import threading
 from typing import TYPE_CHECKING, Final, Protocol
 
+from .._fork import FORK_CHILD
 from .._runs_in import ANY, ThreadRole, runs_in
 
 if TYPE_CHECKING:
@@ -99,6 +100,21 @@ class Spawner:
         self._closed = False  # the pool was shut down
         self._wanted = threading.Condition(self._lock)  # for the spawner thread
         self._settled = threading.Condition(self._lock)  # for join()
+
+    @runs_in(FORK_CHILD)
+    def after_fork_in_child(self, lock: threading.Lock) -> None:
+        """In a forked child, for its pool: closed, on the pool's new *lock*.
+
+        The spawner thread was the parent's; the workers waiting for it are
+        the pool's to account for.
+        """
+        self._lock = lock
+        self._wanted = threading.Condition(lock)
+        self._settled = threading.Condition(lock)
+        self._thread = None
+        self._up = False
+        self._closed = True
+        self.pending.clear()
 
     @runs_in(ANY)
     def request_locked(self, worker: Worker) -> bool:

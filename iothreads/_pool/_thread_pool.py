@@ -16,6 +16,7 @@ import asyncio
 import collections
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Final, ParamSpec, TypeVar, TypeVarTuple
 
 from .._errors import InvalidParameterType, InvalidParameterValue
+from .._fork import FORK_CHILD, forked_message, keep, track
 from .._props import check_int64, check_thread_pool_limits
 from .._runs_in import ANY, ThreadRole, runs_in
 from ._requests import FutureRequest, LoopRequest, Request, RequestState
@@ -201,6 +203,9 @@ class ThreadPool(ThreadPoolExecutor):
         # must not compete for the GIL with threads still booting.  Their
         # records exist before the spawner runs, so it finds nothing to top up.
         self._spawner = Spawner(self)
+        # In a forked child: the parent's pid (the pool is shut down there).
+        self._forked_from: int | None = None
+        track(self)
         with self._lock:
             initial = [self._new_worker_locked(idle=True) for _ in range(min_threads)]
             self._booting = min_threads
@@ -213,6 +218,28 @@ class ThreadPool(ThreadPoolExecutor):
         with self._lock:
             while self._booting:
                 self._booted.wait()
+
+    @runs_in(FORK_CHILD)
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: shut down, with a new lock.
+
+        Its workers and spawner were the parent's threads: they count as
+        exited.  Its queued requests are the parent's and get their outcome
+        there; here nobody delivers them (their futures' locks may be held
+        forever, their callbacks are the parent's program's).
+        """
+        keep(self._queue)
+        self._lock = threading.Lock()
+        self._booted = threading.Condition(self._lock)
+        self._spawner.after_fork_in_child(self._lock)
+        self._forked_from = os.getppid()
+        self._closed = True
+        self._queue = collections.deque()
+        self._idle = []
+        self._workers = set()
+        self._shutting_down = set()
+        self._exited += self._nthreads
+        self._nthreads = self._active = self._waking = self._booting = 0
 
     # ------------------------------------------------------------------ limits
 
@@ -330,7 +357,7 @@ class ThreadPool(ThreadPoolExecutor):
         ``min_threads=0`` starts the pool's spawner thread in the caller.
 
         Raises:
-            RuntimeError: the pool was shut down.
+            RuntimeError: the pool was shut down, or inherited by fork.
         """
         request = FutureRequest(fn, args, kwargs)
         self._dispatch(request)
@@ -346,7 +373,7 @@ class ThreadPool(ThreadPoolExecutor):
         is discarded.  Exceptions reach the caller with their traceback.
 
         Raises:
-            RuntimeError: the pool was shut down.
+            RuntimeError: the pool was shut down, or inherited by fork.
             asyncio.CancelledError: the task was cancelled, or the request was
                 dropped by ``shutdown(cancel_futures=True)``.
         """
@@ -371,6 +398,9 @@ class ThreadPool(ThreadPoolExecutor):
         # finish first.
         with self._lock:
             if self._closed:
+                if self._forked_from is not None:
+                    what = f"thread pool {self._name!r}"
+                    raise RuntimeError(forked_message(what, self._forked_from))
                 raise RuntimeError(f"cannot submit to thread pool {self._name!r}: it is shut down")
             self._queue.append(request)
             if self._idle and not self._waking:
@@ -437,8 +467,7 @@ class ThreadPool(ThreadPoolExecutor):
         try:
             worker.thread.start()
         except Exception as exc:  # "can't start new thread" (RuntimeError), MemoryError...
-            self._start_refused(worker.thread, exc)
-            self._start_failed(worker, exc)
+            self._start_failed(worker, exc, refused=True)
             return
         with self._lock:
             # Forget the workers that have exited (joining them is moot).
@@ -447,12 +476,24 @@ class ThreadPool(ThreadPoolExecutor):
 
     @runs_in(ANY)
     def _start_refused(self, thread: threading.Thread, exc: Exception) -> None:
-        # Without the lock, in the thread whose Thread.start() raised: count
-        # it, hold the top-up, and say so (outside the lock: logging is I/O).
+        # Without the lock, in the thread whose Thread.start() of *thread*
+        # (the spawner's) raised.
         with self._lock:
-            self._start_failures += 1
-            self._top_up_held = True
-            threads, low, high = self._nthreads, self._min, self._max
+            figures = self._refused_locked()
+        self._log_refusal(thread, exc, figures)
+
+    def _refused_locked(self) -> tuple[int, int, int]:
+        # With self._lock held: count a refused thread start and hold the
+        # top-up; returns the figures the log line gives.
+        self._start_failures += 1
+        self._top_up_held = True
+        return self._nthreads, self._min, self._max
+
+    def _log_refusal(
+        self, thread: threading.Thread, exc: Exception, figures: tuple[int, int, int]
+    ) -> None:
+        # Without the lock (logging is I/O).
+        threads, low, high = figures
         _logger.warning(
             "thread pool %r: the system refused to start thread %r (%s: %s); "
             "%d workers (thread-pool-min %d, thread-pool-max %d); it goes on with "
@@ -467,24 +508,27 @@ class ThreadPool(ThreadPoolExecutor):
         )
 
     @runs_in(ANY)
-    def _start_failed(self, worker: Worker, exc: Exception) -> None:
+    def _start_failed(self, worker: Worker, exc: Exception, *, refused: bool = False) -> None:
         # Without the lock, in the thread that met the failure: the spawner
         # thread, the constructor, or a submitter whose spawner could not
-        # start.  The worker never existed: undo it.  When no worker is left,
-        # the queue fails with *exc* (as ThreadPoolExecutor.submit() raises
-        # it) instead of hanging; otherwise, if the worker had been woken for
-        # the queue, the next idle one is.
+        # start.  The worker never existed: undo it, and count the refusal of
+        # its thread (*refused*) at the same time, so that no snapshot shows
+        # one without the other.  When no worker is left, the queue fails
+        # with *exc* (as ThreadPoolExecutor.submit() raises it) instead of
+        # hanging; otherwise, if the worker had been woken for the queue, the
+        # next idle one is.
         #
         # The failures are delivered here, so their done-callbacks run in this
-        # thread.  The spawner first hands its role over: a callback may
-        # submit again and wait, and that retry's worker must not wait for the
-        # very thread that runs the callback.
+        # thread.  The spawner first retires: a callback may submit again and
+        # wait, and that retry's worker must be started by a new spawner, not
+        # wait for the very thread that runs the callback.
         orphans: list[Request] = []
         with self._lock:
             self._booted_locked()
             self._arrived_locked(worker)
             if not worker.retired:
                 self._exit_locked(worker)
+            figures = self._refused_locked() if refused else None
             if self._nthreads == 0:
                 orphans = self._fail_all_locked()
             else:
@@ -494,6 +538,8 @@ class ThreadPool(ThreadPoolExecutor):
                 # a worker.
                 self._workers.add(threading.current_thread())
                 self._spawner.retire_locked()
+        if figures is not None:
+            self._log_refusal(worker.thread, exc, figures)
         for request in orphans:
             request.deliver(None, exc)
 

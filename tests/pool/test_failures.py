@@ -142,7 +142,7 @@ def test_a_woken_worker_that_fails_to_start_leaves_the_queue_to_the_others(
     future = pool.submit(thread_name)
     assert pool.statistics().idle == 0  # half-2 was woken
     may_fail.set()
-    wait_until(lambda: pool.statistics().start_failures == 1)
+    wait_until(lambda: pool.statistics().start_failures == 1)  # and half-2 undone
     gate.set()
     assert busy.result(BOUND) == "half-1"
     assert future.result(BOUND) == "half-1"
