@@ -20,6 +20,7 @@ import concurrent.futures
 import contextvars
 import inspect
 import os
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
@@ -30,7 +31,7 @@ from ._aio import AioContext
 from ._call import CallSet, FutureCall, LoopCall, check_runnable, close_unstarted
 from ._errors import IOThreadStopped
 from ._event_loop_base import EventLoopBase, Int64Property
-from ._platform import check_cpu_affinity, set_os_thread_name
+from ._platform import check_cpu_affinity, check_fd_headroom, set_os_thread_name
 from ._props import IOTHREAD_DEFAULTS
 from ._registry import USER_OBJECTS
 from ._runs_in import ANY, ThreadRole, runs_in
@@ -77,6 +78,15 @@ os.register_at_fork(after_in_child=_forget_current_after_fork)
 # -- IOThread -------------------------------------------------------------------
 
 _POLL_PROPS: Final = frozenset({"poll-max-ns", "poll-grow", "poll-shrink", "aio-max-batch"})
+
+#: File descriptors an IOThread's loop must be able to open before a uvloop
+#: loop is made.  libuv aborts the process (SIGABRT) when its one-time global
+#: initialisation, in the first loop of a process, cannot create its signal
+#: pipe; the stdlib loop raises OSError instead.  Counted with uvloop 0.23
+#: (libuv 1.48): the first loop opens 7 (an epoll, an io_uring, the global
+#: and the loop's signal pipes, an eventfd), later ones 5; the AioContext's
+#: wake-up channel is one more (docs/design.md, "Descriptors and uvloop").
+_UVLOOP_FDS: Final = 8
 
 
 class IOThread(EventLoopBase):
@@ -434,8 +444,16 @@ class IOThread(EventLoopBase):
             USER_OBJECTS.remove(self)
 
     def _make_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop_factory is not None:
-            return self._loop_factory()
+        factory = self._loop_factory or self._default_loop_factory()
+        # Once uvloop is imported, the factory may make a uvloop loop: check
+        # first, so that running out of descriptors raises instead of
+        # aborting the process in libuv.
+        if "uvloop" in sys.modules:
+            check_fd_headroom(_UVLOOP_FDS, f"the event loop of IOThread {self._id!r}")
+        return factory()
+
+    @staticmethod
+    def _default_loop_factory() -> LoopFactory:
         choice = os.environ.get("IOTHREADS_LOOP", "")
         if choice not in ("", "asyncio", "uvloop"):
             raise ValueError(f"IOTHREADS_LOOP must be 'asyncio' or 'uvloop', not {choice!r}")
@@ -446,8 +464,8 @@ class IOThread(EventLoopBase):
                 if choice == "uvloop":
                     raise
             else:
-                return uvloop.new_event_loop()
-        return asyncio.SelectorEventLoop()
+                return uvloop.new_event_loop
+        return asyncio.SelectorEventLoop
 
     @runs_in(IOTHREAD)
     def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
