@@ -135,9 +135,11 @@ def test_a_forked_child_sees_the_iothread_stopped_and_makes_its_own(
 
 
 def test_no_lock_held_at_the_fork_hangs_the_child(io0: IOThread, loop_factory: LoopFactory) -> None:
-    """Another thread holds every lock the child goes on to take."""
+    """Another thread holds every lock the child goes on to take; the parent
+    has a main-loop, and the child makes one of its own."""
     pool = io0.thread_pool
     assert pool is not None
+    main_loop = MainLoop()
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -153,6 +155,7 @@ def test_no_lock_held_at_the_fork_hangs_the_child(io0: IOThread, loop_factory: L
     finally:
         release.set()
         holder.join(WAIT)
+        main_loop.close()
     check_report(report)
 
 

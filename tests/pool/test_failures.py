@@ -126,11 +126,13 @@ def test_a_failed_spawner_start_fails_the_request_and_the_pool_recovers(
     assert pool_threads("nospawn") == ["nospawn-2", "nospawn-spawner"]
 
 
-def test_a_woken_worker_that_fails_to_start_leaves_the_queue_to_the_others(
+def test_a_woken_worker_that_fails_to_start_passes_the_queue_on(
     pools: Pools, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # half-2 is woken for the request before its thread exists, then cannot
-    # be started: the request waits for half-1, busy meanwhile.
+    # half-2 is woken for a request before its thread exists; half-1, busy,
+    # takes that request and goes idle, and the next request finds half-2
+    # still on its way.  Then half-2 cannot be started: the idle half-1 must
+    # be woken in its place.
     may_fail = pools.gate()
     refuse_thread_start(monkeypatch, "half-2", after=may_fail)
     pool = pools.new(1, 2, name="half")
@@ -139,15 +141,33 @@ def test_a_woken_worker_that_fails_to_start_leaves_the_queue_to_the_others(
     assert started.wait(BOUND)
     pool.min_threads = 2  # the spawner makes half-2, idle, and is stuck starting it
     wait_until(lambda: pool.statistics().idle == 1)
-    future = pool.submit(thread_name)
-    assert pool.statistics().idle == 0  # half-2 was woken
-    may_fail.set()
-    wait_until(lambda: pool.statistics().start_failures == 1)  # and half-2 undone
+    first = pool.submit(thread_name)  # wakes half-2
     gate.set()
     assert busy.result(BOUND) == "half-1"
-    assert future.result(BOUND) == "half-1"
+    assert first.result(BOUND) == "half-1"  # half-1 drained the queue on its way out
+    wait_until(lambda: pool.statistics().idle == 1)
+    second = pool.submit(thread_name)  # half-2 is still on its way: no wake-up
+    assert pool.statistics().idle == 1
+    may_fail.set()
+    assert second.result(BOUND) == "half-1"
     stats = pool.statistics()
-    assert (stats.threads, stats.spawned, stats.exited, stats.completed) == (1, 2, 1, 2)
+    assert (stats.threads, stats.spawned, stats.exited, stats.completed) == (1, 2, 1, 3)
+    assert stats.start_failures == 1
+
+
+def test_a_worker_retired_while_its_thread_is_refused_is_undone_once(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    may_fail = pools.gate()
+    refuse_thread_start(monkeypatch, "gone-1", after=may_fail)
+    pool = pools.new(0, 2, name="gone")
+    pool.min_threads = 1  # gone-1: idle, stuck being started
+    wait_until(lambda: pool.statistics().idle == 1)
+    pool.shutdown(wait=False)  # retires it
+    may_fail.set()
+    wait_until(lambda: pool.statistics().start_failures == 1)
+    stats = pool.statistics()
+    assert (stats.threads, stats.spawned, stats.exited, stats.idle) == (0, 1, 1, 0)
 
 
 @pytest.mark.parametrize("then", ["submit again and wait", "shut the pool down"])
