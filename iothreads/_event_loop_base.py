@@ -14,10 +14,12 @@ update) and whatever state a subclass puts in its charge.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Mapping
 from typing import ClassVar, Self, overload
 
+from . import _fork
 from ._errors import InvalidParameterValue, PropertyNotFound
 from ._pool import ThreadPool
 from ._props import EVENT_LOOP_BASE_DEFAULTS, check_id, check_properties, wire_name
@@ -70,6 +72,16 @@ class EventLoopBase:
         self._props = check_properties(self.property_defaults, self.property_defaults, props)
         # The worker pool sized by thread-pool-min/max; guarded by _lock.
         self._pool: ThreadPool | None = None
+        _fork.track(self)
+
+    @runs_in(_fork.FORK_CHILD)
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a new lock (the old one may be held forever).
+
+        The pool resets itself (``ThreadPool._after_fork_in_child``); it is
+        kept, stopped, where a loop may still have it as its executor.
+        """
+        self._lock = threading.RLock()
 
     @property
     def id(self) -> str:
@@ -155,7 +167,8 @@ class MainLoop(EventLoopBase):
     qom_type: ClassVar[str] = "main-loop"
     property_defaults: ClassVar[Mapping[str, int]] = EVENT_LOOP_BASE_DEFAULTS
 
-    # The one instance; guarded by _INSTANCE_LOCK.
+    # The one instance; guarded by _INSTANCE_LOCK.  A forked child starts
+    # with none (_reset_after_fork): the parent's is not in its object tree.
     _instance: ClassVar[MainLoop | None] = None
     _INSTANCE_LOCK: ClassVar[threading.Lock] = threading.Lock()
 
@@ -228,3 +241,13 @@ class MainLoop(EventLoopBase):
             if MainLoop._instance is self:
                 MainLoop._instance = None
         USER_OBJECTS.remove(self)
+
+    @staticmethod
+    @runs_in(_fork.FORK_CHILD)
+    def _reset_after_fork() -> None:
+        # In a forked child: no main-loop yet, and a lock no thread holds.
+        MainLoop._INSTANCE_LOCK = threading.Lock()
+        MainLoop._instance = None
+
+
+os.register_at_fork(after_in_child=MainLoop._reset_after_fork)

@@ -20,17 +20,18 @@ import concurrent.futures
 import contextvars
 import inspect
 import os
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeVar, overload
 
-from . import glib
+from . import _fork, glib
 from ._aio import AioContext
 from ._call import CallSet, FutureCall, LoopCall, check_runnable, close_unstarted
 from ._errors import IOThreadStopped
 from ._event_loop_base import EventLoopBase, Int64Property
-from ._platform import check_cpu_affinity, set_os_thread_name
+from ._platform import check_cpu_affinity, check_fd_headroom, set_os_thread_name
 from ._props import IOTHREAD_DEFAULTS
 from ._registry import USER_OBJECTS
 from ._runs_in import ANY, ThreadRole, runs_in
@@ -64,9 +65,28 @@ def in_iothread() -> bool:
     return current_iothread() is not None
 
 
+@runs_in(_fork.FORK_CHILD)
+def _forget_current_after_fork() -> None:
+    # A fork from an IOThread's thread: in the child, that thread is no
+    # IOThread's (the loop it was running belongs to the parent).
+    _current.iothread = None
+
+
+os.register_at_fork(after_in_child=_forget_current_after_fork)
+
+
 # -- IOThread -------------------------------------------------------------------
 
 _POLL_PROPS: Final = frozenset({"poll-max-ns", "poll-grow", "poll-shrink", "aio-max-batch"})
+
+#: File descriptors an IOThread's loop must be able to open before a uvloop
+#: loop is made.  libuv aborts the process (SIGABRT) when its one-time global
+#: initialisation, in the first loop of a process, cannot create its signal
+#: pipe; the stdlib loop raises OSError instead.  Counted with uvloop 0.23
+#: (libuv 1.48): the first loop opens 7 (an epoll, an io_uring, the global
+#: and the loop's signal pipes, an eventfd), later ones 5; the AioContext's
+#: wake-up channel is one more (docs/design.md, "Descriptors and uvloop").
+_UVLOOP_FDS: Final = 8
 
 
 class IOThread(EventLoopBase):
@@ -133,6 +153,9 @@ class IOThread(EventLoopBase):
         # until then no GLib machinery runs here at all.
         self._calls = CallSet(f"IOThread {id!r}")
         self._gdriver: AsyncioDriver | None = None
+        # In a forked child: the parent's pid, if this IOThread had started
+        # there (it is stopped here; _after_fork_in_child).
+        self._forked_from: int | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -200,6 +223,30 @@ class IOThread(EventLoopBase):
         """
         return self._running_context()
 
+    @runs_in(_fork.FORK_CHILD)
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: stopped, unless it never started.
+
+        Its thread does not exist here.  What it was running -- the loop, its
+        AioContext (the wake-up channel, the native inbox), the GLib driver,
+        the pool -- is kept, unused and never closed (see ``_fork``).  An
+        IOThread that had not started yet can still be started here.
+        """
+        super()._after_fork_in_child()
+        if not self._started_once:
+            return
+        _fork.keep(self._thread, self._loop, self._aio, self._gdriver, self._calls)
+        self._forked_from = os.getppid()
+        self._close_hot_path()
+        self._thread = None
+        self._loop = None
+        self._aio = None
+        self._gdriver = None
+        self._pool = None
+        self._thread_id = -1
+        self._stop_requested = True
+        self._calls = CallSet(f"IOThread {self._id!r}")
+
     # -- lifecycle -------------------------------------------------------------
 
     @runs_in(ANY)
@@ -207,7 +254,8 @@ class IOThread(EventLoopBase):
         """Start the thread and its loop; return once both run.
 
         Raises:
-            RuntimeError: the IOThread was started before.
+            RuntimeError: the IOThread was started before (in this
+                process, or in the parent it was inherited from by fork).
             InvalidParameterValue: another user object has the same id.
             BaseException: whatever the loop factory or the thread's
                 initialisation raised; no thread is left behind.
@@ -396,8 +444,16 @@ class IOThread(EventLoopBase):
             USER_OBJECTS.remove(self)
 
     def _make_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop_factory is not None:
-            return self._loop_factory()
+        factory = self._loop_factory or self._default_loop_factory()
+        # Once uvloop is imported, the factory may make a uvloop loop: check
+        # first, so that running out of descriptors raises instead of
+        # aborting the process in libuv.
+        if "uvloop" in sys.modules:
+            check_fd_headroom(_UVLOOP_FDS, f"the event loop of IOThread {self._id!r}")
+        return factory()
+
+    @staticmethod
+    def _default_loop_factory() -> LoopFactory:
         choice = os.environ.get("IOTHREADS_LOOP", "")
         if choice not in ("", "asyncio", "uvloop"):
             raise ValueError(f"IOTHREADS_LOOP must be 'asyncio' or 'uvloop', not {choice!r}")
@@ -408,8 +464,8 @@ class IOThread(EventLoopBase):
                 if choice == "uvloop":
                     raise
             else:
-                return uvloop.new_event_loop()
-        return asyncio.SelectorEventLoop()
+                return uvloop.new_event_loop
+        return asyncio.SelectorEventLoop
 
     @runs_in(IOTHREAD)
     def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
@@ -529,6 +585,10 @@ class IOThread(EventLoopBase):
         return aio
 
     def _stopped_error(self) -> IOThreadStopped:
+        if self._forked_from is not None:
+            return IOThreadStopped(
+                _fork.forked_message(f"IOThread {self._id!r}", self._forked_from)
+            )
         if not self._started_once:
             return IOThreadStopped(f"IOThread {self._id!r} is not running; start() it first")
         return IOThreadStopped(f"IOThread {self._id!r} is stopped; it takes no more work")

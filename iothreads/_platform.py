@@ -1,4 +1,5 @@
-"""What the operating system offers a thread: CPU affinity, cgroup cpusets, thread names.
+"""What the operating system offers a thread: CPU affinity, cgroup cpusets, thread
+names, and the file descriptors left to the process.
 
 Linux-specific where it has to be, a clear error or a no-op elsewhere.
 """
@@ -6,14 +7,14 @@ Linux-specific where it has to be, a clear error or a no-op elsewhere.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import errno
 import functools
 import os
 import sys
 from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["check_cpu_affinity", "process_cpus", "set_os_thread_name"]
+__all__ = ["check_cpu_affinity", "check_fd_headroom", "process_cpus", "set_os_thread_name"]
 
 
 def check_cpu_affinity(value: Iterable[int] | None) -> frozenset[int] | None:
@@ -85,5 +86,39 @@ _PR_SET_NAME: Final = 15  # <linux/prctl.h>
 def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
-    path = ctypes.util.find_library("c")
-    return ctypes.CDLL(path) if path else None
+    # The symbols the process has loaded already, libc's among them:
+    # ctypes.util.find_library("c") would run ldconfig in a subprocess, which
+    # fails (with a misleading "No usable temporary directory") in a process
+    # out of file descriptors, and costs a fork on the first IOThread.
+    return ctypes.CDLL(None)
+
+
+def check_fd_headroom(count: int, purpose: str) -> None:
+    """Raise unless *count* more file descriptors can be opened right now.
+
+    It opens them (pipes) and closes them again: what the kernel grants is
+    the answer, whatever the limit and the descriptors in use (a count of
+    ``/proc/self/fd`` against ``RLIMIT_NOFILE`` would miss the system-wide
+    limit, and is Linux's alone).  Another thread may take them in between;
+    this guards the case of a process already at its limit.
+
+    Raises:
+        OSError: EMFILE (or ENFILE, the system's limit) naming *purpose* and
+            what to do; any other error of ``os.pipe()`` as it is.
+    """
+    opened: list[int] = []
+    try:
+        while len(opened) < count:
+            opened.extend(os.pipe())
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        raise OSError(
+            exc.errno,
+            f"{purpose} needs {count} free file descriptors and the process has fewer "
+            f"({os.strerror(exc.errno)}): close some, or raise the limit "
+            "(ulimit -n, or resource.setrlimit(resource.RLIMIT_NOFILE, ...))",
+        ) from exc
+    finally:
+        for fd in opened:
+            os.close(fd)

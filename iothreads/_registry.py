@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Final
 
+from . import _fork
 from ._errors import InvalidParameterValue
 from ._runs_in import ANY, runs_in
 
@@ -25,6 +26,17 @@ class ObjectContainer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._children: dict[str, EventLoopBase] = {}  # guarded by _lock
+        _fork.track(self)
+
+    @runs_in(_fork.FORK_CHILD)
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: empty, with a new lock.
+
+        The objects it held are the parent's (stopped here): the child's tree
+        holds the child's own, under any id (docs/design.md, "Fork").
+        """
+        self._lock = threading.Lock()
+        self._children = {}
 
     @runs_in(ANY)
     def add(self, obj: EventLoopBase) -> None:

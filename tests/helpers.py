@@ -15,7 +15,9 @@ import fcntl
 import inspect
 import json
 import os
+import re
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -42,6 +44,7 @@ from iothreads import IOThread, glib
 from iothreads._aio import _inbox
 from iothreads._aio._wakeup import WakeupChannel
 from iothreads._pool import ThreadPool
+from iothreads._props import THREAD_POOL_LIMIT
 from iothreads._runs_in import DEBUG
 from iothreads.glib import MainContext, MainLoop, Source
 from iothreads.glib._context import _thread_defaults
@@ -880,3 +883,83 @@ def first_line(proc: subprocess.Popen[bytes], who: str) -> bytes:
         assert byte, f"{who} exited before it was ready: {proc.wait(WAIT)}"
         line += byte
     return line
+
+
+# -- Thread-pool limits: tests/test_pool_limits.py, tests/qmp/test_pool_limits.py -----------
+
+#: A pool limit QEMU accepts (INT_MAX) and no process can honour.
+HUGE = 2**31 - 1
+
+
+def above_limit(name: str, value: int) -> str:
+    """The text of the refusal of *value* for the property *name*."""
+    return (
+        f"{name} value {value} is above {THREAD_POOL_LIMIT}, the most worker threads "
+        f"a pool may have; use a value in [0, {THREAD_POOL_LIMIT}]"
+    )
+
+
+def hold_thread_starts(monkeypatch: pytest.MonkeyPatch, prefix: str) -> threading.Event:
+    """Make every ``Thread.start()`` of a worker named *prefix* and a number
+    wait for the returned event (bounded); the test sets it, also when it
+    fails.  The spawner starts those: it is held, not the writer."""
+    real_start = threading.Thread.start
+    may_start = threading.Event()
+
+    def held_start(thread: threading.Thread) -> None:
+        if re.fullmatch(re.escape(prefix) + r"\d+", thread.name):
+            assert may_start.wait(BOUND)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", held_start)
+    return may_start
+
+
+# -- Forked children: tests/test_fork.py, tests/qmp/test_fork.py -------------------------
+
+#: What a forked child saw, as JSON.
+Report = dict[str, Any]
+
+
+def report_from_child(write_fd: int, inspect: Callable[[], Report]) -> None:
+    """In the child: write *inspect*'s report to *write_fd* and exit, never
+    returning to the caller (pytest's frames, or the parent's loop)."""
+    try:
+        data = json.dumps(inspect()).encode()
+    except BaseException as exc:
+        data = json.dumps({"child failed": repr(exc)}).encode()
+    try:
+        os.write(write_fd, data)
+    finally:
+        os._exit(0)
+
+
+def fork_and_inspect(inspect: Callable[[], Report], fork: Callable[[], int] = os.fork) -> Report:
+    """Fork (with *fork*, in the caller's thread); return the child's report."""
+    read_fd, write_fd = os.pipe()
+    try:
+        pid = fork()
+        if pid == 0:
+            report_from_child(write_fd, inspect)
+        os.close(write_fd)
+        write_fd = -1
+        data = b""
+        while True:
+            readable, _, _ = select.select([read_fd], [], [], WAIT)
+            if not readable:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the child did not report in time")
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+        # Its pipe closed: the child is exiting; the wait is short.
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        report: Report = json.loads(data)
+        return report
+    finally:
+        os.close(read_fd)
+        if write_fd != -1:
+            os.close(write_fd)

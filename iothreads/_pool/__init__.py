@@ -23,9 +23,12 @@ thread pool"):
 - an idle worker exits after ``idle_timeout`` seconds while more than
   ``min_threads`` exist; the ``min_threads`` workers are created with the pool
   and never exit until it is shut down;
-- ``set_limits()`` applies live: raising min starts the missing workers at
-  once, lowering max retires excess idle workers at once and busy ones as soon
-  as they finish; a rejected update changes nothing;
+- ``set_limits()`` applies live, without waiting for threads: raising min
+  has the spawner start the missing workers at once, one at a time; lowering
+  max retires excess idle workers at once and busy ones as soon as they
+  finish; a rejected update changes nothing.  A thread start the system
+  refuses is counted (``statistics().start_failures``) and logged, and the
+  pool goes on with the workers it has;
 - a queued request can be cancelled (it never runs); a running one completes
   and its result is discarded.
 

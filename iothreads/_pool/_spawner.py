@@ -14,6 +14,14 @@ no thread at all.  That first time, and only once in the pool's life, the
 caller that needed the worker starts the spawner itself, after releasing the
 lock (``Spawner.start``): one ``Thread.start()`` on the submitter's path,
 instead of one per worker.
+
+Besides the workers queued by submitters, the spawner tops the pool up to
+what its limits ask for (``SpawnerPool._top_up_locked``): raising
+thread-pool-min by any amount costs its writer one notification, never a
+loop over the new value, and the spawner makes and starts the workers one at
+a time, with the pool lock taken only around each record it makes (a write
+of a smaller min, a shutdown or a refused thread start stops it between two
+workers).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import collections
 import threading
 from typing import TYPE_CHECKING, Final, Protocol
 
+from .._fork import FORK_CHILD
 from .._runs_in import ANY, ThreadRole, runs_in
 
 if TYPE_CHECKING:
@@ -48,6 +57,14 @@ class SpawnerPool(Protocol):
         """Undo *worker*, whose thread could not be started."""
         ...
 
+    def _start_refused(self, thread: threading.Thread, exc: Exception) -> None:
+        """Count and report that *thread* could not be started (without the lock)."""
+        ...
+
+    def _top_up_locked(self) -> Worker | None:
+        """A new worker the limits ask for, to start now; None when none is needed."""
+        ...
+
 
 def _is_spawner(spawner: Spawner) -> bool:
     return spawner.owns_current_thread()
@@ -65,9 +82,9 @@ class Spawner:
     """Starts a pool's workers, one at a time, in a thread of its own.
 
     The pool queues the workers to start (``request_locked``); the spawner
-    thread hands each to the pool's ``_start_worker``.  A spawner thread may
-    retire (``retire_locked``) and is then followed by a new one, at once if
-    workers are waiting to be started, else on the next request.
+    thread hands each to the pool's ``_start_worker``, then tops the pool up
+    (``SpawnerPool._top_up_locked``).  A spawner thread may retire
+    (``retire_locked``) and is then followed by a new one on the next request.
 
     Every field is guarded by the pool lock.
     """
@@ -84,6 +101,21 @@ class Spawner:
         self._wanted = threading.Condition(self._lock)  # for the spawner thread
         self._settled = threading.Condition(self._lock)  # for join()
 
+    @runs_in(FORK_CHILD)
+    def after_fork_in_child(self, lock: threading.Lock) -> None:
+        """In a forked child, for its pool: closed, on the pool's new *lock*.
+
+        The spawner thread was the parent's; the workers waiting for it are
+        the pool's to account for.
+        """
+        self._lock = lock
+        self._wanted = threading.Condition(lock)
+        self._settled = threading.Condition(lock)
+        self._thread = None
+        self._up = False
+        self._closed = True
+        self.pending.clear()
+
     @runs_in(ANY)
     def request_locked(self, worker: Worker) -> bool:
         # With the pool lock held: have the spawner thread start *worker*.
@@ -91,6 +123,13 @@ class Spawner:
         # then call start() once it has released the lock (starting a thread
         # under the lock would stall every submitter).
         self.pending.append(worker)
+        return self.wake_locked()
+
+    @runs_in(ANY)
+    def wake_locked(self) -> bool:
+        # With the pool lock held: have the spawner thread look for work
+        # (queued workers, or the pool's top-up).  Returns True when the
+        # caller must start a new spawner thread once it has released the lock.
         if self._thread is None:
             self.make_thread_locked()
             return True
@@ -122,6 +161,7 @@ class Spawner:
             # No spawner: the workers waiting for it never start.  Undo them
             # (failing what they were to serve, as _start_failed does), and
             # let the next spawn try again with a new spawner.
+            self._pool._start_refused(thread, exc)
             with self._lock:
                 self._thread = None
                 stranded = list(self.pending)
@@ -131,8 +171,8 @@ class Spawner:
                 self._pool._start_failed(worker, exc)
             return
         with self._lock:
-            # Unless it has already retired (retire_locked) and maybe made a
-            # successor, which is not started yet.
+            # Unless it has already retired (retire_locked), and a request
+            # may have made a new one since, not started yet.
             if self._thread is thread:
                 self._up = True
             self._settled.notify_all()
@@ -141,30 +181,33 @@ class Spawner:
     def _main(self) -> None:
         # It starts what is asked even after shutdown (those workers drain the
         # queue or exit at once) and exits when shut down with nothing left
-        # to start.
+        # to start.  Queued workers come first: each has a request waiting.
         while True:
             with self._lock:
-                while not self.pending:
+                while True:
+                    if self.pending:
+                        worker = self.pending.popleft()
+                        break
+                    top_up = self._pool._top_up_locked()  # None once shut down
+                    if top_up is not None:
+                        worker = top_up
+                        break
                     if self._closed:
                         return
                     self._wanted.wait()
-                worker = self.pending.popleft()
             self._pool._start_worker(worker)
             with self._lock:
                 if self._thread is not threading.current_thread():
                     return  # retired by the pool's _start_failed
 
     @runs_in(SPAWNER)
-    def retire_locked(self) -> bool:
+    def retire_locked(self) -> None:
         # With the pool lock held: the calling thread stops being the spawner
-        # (it returns once its current duty is done).  A new spawner is made
-        # at once for workers still waiting to be started; returns True when
-        # the caller must then start it, once it has released the lock.
+        # (it returns once its current duty is done); the next request makes
+        # a new one.  The pool retires it only once no worker is left, and a
+        # worker waiting here counts as one of the pool's: none waits.
+        assert not self.pending
         self._thread = None
-        if not self.pending:
-            return False  # the next spawn makes a new spawner
-        self.make_thread_locked()
-        return True
 
     @runs_in(ANY)
     def close_locked(self) -> None:
@@ -189,8 +232,9 @@ class Spawner:
 
         A pool that never needed one has none; one being started right now is
         waited for (``Thread.start()`` returns promptly, or fails and resets
-        it to None).  A spawner that retires (``retire_locked``) may make a
-        successor before it exits: join until the one joined was the last.
+        it to None).  A spawner that retires (``retire_locked``) may be
+        followed by a new one before it exits: join until the one joined was
+        the last.
         """
         me = threading.current_thread()
         while True:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import math
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,8 +24,9 @@ from dataclasses import dataclass
 from typing import Final, ParamSpec, TypeVar, TypeVarTuple
 
 from .._errors import InvalidParameterType, InvalidParameterValue
+from .._fork import FORK_CHILD, forked_message, keep, track
 from .._props import check_int64, check_thread_pool_limits
-from .._runs_in import ANY, runs_in
+from .._runs_in import ANY, ThreadRole, runs_in
 from ._requests import FutureRequest, LoopRequest, Request, RequestState
 from ._spawner import Spawner
 from ._worker import POOL_WORKER, Worker, current_worker
@@ -32,6 +35,13 @@ __all__ = ["ThreadPool", "ThreadPoolStatistics"]
 
 #: A limit left as it is (the setter of the other one).
 _KEEP: Final = object()
+
+_logger = logging.getLogger(__name__)
+
+#: The spawner thread of the ``ThreadPool`` whose method is called.
+POOL_SPAWNER: Final = ThreadRole(
+    "this pool's spawner thread", lambda pool: pool._spawner.owns_current_thread()
+)
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -58,7 +68,9 @@ class ThreadPoolStatistics:
     include ``submit()`` futures cancelled by their caller that no worker has
     discarded yet.  A worker woken for the queue that has not reached it yet,
     or running a ``submit()`` future's done-callbacks, counts as neither
-    ``idle`` nor ``active``.
+    ``idle`` nor ``active``.  ``start_failures`` counts the thread starts
+    the system refused (a worker's or the spawner's ``Thread.start()``
+    raised); each is also logged as a warning.
     """
 
     threads: int
@@ -72,6 +84,7 @@ class ThreadPoolStatistics:
     exited: int
     completed: int
     cancelled: int
+    start_failures: int
 
 
 def _check_idle_timeout(value: object) -> float:
@@ -169,6 +182,11 @@ class ThreadPool(ThreadPoolExecutor):
         self._exited = 0
         self._completed = 0
         self._cancelled = 0
+        self._start_failures = 0
+        # A refused thread start stops the spawner's top-up (_top_up_locked)
+        # until the limits are written again: the system would refuse the
+        # next one as well, and retrying at once would only spin.
+        self._top_up_held = False
         # Constructor workers whose thread has not reached its first wait yet.
         self._booting = 0
         self._booted = threading.Condition(self._lock)
@@ -178,24 +196,50 @@ class ThreadPool(ThreadPoolExecutor):
         # min_threads > 0 starts it here instead: its constructor pays for
         # thread starts anyway, and a pool configured for latency keeps even
         # that one off its requests' path.
-        self._spawner = Spawner(self)
-        if min_threads:
-            with self._lock:
-                self._spawner.make_thread_locked()
-            self._spawner.start()
-
+        #
         # The min workers are started here, by the constructor, which returns
         # once each has reached its first wait: the seed commit's point is no
         # thread creation once requests flow, and a burst right after this
-        # must not compete for the GIL with threads still booting.
+        # must not compete for the GIL with threads still booting.  Their
+        # records exist before the spawner runs, so it finds nothing to top up.
+        self._spawner = Spawner(self)
+        # In a forked child: the parent's pid (the pool is shut down there).
+        self._forked_from: int | None = None
+        track(self)
         with self._lock:
             initial = [self._new_worker_locked(idle=True) for _ in range(min_threads)]
             self._booting = min_threads
+            if min_threads:
+                self._spawner.make_thread_locked()
+        if min_threads:
+            self._spawner.start()
         for worker in initial:
             self._start_worker(worker)
         with self._lock:
             while self._booting:
                 self._booted.wait()
+
+    @runs_in(FORK_CHILD)
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: shut down, with a new lock.
+
+        Its workers and spawner were the parent's threads: they count as
+        exited.  Its queued requests are the parent's and get their outcome
+        there; here nobody delivers them (their futures' locks may be held
+        forever, their callbacks are the parent's program's).
+        """
+        keep(self._queue)
+        self._lock = threading.Lock()
+        self._booted = threading.Condition(self._lock)
+        self._spawner.after_fork_in_child(self._lock)
+        self._forked_from = os.getppid()
+        self._closed = True
+        self._queue = collections.deque()
+        self._idle = []
+        self._workers = set()
+        self._shutting_down = set()
+        self._exited += self._nthreads
+        self._nthreads = self._active = self._waking = self._booting = 0
 
     # ------------------------------------------------------------------ limits
 
@@ -233,16 +277,20 @@ class ThreadPool(ThreadPoolExecutor):
     def set_limits(self, min_threads: int, max_threads: int) -> None:
         """Change both limits at once, live.
 
-        Raising min starts the missing workers at once (through the spawner);
-        lowering max retires excess idle workers at once and busy ones when
-        they finish; raising max gives queued requests new workers.  Lowering
-        min lets the surplus idle workers time out.  After shutdown the limits
-        are recorded but no worker is started.
+        Returns without waiting for any thread: raising min has the spawner
+        start the missing workers, one at a time, as does raising max for
+        queued requests; lowering max retires excess idle workers at once and
+        busy ones when they finish.  Lowering min lets the surplus idle
+        workers time out.  After shutdown the limits are recorded but no
+        worker is started.  When the system refuses a thread, the spawner
+        stops there (``statistics().start_failures``, and a logged warning)
+        until the limits are written again.
 
         Raises:
             InvalidParameterType: a limit that is not an int64 (a bool is not).
-            InvalidParameterValue: a negative limit, ``min > max`` or ``max == 0``;
-                the pool is left exactly as it was.
+            InvalidParameterValue: a negative limit, a limit above
+                ``THREAD_POOL_LIMIT``, ``min > max`` or ``max == 0``; the pool
+                is left exactly as it was.
         """
         self._update_limits(min_threads, max_threads)
 
@@ -265,22 +313,38 @@ class ThreadPool(ThreadPoolExecutor):
         new_max = check_int64("thread-pool-max", max_threads)
         check_thread_pool_limits(new_min, new_max)
         self._min, self._max = new_min, new_max
+        self._top_up_held = False  # a new request: try again
         if self._closed:
             return False
         # Lowering max: the coldest idle workers go first; busy and starting
-        # ones check the limit whenever they look for work.
+        # ones check the limit whenever they look for work.  (Bounded by the
+        # threads that exist, not by the value.)
         while self._nthreads > new_max and self._idle:
             self._retire_locked(self._idle.pop(0))
-        # Raising min starts the missing workers; raising max gives queued
-        # requests not yet covered by a worker (being started, idle or on its
-        # way to the queue) a worker each.
-        start_spawner = False
-        while self._nthreads < new_min or (
-            self._nthreads < new_max and len(self._queue) > self._coming_locked()
-        ):
-            start_spawner |= self._spawn_locked(idle=not self._queue)
         self._kick_locked()
-        return start_spawner
+        # Raising min, or max with requests waiting: the spawner makes and
+        # starts the missing workers, one at a time, so this caller (and
+        # whoever waits for this lock) does no work in proportion to the new
+        # value (docs/design.md, "The thread pool").
+        return self._top_up_wanted_locked() and self._spawner.wake_locked()
+
+    def _top_up_wanted_locked(self) -> bool:
+        # With self._lock held: the limits ask for a worker more -- fewer
+        # than min exist, or requests wait that no worker will come for (being
+        # started, idle or on its way to the queue) and fewer than max exist.
+        if self._closed or self._top_up_held:
+            return False
+        return self._nthreads < self._min or (
+            self._nthreads < self._max and len(self._queue) > self._coming_locked()
+        )
+
+    @runs_in(POOL_SPAWNER)
+    def _top_up_locked(self) -> Worker | None:
+        # With self._lock held, by the spawner thread: the next worker the
+        # limits ask for, counted at once; the spawner starts it.
+        if not self._top_up_wanted_locked():
+            return None
+        return self._new_worker_locked(idle=not self._queue)
 
     # ------------------------------------------------------------- submission
 
@@ -293,7 +357,7 @@ class ThreadPool(ThreadPoolExecutor):
         ``min_threads=0`` starts the pool's spawner thread in the caller.
 
         Raises:
-            RuntimeError: the pool was shut down.
+            RuntimeError: the pool was shut down, or inherited by fork.
         """
         request = FutureRequest(fn, args, kwargs)
         self._dispatch(request)
@@ -309,7 +373,7 @@ class ThreadPool(ThreadPoolExecutor):
         is discarded.  Exceptions reach the caller with their traceback.
 
         Raises:
-            RuntimeError: the pool was shut down.
+            RuntimeError: the pool was shut down, or inherited by fork.
             asyncio.CancelledError: the task was cancelled, or the request was
                 dropped by ``shutdown(cancel_futures=True)``.
         """
@@ -334,6 +398,9 @@ class ThreadPool(ThreadPoolExecutor):
         # finish first.
         with self._lock:
             if self._closed:
+                if self._forked_from is not None:
+                    what = f"thread pool {self._name!r}"
+                    raise RuntimeError(forked_message(what, self._forked_from))
                 raise RuntimeError(f"cannot submit to thread pool {self._name!r}: it is shut down")
             self._queue.append(request)
             if self._idle and not self._waking:
@@ -400,7 +467,7 @@ class ThreadPool(ThreadPoolExecutor):
         try:
             worker.thread.start()
         except Exception as exc:  # "can't start new thread" (RuntimeError), MemoryError...
-            self._start_failed(worker, exc)
+            self._start_failed(worker, exc, refused=True)
             return
         with self._lock:
             # Forget the workers that have exited (joining them is moot).
@@ -408,25 +475,60 @@ class ThreadPool(ThreadPoolExecutor):
             self._workers.add(worker.thread)
 
     @runs_in(ANY)
-    def _start_failed(self, worker: Worker, exc: Exception) -> None:
+    def _start_refused(self, thread: threading.Thread, exc: Exception) -> None:
+        # Without the lock, in the thread whose Thread.start() of *thread*
+        # (the spawner's) raised.
+        with self._lock:
+            figures = self._refused_locked()
+        self._log_refusal(thread, exc, figures)
+
+    def _refused_locked(self) -> tuple[int, int, int]:
+        # With self._lock held: count a refused thread start and hold the
+        # top-up; returns the figures the log line gives.
+        self._start_failures += 1
+        self._top_up_held = True
+        return self._nthreads, self._min, self._max
+
+    def _log_refusal(
+        self, thread: threading.Thread, exc: Exception, figures: tuple[int, int, int]
+    ) -> None:
+        # Without the lock (logging is I/O).
+        threads, low, high = figures
+        _logger.warning(
+            "thread pool %r: the system refused to start thread %r (%s: %s); "
+            "%d workers (thread-pool-min %d, thread-pool-max %d); it goes on with "
+            "the workers it has and tries again when the limits are next written",
+            self._name,
+            thread.name,
+            type(exc).__name__,
+            exc,
+            threads,
+            low,
+            high,
+        )
+
+    @runs_in(ANY)
+    def _start_failed(self, worker: Worker, exc: Exception, *, refused: bool = False) -> None:
         # Without the lock, in the thread that met the failure: the spawner
         # thread, the constructor, or a submitter whose spawner could not
-        # start.  The worker never existed: undo it.  When no worker is left,
-        # the queue fails with *exc* (as ThreadPoolExecutor.submit() raises
-        # it) instead of hanging; otherwise, if the worker had been woken for
-        # the queue, the next idle one is.
+        # start.  The worker never existed: undo it, and count the refusal of
+        # its thread (*refused*) at the same time, so that no snapshot shows
+        # one without the other.  When no worker is left, the queue fails
+        # with *exc* (as ThreadPoolExecutor.submit() raises it) instead of
+        # hanging; otherwise, if the worker had been woken for the queue, the
+        # next idle one is.
         #
         # The failures are delivered here, so their done-callbacks run in this
-        # thread.  The spawner first hands its role over: a callback may
-        # submit again and wait, and that retry's worker must not wait for the
-        # very thread that runs the callback.
+        # thread.  The spawner first retires: a callback may submit again and
+        # wait, and that retry's worker must be started by a new spawner, not
+        # wait for the very thread that runs the callback.
         orphans: list[Request] = []
-        start_spawner = False
         with self._lock:
             self._booted_locked()
             self._arrived_locked(worker)
             if not worker.retired:
                 self._exit_locked(worker)
+            figures = self._refused_locked() if refused else None
             if self._nthreads == 0:
                 orphans = self._fail_all_locked()
             else:
@@ -435,9 +537,9 @@ class ThreadPool(ThreadPoolExecutor):
                 # It stops being the spawner, and is joined at shutdown like
                 # a worker.
                 self._workers.add(threading.current_thread())
-                start_spawner = self._spawner.retire_locked()
-        if start_spawner:
-            self._spawner.start()
+                self._spawner.retire_locked()
+        if figures is not None:
+            self._log_refusal(worker.thread, exc, figures)
         for request in orphans:
             request.deliver(None, exc)
 
@@ -633,6 +735,7 @@ class ThreadPool(ThreadPoolExecutor):
                 exited=self._exited,
                 completed=self._completed,
                 cancelled=self._cancelled,
+                start_failures=self._start_failures,
             )
 
     def __repr__(self) -> str:

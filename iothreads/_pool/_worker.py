@@ -10,9 +10,11 @@ members listed in ``WorkerPool``, always under the pool's lock.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from .._fork import FORK_CHILD
 from .._runs_in import ThreadRole, runs_in
 
 if TYPE_CHECKING:
@@ -29,6 +31,16 @@ def current_worker() -> Worker | None:
     """The ``Worker`` whose thread calls this, or None in any other thread."""
     worker: Worker | None = getattr(_this_thread, "worker", None)
     return worker
+
+
+@runs_in(FORK_CHILD)
+def _forget_worker_after_fork() -> None:
+    # A fork from a worker's thread: in the child, that thread is no
+    # worker's (its pool is the parent's, stopped here).
+    _this_thread.worker = None
+
+
+os.register_at_fork(after_in_child=_forget_worker_after_fork)
 
 
 def _is_own_thread(worker: Worker) -> bool:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Final, Self
 
 from .._errors import IOThreadsError, IOThreadStopped
+from .._fork import FORK_CHILD, track
 from .._iothread import IOThread
 from .._objects import iothread_create
 from .._runs_in import ANY, ThreadRole, runs_in
@@ -455,6 +456,30 @@ class Monitor:
         self._closing = False
         self._socket_id: tuple[int, int] | None = None
         self._tcp_address: tuple[str, int] | None = None
+        track(self)
+
+    @runs_in(FORK_CHILD)
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: closed, and the parent's socket left alone.
+
+        Its IOThread is stopped here (``IOThread._after_fork_in_child``), and
+        closing it must not unlink the parent's socket.  The child's copies
+        of the listening sockets would go on accepting connections into a
+        backlog nobody serves once the parent closed its own (and keep a TCP
+        port bound): they are pointed at /dev/null, which releases them and
+        leaves the numbers valid for the loop kept, unused, here.
+        """
+        if self._state is _State.NEW:
+            return  # nothing of the parent's: the child may start it
+        self._state = _State.CLOSED
+        self._socket_id = None
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            for server in self._servers:
+                for sock in server.sockets:
+                    os.dup2(null, sock.fileno(), inheritable=False)
+        finally:
+            os.close(null)
 
     def __repr__(self) -> str:
         where = [f"unix:{self._path}"] if self._path is not None else []

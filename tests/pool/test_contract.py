@@ -51,7 +51,7 @@ def test_defaults(pools: Pools) -> None:
     assert pool.name == "worker"
     assert pool.statistics() == ThreadPoolStatistics(
         threads=0, idle=0, active=0, queued=0, min=0, max=64,
-        peak=0, spawned=0, exited=0, completed=0, cancelled=0,
+        peak=0, spawned=0, exited=0, completed=0, cancelled=0, start_failures=0,
     )  # fmt: skip
     assert workers("worker") == []
 

@@ -129,26 +129,45 @@ def test_a_failed_spawner_start_fails_the_request_and_the_pool_recovers(
 def test_a_woken_worker_that_fails_to_start_passes_the_queue_on(
     pools: Pools, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # half-1 is woken for the request before its thread exists, then cannot
-    # be started: the idle half-2 must be woken in its place.
-    real_start = threading.Thread.start
+    # half-2 is woken for a request before its thread exists; half-1, busy,
+    # takes that request and goes idle, and the next request finds half-2
+    # still on its way.  Then half-2 cannot be started: the idle half-1 must
+    # be woken in its place.
     may_fail = pools.gate()
-
-    def failing_start(thread: threading.Thread) -> None:
-        if thread.name == "half-1":
-            assert may_fail.wait(BOUND)
-            raise RuntimeError("can't start new thread")
-        real_start(thread)
-
-    monkeypatch.setattr(threading.Thread, "start", failing_start)
-    pool = pools.new(0, 2, name="half")
-    pool.set_limits(2, 2)
-    future = pool.submit(thread_name)
-    assert pool.statistics().idle == 1  # half-1, the top of the stack, was woken
+    refuse_thread_start(monkeypatch, "half-2", after=may_fail)
+    pool = pools.new(1, 2, name="half")
+    gate, started = pools.gate(), threading.Event()
+    busy = pool.submit(blocker(gate, started))
+    assert started.wait(BOUND)
+    pool.min_threads = 2  # the spawner makes half-2, idle, and is stuck starting it
+    wait_until(lambda: pool.statistics().idle == 1)
+    first = pool.submit(thread_name)  # wakes half-2
+    gate.set()
+    assert busy.result(BOUND) == "half-1"
+    assert first.result(BOUND) == "half-1"  # half-1 drained the queue on its way out
+    wait_until(lambda: pool.statistics().idle == 1)
+    second = pool.submit(thread_name)  # half-2 is still on its way: no wake-up
+    assert pool.statistics().idle == 1
     may_fail.set()
-    assert future.result(BOUND) == "half-2"
+    assert second.result(BOUND) == "half-1"
     stats = pool.statistics()
-    assert (stats.threads, stats.spawned, stats.exited, stats.completed) == (1, 2, 1, 1)
+    assert (stats.threads, stats.spawned, stats.exited, stats.completed) == (1, 2, 1, 3)
+    assert stats.start_failures == 1
+
+
+def test_a_worker_retired_while_its_thread_is_refused_is_undone_once(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    may_fail = pools.gate()
+    refuse_thread_start(monkeypatch, "gone-1", after=may_fail)
+    pool = pools.new(0, 2, name="gone")
+    pool.min_threads = 1  # gone-1: idle, stuck being started
+    wait_until(lambda: pool.statistics().idle == 1)
+    pool.shutdown(wait=False)  # retires it
+    may_fail.set()
+    wait_until(lambda: pool.statistics().start_failures == 1)
+    stats = pool.statistics()
+    assert (stats.threads, stats.spawned, stats.exited, stats.idle) == (0, 1, 1, 0)
 
 
 @pytest.mark.parametrize("then", ["submit again and wait", "shut the pool down"])
@@ -238,29 +257,25 @@ def test_shutdown_while_the_first_submit_starts_the_spawner(
 
 
 @pytest.mark.interleaving
-@pytest.mark.parametrize("second", ["starts", "is refused too"])
-def test_shutdown_joining_a_spawner_that_hands_its_role_over(
-    pools: Pools, monkeypatch: pytest.MonkeyPatch, second: str
+def test_shutdown_joining_a_spawner_that_retires(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """shutdown() joins the spawner while it is stuck starting a worker; the
-    start fails, which fails the queue, and the spawner hands its role to a
-    successor for the worker still waiting to be started (retired by the
-    shutdown already).  shutdown() joins that successor too: when it
-    returns, every thread of the pool is gone, whether the retired worker's
-    thread then started or was refused as well."""
+    start fails, which fails the queue, and the spawner retires (it delivers
+    the failures, whose callbacks may use the pool).  shutdown() joins it
+    all the same: when it returns, every thread of the pool is gone."""
     may_fail = pools.gate()
     refuse_thread_start(monkeypatch, "hand-1", after=may_fail)
-    if second == "is refused too":
-        refuse_thread_start(monkeypatch, "hand-2")
     pool = pools.new(0, 2, name="hand")
-    pool.set_limits(2, 2)  # hand-1 and hand-2 are to start idle; hand-1 is stuck
-    future = pool.submit(pow, 2, 2)  # wakes hand-1, the top of the idle stack
+    pool.set_limits(1, 2)  # hand-1 is to start idle, and is stuck
+    wait_until(lambda: pool.statistics().idle == 1)
+    future = pool.submit(pow, 2, 2)  # wakes hand-1
     joining = Gate(marks=[line_of(Spawner.join, "thread.join()")])
 
     def shut_down() -> None:
         joining.install()
         try:
-            pool.shutdown(wait=True)  # retires hand-2, still idle
+            pool.shutdown(wait=True)
         finally:
             joining.uninstall()
 
@@ -276,7 +291,8 @@ def test_shutdown_joining_a_spawner_that_hands_its_role_over(
         future.result(0)
     assert pool_threads("hand") == []
     stats = pool.statistics()
-    assert (stats.threads, stats.spawned, stats.exited, stats.queued) == (0, 2, 2, 0)
+    assert (stats.threads, stats.spawned, stats.exited, stats.queued) == (0, 1, 1, 0)
+    assert stats.start_failures == 1
 
 
 def race_shutdown(pool: ThreadPool) -> list[Future[Any]]:

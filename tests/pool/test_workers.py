@@ -213,19 +213,25 @@ def test_a_submit_wakes_an_idle_worker_only_when_none_is_on_its_way(
 ) -> None:
     # Two idle workers whose threads cannot run yet: a woken one stays "on
     # its way" to the queue for as long as the test wants.
-    may_start = stall_starts(pools, monkeypatch, {"way-1", "way-2"})
-    pool = pools.new(0, 2, name="way")
-    pool.set_limits(2, 2)
-    assert pool.statistics().idle == 2
+    # way-1 runs and is idle; way-2, below it, is stuck being started.
+    may_start = stall_starts(pools, monkeypatch, {"way-2"})
+    pool = pools.new(1, 2, name="way")
+    pool.min_threads = 2
+    wait_until(lambda: pool.statistics().idle == 2)
+    gate, started = pools.gate(), threading.Event()
+    busy = pool.submit(blocker(gate, started))  # way-1, the top of the stack
+    assert started.wait(BOUND)
     futures = [pool.submit(thread_name) for _ in range(3)]
     stats = pool.statistics()
-    # The first submit woke one worker; the others left the second asleep.
-    assert (stats.idle, stats.queued, stats.active, stats.threads) == (1, 3, 0, 2)
+    # The first submit woke way-2; the others found it on its way.
+    assert (stats.idle, stats.queued, stats.active, stats.threads) == (0, 3, 1, 2)
     may_start.set()
-    assert {f.result(BOUND) for f in futures} <= {"way-1", "way-2"}
+    assert {f.result(BOUND) for f in futures} == {"way-2"}
+    gate.set()
+    assert busy.result(BOUND) == "way-1"
     wait_until(lambda: pool.statistics().idle == 2)
     stats = pool.statistics()
-    assert (stats.completed, stats.spawned, stats.queued, stats.active) == (3, 2, 0, 0)
+    assert (stats.completed, stats.spawned, stats.queued, stats.active) == (4, 2, 0, 0)
 
 
 def test_a_worker_that_finishes_drains_the_queue(
@@ -239,7 +245,7 @@ def test_a_worker_that_finishes_drains_the_queue(
     first = pool.submit(blocker(gate, started))
     assert started.wait(BOUND)
     pool.min_threads = 2  # sink-2: idle, its thread not started
-    assert pool.statistics().idle == 1
+    wait_until(lambda: pool.statistics().idle == 1)
     queued = [pool.submit(thread_name) for _ in range(3)]
     stats = pool.statistics()
     assert (stats.idle, stats.queued, stats.active) == (0, 3, 1)
@@ -373,12 +379,13 @@ def test_a_pool_with_min_zero_shrinks_to_nothing(pools: Pools) -> None:
 def test_raising_min_starts_the_missing_workers_at_once(pools: Pools) -> None:
     pool = pools.new(0, 4, name="raise")
     pool.set_limits(3, 4)
-    stats = pool.statistics()
-    assert (stats.min, stats.threads, stats.idle) == (3, 3, 3)
+    assert pool.statistics().min == 3
     wait_until(lambda: len(workers("raise")) == 3)
+    stats = pool.statistics()
+    assert (stats.threads, stats.idle, stats.spawned) == (3, 3, 3)
     pool.min_threads = 4
-    assert pool.statistics().threads == 4
     wait_until(lambda: len(workers("raise")) == 4)
+    assert pool.statistics().spawned == 4
 
 
 def test_lowering_min_lets_the_surplus_time_out(pools: Pools) -> None:
