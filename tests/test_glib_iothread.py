@@ -21,7 +21,7 @@ import pytest
 
 from iothreads import IOThread, IOThreadStopped, glib
 from iothreads.glib import MainContext, _context, _poll, _source
-from iothreads.glib._driver import AsyncioDriver
+from iothreads.glib._driver import DISPATCH_BATCH, AsyncioDriver
 
 from .helpers import (
     WAIT,
@@ -407,3 +407,109 @@ def test_stop_survives_an_unbalanced_thread_default_stack(loop_factory: LoopFact
         io.stop()
     assert finalized.is_set()
     assert not io.running
+
+
+# -- fairness and the stop under a flood of sources ---------------------------
+
+
+def test_a_flood_of_ready_sources_leaves_the_asyncio_side_its_turn(
+    loop_factory: LoopFactory,
+) -> None:
+    """Each dispatch attaches two more sources (their number doubles every
+    round): a callback queued from inside one dispatch runs after at most a
+    few rounds' share of dispatches, not after the whole, growing, snapshot."""
+    limit = 1 << 15  # sources in all
+    queued_at = 1 << 12  # the dispatch that queues the callback
+    dispatched = [0]
+    attached = [1]
+    seen_at: list[int] = []
+    done = threading.Event()
+
+    def bomb() -> bool:
+        dispatched[0] += 1
+        for _ in range(2):
+            if attached[0] < limit:
+                attached[0] += 1
+                glib.idle_add(bomb, context=ctx)
+        if dispatched[0] == queued_at:
+            # From the IOThread itself, through its inbox: counted exactly.
+            io.call_soon_threadsafe(lambda: (seen_at.append(dispatched[0]), done.set()))
+        return glib.SOURCE_REMOVE
+
+    with IOThread("g0", loop_factory=loop_factory) as io:
+        ctx = io.get_g_main_context()
+        glib.idle_add(bomb, context=ctx)
+        assert done.wait(WAIT)
+        # And a run_sync from another thread completes while the flood goes on.
+        assert io.run_sync(lambda: dispatched[0]) >= queued_at
+        wait_until(lambda: io.run_sync(lambda: dispatched[0]) == limit, "the flood to end")
+    # The round in progress, at most one more and a margin for the loop's
+    # order of callbacks; without the cap the next round alone is 2 * queued_at.
+    assert seen_at[0] - queued_at <= 4 * DISPATCH_BATCH < 2 * queued_at
+
+
+def blocked_loop(io: IOThread) -> threading.Event:
+    """Hold the IOThread's loop in a callback until the returned Event is set."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        release.wait(WAIT)
+
+    io.call_soon_threadsafe(hold)
+    assert entered.wait(WAIT)
+    return release
+
+
+def test_attach_after_stop_began_raises(loop_factory: LoopFactory) -> None:
+    io = IOThread("g0", loop_factory=loop_factory)
+    io.start()
+    ctx = io.get_g_main_context()
+    ran = threading.Event()
+    glib.idle_add(lambda: ran.set(), context=ctx)  # attached before: it runs
+    release = blocked_loop(io)
+    stopper = threading.Thread(target=io.stop)
+    stopper.start()
+    try:
+        wait_until(lambda: not io.running, "stop() to begin")
+        late = Finalized()
+        with pytest.raises(RuntimeError, match=r"IOThread 'g0', whose stop\(\) has begun"):
+            late.attach(ctx)
+        with pytest.raises(RuntimeError, match=r"whose stop\(\) has begun"):
+            glib.idle_add(lambda: None, context=ctx)
+        assert not late.is_destroyed()  # never attached: nothing to finalise
+    finally:
+        release.set()
+        stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert ran.is_set()
+
+
+def test_stop_completes_while_a_thread_keeps_attaching(loop_factory: LoopFactory) -> None:
+    io = IOThread("g0", loop_factory=loop_factory)
+    io.start()
+    ctx = io.get_g_main_context()
+    flooding = threading.Event()
+    refusal: list[str] = []
+
+    def attacher() -> None:
+        for n in range(1, 200_000):  # bounded: a failing stop must not leave it running
+            try:
+                glib.idle_add(lambda: glib.SOURCE_REMOVE, context=ctx)
+            except RuntimeError as exc:
+                refusal.append(str(exc))
+                return
+            if n == 1000:
+                flooding.set()
+
+    thread = threading.Thread(target=attacher)
+    thread.start()
+    assert flooding.wait(WAIT)
+    stopper = threading.Thread(target=io.stop)
+    stopper.start()
+    stopper.join(WAIT)
+    thread.join(WAIT)
+    assert not stopper.is_alive()
+    assert not thread.is_alive()
+    # Refused from the moment stop() began, not only once the context closed.
+    assert "whose stop() has begun" in refusal[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
@@ -69,12 +70,14 @@ class MainContext(ContextOwnership):
         super().__init__()
         self._sources: dict[int, Source] = {}  # attached, not destroyed, in attach order
         self._sorted: list[Source] | None = None  # _sources by priority; None = stale
-        self._closed = False  # closed with the IOThread that drove it: no attach
+        # Why attach() refuses new sources (the IOThread that drives the
+        # context stops, or stopped), or None while it accepts them.
+        self._refusal: str | None = None
         self._wakeup = _Wakeup()
         self._poll_changed = False  # fds changed since query(): revents are stale
         self._time = get_monotonic_time()  # the iteration's cached clock
         self._timeout = -1  # owner only: computed by prepare(), returned by query()
-        self._pending: list[Source] = []  # owner only: chosen by check()
+        self._pending: deque[Source] = deque()  # owner only: chosen by check()
         self._in_check_or_prepare = 0  # owner only
 
     def __repr__(self) -> str:
@@ -335,7 +338,7 @@ class MainContext(ContextOwnership):
             revents[fd] = revents.get(fd, 0) | events
         with self._lock:
             self._wakeup.consume_locked()
-            self._pending = []
+            self._pending = deque()
             if self._poll_changed:
                 # The fd set changed during the poll: these revents may be stale
                 # (GLib returns FALSE here too); the next iteration polls afresh.
@@ -374,7 +377,7 @@ class MainContext(ContextOwnership):
             timed = sorted((pending[i] for i in slots), key=lambda s: s._ready_time)
         for i, source in zip(slots, timed, strict=True):
             pending[i] = source
-        self._pending = pending
+        self._pending = deque(pending)
         return bool(pending)
 
     @runs_in(OWNER)
@@ -385,7 +388,20 @@ class MainContext(ContextOwnership):
             RuntimeError: the calling thread does not own the context.
         """
         self._require_owner("dispatch")
-        pending, self._pending = self._pending, []
+        self._dispatch_some(len(self._pending))
+
+    @runs_in(OWNER)
+    def _dispatch_some(self, limit: int) -> bool:
+        """Dispatch at most *limit* of the sources the last :meth:`check`
+        chose, in their order; return whether some are left for a later call.
+
+        For a driver that shares its thread (``AsyncioDriver``): what is left
+        stays chosen, as it would be in the middle of :meth:`dispatch`.
+        """
+        # A nested iteration run by a source replaces self._pending: take
+        # this call's share first.
+        chosen = self._pending
+        pending = [chosen.popleft() for _ in range(min(limit, len(chosen)))]
         for source in pending:
             with self._lock:
                 # A source destroyed by now, or dispatched by a nested
@@ -416,6 +432,7 @@ class MainContext(ContextOwnership):
                     finalize = source._take_finalize_locked()
                 if finalize:
                     source._run_finalize()
+        return bool(self._pending)
 
     def _poll(self, timeout: int, fds: list[tuple[int, IOCondition]]) -> list[tuple[int, int]]:
         if timeout == 0 and not fds:
@@ -524,6 +541,15 @@ class MainContext(ContextOwnership):
         """
         self.invoke_full(priority, function, *args)
 
+    @runs_in(ANY)
+    def _refuse_attach(self, reason: str) -> None:
+        """Make :meth:`Source.attach` raise from now on, saying *reason*.
+
+        The sources attached already stay, and run while the context is run.
+        """
+        with self._lock:
+            self._refusal = reason
+
     @runs_in(OWNER)
     def _close(self) -> None:
         """Refuse new sources from now on, then destroy (and so finalise) every attached one.
@@ -532,8 +558,7 @@ class MainContext(ContextOwnership):
         meanwhile is either among those destroyed here or refused: none is
         left attached to a context nothing runs any more.
         """
-        with self._lock:
-            self._closed = True
+        self._refuse_attach("was closed when its IOThread stopped")
         self._destroy_all()
 
     @runs_in(ANY)

@@ -19,7 +19,13 @@ from ._constants import _MAX_INT, _MS_PER_S, IOCondition
 from ._context import MainContext
 from ._poll import _poll_fds
 
-__all__ = ["DRIVER_THREAD", "AsyncioDriver"]
+__all__ = ["DISPATCH_BATCH", "DRIVER_THREAD", "AsyncioDriver"]
+
+#: The most sources one round dispatches before the loop runs its other
+#: callbacks (docs/design.md, "The GLib context"): large enough that a round
+#: pays its loop iteration and its GIL hand-off seldom, small enough that the
+#: asyncio side waits a few milliseconds at most for GLib, whatever the backlog.
+DISPATCH_BATCH: Final = 1024
 
 # The events the driver's epoll is asked for: POLLIN, POLLPRI and POLLOUT have
 # the values of EPOLLIN, EPOLLPRI and EPOLLOUT on Linux (and epoll reports ERR
@@ -75,11 +81,13 @@ class AsyncioDriver:
     transport on the same fd is neither replaced nor refused.  Elsewhere the
     fds are loop readers and writers.
 
-    Fairness: a round dispatches one priority level only, and when sources
-    stay ready (a busy idle) the next round is queued with ``call_soon``,
-    behind the callbacks already queued, so asyncio work is never starved; the
-    timeout is a loop timer, which the loop runs even under a flood of
-    callbacks, and prepare() finds every due timeout at each round.
+    Fairness: a round dispatches one priority level only, and at most
+    DISPATCH_BATCH of the sources its check chose; the rest, or the next
+    round when sources stay ready (a busy idle), is queued with
+    ``call_soon``, behind the callbacks already queued, so asyncio work waits
+    for one round at most, however many sources are ready; the timeout is a
+    loop timer, which the loop runs even under a flood of callbacks, and
+    prepare() finds every due timeout at each round.
 
     Every method and every field belongs to the loop's thread, the thread
     that creates the driver (DRIVER_THREAD).
@@ -98,6 +106,7 @@ class AsyncioDriver:
         self._fds: list[tuple[int, IOCondition]] = []  # from the last query()
         self._max_priority = _MAX_INT  # from the last prepare()
         self._soon: asyncio.Handle | None = None  # a round queued with call_soon
+        self._dispatching = False  # check() chose more than the last round dispatched
         self._timer: asyncio.TimerHandle | None = None  # a round at the next timeout
 
     @runs_in(DRIVER_THREAD)
@@ -172,11 +181,18 @@ class AsyncioDriver:
     def _round(self) -> None:
         self._cancel_round()
         ctx = self.context
-        revents = _poll_fds(self._fds, 0) if self._fds else []
-        if ctx.check(self._max_priority, revents):
-            ctx.dispatch()
+        if not self._dispatching:
+            revents = _poll_fds(self._fds, 0) if self._fds else []
+            ctx.check(self._max_priority, revents)
+        # At most DISPATCH_BATCH sources per round; the rest of what check()
+        # chose is dispatched by the next rounds, without a new check.
+        self._dispatching = ctx._dispatch_some(DISPATCH_BATCH)
         # A callback may have closed the driver (stopping its IOThread).
-        if self._state is _State.RUNNING:
+        if self._state is not _State.RUNNING:
+            return
+        if self._dispatching:
+            self._schedule()  # behind the asyncio callbacks queued meanwhile
+        else:
             self._prepare()
 
     def _prepare(self) -> None:
