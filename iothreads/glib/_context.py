@@ -514,6 +514,8 @@ class MainContext(ContextOwnership):
 
         Raises:
             TypeError: *function* is not callable or *priority* not an int.
+            RuntimeError: *function* has to be queued, and the context
+                belongs to an IOThread whose stop() has begun.
         """
         check_callable(function)
         check_int("priority", priority)
