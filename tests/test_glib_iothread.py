@@ -15,13 +15,13 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from iothreads import IOThread, IOThreadStopped, glib
-from iothreads.glib import MainContext, _context, _poll, _source
-from iothreads.glib._driver import DISPATCH_BATCH, AsyncioDriver
+from iothreads.glib import MainContext, Source, _context, _poll, _source
+from iothreads.glib._driver import SOURCES_PER_ROUND, AsyncioDriver
 
 from .helpers import (
     WAIT,
@@ -60,7 +60,9 @@ class GlibSpy:
         for owner, name in [
             (glib.MainContext, "__init__"),
             (glib.MainContext, "prepare"),
+            (glib.MainContext, "_prepare_steps"),
             (glib.MainContext, "check"),
+            (glib.MainContext, "_check_steps"),
             (AsyncioDriver, "__init__"),
             (_poll._WakePipe, "__init__"),
         ]:
@@ -130,7 +132,7 @@ def test_no_glib_machinery_runs_before_the_first_call(
             "MainContext.__init__",
             "AsyncioDriver.__init__",
             "_WakePipe.__init__",
-            "MainContext.prepare",  # the loop serves the context from now on
+            "MainContext._prepare_steps",  # the loop serves the context from now on
         }
         assert spy.calls.count("MainContext.__init__") == 1
         # The context's wake-up pipe, watched by the loop.  (Sizes, not sets:
@@ -419,7 +421,9 @@ def test_a_flood_of_ready_sources_leaves_the_asyncio_side_its_turn(
     round): a callback queued from inside one dispatch runs after at most a
     few rounds' share of dispatches, not after the whole, growing, snapshot."""
     limit = 1 << 15  # sources in all
-    queued_at = 1 << 12  # the dispatch that queues the callback
+    # The dispatch that queues the callback: the first of a generation of
+    # 1 << 13 sources (the 1 << 13 - 1 of the earlier ones came before it).
+    queued_at = 1 << 13
     dispatched = [0]
     attached = [1]
     seen_at: list[int] = []
@@ -444,8 +448,61 @@ def test_a_flood_of_ready_sources_leaves_the_asyncio_side_its_turn(
         assert io.run_sync(lambda: dispatched[0]) >= queued_at
         wait_until(lambda: io.run_sync(lambda: dispatched[0]) == limit, "the flood to end")
     # The round in progress, at most one more and a margin for the loop's
-    # order of callbacks; without the cap the next round alone is 2 * queued_at.
-    assert seen_at[0] - queued_at <= 4 * DISPATCH_BATCH < 2 * queued_at
+    # order of callbacks; without the cap the rest of the generation.
+    assert seen_at[0] - queued_at <= 4 * SOURCES_PER_ROUND < queued_at - 1
+
+
+class Scanned(Source):
+    """Never ready, always wants another iteration; counts its prepare and
+    check calls, and at the *at*-th call of *hook* queues a callback that
+    notes the count when it runs."""
+
+    counts: ClassVar[dict[str, int]]
+    seen: ClassVar[list[int]]
+
+    def __init__(self, io: IOThread, hook: str, at: int, done: threading.Event) -> None:
+        super().__init__()
+        self.io, self.hook, self.at, self.done = io, hook, at, done
+
+    def _count(self, hook: str) -> None:
+        # Runs in the IOThread only.
+        self.counts[hook] += 1
+        if hook == self.hook and self.counts[hook] == self.at:
+            self.io.call_soon_threadsafe(self._note)
+
+    def _note(self) -> None:
+        self.seen.append(self.counts[self.hook])
+        self.done.set()
+
+    def prepare(self) -> tuple[bool, int]:
+        self._count("prepare")
+        return False, 0
+
+    def check(self) -> bool:
+        self._count("check")
+        return False
+
+
+@pytest.mark.parametrize("hook", ["prepare", "check"])
+def test_a_scan_of_many_sources_leaves_the_asyncio_side_its_turn(
+    loop_factory: LoopFactory, hook: str
+) -> None:
+    """prepare() and check() walk every source: a callback queued at the
+    start of a walk runs before the walk ends, not after it."""
+    n = 8 * SOURCES_PER_ROUND
+    Scanned.counts = {"prepare": 0, "check": 0}
+    Scanned.seen = []
+    done = threading.Event()
+    with IOThread("g0", loop_factory=loop_factory) as io:
+        ctx = io.get_g_main_context()
+        # The first call of the second walk (the first may have begun before
+        # the last source was attached).
+        sources = [Scanned(io, hook, n + 1, done) for _ in range(n)]
+        io.run_sync(lambda: [source.attach(ctx) for source in sources])
+        assert done.wait(WAIT)
+    # The walk's round in progress, at most one more, and a margin for the
+    # loop's order of callbacks; without the rounds the walk's other n - 1.
+    assert Scanned.seen[0] - (n + 1) <= 4 * SOURCES_PER_ROUND < n - 1
 
 
 def blocked_loop(io: IOThread) -> threading.Event:

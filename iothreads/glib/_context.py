@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
-from typing import Any, Final
+from collections.abc import Generator, Iterable, Iterator
+from typing import Any, Final, TypeVar
 
 from .._runs_in import ANY, ThreadRole, runs_in
 from ._checks import check_callable, check_int
@@ -36,6 +36,19 @@ _logger = logging.getLogger(__package__)
 #: the stack is per thread, and pop_thread_default() checks the calling
 #: thread's own.
 _PUSHER: Final = ThreadRole("the thread that pushed the context as its thread default")
+
+
+_T = TypeVar("_T")
+
+
+def _run_steps(steps: Generator[None, None, _T]) -> _T:
+    """Run *steps* (an iteration step that can pause) to its end; return its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
 
 
 class _ThreadDefaults(threading.local):
@@ -219,7 +232,8 @@ class MainContext(ContextOwnership):
         return self._sorted
 
     def _call_prepare(self, source: Source) -> tuple[bool, int]:
-        # Without the lock: user code.
+        # Without the lock: user code, which may not iterate the context.
+        self._in_check_or_prepare += 1
         try:
             ready, timeout = source.prepare()
             return bool(ready), int(timeout)
@@ -227,15 +241,20 @@ class MainContext(ContextOwnership):
             _logger.exception("prepare() of %r raised; destroying it", source)
             source.destroy()
             return False, -1
+        finally:
+            self._in_check_or_prepare -= 1
 
     def _call_check(self, source: Source) -> bool:
-        # Without the lock: user code.
+        # Without the lock: user code, which may not iterate the context.
+        self._in_check_or_prepare += 1
         try:
             return bool(source.check())
         except Exception:
             _logger.exception("check() of %r raised; destroying it", source)
             source.destroy()
             return False
+        finally:
+            self._in_check_or_prepare -= 1
 
     def _unblocked(self, sources: list[Source]) -> Iterator[tuple[Source, bool, int, int]]:
         """Each of *sources* neither destroyed nor blocked, with its ready flag,
@@ -259,6 +278,12 @@ class MainContext(ContextOwnership):
             RuntimeError: the calling thread does not own the context, or this
                 is called from a source's ``prepare()``/``check()``.
         """
+        return _run_steps(self._prepare_steps(None))
+
+    @runs_in(OWNER)
+    def _prepare_steps(self, step: int | None) -> Generator[None, None, tuple[bool, int]]:
+        """:meth:`prepare`, pausing (yielding) after each *step* sources if
+        *step* is not None.  Raises at its first ``next()``, as prepare()."""
         self._require_owner("prepare")
         with self._lock:
             # From here until check(), a change by any thread must wake the poll.
@@ -268,32 +293,30 @@ class MainContext(ContextOwnership):
         timeout = -1
         current = _MAX_INT
         n_ready = 0
-        self._in_check_or_prepare += 1
-        try:
-            for source, ready, priority, ready_time in self._unblocked(sources):
-                if n_ready and priority > current:
-                    break
-                if not ready:
-                    ready, source_timeout = self._call_prepare(source)
-                    if not ready and ready_time != -1:
-                        if ready_time <= now:
-                            ready = True
-                        else:
-                            # Rounded up so that the poll never wakes early.
-                            until = -(-(ready_time - now) // _US_PER_MS)
-                            source_timeout = (
-                                until if source_timeout < 0 else min(source_timeout, until)
-                            )
-                    if ready:
-                        with self._lock:
-                            ready = source._ready = not source._destroyed
-                    elif source_timeout >= 0:
-                        timeout = source_timeout if timeout < 0 else min(timeout, source_timeout)
+        for i, (source, ready, priority, ready_time) in enumerate(self._unblocked(sources), 1):
+            if n_ready and priority > current:
+                break
+            if not ready:
+                ready, source_timeout = self._call_prepare(source)
+                if not ready and ready_time != -1:
+                    if ready_time <= now:
+                        ready = True
+                    else:
+                        # Rounded up so that the poll never wakes early.
+                        until = -(-(ready_time - now) // _US_PER_MS)
+                        source_timeout = (
+                            until if source_timeout < 0 else min(source_timeout, until)
+                        )
                 if ready:
-                    n_ready += 1
-                    current = priority
-        finally:
-            self._in_check_or_prepare -= 1
+                    with self._lock:
+                        ready = source._ready = not source._destroyed
+                elif source_timeout >= 0:
+                    timeout = source_timeout if timeout < 0 else min(timeout, source_timeout)
+            if ready:
+                n_ready += 1
+                current = priority
+            if step is not None and i % step == 0:
+                yield
         self._timeout = 0 if n_ready else min(timeout, _MAX_INT)
         return n_ready > 0, current
 
@@ -332,6 +355,14 @@ class MainContext(ContextOwnership):
             RuntimeError: the calling thread does not own the context, or this
                 is called from a source's ``prepare()``/``check()``.
         """
+        return _run_steps(self._check_steps(max_priority, fds, None))
+
+    @runs_in(OWNER)
+    def _check_steps(
+        self, max_priority: int, fds: Iterable[tuple[int, int]], step: int | None
+    ) -> Generator[None, None, bool]:
+        """:meth:`check`, pausing (yielding) after each *step* sources if
+        *step* is not None.  Raises at its first ``next()``, as check()."""
         self._require_owner("check")
         revents: dict[int, int] = {}
         for fd, events in fds:
@@ -350,26 +381,24 @@ class MainContext(ContextOwnership):
                     mask = int(tag.events) | _ALWAYS_REPORTED if tag.events else 0
                     tag.revents = IOCondition(revents.get(tag.fd, 0) & mask)
         pending: list[Source] = []
-        self._in_check_or_prepare += 1
-        try:
-            for source, ready, priority, ready_time in self._unblocked(sources):
-                if pending and priority > max_priority:
-                    break
-                if not ready:
-                    ready = (
-                        self._call_check(source)
-                        or any(tag.revents for tag in source._fds)
-                        or (ready_time != -1 and ready_time <= now)
-                    )
-                    if ready:
-                        with self._lock:
-                            ready = source._ready = not source._destroyed
+        for i, (source, ready, priority, ready_time) in enumerate(self._unblocked(sources), 1):
+            if pending and priority > max_priority:
+                break
+            if not ready:
+                ready = (
+                    self._call_check(source)
+                    or any(tag.revents for tag in source._fds)
+                    or (ready_time != -1 and ready_time <= now)
+                )
                 if ready:
-                    pending.append(source)
-                    # Never dispatch a source less urgent than the first one chosen.
-                    max_priority = priority
-        finally:
-            self._in_check_or_prepare -= 1
+                    with self._lock:
+                        ready = source._ready = not source._destroyed
+            if ready:
+                pending.append(source)
+                # Never dispatch a source less urgent than the first one chosen.
+                max_priority = priority
+            if step is not None and i % step == 0:
+                yield
         with self._lock:
             # Timed sources take each other's places in deadline order; the
             # others keep attach order.
