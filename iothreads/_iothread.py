@@ -153,6 +153,9 @@ class IOThread(EventLoopBase):
         # until then no GLib machinery runs here at all.
         self._calls = CallSet(f"IOThread {id!r}")
         self._gdriver: AsyncioDriver | None = None
+        # That driver's context, guarded by _lock: a stop() in any thread
+        # closes it to new sources.
+        self._gcontext: glib.MainContext | None = None
         # In a forked child: the parent's pid, if this IOThread had started
         # there (it is stopped here; _after_fork_in_child).
         self._forked_from: int | None = None
@@ -386,13 +389,26 @@ class IOThread(EventLoopBase):
                 return None
             self._refuse_own_threads_locked()
             if not self._stop_requested:
-                self._stop_requested = True
-                self._close_hot_path()
+                self._refuse_work_locked()
                 # Not published yet: the thread sees the flag before its loop
                 # runs, and goes straight to its shutdown.
                 if aio is not None and loop is not None:
                     aio.call_soon_threadsafe(loop.stop)
         return thread
+
+    def _refuse_work_locked(self) -> None:
+        """Stop has begun: refuse new calls, and new GLib sources.
+
+        Sources attached from other threads faster than the loop dispatches
+        them would otherwise hold the stop up for as long as they come.
+        """
+        self._stop_requested = True
+        self._close_hot_path()
+        if self._gcontext is not None:
+            self._gcontext._refuse_attach(self._glib_refusal())
+
+    def _glib_refusal(self) -> str:
+        return f"belongs to IOThread {self._id!r}, whose stop() has begun"
 
     def _refuse_own_threads_locked(self) -> None:
         pool = self._pool
@@ -527,8 +543,7 @@ class IOThread(EventLoopBase):
                 # Also when run_forever() raised (a SystemExit out of a task):
                 # refuse new work, and give what is pending its outcome.
                 with self._lock:
-                    self._stop_requested = True
-                    self._close_hot_path()
+                    self._refuse_work_locked()
                 loop.run_until_complete(
                     shut_down(self._id, aio, self._calls, pool)
                 )
@@ -621,6 +636,10 @@ class IOThread(EventLoopBase):
             driver = AsyncioDriver(glib.MainContext(), asyncio.get_running_loop())
             driver.start()  # also makes the context this thread's default
             self._gdriver = driver
+            with self._lock:
+                self._gcontext = driver.context
+                if self._stop_requested:  # asked for by a call the stop drains
+                    driver.context._refuse_attach(self._glib_refusal())
         return self._gdriver.context
 
     @runs_in(IOTHREAD)
@@ -629,6 +648,8 @@ class IOThread(EventLoopBase):
         driver, self._gdriver = self._gdriver, None
         if driver is None:
             return
+        with self._lock:
+            self._gcontext = None
         # Also takes the context off this thread's thread-default stack, even
         # if code on this thread left it unbalanced: stop must finish.
         driver.close()

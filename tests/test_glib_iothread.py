@@ -15,13 +15,13 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from iothreads import IOThread, IOThreadStopped, glib
-from iothreads.glib import MainContext, _context, _poll, _source
-from iothreads.glib._driver import AsyncioDriver
+from iothreads.glib import MainContext, Source, _context, _poll, _source
+from iothreads.glib._driver import SOURCES_PER_ROUND, AsyncioDriver
 
 from .helpers import (
     WAIT,
@@ -60,7 +60,9 @@ class GlibSpy:
         for owner, name in [
             (glib.MainContext, "__init__"),
             (glib.MainContext, "prepare"),
+            (glib.MainContext, "_prepare_steps"),
             (glib.MainContext, "check"),
+            (glib.MainContext, "_check_steps"),
             (AsyncioDriver, "__init__"),
             (_poll._WakePipe, "__init__"),
         ]:
@@ -130,7 +132,7 @@ def test_no_glib_machinery_runs_before_the_first_call(
             "MainContext.__init__",
             "AsyncioDriver.__init__",
             "_WakePipe.__init__",
-            "MainContext.prepare",  # the loop serves the context from now on
+            "MainContext._prepare_steps",  # the loop serves the context from now on
         }
         assert spy.calls.count("MainContext.__init__") == 1
         # The context's wake-up pipe, watched by the loop.  (Sizes, not sets:
@@ -407,3 +409,164 @@ def test_stop_survives_an_unbalanced_thread_default_stack(loop_factory: LoopFact
         io.stop()
     assert finalized.is_set()
     assert not io.running
+
+
+# -- fairness and the stop under a flood of sources ---------------------------
+
+
+def test_a_flood_of_ready_sources_leaves_the_asyncio_side_its_turn(
+    loop_factory: LoopFactory,
+) -> None:
+    """Each dispatch attaches two more sources (their number doubles every
+    round): a callback queued from inside one dispatch runs after at most a
+    few rounds' share of dispatches, not after the whole, growing, snapshot."""
+    limit = 1 << 15  # sources in all
+    # The dispatch that queues the callback: the first of a generation of
+    # 1 << 13 sources (the 1 << 13 - 1 of the earlier ones came before it).
+    queued_at = 1 << 13
+    dispatched = [0]
+    attached = [1]
+    seen_at: list[int] = []
+    done = threading.Event()
+
+    def bomb() -> bool:
+        dispatched[0] += 1
+        for _ in range(2):
+            if attached[0] < limit:
+                attached[0] += 1
+                glib.idle_add(bomb, context=ctx)
+        if dispatched[0] == queued_at:
+            # From the IOThread itself, through its inbox: counted exactly.
+            io.call_soon_threadsafe(lambda: (seen_at.append(dispatched[0]), done.set()))
+        return glib.SOURCE_REMOVE
+
+    with IOThread("g0", loop_factory=loop_factory) as io:
+        ctx = io.get_g_main_context()
+        glib.idle_add(bomb, context=ctx)
+        assert done.wait(WAIT)
+        # And a run_sync from another thread completes while the flood goes on.
+        assert io.run_sync(lambda: dispatched[0]) >= queued_at
+        wait_until(lambda: io.run_sync(lambda: dispatched[0]) == limit, "the flood to end")
+    # The round in progress, at most one more and a margin for the loop's
+    # order of callbacks; without the cap the rest of the generation.
+    assert seen_at[0] - queued_at <= 4 * SOURCES_PER_ROUND < queued_at - 1
+
+
+class Scanned(Source):
+    """Never ready, always wants another iteration; counts its prepare and
+    check calls, and at the *at*-th call of *hook* queues a callback that
+    notes the count when it runs."""
+
+    counts: ClassVar[dict[str, int]]
+    seen: ClassVar[list[int]]
+
+    def __init__(self, io: IOThread, hook: str, at: int, done: threading.Event) -> None:
+        super().__init__()
+        self.io, self.hook, self.at, self.done = io, hook, at, done
+
+    def _count(self, hook: str) -> None:
+        # Runs in the IOThread only.
+        self.counts[hook] += 1
+        if hook == self.hook and self.counts[hook] == self.at:
+            self.io.call_soon_threadsafe(self._note)
+
+    def _note(self) -> None:
+        self.seen.append(self.counts[self.hook])
+        self.done.set()
+
+    def prepare(self) -> tuple[bool, int]:
+        self._count("prepare")
+        return False, 0
+
+    def check(self) -> bool:
+        self._count("check")
+        return False
+
+
+@pytest.mark.parametrize("hook", ["prepare", "check"])
+def test_a_scan_of_many_sources_leaves_the_asyncio_side_its_turn(
+    loop_factory: LoopFactory, hook: str
+) -> None:
+    """prepare() and check() walk every source: a callback queued at the
+    start of a walk runs before the walk ends, not after it."""
+    n = 8 * SOURCES_PER_ROUND
+    Scanned.counts = {"prepare": 0, "check": 0}
+    Scanned.seen = []
+    done = threading.Event()
+    with IOThread("g0", loop_factory=loop_factory) as io:
+        ctx = io.get_g_main_context()
+        # The first call of the second walk (the first may have begun before
+        # the last source was attached).
+        sources = [Scanned(io, hook, n + 1, done) for _ in range(n)]
+        io.run_sync(lambda: [source.attach(ctx) for source in sources])
+        assert done.wait(WAIT)
+    # The walk's round in progress, at most one more, and a margin for the
+    # loop's order of callbacks; without the rounds the walk's other n - 1.
+    assert Scanned.seen[0] - (n + 1) <= 4 * SOURCES_PER_ROUND < n - 1
+
+
+def blocked_loop(io: IOThread) -> threading.Event:
+    """Hold the IOThread's loop in a callback until the returned Event is set."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        release.wait(WAIT)
+
+    io.call_soon_threadsafe(hold)
+    assert entered.wait(WAIT)
+    return release
+
+
+def test_attach_after_stop_began_raises(loop_factory: LoopFactory) -> None:
+    io = IOThread("g0", loop_factory=loop_factory)
+    io.start()
+    ctx = io.get_g_main_context()
+    ran = threading.Event()
+    glib.idle_add(lambda: ran.set(), context=ctx)  # attached before: it runs
+    release = blocked_loop(io)
+    stopper = threading.Thread(target=io.stop)
+    stopper.start()
+    try:
+        wait_until(lambda: not io.running, "stop() to begin")
+        late = Finalized()
+        with pytest.raises(RuntimeError, match=r"IOThread 'g0', whose stop\(\) has begun"):
+            late.attach(ctx)
+        with pytest.raises(RuntimeError, match=r"whose stop\(\) has begun"):
+            glib.idle_add(lambda: None, context=ctx)
+        assert not late.is_destroyed()  # never attached: nothing to finalise
+    finally:
+        release.set()
+        stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert ran.is_set()
+
+
+def test_stop_completes_while_a_thread_keeps_attaching(loop_factory: LoopFactory) -> None:
+    io = IOThread("g0", loop_factory=loop_factory)
+    io.start()
+    ctx = io.get_g_main_context()
+    flooding = threading.Event()
+    refusal: list[str] = []
+
+    def attacher() -> None:
+        for n in range(1, 200_000):  # bounded: a failing stop must not leave it running
+            try:
+                glib.idle_add(lambda: glib.SOURCE_REMOVE, context=ctx)
+            except RuntimeError as exc:
+                refusal.append(str(exc))
+                return
+            if n == 1000:
+                flooding.set()
+
+    thread = threading.Thread(target=attacher)
+    thread.start()
+    assert flooding.wait(WAIT)
+    stopper = threading.Thread(target=io.stop)
+    stopper.start()
+    stopper.join(WAIT)
+    thread.join(WAIT)
+    assert not stopper.is_alive()
+    assert not thread.is_alive()
+    # Refused from the moment stop() began, not only once the context closed.
+    assert "whose stop() has begun" in refusal[0]

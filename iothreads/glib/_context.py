@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
-from typing import Any, Final
+from collections import deque
+from collections.abc import Generator, Iterable, Iterator
+from typing import Any, Final, TypeVar
 
 from .._runs_in import ANY, ThreadRole, runs_in
 from ._checks import check_callable, check_int
@@ -35,6 +36,19 @@ _logger = logging.getLogger(__package__)
 #: the stack is per thread, and pop_thread_default() checks the calling
 #: thread's own.
 _PUSHER: Final = ThreadRole("the thread that pushed the context as its thread default")
+
+
+_T = TypeVar("_T")
+
+
+def _run_steps(steps: Generator[None, None, _T]) -> _T:
+    """Run *steps* (an iteration step that can pause) to its end; return its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
 
 
 class _ThreadDefaults(threading.local):
@@ -69,12 +83,14 @@ class MainContext(ContextOwnership):
         super().__init__()
         self._sources: dict[int, Source] = {}  # attached, not destroyed, in attach order
         self._sorted: list[Source] | None = None  # _sources by priority; None = stale
-        self._closed = False  # closed with the IOThread that drove it: no attach
+        # Why attach() refuses new sources (the IOThread that drives the
+        # context stops, or stopped), or None while it accepts them.
+        self._refusal: str | None = None
         self._wakeup = _Wakeup()
         self._poll_changed = False  # fds changed since query(): revents are stale
         self._time = get_monotonic_time()  # the iteration's cached clock
         self._timeout = -1  # owner only: computed by prepare(), returned by query()
-        self._pending: list[Source] = []  # owner only: chosen by check()
+        self._pending: deque[Source] = deque()  # owner only: chosen by check()
         self._in_check_or_prepare = 0  # owner only
 
     def __repr__(self) -> str:
@@ -216,7 +232,8 @@ class MainContext(ContextOwnership):
         return self._sorted
 
     def _call_prepare(self, source: Source) -> tuple[bool, int]:
-        # Without the lock: user code.
+        # Without the lock: user code, which may not iterate the context.
+        self._in_check_or_prepare += 1
         try:
             ready, timeout = source.prepare()
             return bool(ready), int(timeout)
@@ -224,15 +241,20 @@ class MainContext(ContextOwnership):
             _logger.exception("prepare() of %r raised; destroying it", source)
             source.destroy()
             return False, -1
+        finally:
+            self._in_check_or_prepare -= 1
 
     def _call_check(self, source: Source) -> bool:
-        # Without the lock: user code.
+        # Without the lock: user code, which may not iterate the context.
+        self._in_check_or_prepare += 1
         try:
             return bool(source.check())
         except Exception:
             _logger.exception("check() of %r raised; destroying it", source)
             source.destroy()
             return False
+        finally:
+            self._in_check_or_prepare -= 1
 
     def _unblocked(self, sources: list[Source]) -> Iterator[tuple[Source, bool, int, int]]:
         """Each of *sources* neither destroyed nor blocked, with its ready flag,
@@ -256,6 +278,12 @@ class MainContext(ContextOwnership):
             RuntimeError: the calling thread does not own the context, or this
                 is called from a source's ``prepare()``/``check()``.
         """
+        return _run_steps(self._prepare_steps(None))
+
+    @runs_in(OWNER)
+    def _prepare_steps(self, step: int | None) -> Generator[None, None, tuple[bool, int]]:
+        """:meth:`prepare`, pausing (yielding) after each *step* sources if
+        *step* is not None.  Raises at its first ``next()``, as prepare()."""
         self._require_owner("prepare")
         with self._lock:
             # From here until check(), a change by any thread must wake the poll.
@@ -265,32 +293,30 @@ class MainContext(ContextOwnership):
         timeout = -1
         current = _MAX_INT
         n_ready = 0
-        self._in_check_or_prepare += 1
-        try:
-            for source, ready, priority, ready_time in self._unblocked(sources):
-                if n_ready and priority > current:
-                    break
-                if not ready:
-                    ready, source_timeout = self._call_prepare(source)
-                    if not ready and ready_time != -1:
-                        if ready_time <= now:
-                            ready = True
-                        else:
-                            # Rounded up so that the poll never wakes early.
-                            until = -(-(ready_time - now) // _US_PER_MS)
-                            source_timeout = (
-                                until if source_timeout < 0 else min(source_timeout, until)
-                            )
-                    if ready:
-                        with self._lock:
-                            ready = source._ready = not source._destroyed
-                    elif source_timeout >= 0:
-                        timeout = source_timeout if timeout < 0 else min(timeout, source_timeout)
+        for i, (source, ready, priority, ready_time) in enumerate(self._unblocked(sources), 1):
+            if n_ready and priority > current:
+                break
+            if not ready:
+                ready, source_timeout = self._call_prepare(source)
+                if not ready and ready_time != -1:
+                    if ready_time <= now:
+                        ready = True
+                    else:
+                        # Rounded up so that the poll never wakes early.
+                        until = -(-(ready_time - now) // _US_PER_MS)
+                        source_timeout = (
+                            until if source_timeout < 0 else min(source_timeout, until)
+                        )
                 if ready:
-                    n_ready += 1
-                    current = priority
-        finally:
-            self._in_check_or_prepare -= 1
+                    with self._lock:
+                        ready = source._ready = not source._destroyed
+                elif source_timeout >= 0:
+                    timeout = source_timeout if timeout < 0 else min(timeout, source_timeout)
+            if ready:
+                n_ready += 1
+                current = priority
+            if step is not None and i % step == 0:
+                yield
         self._timeout = 0 if n_ready else min(timeout, _MAX_INT)
         return n_ready > 0, current
 
@@ -329,13 +355,21 @@ class MainContext(ContextOwnership):
             RuntimeError: the calling thread does not own the context, or this
                 is called from a source's ``prepare()``/``check()``.
         """
+        return _run_steps(self._check_steps(max_priority, fds, None))
+
+    @runs_in(OWNER)
+    def _check_steps(
+        self, max_priority: int, fds: Iterable[tuple[int, int]], step: int | None
+    ) -> Generator[None, None, bool]:
+        """:meth:`check`, pausing (yielding) after each *step* sources if
+        *step* is not None.  Raises at its first ``next()``, as check()."""
         self._require_owner("check")
         revents: dict[int, int] = {}
         for fd, events in fds:
             revents[fd] = revents.get(fd, 0) | events
         with self._lock:
             self._wakeup.consume_locked()
-            self._pending = []
+            self._pending = deque()
             if self._poll_changed:
                 # The fd set changed during the poll: these revents may be stale
                 # (GLib returns FALSE here too); the next iteration polls afresh.
@@ -347,26 +381,24 @@ class MainContext(ContextOwnership):
                     mask = int(tag.events) | _ALWAYS_REPORTED if tag.events else 0
                     tag.revents = IOCondition(revents.get(tag.fd, 0) & mask)
         pending: list[Source] = []
-        self._in_check_or_prepare += 1
-        try:
-            for source, ready, priority, ready_time in self._unblocked(sources):
-                if pending and priority > max_priority:
-                    break
-                if not ready:
-                    ready = (
-                        self._call_check(source)
-                        or any(tag.revents for tag in source._fds)
-                        or (ready_time != -1 and ready_time <= now)
-                    )
-                    if ready:
-                        with self._lock:
-                            ready = source._ready = not source._destroyed
+        for i, (source, ready, priority, ready_time) in enumerate(self._unblocked(sources), 1):
+            if pending and priority > max_priority:
+                break
+            if not ready:
+                ready = (
+                    self._call_check(source)
+                    or any(tag.revents for tag in source._fds)
+                    or (ready_time != -1 and ready_time <= now)
+                )
                 if ready:
-                    pending.append(source)
-                    # Never dispatch a source less urgent than the first one chosen.
-                    max_priority = priority
-        finally:
-            self._in_check_or_prepare -= 1
+                    with self._lock:
+                        ready = source._ready = not source._destroyed
+            if ready:
+                pending.append(source)
+                # Never dispatch a source less urgent than the first one chosen.
+                max_priority = priority
+            if step is not None and i % step == 0:
+                yield
         with self._lock:
             # Timed sources take each other's places in deadline order; the
             # others keep attach order.
@@ -374,7 +406,7 @@ class MainContext(ContextOwnership):
             timed = sorted((pending[i] for i in slots), key=lambda s: s._ready_time)
         for i, source in zip(slots, timed, strict=True):
             pending[i] = source
-        self._pending = pending
+        self._pending = deque(pending)
         return bool(pending)
 
     @runs_in(OWNER)
@@ -385,7 +417,20 @@ class MainContext(ContextOwnership):
             RuntimeError: the calling thread does not own the context.
         """
         self._require_owner("dispatch")
-        pending, self._pending = self._pending, []
+        self._dispatch_some(len(self._pending))
+
+    @runs_in(OWNER)
+    def _dispatch_some(self, limit: int) -> bool:
+        """Dispatch at most *limit* of the sources the last :meth:`check`
+        chose, in their order; return whether some are left for a later call.
+
+        For a driver that shares its thread (``AsyncioDriver``): what is left
+        stays chosen, as it would be in the middle of :meth:`dispatch`.
+        """
+        # A nested iteration run by a source replaces self._pending: take
+        # this call's share first.
+        chosen = self._pending
+        pending = [chosen.popleft() for _ in range(min(limit, len(chosen)))]
         for source in pending:
             with self._lock:
                 # A source destroyed by now, or dispatched by a nested
@@ -416,6 +461,7 @@ class MainContext(ContextOwnership):
                     finalize = source._take_finalize_locked()
                 if finalize:
                     source._run_finalize()
+        return bool(self._pending)
 
     def _poll(self, timeout: int, fds: list[tuple[int, IOCondition]]) -> list[tuple[int, int]]:
         if timeout == 0 and not fds:
@@ -497,6 +543,8 @@ class MainContext(ContextOwnership):
 
         Raises:
             TypeError: *function* is not callable or *priority* not an int.
+            RuntimeError: *function* has to be queued, and the context
+                belongs to an IOThread whose stop() has begun.
         """
         check_callable(function)
         check_int("priority", priority)
@@ -524,6 +572,15 @@ class MainContext(ContextOwnership):
         """
         self.invoke_full(priority, function, *args)
 
+    @runs_in(ANY)
+    def _refuse_attach(self, reason: str) -> None:
+        """Make :meth:`Source.attach` raise from now on, saying *reason*.
+
+        The sources attached already stay, and run while the context is run.
+        """
+        with self._lock:
+            self._refusal = reason
+
     @runs_in(OWNER)
     def _close(self) -> None:
         """Refuse new sources from now on, then destroy (and so finalise) every attached one.
@@ -532,8 +589,7 @@ class MainContext(ContextOwnership):
         meanwhile is either among those destroyed here or refused: none is
         left attached to a context nothing runs any more.
         """
-        with self._lock:
-            self._closed = True
+        self._refuse_attach("was closed when its IOThread stopped")
         self._destroy_all()
 
     @runs_in(ANY)

@@ -11,7 +11,7 @@ import contextlib
 import enum
 import select
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, Final
 
 from .._runs_in import ThreadRole, runs_in
@@ -19,7 +19,13 @@ from ._constants import _MAX_INT, _MS_PER_S, IOCondition
 from ._context import MainContext
 from ._poll import _poll_fds
 
-__all__ = ["DRIVER_THREAD", "AsyncioDriver"]
+__all__ = ["DRIVER_THREAD", "SOURCES_PER_ROUND", "AsyncioDriver"]
+
+#: The most sources one round checks, dispatches or prepares before the loop
+#: runs its other callbacks (docs/design.md, "The GLib context"): large enough
+#: that a round pays its loop iteration and its GIL hand-off seldom, small
+#: enough that the asyncio side waits milliseconds for GLib, whatever the backlog.
+SOURCES_PER_ROUND: Final = 1024
 
 # The events the driver's epoll is asked for: POLLIN, POLLPRI and POLLOUT have
 # the values of EPOLLIN, EPOLLPRI and EPOLLOUT on Linux (and epoll reports ERR
@@ -75,11 +81,14 @@ class AsyncioDriver:
     transport on the same fd is neither replaced nor refused.  Elsewhere the
     fds are loop readers and writers.
 
-    Fairness: a round dispatches one priority level only, and when sources
-    stay ready (a busy idle) the next round is queued with ``call_soon``,
-    behind the callbacks already queued, so asyncio work is never starved; the
-    timeout is a loop timer, which the loop runs even under a flood of
-    callbacks, and prepare() finds every due timeout at each round.
+    Fairness: a cycle (check, dispatch, prepare) dispatches one priority
+    level only, and runs as rounds of at most SOURCES_PER_ROUND sources
+    checked, dispatched or prepared each; the next round, or the next cycle
+    when sources stay ready (a busy idle), is queued with ``call_soon``,
+    behind the callbacks already queued, so asyncio work waits for one round
+    at most, however many sources there are; the timeout is a loop timer,
+    which the loop runs even under a flood of callbacks, and prepare() finds
+    every due timeout at each cycle.
 
     Every method and every field belongs to the loop's thread, the thread
     that creates the driver (DRIVER_THREAD).
@@ -98,6 +107,9 @@ class AsyncioDriver:
         self._fds: list[tuple[int, IOCondition]] = []  # from the last query()
         self._max_priority = _MAX_INT  # from the last prepare()
         self._soon: asyncio.Handle | None = None  # a round queued with call_soon
+        # The check, dispatch and prepare in progress, paused to let the loop
+        # run its other callbacks; None while the driver waits.
+        self._cycle: Generator[None, None, None] | None = None
         self._timer: asyncio.TimerHandle | None = None  # a round at the next timeout
 
     @runs_in(DRIVER_THREAD)
@@ -118,7 +130,8 @@ class AsyncioDriver:
         self._state = _State.RUNNING
         self._wake_fd = context.fileno()
         self._loop.add_reader(self._wake_fd, self._schedule)
-        self._prepare()
+        for _ in self._prepare(None):
+            pass  # None: it does not pause
 
     @runs_in(DRIVER_THREAD)
     def close(self) -> None:
@@ -138,7 +151,7 @@ class AsyncioDriver:
         self._state = _State.CLOSED
         context = self.context
         _run_every(
-            self._cancel_round,
+            self._end_cycle,
             lambda: self._loop.remove_reader(self._wake_fd),
             lambda: self._sync([]),
             self._close_epoll,
@@ -162,6 +175,10 @@ class AsyncioDriver:
                 handle.cancel()
         self._soon = self._timer = None
 
+    def _end_cycle(self) -> None:
+        self._cancel_round()
+        self._cycle = None
+
     @runs_in(DRIVER_THREAD)
     def _schedule(self) -> None:
         """Queue one round (idempotent: readers are level-triggered)."""
@@ -170,18 +187,33 @@ class AsyncioDriver:
 
     @runs_in(DRIVER_THREAD)
     def _round(self) -> None:
+        """One slice of the current cycle; queue the next slice if it paused."""
         self._cancel_round()
+        if self._cycle is None:
+            self._cycle = self._check_dispatch_prepare()
+        try:
+            next(self._cycle)
+        except StopIteration:
+            self._cycle = None  # waiting for a reader, the timer or a round queued
+        else:
+            if self._state is _State.RUNNING:
+                self._schedule()  # behind the asyncio callbacks queued meanwhile
+
+    def _check_dispatch_prepare(self) -> Generator[None, None, None]:
+        """Check, dispatch and prepare, pausing after each SOURCES_PER_ROUND
+        sources checked, dispatched or prepared."""
         ctx = self.context
         revents = _poll_fds(self._fds, 0) if self._fds else []
-        if ctx.check(self._max_priority, revents):
-            ctx.dispatch()
+        yield from ctx._check_steps(self._max_priority, revents, SOURCES_PER_ROUND)
+        while ctx._dispatch_some(SOURCES_PER_ROUND):
+            yield
         # A callback may have closed the driver (stopping its IOThread).
         if self._state is _State.RUNNING:
-            self._prepare()
+            yield from self._prepare(SOURCES_PER_ROUND)
 
-    def _prepare(self) -> None:
+    def _prepare(self, step: int | None) -> Generator[None, None, None]:
         ctx = self.context
-        _, self._max_priority = ctx.prepare()
+        _, self._max_priority = yield from ctx._prepare_steps(step)
         timeout, self._fds = ctx.query(self._max_priority)
         self._sync(self._fds)
         if timeout == 0:

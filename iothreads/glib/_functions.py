@@ -48,6 +48,7 @@ def timeout_add(
     Raises:
         TypeError: *function* is not callable, or *interval*/*priority* not an int.
         ValueError: *interval* is negative.
+        RuntimeError: *context* belongs to an IOThread whose stop() has begun.
     """
     check_callable(function)
     return _attach(Timeout(interval, priority), function, args, context)
@@ -66,6 +67,7 @@ def timeout_add_seconds(
     Raises:
         TypeError: *function* is not callable, or *interval*/*priority* not an int.
         ValueError: *interval* is negative.
+        RuntimeError: *context* belongs to an IOThread whose stop() has begun.
     """
     check_callable(function)
     if check_int("interval", interval) < 0:
@@ -84,6 +86,7 @@ def idle_add(
 
     Raises:
         TypeError: *function* is not callable, or *priority* not an int.
+        RuntimeError: *context* belongs to an IOThread whose stop() has begun.
     """
     check_callable(function)
     return _attach(Idle(priority), function, args, context)
@@ -107,6 +110,7 @@ def io_add_watch(
         TypeError: *function* is not callable, *fd* is neither an int nor has
             ``fileno()``, or *priority*/*condition* is not an int.
         ValueError: the fd is negative, or *condition* has unknown bits.
+        RuntimeError: *context* belongs to an IOThread whose stop() has begun.
     """
     check_callable(function)
     if not isinstance(fd, int) and not callable(getattr(fd, "fileno", None)):

@@ -122,7 +122,7 @@ class Source:
 
         Raises:
             RuntimeError: the source is already attached, or destroyed, or
-                *context* was closed when the IOThread that drove it stopped.
+                *context* belongs to an IOThread whose stop() has begun.
         """
         ctx = context if context is not None else _default_context()
         with ctx._lock:
@@ -130,9 +130,10 @@ class Source:
                 raise RuntimeError(f"{self!r} is already attached to {self._context!r}")
             if self._destroyed:
                 raise RuntimeError(f"{self!r} was destroyed and cannot be attached")
-            if ctx._closed:
+            if ctx._refusal is not None:
                 raise RuntimeError(
-                    f"cannot attach {self!r}: {ctx!r} was closed when its IOThread stopped"
+                    f"cannot attach {self!r}: {ctx!r} {ctx._refusal}; "
+                    "attach it to the context of a running IOThread"
                 )
             with _ID_LOCK:
                 self._id = next(_next_id)
