@@ -41,11 +41,11 @@ __all__ = ["IOThreadsCollector", "register"]
 #: Prometheus wants seconds; the runtime counts nanoseconds.
 _NS_PER_S: Final = 1e9
 
-#: (statistics field, metric name, counter?, HELP, scale) for an IOThread's
+#: (statistics field, metric name, counter?, HELP, divisor to the unit) for an IOThread's
 #: ``AioContextStatistics``; counters get ``_total`` from prometheus_client.
 _LOOP_METRICS: Final = (
     ("poll_ns", "iothreads_poll_window_seconds", False,
-     "The adaptive polling window now (poll_ns), in seconds.", 1 / _NS_PER_S),
+     "The adaptive polling window now (poll_ns), in seconds.", _NS_PER_S),
     ("polls", "iothreads_polls", True,
      "Polling phases started: the loop would have blocked and busy-polled first.", 1),
     ("poll_hits", "iothreads_poll_hits", True,
@@ -59,7 +59,7 @@ _LOOP_METRICS: Final = (
     ("wakeups_suppressed", "iothreads_wakeups_suppressed", True,
      "Submissions that needed no wake-up because the loop was awake or spinning.", 1),
     ("spin_ns", "iothreads_spin_seconds", True,
-     "Time spent busy-polling, in seconds.", 1 / _NS_PER_S),
+     "Time spent busy-polling, in seconds.", _NS_PER_S),
     ("spins_shared", "iothreads_spins_shared", True,
      "Polling phases ended early because the spin shared its CPU with another thread.", 1),
     ("max_batch", "iothreads_max_batch", False,
@@ -69,11 +69,11 @@ _LOOP_METRICS: Final = (
 )  # fmt: skip
 
 #: The polling properties of ``query_iothreads()`` (the rest of it is above
-#: or is the thread id): (attribute, metric name, HELP, scale).
+#: or is the thread id): (attribute, metric name, HELP, divisor to the unit).
 _PARAMETER_METRICS: Final = (
     ("poll_max_ns", "iothreads_poll_max_seconds",
      "The poll-max-ns property: the upper bound of the polling window, in seconds.",
-     1 / _NS_PER_S),
+     _NS_PER_S),
     ("poll_grow", "iothreads_poll_grow",
      "The poll-grow property: the window's multiplier (0 means 2).", 1),
     ("poll_shrink", "iothreads_poll_shrink",
@@ -141,15 +141,15 @@ class IOThreadsCollector(prometheus_client.registry.Collector):
         parameters: Sequence[IOThreadInfo] = (),
         pools: Sequence[tuple[str, ThreadPoolStatistics]] = (),
     ) -> Iterator[Metric]:
-        for field, name, counter, documentation, scale in _LOOP_METRICS:
+        for field, name, counter, documentation, unit in _LOOP_METRICS:
             family = _family(name, counter, documentation)
             for id, stats in loops:
-                family.add_metric([id], float(getattr(stats, field)) * scale)
+                family.add_metric([id], float(getattr(stats, field)) / unit)
             yield family
-        for field, name, documentation, scale in _PARAMETER_METRICS:
+        for field, name, documentation, unit in _PARAMETER_METRICS:
             family = _family(name, False, documentation)
             for info in parameters:
-                family.add_metric([info.id], float(getattr(info, field)) * scale)
+                family.add_metric([info.id], float(getattr(info, field)) / unit)
             yield family
         for field, name, counter, documentation in _POOL_METRICS:
             family = _family(name, counter, documentation)
