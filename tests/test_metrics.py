@@ -136,7 +136,8 @@ def test_without_prometheus_client_the_import_names_the_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "iothreads.metrics")
+    for name in ("iothreads.metrics", "iothreads.metrics._collector"):
+        monkeypatch.delitem(sys.modules, name)
     with pytest.raises(ImportError, match=r"pip install 'iothreads\[metrics\]'"):
         importlib.import_module("iothreads.metrics")
 

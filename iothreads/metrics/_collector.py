@@ -1,15 +1,4 @@
-"""Prometheus metrics of the user objects: ``pip install 'iothreads[metrics]'``.
-
-:func:`register` adds one collector to a ``prometheus_client`` registry.  At
-each scrape it reads what ``query_iothread_stats()``, ``query_thread_pools()``
-and ``query_iothreads()`` report at that moment, so IOThreads and pools
-created or deleted later appear and disappear by themselves; each sample
-carries the object's id as its ``id`` label.  Figures that only grow are
-counters (``..._total``), the others gauges; times are in seconds, as
-Prometheus names them (``poll_ns`` becomes ``iothreads_poll_window_seconds``).
-Internal IOThreads (``iothread_create()``) are invisible here, as under
-``/objects``.
-"""
+"""The collector: one scrape reads the object tree's figures once."""
 
 from __future__ import annotations
 
@@ -24,17 +13,17 @@ except ImportError as exc:  # pragma: no cover - the metrics extra is a test dep
         "(pip install 'iothreads[metrics]')"
     ) from exc
 
-from . import _objects
-from ._runs_in import ANY, runs_in
+from .. import _objects
+from .._runs_in import ANY, runs_in
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
     from prometheus_client.metrics_core import Metric
 
-    from ._aio._context import AioContextStatistics
-    from ._objects import IOThreadInfo
-    from ._pool._thread_pool import ThreadPoolStatistics
+    from .._aio._context import AioContextStatistics
+    from .._objects import IOThreadInfo
+    from .._pool._thread_pool import ThreadPoolStatistics
 
 __all__ = ["IOThreadsCollector", "register"]
 
