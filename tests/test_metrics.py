@@ -7,6 +7,7 @@ not installed (the test extra installs it).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from iothreads import IOThread, ThreadPool
+from iothreads import IOThread, MainLoop, ThreadPool, object_add
 
 from .helpers import WAIT, LoopFactory, child_process, first_line, wait_until
 
@@ -115,6 +116,20 @@ def test_each_user_iothread_is_labelled_by_its_id(endpoint: str, loop_factory: L
         assert {id for _, id in values} == {"io0", "io1"}
         assert values["iothreads_pool_min_threads", "io1"] == 2
         assert values["iothreads_pool_min_threads", "io0"] == 0
+
+
+async def test_the_main_loop_pool_is_labelled_main_loop(endpoint: str) -> None:
+    # Under /objects, as object_add() (QMP's object-add, serve's --object) puts it.
+    main_loop = object_add("main-loop", "main-loop", thread_pool_max=8)
+    assert isinstance(main_loop, MainLoop)
+    try:
+        main_loop.install()
+        # The scrape blocks: it runs on the main-loop's own pool.
+        values = (await asyncio.to_thread(scrape, endpoint)).values
+    finally:
+        main_loop.close()
+    assert values["iothreads_pool_max_threads", "main-loop"] == 8
+    assert values["iothreads_pool_requests_completed_total", "main-loop"] == 0
 
 
 def test_a_plain_thread_pool_is_not_a_user_object(endpoint: str) -> None:
