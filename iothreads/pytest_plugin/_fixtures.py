@@ -95,19 +95,17 @@ def _leak_check(_iothreads_warm_up: None, iothreads_leak_timeout: float) -> Iter
     # Threads that were told to exit may still be unwinding: wait for them,
     # bounded, rather than a fixed time.
     deadline = time.monotonic() + iothreads_leak_timeout
-    leaked = []
-    for thread in set(threading.enumerate()) - threads_before:
+    leaks = []
+    threads = set(threading.enumerate()) - threads_before
+    for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            leaked.append(thread)
-    if leaked:
-        names = ", ".join(sorted(repr(t.name) for t in leaked))
-        pytest.fail(f"the test leaked threads, still running: {names}", pytrace=False)
+    if alive := sorted(repr(thread.name) for thread in threads if thread.is_alive()):
+        leaks.append(f"the test leaked threads, still running: {', '.join(alive)}")
     fds_after = _open_fds()
     if fds_before is not None and fds_after is not None and fds_after - fds_before:
-        pytest.fail(
-            f"the test leaked file descriptors: {sorted(fds_after - fds_before)}", pytrace=False
-        )
+        leaks.append(f"the test leaked file descriptors: {sorted(fds_after - fds_before)}")
+    if leaks:
+        pytest.fail("; ".join(leaks), pytrace=False)
 
 
 @pytest.fixture(name="iothread_loop")
