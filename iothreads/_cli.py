@@ -188,16 +188,20 @@ async def _serve(
             print(f"iothreads serve: QMP monitor listening on {address}", flush=True)
         if metrics_address is not None:
             try:
-                exporter = _MetricsExporter(*metrics_address)
+                # In a thread, as its close below: importing prometheus_client
+                # can take longer than a loop should be held.
+                exporter = await asyncio.to_thread(_MetricsExporter, *metrics_address)
             except (ImportError, OSError) as exc:
                 return _fail(f"iothreads serve: --metrics-port: {exc}")
             print(f"iothreads serve: metrics served at {exporter.url}", flush=True)
         await stop.wait()
         return 0
     finally:
-        # Scrapes end first: none reads an object tree being emptied.
+        # Scrapes end first: none reads an object tree being emptied.  In a
+        # thread: the server notices the shutdown at its next poll, up to
+        # half a second later.
         if exporter is not None:
-            exporter.close()
+            await asyncio.to_thread(exporter.close)
         for monitor in monitors:
             await monitor.aclose()
         # Every user iothread, including those added over QMP, stops cleanly.
