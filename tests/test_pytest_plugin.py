@@ -50,6 +50,18 @@ def test_a_suite_using_the_fixtures(pytester: pytest.Pytester) -> None:
         def test_on_each_loop(iothread, iothread_loop):
             assert type(iothread.loop).__module__.split(".")[0] == iothread_loop
 
+        @pytest.fixture
+        def uvloop_policy():
+            # An application's uvloop.install(): the stdlib kind stays the stdlib's.
+            uvloop = pytest.importorskip("uvloop")
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+            yield
+            asyncio.set_event_loop_policy(None)
+
+        @pytest.mark.parametrize("iothread_loop", ["asyncio"])
+        def test_the_stdlib_kind_under_a_uvloop_policy(uvloop_policy, iothread):
+            assert isinstance(iothread.loop, asyncio.SelectorEventLoop)
+
         def test_factory(iothread_factory):
             io = iothread_factory("mine", poll_max_ns=0)
             assert (io.id, io.poll_max_ns, io.running) == ("mine", 0, True)
@@ -73,7 +85,7 @@ def test_a_suite_using_the_fixtures(pytester: pytest.Pytester) -> None:
         """,
     )
     loops = len(pytest_plugin.LOOP_KINDS)
-    result.assert_outcomes(passed=4 + loops, failed=1, errors=1)
+    result.assert_outcomes(passed=5 + loops, failed=1, errors=1)
     result.stdout.fnmatch_lines(
         ["*ValueError: iothread_loop must be one of [[]'asyncio', *None], not 'trio'"]
     )

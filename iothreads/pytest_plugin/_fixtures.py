@@ -22,8 +22,11 @@ __all__ = ["LOOP_KINDS", "IOThreadFactory"]
 
 
 def _loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    # The stdlib loop by its class, as IOTHREADS_LOOP=asyncio picks it:
+    # asyncio.new_event_loop() answers whatever the event loop policy makes,
+    # uvloop's after uvloop.install().
     factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-        "asyncio": asyncio.new_event_loop
+        "asyncio": asyncio.SelectorEventLoop
     }
     try:
         import uvloop
