@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import math
 import os
 import runpy
 import signal
@@ -35,7 +36,7 @@ from typing import Any, Final
 from ._errors import IOThreadsError
 from ._event_loop_base import MainLoop
 from ._objects import object_add, object_del, query_iothreads
-from .qmp import Monitor
+from .qmp import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_ERRORS, Monitor
 from .qmp._client import Address, MonitorError, QMPClient
 from .qmp._server import LOOPBACK
 
@@ -152,13 +153,24 @@ def _fail(message: object) -> int:
     return _EXIT_ERROR
 
 
+@dataclass(frozen=True)
+class _Bounds:
+    """``serve``'s bounds on each monitor's clients (see ``Monitor``)."""
+
+    max_clients: int
+    idle_timeout: float | None
+    max_errors: int
+
+
 async def _serve(
     objects: Sequence[_ObjectSpec],
     addresses: Sequence[Address],
+    bounds: _Bounds,
     metrics_address: tuple[str, int] | None = None,
 ) -> int:
-    """Host *objects* and a monitor per address until SIGINT, SIGTERM or SIGHUP,
-    and the Prometheus metrics over HTTP on *metrics_address* (host, port)."""
+    """Host *objects* and a monitor per address, each held to *bounds*, until
+    SIGINT, SIGTERM or SIGHUP, and the Prometheus metrics over HTTP on
+    *metrics_address* (host, port)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     # SIGHUP too, as QEMU does: a closed terminal stops it cleanly.
@@ -176,7 +188,14 @@ async def _serve(
             if isinstance(obj, MainLoop):
                 obj.install()  # this loop is the application's loop: its pool runs here
         for address in addresses:
-            monitor = Monitor(address.path, host=address.host or LOOPBACK, port=address.port)
+            monitor = Monitor(
+                address.path,
+                host=address.host or LOOPBACK,
+                port=address.port,
+                max_clients=bounds.max_clients,
+                idle_timeout=bounds.idle_timeout,
+                max_errors=bounds.max_errors,
+            )
             try:
                 await monitor.start()
             except OSError as exc:
@@ -334,6 +353,41 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _seconds_or_never(text: str) -> float | None:
+    """A positive number of seconds, or 0 for none (no timeout).
+
+    Raises:
+        argparse.ArgumentTypeError: anything else; the message quotes *text*.
+    """
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if seconds == 0:
+        return None
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of seconds, or 0 for none, got {text!r}"
+        )
+    return seconds
+
+
+def _positive_int(text: str) -> int:
+    """A whole number of at least 1.
+
+    Raises:
+        argparse.ArgumentTypeError: *text* is not an int of at least 1; the
+            message quotes it.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _bench(args: Sequence[str]) -> int:
     """Run ``python -m benchmarks ARGS``: the current directory first on
     ``sys.path``, as ``python -m`` has it.
@@ -381,6 +435,30 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="listen for QMP clients on unix:PATH or tcp:[HOST]:PORT (loopback by default)",
     )
+    serve.add_argument(
+        "--max-clients",
+        type=_positive_int,
+        default=DEFAULT_MAX_CLIENTS,
+        metavar="N",
+        help="QMP clients each monitor serves at once; one more gets an error "
+        f"(default {DEFAULT_MAX_CLIENTS})",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=_seconds_or_never,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="disconnect a QMP client that sends no request (or takes no reply) for "
+        f"this long; 0 for never (default {DEFAULT_IDLE_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--max-errors",
+        type=_positive_int,
+        default=DEFAULT_MAX_ERRORS,
+        metavar="N",
+        help="error replies a QMP client may draw per second before it is disconnected "
+        f"(default {DEFAULT_MAX_ERRORS})",
+    )
 
     serve.add_argument(
         "--metrics-port",
@@ -427,12 +505,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(args_list)
     if args.command == "serve":
+        bounds = _Bounds(args.max_clients, args.idle_timeout, args.max_errors)
         metrics_address = None
         if args.metrics_port is not None:
             metrics_address = (args.metrics_address or LOOPBACK, args.metrics_port)
         elif args.metrics_address is not None:
             parser.error("--metrics-address needs --metrics-port")
-        return asyncio.run(_serve(args.object, args.qmp, metrics_address))
+        return asyncio.run(_serve(args.object, args.qmp, bounds, metrics_address))
     if args.command == "query":
         return asyncio.run(_query(args.qmp, args.json, args.timeout))
     return asyncio.run(_set(args.qmp, args.id, args.assignments, args.timeout))

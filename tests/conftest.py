@@ -18,12 +18,27 @@ from collections.abc import Iterator, Mapping
 from typing import cast
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from iothreads import IOThread, MainLoop
 from iothreads._aio import _inbox
 from iothreads._registry import USER_OBJECTS
 
 from .helpers import LOOP_FACTORIES, LoopFactory, open_fds
+
+# The property-based tests' profile: bounded in examples rather than in time
+# (a loaded two-core machine makes any deadline flaky), no example database
+# written into the tree, and the function-scoped fixtures a test shares across
+# its examples (one monitor serving every example) allowed.  Each test sets its
+# own max_examples, to keep the suite's time in hand.
+settings.register_profile(
+    "iothreads",
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("iothreads")
 
 
 def pytest_asyncio_loop_factories(

@@ -25,7 +25,13 @@ from typing import Any
 
 import pytest
 
-from iothreads._cli import _parse_address, _parse_object, main
+from iothreads._cli import (
+    _parse_address,
+    _parse_object,
+    _positive_int,
+    _seconds_or_never,
+    main,
+)
 from iothreads.qmp._client import Address
 
 from .helpers import INT64_MAX, WAIT, StallWatch, child_process, first_line, flood, qmp_client
@@ -154,6 +160,51 @@ def test_sigterm_with_a_client_that_never_reads(sock_path: str) -> None:
     assert not os.path.lexists(sock_path)
 
 
+def test_serve_bounds_its_clients(sock_path: str) -> None:
+    address = f"unix:{sock_path}"
+    with serve("--qmp", address, "--max-clients", "1", "--max-errors", "2") as proc:
+        ready_line(proc)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as held:
+            held.settimeout(WAIT)
+            held.connect(sock_path)
+            replies = held.makefile("rwb")
+            assert b"QMP" in replies.readline()
+            # The one client it serves is held: the next one is refused.
+            result = cli("query", "--qmp", address)
+            assert (result.returncode, result.stdout) == (1, "")
+            assert result.stderr == (
+                f"the monitor at {address} refused the connection: too many QMP clients: "
+                "this monitor serves 1 at once; try again once one has left\n"
+            )
+            # Two error replies, then the reason it is disconnected.
+            replies.write(b"[] [] []")
+            replies.flush()
+            answers = [json.loads(replies.readline()) for _ in range(3)]
+            assert [a["error"]["desc"] for a in answers] == [
+                "QMP input must be a JSON object",
+                "QMP input must be a JSON object",
+                "closing the connection: more than 2 error replies in a second; "
+                "send requests that are valid QMP",
+            ]
+            assert replies.readline() == b""
+            replies.close()
+        assert query_json(address) == []  # its place is free again
+        assert stop(proc) == 0
+        assert stderr_of(proc) == ""
+    with serve("--qmp", address, "--idle-timeout", "0.001") as proc:
+        ready_line(proc)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as idle:
+            idle.settimeout(WAIT)
+            idle.connect(sock_path)
+            replies = idle.makefile("rb")
+            assert b"QMP" in replies.readline()
+            assert b"no request for 0.001 s" in replies.readline()
+            assert replies.readline() == b""
+            replies.close()
+        assert stop(proc) == 0
+        assert stderr_of(proc) == ""
+
+
 SET_ERRORS = [
     ("io0", "poll-max-ns=-1", f"poll-max-ns value must be in range [0, {INT64_MAX}]"),
     ("io0", "poll-max-ns=abc", "Invalid parameter type for 'poll-max-ns', expected: integer"),
@@ -269,6 +320,13 @@ def test_usage_errors() -> None:
         ["set", "--qmp", "unix:/x", "io0"],
         ["set", "--qmp", "unix:/x", "io0", "poll-max-ns"],
         ["serve", "--object", "iothread,id=a,oops"],
+        ["serve", "--max-clients", "0"],
+        ["serve", "--max-clients", "many"],
+        ["serve", "--max-errors", "-1"],
+        ["serve", "--idle-timeout", "-1"],
+        ["serve", "--idle-timeout", "inf"],
+        ["serve", "--idle-timeout", "nan"],
+        ["serve", "--idle-timeout", "soon"],
     ):
         with pytest.raises(SystemExit) as info:
             main(argv)
@@ -332,6 +390,16 @@ def test_parse_object() -> None:
     ):
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             _parse_object(bad)
+
+
+def test_parse_bounds() -> None:
+    assert _seconds_or_never("0") is None  # no idle timeout
+    assert _seconds_or_never("2.5") == 2.5
+    assert _positive_int("3") == 3
+    with pytest.raises(argparse.ArgumentTypeError, match="at least 1, got '0'"):
+        _positive_int("0")
+    with pytest.raises(argparse.ArgumentTypeError, match="or 0 for none, got '-1'"):
+        _seconds_or_never("-1")
 
 
 def test_parse_address() -> None:

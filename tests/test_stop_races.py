@@ -7,8 +7,10 @@ looks at ``_closing`` while the loop closes its inbox; the gate of
 
 from __future__ import annotations
 
+import contextlib
 import sysconfig
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -49,12 +51,12 @@ class Producer:
         self.runs = 0  # of the callback
         self.ran = threading.Event()
         self.outcome: list[BaseException | None] = []
-        self._aio = aio
-        self._gate = gate
+        self.gate = gate
         self.thread = threading.Thread(target=self._produce)
+        self._aio = aio
 
     def _produce(self) -> None:
-        self._gate.install()
+        self.gate.install()
         try:
             self._aio.call_soon_threadsafe(self._callback)
         except IOThreadStopped as exc:
@@ -62,11 +64,31 @@ class Producer:
         else:
             self.outcome.append(None)
         finally:
-            self._gate.uninstall()
+            self.gate.uninstall()
 
     def _callback(self) -> None:
         self.runs += 1
         self.ran.set()
+
+
+@contextlib.contextmanager
+def stopping(io: IOThread, loop_gate: Gate, producer: Producer) -> Iterator[threading.Thread]:
+    """``io.stop()`` in a thread of its own (yielded), *loop_gate* installed
+    on the loop first.  On the way out, whatever the test saw, both gates let
+    their threads go and every thread is joined, so that a failing race stays
+    one failure; then the stop must have finished."""
+    io.run_sync(loop_gate.install, timeout=WAIT)
+    stopper = threading.Thread(target=io.stop)
+    stopper.start()
+    try:
+        yield stopper
+    finally:
+        loop_gate.resume.set()
+        producer.gate.resume.set()
+        if producer.thread.ident is not None:
+            producer.thread.join(WAIT)
+        stopper.join(WAIT)
+    assert not stopper.is_alive()
 
 
 @pytest.mark.implementations("python")  # its lines; the native core's: the next test
@@ -83,27 +105,15 @@ def test_a_producer_overtaken_by_the_stop_takes_its_handle_back(
     aio = io.aio_context
     loop_gate, producer_gate = Gate(CLOSING, TAKING), Gate(SECOND_LOOK)
     producer = Producer(aio, producer_gate)
-    producing = producer.thread
-
-    io.run_sync(loop_gate.install, timeout=WAIT)
-    stopper = threading.Thread(target=io.stop)
-    stopper.start()
-    try:
+    with stopping(io, loop_gate, producer):
         assert loop_gate.stopped.wait(WAIT)  # about to close the inbox
-        producing.start()
+        producer.thread.start()
         assert producer_gate.stopped.wait(WAIT)  # appended; about to look again
         loop_gate.go_on()
         assert loop_gate.stopped.wait(WAIT)  # closed; the drain counted the handle
         producer_gate.go_on()
-        producing.join(WAIT)
+        producer.thread.join(WAIT)
         loop_gate.go_on()
-    finally:
-        loop_gate.resume.set()
-        producer_gate.resume.set()
-        if producing.ident is not None:
-            producing.join(WAIT)
-        stopper.join(WAIT)
-    assert not stopper.is_alive()
     assert len(producer.outcome) == 1
     assert isinstance(producer.outcome[0], IOThreadStopped)
     assert producer.runs == 0
@@ -127,10 +137,7 @@ def test_a_producer_overtaken_by_the_stop_takes_its_handle_back_from_the_native_
     loop_gate = Gate(before_close, native("taking"))
     producer_gate = Gate(native("looked"))
     producer = Producer(aio, producer_gate)
-    io.run_sync(loop_gate.install, timeout=WAIT)
-    stopper = threading.Thread(target=io.stop)
-    stopper.start()
-    try:
+    with stopping(io, loop_gate, producer):
         assert loop_gate.stopped.wait(WAIT)  # about to close the inbox
         producer.thread.start()
         assert producer_gate.stopped.wait(WAIT)  # pushed; about to look at closing
@@ -139,13 +146,6 @@ def test_a_producer_overtaken_by_the_stop_takes_its_handle_back_from_the_native_
         producer_gate.go_on()
         producer.thread.join(WAIT)
         loop_gate.go_on()
-    finally:
-        loop_gate.resume.set()
-        producer_gate.resume.set()
-        if producer.thread.ident is not None:
-            producer.thread.join(WAIT)
-        stopper.join(WAIT)
-    assert not stopper.is_alive()
     assert len(producer.outcome) == 1
     assert isinstance(producer.outcome[0], IOThreadStopped)
     assert producer.runs == 0
@@ -164,10 +164,7 @@ def test_a_producer_whose_handle_the_last_drain_took_is_told_nothing(
     io.start()
     loop_gate, producer_gate = Gate(CLOSING), Gate(SECOND_LOOK)
     producer = Producer(io.aio_context, producer_gate)
-    io.run_sync(loop_gate.install, timeout=WAIT)
-    stopper = threading.Thread(target=io.stop)
-    stopper.start()
-    try:
+    with stopping(io, loop_gate, producer):
         assert loop_gate.stopped.wait(WAIT)  # about to close the inbox
         producer.thread.start()
         assert producer_gate.stopped.wait(WAIT)  # appended; about to look again
@@ -175,13 +172,6 @@ def test_a_producer_whose_handle_the_last_drain_took_is_told_nothing(
         assert producer.ran.wait(WAIT)  # the last drain took the handle and ran it
         producer_gate.go_on()
         producer.thread.join(WAIT)
-    finally:
-        loop_gate.resume.set()
-        producer_gate.resume.set()
-        if producer.thread.ident is not None:
-            producer.thread.join(WAIT)
-        stopper.join(WAIT)
-    assert not stopper.is_alive()
     assert producer.outcome == [None]
     assert producer.runs == 1
     assert not io.running
@@ -200,10 +190,7 @@ def test_a_producer_appending_after_the_last_drain_is_told(
     io.start()
     loop_gate, producer_gate = Gate(CLOSING, SHUTTING_DOWN), Gate(APPENDING, SECOND_LOOK)
     producer = Producer(io.aio_context, producer_gate)
-    io.run_sync(loop_gate.install, timeout=WAIT)
-    stopper = threading.Thread(target=io.stop)
-    stopper.start()
-    try:
+    with stopping(io, loop_gate, producer) as stopper:
         assert loop_gate.stopped.wait(WAIT)  # about to close the inbox
         producer.thread.start()
         assert producer_gate.stopped.wait(WAIT)  # looked once; about to append
@@ -215,13 +202,6 @@ def test_a_producer_appending_after_the_last_drain_is_told(
         stopper.join(WAIT)  # the IOThread is gone
         producer_gate.go_on()
         producer.thread.join(WAIT)
-    finally:
-        loop_gate.resume.set()
-        producer_gate.resume.set()
-        if producer.thread.ident is not None:
-            producer.thread.join(WAIT)
-        stopper.join(WAIT)
-    assert not stopper.is_alive()
     assert len(producer.outcome) == 1
     assert isinstance(producer.outcome[0], IOThreadStopped)
     assert producer.runs == 0

@@ -73,7 +73,8 @@ class QMPClient:
 
         Raises:
             OSError: the connection failed.
-            MonitorError: the peer is no QMP monitor, or it did not answer in time.
+            MonitorError: the peer is no QMP monitor, refused the connection
+                (its error's ``desc`` is quoted), or did not answer in time.
         """
         self._address = address
         self._deadline = asyncio.get_running_loop().time() + self._timeout
@@ -85,6 +86,9 @@ class QMPClient:
             )
         self._reader, self._writer = await self._in_time(opening)
         greeting = await self._receive()
+        if "error" in greeting:  # a monitor serving as many clients as it may
+            desc = greeting["error"].get("desc", greeting["error"])
+            raise MonitorError(f"the monitor at {address} refused the connection: {desc}")
         if "QMP" not in greeting:
             raise MonitorError(f"{address} is not a QMP monitor (greeting {greeting!r})")
 

@@ -7,6 +7,11 @@ that IOThread's loop; its requests are answered in order.  Commands that can
 block on another IOThread (``object-add``, ``object-del`` start and join
 threads) run in a worker thread, so one slow command does not hold up the
 other clients.
+
+Three bounds keep one client from taking the monitor over: how many clients
+are served at once, how long a client may keep the monitor waiting on it,
+and how many error replies a client may draw per second
+(docs/design.md, "The QMP monitor").
 """
 
 from __future__ import annotations
@@ -16,21 +21,31 @@ import enum
 import errno
 import itertools
 import logging
+import math
 import os
 import socket
 import stat
 import sys
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final, Self
 
 from .._errors import IOThreadsError, IOThreadStopped
 from .._iothread import IOThread
 from .._objects import iothread_create
-from .._runs_in import ThreadRole, runs_in
+from .._runs_in import ANY, ThreadRole, runs_in
 from ._commands import ClientState, dispatch, version
 from ._wire import JsonStreamer, QMPError, check_id, encode, error_reply, parse
 
-__all__ = ["Monitor"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CLIENTS",
+    "DEFAULT_MAX_ERRORS",
+    "Monitor",
+    "MonitorStatistics",
+]
 
 _log = logging.getLogger("iothreads.qmp")
 
@@ -46,6 +61,24 @@ _MONITOR_IOTHREAD_ID: Final = "mon_iothread"
 
 #: The default TCP host: loopback, unless the embedder names another.
 LOOPBACK: Final = "127.0.0.1"
+
+#: Clients served at once (docs/design.md, "The QMP monitor"): management
+#: tools hold one connection each, a person at qmp-shell one more; each
+#: connection may make the monitor buffer up to a 1 MiB message, so 16 also
+#: bounds that memory to 16 MiB.  (QEMU serves one client per socket.)
+DEFAULT_MAX_CLIENTS: Final = 16
+
+#: Seconds a client may keep the monitor waiting on it, for a request or for
+#: taking its replies, before it is disconnected.  The monitor sends no
+#: events, so a connected client has nothing to wait for: scripts talk for
+#: milliseconds, a person at qmp-shell types within minutes.
+DEFAULT_IDLE_TIMEOUT: Final = 300.0
+
+#: Error replies a client may draw in a burst, refilled at as many per
+#: second.  A client that reads its replies makes a few mistakes; a stream of
+#: garbage (1 MiB of ``]`` is a million stray closers) is cut off after this
+#: many replies instead of a million.
+DEFAULT_MAX_ERRORS: Final = 100
 
 
 def _in_monitor_iothread(owner: Monitor | _Session) -> bool:
@@ -68,51 +101,181 @@ _CALLER: Final = ThreadRole(
 # -- one client connection ------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class MonitorStatistics:
+    """A snapshot of a :class:`Monitor`'s connections.
+
+    ``clients`` are being served now, at most ``max_clients``; ``accepted``
+    counts the clients served since the start.  The others count the
+    connections the monitor ended itself: ``refused`` when ``max_clients``
+    were being served already, ``closed_idle`` after the client kept the
+    monitor waiting ``idle_timeout`` seconds, ``closed_errors`` when the
+    client ran out of error replies, ``closed_malformed`` after input beyond
+    the size or nesting limit.
+    """
+
+    clients: int
+    max_clients: int
+    accepted: int
+    refused: int
+    closed_idle: int
+    closed_errors: int
+    closed_malformed: int
+
+
+class _Counters:
+    """What :class:`MonitorStatistics` reports, written by the monitor's
+    IOThread and read from any thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # guards every field below
+        self.clients = 0
+        self.accepted = 0
+        self.refused = 0
+        self.closed_idle = 0
+        self.closed_errors = 0
+        self.closed_malformed = 0
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """A monitor's bounds on each client (see :class:`Monitor`)."""
+
+    max_clients: int
+    idle_timeout: float | None
+    max_errors: int
+    clock: Callable[[], float]
+
+
+class _ErrorBudget:
+    """A client's allowance of error replies: *limit* at once, refilled at
+    *limit* per second of *clock* (a token bucket)."""
+
+    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+        self._limit = limit
+        self._clock = clock
+        self._tokens = float(limit)
+        self._last = clock()
+
+    def spend(self) -> bool:
+        """Take one error reply; False when none is left."""
+        now = self._clock()
+        self._tokens = min(self._limit, self._tokens + (now - self._last) * self._limit)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+class _Closed(Exception):
+    """The monitor ends the session; *reason* is sent first, if it can be."""
+
+    def __init__(self, reason: str | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class _Session:
     """One client of the monitor whose IOThread is *io*: the greeting,
-    negotiation, then requests in order."""
+    negotiation, then requests in order, within *limits*."""
 
     def __init__(
-        self, io: IOThread, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        io: IOThread,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        limits: _Limits,
+        counters: _Counters,
     ) -> None:
         self._io = io
         self._reader = reader
         self._writer = writer
+        self._limits = limits
+        self._counters = counters
         self._client = ClientState()
+        self._errors = _ErrorBudget(limits.max_errors, limits.clock)
 
     @runs_in(_MONITOR_IOTHREAD)
     async def run(self) -> None:
-        """Serve the client until it hangs up or sends what cannot be read.
+        """Serve the client until it hangs up, sends what cannot be read, or
+        oversteps a limit; in the last two cases, say why before hanging up.
 
         Raises:
             OSError: the connection broke (the caller drops it).
         """
+        try:
+            await self._serve()
+        except _Closed as closed:
+            if closed.reason is not None:
+                # Nothing waits on this write: the caller's close is bounded.
+                self._writer.write(encode(error_reply("GenericError", closed.reason)))
+
+    async def _serve(self) -> None:
         await self._send(encode({"QMP": {"version": version(), "capabilities": []}}))
         streamer = JsonStreamer()
         while True:
-            data = await self._reader.read(_READ_CHUNK)
+            data = await self._receive()
             if not data:
                 return
             for text in streamer.feed(data):
-                await self._send(await self._answer(text))
+                line, failed = await self._answer(text)
+                if failed and not self._errors.spend():
+                    self._count("closed_errors")
+                    raise _Closed(
+                        f"closing the connection: more than {self._limits.max_errors} "
+                        "error replies in a second; send requests that are valid QMP"
+                    )
+                await self._send(line)
             if streamer.error is not None:
                 # The stream cannot be resynchronised: answer, then hang up.
-                await self._send(encode(error_reply("GenericError", streamer.error)))
-                return
+                self._count("closed_malformed")
+                raise _Closed(streamer.error)
+
+    def _count(self, counter: str) -> None:
+        with self._counters.lock:
+            setattr(self._counters, counter, getattr(self._counters, counter) + 1)
+
+    async def _receive(self) -> bytes:
+        """The client's next bytes (empty at its end), within the idle timeout.
+
+        Raises:
+            _Closed: nothing came within the idle timeout.
+        """
+        try:
+            async with asyncio.timeout(self._limits.idle_timeout):
+                return await self._reader.read(_READ_CHUNK)
+        except TimeoutError:
+            self._count("closed_idle")
+            raise _Closed(
+                f"closing the connection: no request for {self._limits.idle_timeout:g} s "
+                "(the monitor's idle timeout); reconnect to go on"
+            ) from None
 
     async def _send(self, line: bytes) -> None:
-        self._writer.write(line)
-        await self._writer.drain()
+        """Send *line*, waiting for the client to take it at most the idle timeout.
 
-    async def _answer(self, text: bytes) -> bytes:
-        """The reply to one JSON text, encoded."""
+        Raises:
+            _Closed: the client took nothing for that long (no reason is sent:
+                it would queue behind what the client does not read).
+        """
+        self._writer.write(line)
+        try:
+            async with asyncio.timeout(self._limits.idle_timeout):
+                await self._writer.drain()
+        except TimeoutError:
+            self._count("closed_idle")
+            raise _Closed(None) from None
+
+    async def _answer(self, text: bytes) -> tuple[bytes, bool]:
+        """The reply to one JSON text, encoded, and whether it is an error."""
         try:
             request = parse(text)
             if not isinstance(request, dict):
                 raise QMPError("QMP input must be a JSON object")
             check_id(request)
         except QMPError as exc:
-            return encode(error_reply(exc.qmp_class, exc.desc))
+            return encode(error_reply(exc.qmp_class, exc.desc)), True
         try:
             reply = {"return": await dispatch(self._client, request)}
         except QMPError as exc:
@@ -127,11 +290,11 @@ class _Session:
         if "id" in request:
             reply["id"] = request["id"]
         try:
-            return encode(reply)
+            return encode(reply), "error" in reply
         except (TypeError, ValueError) as exc:
             _log.exception("QMP reply has no JSON form: %r", reply)
             error = error_reply("GenericError", f"internal error: {exc}")
-            return encode({**error, **({"id": request["id"]} if "id" in request else {})})
+            return encode({**error, **({"id": request["id"]} if "id" in request else {})}), True
 
 
 # -- the monitor ------------------------------------------------------------------------
@@ -204,6 +367,19 @@ def _bind_unix(path: str) -> tuple[socket.socket, str, tuple[int, int]]:
     return sock, temporary, (st.st_dev, st.st_ino)
 
 
+def _check_count(name: str, value: object) -> None:
+    """Refuse a bound that is not a positive int.
+
+    Raises:
+        TypeError: *value* is not an int (a bool is not).
+        ValueError: *value* is below 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value!r}")
+
+
 class _State(enum.Enum):
     """Where a Monitor is in its one life."""
 
@@ -222,8 +398,22 @@ class Monitor:
     :attr:`tcp_address`).  Both may be given.  Nothing happens until
     :meth:`start` (or ``async with``); a monitor is started once.
 
+    Each client is held to three bounds, shared by all listeners:
+
+    * *max_clients* are served at once; a client beyond them gets a QMP
+      error in place of the greeting and is disconnected;
+    * a client that keeps the monitor waiting *idle_timeout* seconds, for a
+      request (from the moment it connects: the negotiation counts) or to
+      take its replies, is disconnected, with an error saying why when it
+      can be sent; ``None`` waits for ever;
+    * a client may draw *max_errors* error replies in a burst, refilled at
+      *max_errors* per second of *clock*; the error that finds none left is
+      not answered: the client gets an error saying why and is disconnected.
+
     Raises:
-        ValueError: neither *path* nor *port* is given.
+        ValueError: neither *path* nor *port* is given, or a bound is out of
+            range (the message names it).
+        TypeError: a bound is not a number of the right kind.
     """
 
     def __init__(
@@ -232,18 +422,36 @@ class Monitor:
         *,
         port: int | None = None,
         host: str = LOOPBACK,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_errors: int = DEFAULT_MAX_ERRORS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if path is None and port is None:
             raise ValueError("Monitor needs a unix socket path, a TCP port, or both")
+        _check_count("max_clients", max_clients)
+        _check_count("max_errors", max_errors)
+        if idle_timeout is not None:
+            if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, int | float):
+                raise TypeError(
+                    f"idle_timeout must be a number of seconds or None, got {idle_timeout!r}"
+                )
+            if not (idle_timeout > 0 and math.isfinite(idle_timeout)):
+                raise ValueError(
+                    f"idle_timeout must be a positive number of seconds (or None for no "
+                    f"timeout), got {idle_timeout!r}"
+                )
         self._path = os.fspath(path) if path is not None else None
         self._host = host
         self._port = port
+        self._limits = _Limits(max_clients, idle_timeout, max_errors, clock)
+        self._counters = _Counters()
         self._state = _State.NEW
         # The monitor's IOThread, from start() on (kept once stopped).
         self._io: IOThread | None = None
         # Owned by the monitor's IOThread once started:
         self._servers: list[asyncio.Server] = []
-        self._clients: set[asyncio.Task[None]] = set()
+        self._clients: set[asyncio.Task[None]] = set()  # served and refused alike
         self._closing = False
         self._socket_id: tuple[int, int] | None = None
         self._tcp_address: tuple[str, int] | None = None
@@ -264,6 +472,21 @@ class Monitor:
     def tcp_address(self) -> tuple[str, int] | None:
         """The (host, port) the TCP listener is bound to, once started."""
         return self._tcp_address
+
+    @runs_in(ANY)
+    def statistics(self) -> MonitorStatistics:
+        """A snapshot of the connections (each counter is exact)."""
+        counters = self._counters
+        with counters.lock:
+            return MonitorStatistics(
+                clients=counters.clients,
+                max_clients=self._limits.max_clients,
+                accepted=counters.accepted,
+                refused=counters.refused,
+                closed_idle=counters.closed_idle,
+                closed_errors=counters.closed_errors,
+                closed_malformed=counters.closed_malformed,
+            )
 
     @runs_in(_CALLER)
     async def start(self) -> None:
@@ -356,11 +579,10 @@ class Monitor:
         monitor closes."""
         task = asyncio.current_task()
         assert task is not None
-        assert self._io is not None  # set by start() before it listens
         self._clients.add(task)
         try:
             if not self._closing:
-                await _Session(self._io, reader, writer).run()
+                await self._serve_or_refuse(reader, writer)
         except OSError:
             pass  # the client went away mid-request: only its own session ends
         except asyncio.CancelledError:
@@ -377,12 +599,52 @@ class Monitor:
             finally:
                 self._clients.discard(task)
 
-    @staticmethod
-    async def _close(writer: asyncio.StreamWriter) -> None:
-        """Close a client's connection once what is queued for it is sent."""
+    async def _serve_or_refuse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Serve the client if fewer than max_clients are served, else tell it
+        why it is not (in place of the greeting: QEMU would leave it waiting
+        in the listen backlog, where a client sees nothing at all).
+
+        Raises:
+            OSError: the connection broke.
+        """
+        assert self._io is not None  # set by start() before it listens
+        counters = self._counters
+        with counters.lock:
+            refused = counters.clients >= self._limits.max_clients
+            if refused:
+                counters.refused += 1
+            else:
+                counters.clients += 1
+                counters.accepted += 1
+        if refused:
+            writer.write(
+                encode(
+                    error_reply(
+                        "GenericError",
+                        f"too many QMP clients: this monitor serves {self._limits.max_clients}"
+                        " at once; try again once one has left",
+                    )
+                )
+            )
+            return
+        try:
+            await _Session(self._io, reader, writer, self._limits, counters).run()
+        finally:
+            with counters.lock:
+                counters.clients -= 1
+
+    async def _close(self, writer: asyncio.StreamWriter) -> None:
+        """Close a client's connection once what is queued for it is sent,
+        waiting for the client to take it at most the idle timeout."""
         writer.close()
         try:
-            await writer.wait_closed()
+            async with asyncio.timeout(self._limits.idle_timeout):
+                await writer.wait_closed()
+        except TimeoutError:  # before OSError, which it is a subclass of
+            # A client that reads nothing: drop what it never took.
+            writer.transport.abort()
         except OSError:
             pass  # already broken: closed all the same
         except asyncio.CancelledError:

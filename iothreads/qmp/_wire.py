@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 __all__ = ["MAX_MESSAGE_BYTES", "MAX_NESTING"]
@@ -102,21 +102,36 @@ class JsonStreamer:
     """
 
     def __init__(self) -> None:
-        self._buf = bytearray()  # the text being assembled
+        self._buf = bytearray()  # the input not yet cut into texts
         self._pos = 0  # how far into _buf has been scanned
         self._depth = 0
         self._in_string = False
         self.error: str | None = None
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add *data*; return the texts it completed (maybe none)."""
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Add *data*; iterate over the texts complete so far (maybe none).
+
+        The input is scanned only as far as the texts taken: a consumer that
+        stops early (its connection is closing) costs no scan of the rest,
+        which the next ``feed()`` goes on with.
+        """
+        if self.error is None:
+            self._buf += data
+        return self._texts()
+
+    def _texts(self) -> Iterator[bytes]:
+        while (text := self._next_text()) is not None:
+            yield text
+
+    def _next_text(self) -> bytes | None:
+        """Cut the next complete text off the buffer; None when there is none
+        yet, or a limit was exceeded (``error`` says which)."""
         if self.error is not None:
-            return []
-        texts: list[bytes] = []
+            return None
         buf = self._buf
-        buf += data
         pos = self._pos
-        while pos < len(buf):
+        text: bytes | None = None
+        while text is None and pos < len(buf):
             if self._in_string:
                 m = _INSIDE.search(buf, pos)
                 if m is None:
@@ -127,9 +142,7 @@ class JsonStreamer:
                 if m.group() == b'"':
                     self._in_string = False
                     if self._depth == 0:  # a top-level string is a whole text
-                        texts.append(bytes(buf[:pos]))
-                        del buf[:pos]
-                        pos = 0
+                        text, pos = self._cut(pos), 0
                 continue
             m = _OUTSIDE.search(buf, pos)
             if m is None:
@@ -137,33 +150,36 @@ class JsonStreamer:
                 break
             char, pos = m.group(), m.end()
             if self._depth == 0 and char in b'"{[' and buf[: pos - 1].strip():
-                # A top-level scalar ends where the next text starts.
-                texts.append(bytes(buf[: pos - 1]))
-                del buf[: pos - 1]
-                pos = 1
-            if char == b'"':
+                # A top-level scalar ends where the next text starts, which
+                # the next call scans from its first byte.
+                text, pos = self._cut(pos - 1), 0
+            elif char == b'"':
                 self._in_string = True
             elif char in b"{[":
                 self._depth += 1
                 if self._depth > MAX_NESTING:
                     self.error = f"JSON nesting depth limit exceeded (more than {MAX_NESTING})"
-                    return texts
+                    return None
             elif char in b"}]":
                 self._depth -= 1
                 if self._depth <= 0:  # balanced (or a stray closer: a parse error)
-                    texts.append(bytes(buf[:pos]))
-                    del buf[:pos]
-                    pos, self._depth = 0, 0
+                    text, pos, self._depth = self._cut(pos), 0, 0
             elif self._depth == 0:  # whitespace at top level
-                if buf[: pos - 1].strip():
-                    texts.append(bytes(buf[: pos - 1]))
-                del buf[:pos]
-                pos = 0
+                scalar = self._cut(pos - 1).strip()
+                del buf[:1]
+                text, pos = scalar or None, 0
         self._pos = pos
-        if any(len(t) > MAX_MESSAGE_BYTES for t in texts) or len(buf) > MAX_MESSAGE_BYTES:
+        # Too long: a complete text, or the unfinished one (all that is left).
+        if len(text if text is not None else buf) > MAX_MESSAGE_BYTES:
             self.error = f"JSON message size limit exceeded (more than {MAX_MESSAGE_BYTES} bytes)"
-            return [t for t in texts if len(t) <= MAX_MESSAGE_BYTES]
-        return texts
+            return None
+        return text
+
+    def _cut(self, end: int) -> bytes:
+        """Take the buffer's first *end* bytes off it."""
+        text = bytes(self._buf[:end])
+        del self._buf[:end]
+        return text
 
 
 # -- reading one JSON text, as QEMU's json-parser ------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from iothreads.qmp import MAX_MESSAGE_BYTES, MAX_NESTING
+from iothreads.qmp._wire import JsonStreamer
 
 from ..helpers import RawClient
 
@@ -134,3 +135,13 @@ async def test_deep_nesting_closes_the_connection(monitor_path: str, raw: RawCli
         }
     finally:
         await other.close()
+
+
+def test_the_streamer_scans_only_as_far_as_texts_are_taken() -> None:
+    # A session that hangs up after a few texts (the error budget is spent)
+    # costs no scan of the rest of what it read.
+    streamer = JsonStreamer()
+    texts = streamer.feed(b"]" * 1000 + b'{"a": "}"} 2 ')
+    assert [next(texts), next(texts)] == [b"]", b"]"]
+    # Dropped: the rest waits in the buffer for the next feed().
+    assert list(streamer.feed(b"")) == [b"]"] * 998 + [b'{"a": "}"}', b"2"]
