@@ -2,7 +2,8 @@
 
 * ``iothreads serve --object iothread,id=io0,poll-max-ns=32768 --qmp unix:PATH``
   hosts objects (QEMU's ``-object`` syntax) and a QMP monitor until SIGINT,
-  SIGTERM or SIGHUP, then stops everything and exits 0.
+  SIGTERM or SIGHUP, then stops everything and exits 0; with
+  ``--metrics-port N`` it serves ``iothreads.metrics`` to Prometheus too.
 * ``iothreads query --qmp unix:PATH [--json]`` prints the iothreads.
 * ``iothreads set --qmp unix:PATH io0 poll-max-ns=0`` tunes an object live.
 * ``iothreads bench [ARGS]`` runs ``python -m benchmarks ARGS`` (the benchmarks
@@ -194,10 +195,14 @@ class _Bounds:
 
 
 async def _serve(
-    objects: Sequence[_ObjectSpec], addresses: Sequence[Address], bounds: _Bounds
+    objects: Sequence[_ObjectSpec],
+    addresses: Sequence[Address],
+    bounds: _Bounds,
+    metrics_address: tuple[str, int] | None = None,
 ) -> int:
     """Host *objects* and a monitor per address, each held to *bounds*, until
-    SIGINT, SIGTERM or SIGHUP."""
+    SIGINT, SIGTERM or SIGHUP, and the Prometheus metrics over HTTP on
+    *metrics_address* (host, port)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     # SIGHUP too, as QEMU does: a closed terminal stops it cleanly.
@@ -205,6 +210,7 @@ async def _serve(
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     monitors: list[Monitor] = []
+    exporter: _MetricsExporter | None = None
     try:
         for spec in objects:
             try:
@@ -231,9 +237,22 @@ async def _serve(
                 host, port = monitor.tcp_address
                 address = Address(host=host, port=port)
             print(f"iothreads serve: QMP monitor listening on {address}", flush=True)
+        if metrics_address is not None:
+            try:
+                # In a thread, as its close below: importing prometheus_client
+                # can take longer than a loop should be held.
+                exporter = await asyncio.to_thread(_MetricsExporter, *metrics_address)
+            except (ImportError, OSError) as exc:
+                return _fail(f"iothreads serve: --metrics-port: {exc}")
+            print(f"iothreads serve: metrics served at {exporter.url}", flush=True)
         await stop.wait()
         return 0
     finally:
+        # Scrapes end first: none reads an object tree being emptied.  In a
+        # thread: the server notices the shutdown at its next poll, up to
+        # half a second later.
+        if exporter is not None:
+            await asyncio.to_thread(exporter.close)
         for monitor in monitors:
             await monitor.aclose()
         # Every user iothread, including those added over QMP, stops cleanly.
@@ -244,6 +263,46 @@ async def _serve(
             main_loop.close()
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+class _MetricsExporter:
+    """``iothreads.metrics`` served over HTTP by prometheus_client's own
+    server thread, from prometheus_client's global registry (which adds the
+    process's own figures: CPU, memory, file descriptors)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        """Register the collector and start serving.
+
+        Raises:
+            ImportError: prometheus_client is not installed; the message
+                names the extra to install.
+            OSError: the address cannot be listened on; nothing is left
+                registered.
+        """
+        # Only here: the metrics extra is optional.  iothreads.metrics first,
+        # out of isort's order: its ImportError names the extra to install.
+        from . import metrics  # noqa: I001
+        import prometheus_client
+
+        self._registry = prometheus_client.REGISTRY
+        self._collector = metrics.register(self._registry)
+        try:
+            self._server, self._thread = prometheus_client.start_http_server(
+                port, addr=host, registry=self._registry
+            )
+        except OSError as exc:
+            self._registry.unregister(self._collector)
+            raise OSError(f"cannot listen on {host}:{port}: {exc}") from None
+        bound_host, bound_port = self._server.server_address[:2]
+        name = f"[{bound_host!s}]" if ":" in str(bound_host) else str(bound_host)
+        self.url = f"http://{name}:{bound_port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving, wait for the server's thread, unregister."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+        self._registry.unregister(self._collector)
 
 
 def _qemu_qmp(command: str) -> ModuleType:
@@ -400,6 +459,18 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
+def _port(text: str) -> int:
+    """A TCP port number, 0 for any free one.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer from 0 to 65535; the
+            message quotes *text*.
+    """
+    if not text.isdigit() or int(text) > _MAX_PORT:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-{_MAX_PORT}, got {text!r}")
+    return int(text)
+
+
 def _seconds_or_never(text: str) -> float | None:
     """A positive number of seconds, or 0 for none (no timeout).
 
@@ -507,6 +578,20 @@ def _parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MAX_ERRORS})",
     )
 
+    serve.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics over HTTP at /metrics on this port (0: any free port);"
+        " needs the metrics extra",
+    )
+    serve.add_argument(
+        "--metrics-address",
+        metavar="HOST",
+        help=f"the address the metrics are served on (default {LOOPBACK}; 0.0.0.0 for every"
+        " interface)",
+    )
+
     query = sub.add_parser("query", help="list the iothreads of a running monitor")
     query.add_argument("--qmp", required=True, type=_parse_address, metavar="ADDRESS")
     query.add_argument("--json", action="store_true", help="print query-iothreads' JSON")
@@ -535,10 +620,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["bench"]:
         return _bench(args_list[1:])
-    args = _parser().parse_args(args_list)
+    parser = _parser()
+    args = parser.parse_args(args_list)
     if args.command == "serve":
         bounds = _Bounds(args.max_clients, args.idle_timeout, args.max_errors)
-        return asyncio.run(_serve(args.object, args.qmp, bounds))
+        metrics_address = None
+        if args.metrics_port is not None:
+            metrics_address = (args.metrics_address or LOOPBACK, args.metrics_port)
+        elif args.metrics_address is not None:
+            parser.error("--metrics-address needs --metrics-port")
+        return asyncio.run(_serve(args.object, args.qmp, bounds, metrics_address))
     if args.command == "query":
         return asyncio.run(_query(args.qmp, args.json, args.timeout))
     return asyncio.run(_set(args.qmp, args.id, args.assignments, args.timeout))

@@ -16,7 +16,14 @@ import pytest
 
 import iothreads
 
-PUBLIC_MODULES = ["iothreads", "iothreads.glib", "iothreads.qmp"]
+PUBLIC_MODULES = [
+    "iothreads",
+    "iothreads.glib",
+    "iothreads.qmp",
+    "iothreads.pytest_plugin",
+    # The metrics extra, which the test extra installs.
+    "iothreads.metrics",
+]
 
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES)
