@@ -57,6 +57,10 @@ LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 #: The bound on every wait in the tests: a hang fails the test instead of
 #: blocking CI.
 WAIT = 10.0
+#: The bound on a child Python's whole run: its start alone (the interpreter,
+#: uvloop, iothreads) takes tens of seconds on a machine loaded several
+#: times over.
+CHILD_WAIT = 120.0
 
 LOOP_FACTORIES: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
 if uvloop is not None:
@@ -871,9 +875,10 @@ def child_process(
 
 
 def first_line(proc: subprocess.Popen[bytes], who: str) -> bytes:
-    """The next line *proc* prints (bounded wait); *who* names it in failures."""
+    """The next line *proc* prints (bounded wait: a child's first may come
+    only once it has started); *who* names it in failures."""
     assert proc.stdout is not None
-    deadline = time.monotonic() + WAIT
+    deadline = time.monotonic() + CHILD_WAIT
     line = b""
     while not line.endswith(b"\n"):
         remaining = deadline - time.monotonic()

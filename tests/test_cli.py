@@ -34,7 +34,16 @@ from iothreads._cli import (
     main,
 )
 
-from .helpers import INT64_MAX, WAIT, StallWatch, child_process, first_line, flood, qmp_client
+from .helpers import (
+    CHILD_WAIT,
+    INT64_MAX,
+    WAIT,
+    StallWatch,
+    child_process,
+    first_line,
+    flood,
+    qmp_client,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,7 +53,7 @@ def cli(*args: str, cwd: Path | str = REPO) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "iothreads", *args],
         capture_output=True,
         text=True,
-        timeout=WAIT * 3,
+        timeout=CHILD_WAIT,
         cwd=cwd,
         check=False,
     )
@@ -343,7 +352,7 @@ def test_console_script() -> None:
     if not script.exists():
         pytest.skip("the package is not installed with its console script here")
     result = subprocess.run(
-        [script, "--help"], capture_output=True, text=True, timeout=WAIT * 3, check=False
+        [script, "--help"], capture_output=True, text=True, timeout=CHILD_WAIT, check=False
     )
     assert result.returncode == 0
     for command in ("serve", "query", "set", "bench"):
@@ -368,7 +377,7 @@ def test_bench_without_the_benchmarks(tmp_path: Path) -> None:
         [sys.executable, "-S", "-m", "iothreads", "bench"],
         capture_output=True,
         text=True,
-        timeout=WAIT * 3,
+        timeout=CHILD_WAIT,
         cwd=tmp_path / "cwd",
         env={**os.environ, "PYTHONPATH": str(tmp_path / "lib")},
         check=False,
@@ -462,7 +471,7 @@ def test_the_runtime_and_the_command_line_import_without_qemu_qmp() -> None:
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        timeout=WAIT * 3,
+        timeout=CHILD_WAIT,
         cwd=REPO,
         check=False,
     )

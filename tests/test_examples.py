@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import LOOP_FACTORIES, WAIT, child_process, first_line
+from .helpers import CHILD_WAIT, LOOP_FACTORIES, WAIT, child_process, first_line
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE = EXAMPLES / "multiloop_server.py"
@@ -131,7 +131,7 @@ def run_example(
         [sys.executable, *(["-X", "dev"] if dev else []), str(EXAMPLES / name), *args],
         capture_output=True,
         text=True,
-        timeout=WAIT * 3,
+        timeout=CHILD_WAIT,
         env=env,
         check=False,
     )
@@ -292,7 +292,7 @@ def test_pinned_polling_leaves_a_one_cpu_process_unpinned() -> None:
         [sys.executable, "-X", "dev", "-c", confined],
         capture_output=True,
         text=True,
-        timeout=WAIT * 3,
+        timeout=CHILD_WAIT,
         check=False,
     )
     lines = finished_cleanly(proc)

@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from .helpers import LOOP_FACTORIES, WAIT
+from .helpers import CHILD_WAIT, LOOP_FACTORIES
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="fills the descriptor table; Linux's limits"
@@ -67,7 +67,7 @@ def test_an_iothread_without_descriptors_raises_instead_of_aborting(kind: str, f
     child = subprocess.run(
         [sys.executable, "-c", CHILD, kind, str(free)],
         capture_output=True,
-        timeout=WAIT,
+        timeout=CHILD_WAIT,
         check=False,
     )
     assert child.returncode == 0, child.stderr.decode()  # -6: SIGABRT

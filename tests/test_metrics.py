@@ -21,7 +21,7 @@ import pytest
 
 from iothreads import IOThread, MainLoop, ThreadPool, object_add
 
-from .helpers import WAIT, LoopFactory, child_process, first_line, wait_until
+from .helpers import CHILD_WAIT, WAIT, LoopFactory, child_process, first_line, wait_until
 
 prometheus_client = pytest.importorskip("prometheus_client", reason="needs the metrics extra")
 
@@ -165,7 +165,11 @@ def test_the_runtime_works_without_prometheus_client() -> None:
         "assert 'iothreads.metrics' not in sys.modules\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT * 3, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_WAIT,
+        check=False,
     )
     assert (result.returncode, result.stderr) == (0, "")
 
@@ -197,7 +201,7 @@ def test_serve_exposes_the_metrics_and_stops_cleanly(sock_path: str) -> None:
         setter = subprocess.run(
             [sys.executable, "-m", "iothreads", "set", "--qmp", qmp, "io0", "poll-max-ns=1000"],
             capture_output=True,
-            timeout=WAIT * 3,
+            timeout=CHILD_WAIT,
             check=False,
         )
         assert setter.returncode == 0, setter.stderr
@@ -217,7 +221,7 @@ def test_serve_reports_a_metrics_port_it_cannot_listen_on() -> None:
             serve("--object", "iothread,id=io0", "--metrics-port", str(port)),
             capture_output=True,
             text=True,
-            timeout=WAIT * 3,
+            timeout=CHILD_WAIT,
             check=False,
             cwd=REPO,
         )
@@ -234,7 +238,11 @@ def test_serve_without_prometheus_client_names_the_extra() -> None:
         "sys.exit(main(['serve', '--metrics-port', '0']))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT * 3, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_WAIT,
+        check=False,
     )
     assert result.returncode == 1
     assert "pip install 'iothreads[metrics]'" in result.stderr
@@ -250,7 +258,7 @@ def test_serve_without_prometheus_client_names_the_extra() -> None:
 )
 def test_serve_rejects_bad_metrics_options(args: list[str], error: str) -> None:
     result = subprocess.run(
-        serve(*args), capture_output=True, text=True, timeout=WAIT * 3, check=False, cwd=REPO
+        serve(*args), capture_output=True, text=True, timeout=CHILD_WAIT, check=False, cwd=REPO
     )
     assert result.returncode == 2
     assert error in result.stderr

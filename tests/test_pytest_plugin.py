@@ -15,12 +15,14 @@ import pytest
 from iothreads import pytest_plugin
 from iothreads.pytest_plugin import _fixtures
 
+from .helpers import CHILD_WAIT
+
 pytest_plugins = ["pytester"]
 
 
 def run(pytester: pytest.Pytester, suite: str, *args: str) -> pytest.RunResult:
     pytester.makepyfile(test_suite=textwrap.dedent(suite))
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=CHILD_WAIT)
 
 
 def test_the_entry_point_loads_the_plugin(request: pytest.FixtureRequest) -> None:
@@ -97,6 +99,8 @@ def test_without_uvloop_a_test_asking_for_it_is_skipped(pytester: pytest.Pyteste
         import pytest
 
         from iothreads.pytest_plugin import _fixtures
+
+from .helpers import CHILD_WAIT
 
         @pytest.fixture(autouse=True)
         def no_uvloop(monkeypatch):

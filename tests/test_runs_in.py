@@ -10,7 +10,7 @@ from iothreads import _runs_in
 from iothreads._aio import AioContext
 from iothreads._aio._inbox import PyInbox
 
-from .helpers import WAIT
+from .helpers import CHILD_WAIT
 
 # Runs in a child interpreter: the debug switch is read once, at import.
 _CALL_FROM_THE_WRONG_THREAD = """
@@ -37,7 +37,7 @@ def _run(debug: bool) -> str:
         env=env,
         capture_output=True,
         text=True,
-        timeout=WAIT,
+        timeout=CHILD_WAIT,
         check=True,
     )
     return done.stdout

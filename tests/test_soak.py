@@ -10,7 +10,7 @@ import pathlib
 import subprocess
 import sys
 
-from .helpers import WAIT
+from .helpers import CHILD_WAIT, WAIT
 
 SOAK = pathlib.Path(__file__).parent.parent / "tools" / "soak.py"
 
@@ -20,7 +20,7 @@ def test_a_short_soak_loses_doubles_and_leaks_nothing() -> None:
         [sys.executable, str(SOAK), "--seconds", "2", "--no-fork"],
         capture_output=True,
         text=True,
-        timeout=6 * WAIT,  # the run, plus each wait of its last cycle
+        timeout=CHILD_WAIT + 6 * WAIT,  # the child, plus each wait of its last cycle
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -36,7 +36,7 @@ def test_a_soak_of_no_time_is_refused() -> None:
         [sys.executable, str(SOAK), "--seconds", "0"],
         capture_output=True,
         text=True,
-        timeout=WAIT,
+        timeout=CHILD_WAIT,
         check=False,
     )
     assert proc.returncode == 2
