@@ -100,8 +100,6 @@ def test_without_uvloop_a_test_asking_for_it_is_skipped(pytester: pytest.Pyteste
 
         from iothreads.pytest_plugin import _fixtures
 
-from .helpers import CHILD_WAIT
-
         @pytest.fixture(autouse=True)
         def no_uvloop(monkeypatch):
             monkeypatch.setattr(_fixtures, "_LOOP_FACTORIES", {})
