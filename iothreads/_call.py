@@ -6,11 +6,12 @@ caller.  One class per kind of caller:
 
 * ``LoopCall`` (``io.run``): the caller awaits on a loop of its own.  If the
   awaiting task is cancelled, the call cancels the inner work **and waits for
-  it to finish** before the caller sees ``CancelledError``; a call cancelled
-  before it started never runs.
+  it to finish** before the caller sees ``CancelledError`` (unless the caller
+  chose ``abandon_on_cancel``); a call cancelled before it started never runs.
 * ``FutureCall`` (``io.submit``): the caller holds a
   ``concurrent.futures.Future``.  Cancelling the future before the call
-  started keeps it from ever running; cancelling it later cancels the task.
+  started keeps it from ever running; later, a plain function's future is
+  running (``cancel()`` returns False), and a coroutine's cancels its task.
 
 Either way every call gets exactly one outcome; one cancelled by the
 IOThread's own stop gets ``IOThreadStopped`` (docs/design.md, "Threading
@@ -165,7 +166,14 @@ class _Call(ABC):
 class LoopCall(_Call):
     """A call awaited on the caller's own loop (``io.run``)."""
 
-    __slots__ = ("abandoned", "caller_loop", "delivered", "finished", "outcome")
+    __slots__ = (
+        "abandon_on_cancel",
+        "abandoned",
+        "caller_loop",
+        "delivered",
+        "finished",
+        "outcome",
+    )
 
     def __init__(
         self,
@@ -174,9 +182,12 @@ class LoopCall(_Call):
         func: Any,
         args: tuple[Any, ...],
         caller_loop: asyncio.AbstractEventLoop,
+        abandon_on_cancel: bool = False,
     ) -> None:
         super().__init__(calls, aio, func, args)
         self.caller_loop = caller_loop
+        # A cancelled caller leaves at once instead of waiting for the work.
+        self.abandon_on_cancel = abandon_on_cancel
         self.outcome: asyncio.Future[Any] = caller_loop.create_future()
         # Caller's loop only: the outcome arrived, and the future a cancelled
         # caller waits on for the inner work to finish.
@@ -187,7 +198,9 @@ class LoopCall(_Call):
 
     @runs_in(CALLER_LOOP)
     async def result(self) -> Any:
-        """Await the outcome; if cancelled, cancel the inner work and wait for it.
+        """Await the outcome; if cancelled, cancel the inner work and wait for it
+        (unless ``abandon_on_cancel``: then the caller leaves at once, and
+        work already running goes on without it).
 
         Raises:
             IOThreadStopped: the IOThread stopped before the work completed.
@@ -201,11 +214,14 @@ class LoopCall(_Call):
             # The caller was cancelled: cancel the inner work, wait for it.
             # If the call has not started yet, it never will.
             self.abandoned = True
-            self.finished = finished = self.caller_loop.create_future()
             try:
                 self.aio.call_soon_threadsafe(self.cancel)
             except IOThreadStopped:
                 pass  # the loop's shutdown cancels it and delivers
+            if self.abandon_on_cancel:
+                raise  # the outcome, when it comes, finds nobody waiting
+            # Set before the next await: _resolve, on this loop too, runs later.
+            self.finished = finished = self.caller_loop.create_future()
             while not finished.done():
                 try:
                     await asyncio.shield(finished)
@@ -242,20 +258,44 @@ class LoopCall(_Call):
 
 
 class FutureCall(_Call):
-    """A call whose outcome goes to a ``concurrent.futures.Future`` (``io.submit``)."""
+    """A call whose outcome goes to a ``concurrent.futures.Future`` (``io.submit``).
 
-    __slots__ = ("future",)
+    The future keeps ``concurrent.futures``' contract, as
+    ``ThreadPoolExecutor``'s does, for a plain function: it is marked running
+    (``set_running_or_notify_cancel()``, in the IOThread) right before the
+    call, so ``cancel()`` succeeds only while the call is queued, and a call
+    cancelled then never runs.  A coroutine keeps asyncio's contract, as
+    ``run_coroutine_threadsafe``'s future does: the future stays pending
+    while the task runs, and cancelling it cancels the task.
+    """
+
+    __slots__ = ("future", "plain")
 
     def __init__(self, calls: CallSet, aio: AioContext, func: Any, args: tuple[Any, ...]) -> None:
         super().__init__(calls, aio, func, args)
+        # Decided before the call, from what the caller handed over: a plain
+        # function's future runs, a coroutine's stays cancellable.
+        self.plain = not (
+            inspect.iscoroutine(func)
+            or inspect.iscoroutinefunction(func)
+            or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+        )
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.future.add_done_callback(self._on_future_done)
 
     def _withdrawn(self) -> bool:
-        return self.future.cancelled()  # cancelled while queued: that is its outcome
+        # Cancelled while queued: that is its outcome.  Otherwise a plain
+        # function's future is running from here on: cancel() returns False.
+        if self.plain:
+            return not self.future.set_running_or_notify_cancel()
+        return self.future.cancelled()
 
     def _deliver(self, result: Any, exc: BaseException | None, cancelled: bool) -> None:
         future = self.future
+        if cancelled and future.running():
+            # A running future cannot be cancelled (a plain function whose
+            # coroutine's task ended cancelled): result() raises the same.
+            exc, cancelled = concurrent.futures.CancelledError(), False
         try:
             if cancelled:
                 future.cancel()

@@ -608,34 +608,55 @@ class IOThread(EventLoopBase):
         return aio.call_soon_threadsafe(callback, *args, context=context)
 
     @overload
-    async def run(self, func: Coroutine[Any, Any, T], /) -> T: ...
+    async def run(
+        self, func: Coroutine[Any, Any, T], /, *, abandon_on_cancel: bool = False
+    ) -> T: ...
     @overload
-    async def run(self, func: Callable[..., Coroutine[Any, Any, T]], /, *args: Any) -> T: ...
+    async def run(
+        self,
+        func: Callable[..., Coroutine[Any, Any, T]],
+        /,
+        *args: Any,
+        abandon_on_cancel: bool = False,
+    ) -> T: ...
     @overload
-    async def run(self, func: Callable[..., T], /, *args: Any) -> T: ...
+    async def run(
+        self, func: Callable[..., T], /, *args: Any, abandon_on_cancel: bool = False
+    ) -> T: ...
     @runs_in(ANY)
-    async def run(self, func: Any, /, *args: Any) -> Any:
+    async def run(self, func: Any, /, *args: Any, abandon_on_cancel: bool = False) -> Any:
         """Run *func* on the IOThread and await its outcome from any loop.
 
         A coroutine function (or a coroutine object) runs as a task on the
         IOThread's loop; a plain function is called on the IOThread's thread.
-        The caller's contextvars are copied in.  Cancelling the awaiting task
+        The caller's contextvars are copied in.  Awaited from the IOThread's
+        own loop, it runs inline, without a hop.
+
+        Cancelling the awaiting task (``asyncio.wait_for``, a task group...)
         cancels the inner work **and waits for it to finish** before the
-        caller sees ``CancelledError``.  Awaited from the IOThread's own loop,
-        it runs inline, without a hop.
+        caller sees ``CancelledError``: work not started yet never starts, a
+        task is cancelled and awaited, and a plain function already running
+        cannot be interrupted, so the caller waits for its end.  With
+        ``abandon_on_cancel=True`` (anyio's ``to_thread.run_sync`` option) a
+        cancelled caller sees ``CancelledError`` at once: work not started
+        never starts, a task is cancelled, and a plain function already
+        running completes in the IOThread, its outcome dropped.
 
         Raises:
             IOThreadStopped: the IOThread is not running, or stopped before
                 the work completed.
+            TypeError: *abandon_on_cancel* is not a bool.
             BaseException: whatever *func* raised, with its traceback.
         """
         caller = asyncio.get_running_loop()
         try:
+            if not isinstance(abandon_on_cancel, bool):
+                raise TypeError(f"abandon_on_cancel must be a bool, not {abandon_on_cancel!r}")
             aio = self._running_context()
             if caller is aio.loop:
                 check_runnable(func, args)
             else:
-                call = LoopCall(self._calls, aio, func, args, caller)
+                call = LoopCall(self._calls, aio, func, args, caller, abandon_on_cancel)
                 aio.call_soon_threadsafe(call.start)
         except BaseException:
             close_unstarted(func)  # refused: it will never run
@@ -651,12 +672,23 @@ class IOThread(EventLoopBase):
     def submit(self, func: Callable[..., Any], /, *args: Any) -> concurrent.futures.Future[Any]:
         """Run *func* on the IOThread; return a ``concurrent.futures.Future``.
 
-        For plain threads.  Same rules as :meth:`run`; cancelling the future
-        cancels the inner task (or keeps queued work from ever running).
+        For plain threads; *func* is taken as :meth:`run` takes it.  The
+        future follows ``concurrent.futures``: ``cancel()`` succeeds while
+        the call is queued, and then *func* never runs.  For a plain function
+        the future is running from the moment its call begins, and
+        ``cancel()`` returns False, as ``ThreadPoolExecutor``'s does.  For a
+        coroutine function or object (as ``run_coroutine_threadsafe``) the
+        future stays pending while the task runs, and ``cancel()`` cancels
+        the task.
 
         Raises:
             IOThreadStopped: the IOThread is not running.
+            TypeError: *func* is neither callable nor a coroutine object.
         """
+        return self._submit(func, args).future
+
+    @runs_in(ANY)
+    def _submit(self, func: Any, args: tuple[Any, ...]) -> FutureCall:
         try:
             aio = self._running_context()
             call = FutureCall(self._calls, aio, func, args)
@@ -664,16 +696,23 @@ class IOThread(EventLoopBase):
         except BaseException:
             close_unstarted(func)  # refused: it will never run
             raise
-        return call.future
+        return call
 
     @runs_in(ANY)
     def run_sync(self, func: Callable[..., T], /, *args: Any, timeout: float | None = None) -> T:
         """Block a plain thread until ``func(*args)`` has run on the IOThread.
 
+        After *timeout* seconds it gives up, and says what became of the work:
+        not started yet, it never runs; a plain function already running
+        cannot be interrupted and runs to its end; a task is cancelled.  Work
+        that completed meanwhile gives its outcome instead.
+
         Raises:
             RuntimeError: called from the IOThread's own thread (it would
                 deadlock); ``await io.run(...)`` there instead.
-            TimeoutError: *timeout* seconds passed; the work is cancelled.
+            TimeoutError: *timeout* seconds passed; its message says whether
+                the work was cancelled before it started, is still running
+                and will complete, or had its task cancelled.
             IOThreadStopped: the IOThread is not running.
             BaseException: whatever *func* raised.
         """
@@ -682,11 +721,27 @@ class IOThread(EventLoopBase):
                 f"run_sync() called from IOThread {self._id!r}'s own thread would deadlock; "
                 "await io.run(...) or call the function directly there"
             )
-        future = self.submit(func, *args)
+        call = self._submit(func, args)
+        future = call.future
         try:
             return future.result(timeout)  # type: ignore[no-any-return]
         except TimeoutError:
-            future.cancel()
-            raise
+            if not future.cancel():
+                if future.done():
+                    return future.result()  # type: ignore[no-any-return]
+                raise TimeoutError(
+                    f"{func!r} still running on IOThread {self._id!r} after {timeout} s; "
+                    "it cannot be interrupted and will run to completion, its outcome "
+                    "dropped; submit() it and keep the future to learn its outcome"
+                ) from None
+            if call.plain:
+                raise TimeoutError(
+                    f"{func!r} did not start on IOThread {self._id!r} within {timeout} s; "
+                    "it was cancelled before it started and will not run"
+                ) from None
+            raise TimeoutError(
+                f"{func!r} did not complete on IOThread {self._id!r} within {timeout} s; "
+                "its task was cancelled (or will not start)"
+            ) from None
 
 
