@@ -41,6 +41,10 @@ CALLER_LOOP = ThreadRole(
 )
 
 
+#: The thread of the IOThread whose calls a CallSet holds.
+CALLS_OWNER = ThreadRole("the thread of the IOThread that runs the calls")
+
+
 def check_runnable(func: Any, args: tuple[Any, ...]) -> None:
     """What run() and submit() accept: a callable, or a coroutine object alone.
 
@@ -77,10 +81,38 @@ class CallSet:
     def __init__(self, owner: str) -> None:
         #: who runs the calls, for error messages ("IOThread 'io0'")
         self.owner = owner
-        #: the tasks of calls still running (the IOThread only)
-        self.tasks: set[asyncio.Task[Any]] = set()
+        #: the tasks of calls still running, and their calls (the IOThread only)
+        self.tasks: dict[asyncio.Task[Any], _Call] = {}
         #: set by the IOThread's shutdown: cancellations from now on are its own
         self.stopping = False
+        #: SystemExit and KeyboardInterrupt delivered since the loop last let
+        #: one out (the IOThread only)
+        self.delivered_escapes: list[BaseException] = []
+
+    @runs_in(CALLS_OWNER)
+    def outcome_of_a_call(self, exc: BaseException) -> bool:
+        """True when *exc*, let out of the loop, ended one of the calls' tasks:
+        its caller gets it.
+
+        asyncio's task keeps a SystemExit or KeyboardInterrupt as its
+        outcome and also lets it out of the loop: the stdlib loop at once,
+        before the task's done callbacks (which deliver it) ran; uvloop at
+        the end of the iteration, after them, and only the last of several.
+        """
+        delivered, self.delivered_escapes = self.delivered_escapes, []
+        return any(e is exc for e in delivered) or any(
+            task.done() and not task.cancelled() and task.exception() is exc for task in self.tasks
+        )
+
+    @runs_in(CALLS_OWNER)
+    def abandon(self) -> None:
+        """The IOThread's loop ended before these calls' tasks did, and will
+        not run again: each caller gets ``IOThreadStopped``."""
+        tasks, self.tasks = self.tasks, {}
+        for call in tasks.values():
+            call._deliver(
+                None, IOThreadStopped(f"{self.owner} ended before the call completed"), False
+            )
 
 
 class _Call(ABC):
@@ -124,7 +156,7 @@ class _Call(ABC):
             return
         if inspect.iscoroutine(result):
             self.task = task = self.loop.create_task(result, context=self.context)
-            self.calls.tasks.add(task)
+            self.calls.tasks[task] = self
             task.add_done_callback(self._task_done)
         else:
             self._finish(result, None)
@@ -137,11 +169,13 @@ class _Call(ABC):
 
     @runs_in(LOOP)
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self.calls.tasks.discard(task)
+        self.calls.tasks.pop(task, None)
         if task.cancelled():
             self._finish(None, None, cancelled=True)
         else:
             exc = task.exception()
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                self.calls.delivered_escapes.append(exc)  # see outcome_of_a_call
             self._finish(None if exc is not None else task.result(), exc)
 
     @runs_in(LOOP)
@@ -278,7 +312,7 @@ class FutureCall(_Call):
         self.plain = not (
             inspect.iscoroutine(func)
             or inspect.iscoroutinefunction(func)
-            or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+            or inspect.iscoroutinefunction(type(func).__call__)
         )
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.future.add_done_callback(self._on_future_done)

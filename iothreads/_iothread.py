@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
+import logging
 import os
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -31,6 +32,7 @@ from ._call import CallSet, FutureCall, LoopCall, check_runnable, close_unstarte
 from ._errors import IOThreadStopped
 from ._event_loop_base import EventLoopBase, Int64Property
 from ._platform import check_cpu_affinity, set_os_thread_name
+from ._pool import ThreadPool
 from ._props import IOTHREAD_DEFAULTS
 from ._registry import USER_OBJECTS
 from ._runs_in import ANY, ThreadRole, runs_in
@@ -38,6 +40,8 @@ from ._shutdown import shut_down
 from .glib._driver import AsyncioDriver
 
 __all__ = ["IOThread", "current_iothread", "in_iothread"]
+
+_logger = logging.getLogger(__name__)
 
 #: The IOThread's own thread (from its first instruction to its last).
 IOTHREAD: Final = ThreadRole(
@@ -133,6 +137,8 @@ class IOThread(EventLoopBase):
         # until then no GLib machinery runs here at all.
         self._calls = CallSet(f"IOThread {id!r}")
         self._gdriver: AsyncioDriver | None = None
+        # The IOThread's own: its loop serves work until stop() ends this.
+        self._serving = False
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -343,7 +349,7 @@ class IOThread(EventLoopBase):
                 # Not published yet: the thread sees the flag before its loop
                 # runs, and goes straight to its shutdown.
                 if aio is not None and loop is not None:
-                    aio.call_soon_threadsafe(loop.stop)
+                    aio.call_soon_threadsafe(self._end_serving, loop)
         return thread
 
     def _refuse_own_threads_locked(self) -> None:
@@ -466,16 +472,18 @@ class IOThread(EventLoopBase):
         try:
             try:
                 if not stop_early:
-                    loop.run_forever()
+                    self._serving = True
+                    self._serve(loop)
             finally:
-                # Also when run_forever() raised (a SystemExit out of a task):
+                # Also when the loop ended unexpectedly (a bug of ours):
                 # refuse new work, and give what is pending its outcome.
+                self._serving = False
                 with self._lock:
                     self._stop_requested = True
                     self._close_hot_path()
-                loop.run_until_complete(
-                    shut_down(self._id, aio, self._calls, pool)
-                )
+                self._shut_down(loop, aio, pool)
+        except BaseException:
+            _logger.exception("IOThread %r ended unexpectedly; it takes no more work", self._id)
         finally:
             # Each step runs even if the one before raised: whoever waits in
             # stop() or aclose() must be released, and nothing may leak.
@@ -490,11 +498,76 @@ class IOThread(EventLoopBase):
                 finally:
                     asyncio.set_event_loop(None)
                     _current.iothread = None
-                    # Empty already, unless the shutdown was cut short (a
-                    # SystemExit out of a clean-up): nothing runs them now.
-                    self._calls.tasks.clear()
+                    # Stopped: every state reader says so from here on, also
+                    # when nobody has called stop() (the thread ended on its own).
+                    with self._lock:
+                        self._thread_id = -1
+                        self._aio = None
+                        self._loop = None
+                    # Empty already, unless the shutdown was cut short (a bug
+                    # of ours): nothing will run their tasks now.
+                    self._calls.abandon()
                     del aio, loop
                     finished.set_result(None)
+
+    @runs_in(IOTHREAD)
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the loop until stop() ends it, through what user code lets out.
+
+        asyncio lets a SystemExit or KeyboardInterrupt out of the loop (a
+        task keeps it as its outcome too).  In an IOThread nothing but user
+        code raises them (signals go to the main thread), and the IOThread
+        goes on serving: the outcome of a call reaches its caller; anything
+        else is reported to the loop's exception handler (docs/design.md,
+        "BaseException in an IOThread").  Anything else out of the loop is
+        a bug of ours, and ends the IOThread.
+        """
+        while self._serving:
+            try:
+                loop.run_forever()
+            except (KeyboardInterrupt, SystemExit) as exc:
+                self._escaped(loop, exc)
+
+    @runs_in(IOTHREAD)
+    def _escaped(self, loop: asyncio.AbstractEventLoop, exc: BaseException) -> None:
+        """Report *exc*, let out of the loop, unless it is a call's outcome."""
+        if not self._calls.outcome_of_a_call(exc):
+            loop.call_exception_handler(
+                {
+                    "message": f"{type(exc).__name__} raised in IOThread {self._id!r}, "
+                    "which goes on serving",
+                    "exception": exc,
+                }
+            )
+
+    @runs_in(IOTHREAD)
+    def _end_serving(self, loop: asyncio.AbstractEventLoop) -> None:
+        """stop()'s request, run on the loop: leave _serve().
+
+        A flag, not just loop.stop(): a stop that ran in the loop iteration
+        a SystemExit was let out of is forgotten by the loop (run_forever
+        resets it), and once the shutdown runs the loop, stopping it would
+        cut the shutdown short.
+        """
+        if self._serving:
+            self._serving = False
+            loop.stop()
+
+    @runs_in(IOTHREAD)
+    def _shut_down(
+        self, loop: asyncio.AbstractEventLoop, aio: AioContext, pool: ThreadPool
+    ) -> None:
+        """Run the shutdown to its end, through what user code lets out of it
+        (a task's clean-up raising SystemExit), as _serve() does."""
+        stopping = loop.create_task(shut_down(self._id, aio, self._calls, pool))
+        while True:
+            try:
+                loop.run_until_complete(stopping)
+                return
+            except (KeyboardInterrupt, SystemExit) as exc:
+                if stopping.done():
+                    raise  # ours: the shutdown itself failed
+                self._escaped(loop, exc)
 
     @runs_in(IOTHREAD)
     def _catch_up_locked(self, params: Mapping[str, int], aio: AioContext) -> None:
@@ -558,7 +631,9 @@ class IOThread(EventLoopBase):
         context is this thread's thread-default context.
         """
         if self._gdriver is None:
-            driver = AsyncioDriver(glib.MainContext(), asyncio.get_running_loop())
+            context = glib.MainContext()
+            context._serve_through_base_exceptions()  # the IOThread goes on
+            driver = AsyncioDriver(context, asyncio.get_running_loop())
             driver.start()  # also makes the context this thread's default
             self._gdriver = driver
         return self._gdriver.context
@@ -743,5 +818,3 @@ class IOThread(EventLoopBase):
                 f"{func!r} did not complete on IOThread {self._id!r} within {timeout} s; "
                 "its task was cancelled (or will not start)"
             ) from None
-
-

@@ -124,7 +124,7 @@ def test_a_plain_function_cancelled_before_it_ran_never_runs_and_is_never_marked
         gate.set()
         done, _ = concurrent.futures.wait([future], WAIT)
         assert done == {future}
-        assert io.run_sync(lambda: "alive") == "alive"
+        assert io.run_sync(lambda: "alive", timeout=WAIT) == "alive"
         assert future.cancelled()
         assert ran == []
 
@@ -180,10 +180,10 @@ def test_run_sync_timing_out_on_a_running_function_says_it_will_complete(
             ended.append("side effect")
 
         _submitted_once(io, running)
-        with pytest.raises(TimeoutError, match="still running .* will run to completion"):
+        with pytest.raises(TimeoutError, match=r"still running .* will run to completion"):
             io.run_sync(work, timeout=0.001)
         go.set()
-        assert io.run_sync(lambda: "alive") == "alive"  # queued behind work
+        assert io.run_sync(lambda: "alive", timeout=WAIT) == "alive"  # queued behind work
         assert ended == ["side effect"]
 
 
@@ -200,7 +200,7 @@ def test_run_sync_timing_out_before_the_function_started_says_it_will_not_run(
                 io.run_sync(ran.append, "ran", timeout=0.001)
         finally:
             gate.set()
-        assert io.run_sync(lambda: "alive") == "alive"
+        assert io.run_sync(lambda: "alive", timeout=WAIT) == "alive"
         assert ran == []
 
 
@@ -303,7 +303,7 @@ def test_a_caller_whose_loop_closed_leaves_the_iothread_serving(
 
         caller = task_of_a_closed_loop(loop_factory, io.run(work))
         go.set()
-        assert io.run_sync(lambda: "alive") == "alive"  # queued behind work's outcome
+        assert io.run_sync(lambda: "alive", timeout=WAIT) == "alive"  # queued behind work's outcome
         assert ran == ["work"]
         assert errors == []
         assert not caller.done()  # its loop is gone: it never hears back
