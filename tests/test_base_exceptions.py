@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import iothreads
+import iothreads._iothread
 from iothreads import IOThread, IOThreadStopped, glib
 
 from .helpers import WAIT, LoopFactory, wait_until
@@ -243,3 +244,32 @@ def test_an_iothread_ending_unexpectedly_says_so_everywhere(
     finally:
         io.stop()
     assert iothreads.query_iothreads() == []
+
+
+def test_calls_whose_tasks_a_failed_shutdown_left_get_iothread_stopped(
+    loop_factory: LoopFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A shutdown cut short (simulated: a bug of ours in it) leaves tasks
+    that will never run again: their callers are told, not left waiting."""
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(iothreads._iothread, "shut_down", broken)
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    started = threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    pending = io.submit(forever)
+    assert started.wait(WAIT)
+    with caplog.at_level(logging.ERROR, logger="iothreads"):
+        io.stop()
+    with pytest.raises(IOThreadStopped, match="'io0' ended before the call completed"):
+        pending.result(WAIT)
+    assert "IOThread 'io0' ended unexpectedly" in caplog.text
