@@ -6,11 +6,12 @@ caller.  One class per kind of caller:
 
 * ``LoopCall`` (``io.run``): the caller awaits on a loop of its own.  If the
   awaiting task is cancelled, the call cancels the inner work **and waits for
-  it to finish** before the caller sees ``CancelledError``; a call cancelled
-  before it started never runs.
+  it to finish** before the caller sees ``CancelledError`` (unless the caller
+  chose ``abandon_on_cancel``); a call cancelled before it started never runs.
 * ``FutureCall`` (``io.submit``): the caller holds a
   ``concurrent.futures.Future``.  Cancelling the future before the call
-  started keeps it from ever running; cancelling it later cancels the task.
+  started keeps it from ever running; later, a plain function's future is
+  running (``cancel()`` returns False), and a coroutine's cancels its task.
 
 Either way every call gets exactly one outcome; one cancelled by the
 IOThread's own stop gets ``IOThreadStopped`` (docs/design.md, "Threading
@@ -38,6 +39,10 @@ __all__ = ["CallSet", "FutureCall", "LoopCall", "check_runnable", "close_unstart
 CALLER_LOOP = ThreadRole(
     "the caller's loop", lambda call: asyncio._get_running_loop() is call.caller_loop
 )
+
+
+#: The thread of the IOThread whose calls a CallSet holds.
+CALLS_OWNER = ThreadRole("the thread of the IOThread that runs the calls")
 
 
 def check_runnable(func: Any, args: tuple[Any, ...]) -> None:
@@ -76,10 +81,38 @@ class CallSet:
     def __init__(self, owner: str) -> None:
         #: who runs the calls, for error messages ("IOThread 'io0'")
         self.owner = owner
-        #: the tasks of calls still running (the IOThread only)
-        self.tasks: set[asyncio.Task[Any]] = set()
+        #: the tasks of calls still running, and their calls (the IOThread only)
+        self.tasks: dict[asyncio.Task[Any], _Call] = {}
         #: set by the IOThread's shutdown: cancellations from now on are its own
         self.stopping = False
+        #: SystemExit and KeyboardInterrupt delivered since the loop last let
+        #: one out (the IOThread only)
+        self.delivered_escapes: list[BaseException] = []
+
+    @runs_in(CALLS_OWNER)
+    def outcome_of_a_call(self, exc: BaseException) -> bool:
+        """True when *exc*, let out of the loop, ended one of the calls' tasks:
+        its caller gets it.
+
+        asyncio's task keeps a SystemExit or KeyboardInterrupt as its
+        outcome and also lets it out of the loop: the stdlib loop at once,
+        before the task's done callbacks (which deliver it) ran; uvloop at
+        the end of the iteration, after them, and only the last of several.
+        """
+        delivered, self.delivered_escapes = self.delivered_escapes, []
+        return any(e is exc for e in delivered) or any(
+            task.done() and not task.cancelled() and task.exception() is exc for task in self.tasks
+        )
+
+    @runs_in(CALLS_OWNER)
+    def abandon(self) -> None:
+        """The IOThread's loop ended before these calls' tasks did, and will
+        not run again: each caller gets ``IOThreadStopped``."""
+        tasks, self.tasks = self.tasks, {}
+        for call in tasks.values():
+            call._deliver(
+                None, IOThreadStopped(f"{self.owner} ended before the call completed"), False
+            )
 
 
 class _Call(ABC):
@@ -123,7 +156,7 @@ class _Call(ABC):
             return
         if inspect.iscoroutine(result):
             self.task = task = self.loop.create_task(result, context=self.context)
-            self.calls.tasks.add(task)
+            self.calls.tasks[task] = self
             task.add_done_callback(self._task_done)
         else:
             self._finish(result, None)
@@ -136,11 +169,13 @@ class _Call(ABC):
 
     @runs_in(LOOP)
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self.calls.tasks.discard(task)
+        self.calls.tasks.pop(task, None)
         if task.cancelled():
             self._finish(None, None, cancelled=True)
         else:
             exc = task.exception()
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                self.calls.delivered_escapes.append(exc)  # see outcome_of_a_call
             self._finish(None if exc is not None else task.result(), exc)
 
     @runs_in(LOOP)
@@ -165,7 +200,14 @@ class _Call(ABC):
 class LoopCall(_Call):
     """A call awaited on the caller's own loop (``io.run``)."""
 
-    __slots__ = ("abandoned", "caller_loop", "delivered", "finished", "outcome")
+    __slots__ = (
+        "abandon_on_cancel",
+        "abandoned",
+        "caller_loop",
+        "delivered",
+        "finished",
+        "outcome",
+    )
 
     def __init__(
         self,
@@ -174,9 +216,12 @@ class LoopCall(_Call):
         func: Any,
         args: tuple[Any, ...],
         caller_loop: asyncio.AbstractEventLoop,
+        abandon_on_cancel: bool = False,
     ) -> None:
         super().__init__(calls, aio, func, args)
         self.caller_loop = caller_loop
+        # A cancelled caller leaves at once instead of waiting for the work.
+        self.abandon_on_cancel = abandon_on_cancel
         self.outcome: asyncio.Future[Any] = caller_loop.create_future()
         # Caller's loop only: the outcome arrived, and the future a cancelled
         # caller waits on for the inner work to finish.
@@ -187,7 +232,9 @@ class LoopCall(_Call):
 
     @runs_in(CALLER_LOOP)
     async def result(self) -> Any:
-        """Await the outcome; if cancelled, cancel the inner work and wait for it.
+        """Await the outcome; if cancelled, cancel the inner work and wait for it
+        (unless ``abandon_on_cancel``: then the caller leaves at once, and
+        work already running goes on without it).
 
         Raises:
             IOThreadStopped: the IOThread stopped before the work completed.
@@ -201,11 +248,14 @@ class LoopCall(_Call):
             # The caller was cancelled: cancel the inner work, wait for it.
             # If the call has not started yet, it never will.
             self.abandoned = True
-            self.finished = finished = self.caller_loop.create_future()
             try:
                 self.aio.call_soon_threadsafe(self.cancel)
             except IOThreadStopped:
                 pass  # the loop's shutdown cancels it and delivers
+            if self.abandon_on_cancel:
+                raise  # the outcome, when it comes, finds nobody waiting
+            # Set before the next await: _resolve, on this loop too, runs later.
+            self.finished = finished = self.caller_loop.create_future()
             while not finished.done():
                 try:
                     await asyncio.shield(finished)
@@ -242,20 +292,44 @@ class LoopCall(_Call):
 
 
 class FutureCall(_Call):
-    """A call whose outcome goes to a ``concurrent.futures.Future`` (``io.submit``)."""
+    """A call whose outcome goes to a ``concurrent.futures.Future`` (``io.submit``).
 
-    __slots__ = ("future",)
+    The future keeps ``concurrent.futures``' contract, as
+    ``ThreadPoolExecutor``'s does, for a plain function: it is marked running
+    (``set_running_or_notify_cancel()``, in the IOThread) right before the
+    call, so ``cancel()`` succeeds only while the call is queued, and a call
+    cancelled then never runs.  A coroutine keeps asyncio's contract, as
+    ``run_coroutine_threadsafe``'s future does: the future stays pending
+    while the task runs, and cancelling it cancels the task.
+    """
+
+    __slots__ = ("future", "plain")
 
     def __init__(self, calls: CallSet, aio: AioContext, func: Any, args: tuple[Any, ...]) -> None:
         super().__init__(calls, aio, func, args)
+        # Decided before the call, from what the caller handed over: a plain
+        # function's future runs, a coroutine's stays cancellable.
+        self.plain = not (
+            inspect.iscoroutine(func)
+            or inspect.iscoroutinefunction(func)
+            or inspect.iscoroutinefunction(type(func).__call__)
+        )
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.future.add_done_callback(self._on_future_done)
 
     def _withdrawn(self) -> bool:
-        return self.future.cancelled()  # cancelled while queued: that is its outcome
+        # Cancelled while queued: that is its outcome.  Otherwise a plain
+        # function's future is running from here on: cancel() returns False.
+        if self.plain:
+            return not self.future.set_running_or_notify_cancel()
+        return self.future.cancelled()
 
     def _deliver(self, result: Any, exc: BaseException | None, cancelled: bool) -> None:
         future = self.future
+        if cancelled and future.running():
+            # A running future cannot be cancelled (a plain function whose
+            # coroutine's task ended cancelled): result() raises the same.
+            exc, cancelled = concurrent.futures.CancelledError(), False
         try:
             if cancelled:
                 future.cancel()

@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
+import logging
 import os
 import sys
 import threading
@@ -32,6 +33,7 @@ from ._call import CallSet, FutureCall, LoopCall, check_runnable, close_unstarte
 from ._errors import IOThreadStopped
 from ._event_loop_base import EventLoopBase, Int64Property
 from ._platform import check_cpu_affinity, check_fd_headroom, set_os_thread_name
+from ._pool import ThreadPool
 from ._props import IOTHREAD_DEFAULTS
 from ._registry import USER_OBJECTS
 from ._runs_in import ANY, ThreadRole, runs_in
@@ -39,6 +41,8 @@ from ._shutdown import shut_down
 from .glib._driver import AsyncioDriver
 
 __all__ = ["IOThread", "current_iothread", "in_iothread"]
+
+_logger = logging.getLogger(__name__)
 
 #: The IOThread's own thread (from its first instruction to its last).
 IOTHREAD: Final = ThreadRole(
@@ -159,6 +163,8 @@ class IOThread(EventLoopBase):
         # In a forked child: the parent's pid, if this IOThread had started
         # there (it is stopped here; _after_fork_in_child).
         self._forked_from: int | None = None
+        # The IOThread's own: its loop serves work until stop() ends this.
+        self._serving = False
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -393,7 +399,7 @@ class IOThread(EventLoopBase):
                 # Not published yet: the thread sees the flag before its loop
                 # runs, and goes straight to its shutdown.
                 if aio is not None and loop is not None:
-                    aio.call_soon_threadsafe(loop.stop)
+                    aio.call_soon_threadsafe(self._end_serving, loop)
         return thread
 
     def _refuse_work_locked(self) -> None:
@@ -538,15 +544,17 @@ class IOThread(EventLoopBase):
         try:
             try:
                 if not stop_early:
-                    loop.run_forever()
+                    self._serving = True
+                    self._serve(loop)
             finally:
-                # Also when run_forever() raised (a SystemExit out of a task):
+                # Also when the loop ended unexpectedly (a bug of ours):
                 # refuse new work, and give what is pending its outcome.
+                self._serving = False
                 with self._lock:
                     self._refuse_work_locked()
-                loop.run_until_complete(
-                    shut_down(self._id, aio, self._calls, pool)
-                )
+                self._shut_down(loop, aio, pool)
+        except BaseException:
+            _logger.exception("IOThread %r ended unexpectedly; it takes no more work", self._id)
         finally:
             # Each step runs even if the one before raised: whoever waits in
             # stop() or aclose() must be released, and nothing may leak.
@@ -561,11 +569,76 @@ class IOThread(EventLoopBase):
                 finally:
                     asyncio.set_event_loop(None)
                     _current.iothread = None
-                    # Empty already, unless the shutdown was cut short (a
-                    # SystemExit out of a clean-up): nothing runs them now.
-                    self._calls.tasks.clear()
+                    # Stopped: every state reader says so from here on, also
+                    # when nobody has called stop() (the thread ended on its own).
+                    with self._lock:
+                        self._thread_id = -1
+                        self._aio = None
+                        self._loop = None
+                    # Empty already, unless the shutdown was cut short (a bug
+                    # of ours): nothing will run their tasks now.
+                    self._calls.abandon()
                     del aio, loop
                     finished.set_result(None)
+
+    @runs_in(IOTHREAD)
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the loop until stop() ends it, through what user code lets out.
+
+        asyncio lets a SystemExit or KeyboardInterrupt out of the loop (a
+        task keeps it as its outcome too).  In an IOThread nothing but user
+        code raises them (signals go to the main thread), and the IOThread
+        goes on serving: the outcome of a call reaches its caller; anything
+        else is reported to the loop's exception handler (docs/design.md,
+        "BaseException in an IOThread").  Anything else out of the loop is
+        a bug of ours, and ends the IOThread.
+        """
+        while self._serving:
+            try:
+                loop.run_forever()
+            except (KeyboardInterrupt, SystemExit) as exc:
+                self._escaped(loop, exc)
+
+    @runs_in(IOTHREAD)
+    def _escaped(self, loop: asyncio.AbstractEventLoop, exc: BaseException) -> None:
+        """Report *exc*, let out of the loop, unless it is a call's outcome."""
+        if not self._calls.outcome_of_a_call(exc):
+            loop.call_exception_handler(
+                {
+                    "message": f"{type(exc).__name__} raised in IOThread {self._id!r}, "
+                    "which goes on serving",
+                    "exception": exc,
+                }
+            )
+
+    @runs_in(IOTHREAD)
+    def _end_serving(self, loop: asyncio.AbstractEventLoop) -> None:
+        """stop()'s request, run on the loop: leave _serve().
+
+        A flag, not just loop.stop(): a stop that ran in the loop iteration
+        a SystemExit was let out of is forgotten by the loop (run_forever
+        resets it), and once the shutdown runs the loop, stopping it would
+        cut the shutdown short.
+        """
+        if self._serving:
+            self._serving = False
+            loop.stop()
+
+    @runs_in(IOTHREAD)
+    def _shut_down(
+        self, loop: asyncio.AbstractEventLoop, aio: AioContext, pool: ThreadPool
+    ) -> None:
+        """Run the shutdown to its end, through what user code lets out of it
+        (a task's clean-up raising SystemExit), as _serve() does."""
+        stopping = loop.create_task(shut_down(self._id, aio, self._calls, pool))
+        while True:
+            try:
+                loop.run_until_complete(stopping)
+                return
+            except (KeyboardInterrupt, SystemExit) as exc:
+                if stopping.done():
+                    raise  # ours: the shutdown itself failed
+                self._escaped(loop, exc)
 
     @runs_in(IOTHREAD)
     def _catch_up_locked(self, params: Mapping[str, int], aio: AioContext) -> None:
@@ -633,7 +706,9 @@ class IOThread(EventLoopBase):
         context is this thread's thread-default context.
         """
         if self._gdriver is None:
-            driver = AsyncioDriver(glib.MainContext(), asyncio.get_running_loop())
+            context = glib.MainContext()
+            context._serve_through_base_exceptions()  # the IOThread goes on
+            driver = AsyncioDriver(context, asyncio.get_running_loop())
             driver.start()  # also makes the context this thread's default
             self._gdriver = driver
             with self._lock:
@@ -689,34 +764,55 @@ class IOThread(EventLoopBase):
         return aio.call_soon_threadsafe(callback, *args, context=context)
 
     @overload
-    async def run(self, func: Coroutine[Any, Any, T], /) -> T: ...
+    async def run(
+        self, func: Coroutine[Any, Any, T], /, *, abandon_on_cancel: bool = False
+    ) -> T: ...
     @overload
-    async def run(self, func: Callable[..., Coroutine[Any, Any, T]], /, *args: Any) -> T: ...
+    async def run(
+        self,
+        func: Callable[..., Coroutine[Any, Any, T]],
+        /,
+        *args: Any,
+        abandon_on_cancel: bool = False,
+    ) -> T: ...
     @overload
-    async def run(self, func: Callable[..., T], /, *args: Any) -> T: ...
+    async def run(
+        self, func: Callable[..., T], /, *args: Any, abandon_on_cancel: bool = False
+    ) -> T: ...
     @runs_in(ANY)
-    async def run(self, func: Any, /, *args: Any) -> Any:
+    async def run(self, func: Any, /, *args: Any, abandon_on_cancel: bool = False) -> Any:
         """Run *func* on the IOThread and await its outcome from any loop.
 
         A coroutine function (or a coroutine object) runs as a task on the
         IOThread's loop; a plain function is called on the IOThread's thread.
-        The caller's contextvars are copied in.  Cancelling the awaiting task
+        The caller's contextvars are copied in.  Awaited from the IOThread's
+        own loop, it runs inline, without a hop.
+
+        Cancelling the awaiting task (``asyncio.wait_for``, a task group...)
         cancels the inner work **and waits for it to finish** before the
-        caller sees ``CancelledError``.  Awaited from the IOThread's own loop,
-        it runs inline, without a hop.
+        caller sees ``CancelledError``: work not started yet never starts, a
+        task is cancelled and awaited, and a plain function already running
+        cannot be interrupted, so the caller waits for its end.  With
+        ``abandon_on_cancel=True`` (anyio's ``to_thread.run_sync`` option) a
+        cancelled caller sees ``CancelledError`` at once: work not started
+        never starts, a task is cancelled, and a plain function already
+        running completes in the IOThread, its outcome dropped.
 
         Raises:
             IOThreadStopped: the IOThread is not running, or stopped before
                 the work completed.
+            TypeError: *abandon_on_cancel* is not a bool.
             BaseException: whatever *func* raised, with its traceback.
         """
         caller = asyncio.get_running_loop()
         try:
+            if not isinstance(abandon_on_cancel, bool):
+                raise TypeError(f"abandon_on_cancel must be a bool, not {abandon_on_cancel!r}")
             aio = self._running_context()
             if caller is aio.loop:
                 check_runnable(func, args)
             else:
-                call = LoopCall(self._calls, aio, func, args, caller)
+                call = LoopCall(self._calls, aio, func, args, caller, abandon_on_cancel)
                 aio.call_soon_threadsafe(call.start)
         except BaseException:
             close_unstarted(func)  # refused: it will never run
@@ -732,12 +828,23 @@ class IOThread(EventLoopBase):
     def submit(self, func: Callable[..., Any], /, *args: Any) -> concurrent.futures.Future[Any]:
         """Run *func* on the IOThread; return a ``concurrent.futures.Future``.
 
-        For plain threads.  Same rules as :meth:`run`; cancelling the future
-        cancels the inner task (or keeps queued work from ever running).
+        For plain threads; *func* is taken as :meth:`run` takes it.  The
+        future follows ``concurrent.futures``: ``cancel()`` succeeds while
+        the call is queued, and then *func* never runs.  For a plain function
+        the future is running from the moment its call begins, and
+        ``cancel()`` returns False, as ``ThreadPoolExecutor``'s does.  For a
+        coroutine function or object (as ``run_coroutine_threadsafe``) the
+        future stays pending while the task runs, and ``cancel()`` cancels
+        the task.
 
         Raises:
             IOThreadStopped: the IOThread is not running.
+            TypeError: *func* is neither callable nor a coroutine object.
         """
+        return self._submit(func, args).future
+
+    @runs_in(ANY)
+    def _submit(self, func: Any, args: tuple[Any, ...]) -> FutureCall:
         try:
             aio = self._running_context()
             call = FutureCall(self._calls, aio, func, args)
@@ -745,16 +852,23 @@ class IOThread(EventLoopBase):
         except BaseException:
             close_unstarted(func)  # refused: it will never run
             raise
-        return call.future
+        return call
 
     @runs_in(ANY)
     def run_sync(self, func: Callable[..., T], /, *args: Any, timeout: float | None = None) -> T:
         """Block a plain thread until ``func(*args)`` has run on the IOThread.
 
+        After *timeout* seconds it gives up, and says what became of the work:
+        not started yet, it never runs; a plain function already running
+        cannot be interrupted and runs to its end; a task is cancelled.  Work
+        that completed meanwhile gives its outcome instead.
+
         Raises:
             RuntimeError: called from the IOThread's own thread (it would
                 deadlock); ``await io.run(...)`` there instead.
-            TimeoutError: *timeout* seconds passed; the work is cancelled.
+            TimeoutError: *timeout* seconds passed; its message says whether
+                the work was cancelled before it started, is still running
+                and will complete, or had its task cancelled.
             IOThreadStopped: the IOThread is not running.
             BaseException: whatever *func* raised.
         """
@@ -763,11 +877,25 @@ class IOThread(EventLoopBase):
                 f"run_sync() called from IOThread {self._id!r}'s own thread would deadlock; "
                 "await io.run(...) or call the function directly there"
             )
-        future = self.submit(func, *args)
+        call = self._submit(func, args)
+        future = call.future
         try:
             return future.result(timeout)  # type: ignore[no-any-return]
         except TimeoutError:
-            future.cancel()
-            raise
-
-
+            if not future.cancel():
+                if future.done():
+                    return future.result()  # type: ignore[no-any-return]
+                raise TimeoutError(
+                    f"{func!r} still running on IOThread {self._id!r} after {timeout} s; "
+                    "it cannot be interrupted and will run to completion, its outcome "
+                    "dropped; submit() it and keep the future to learn its outcome"
+                ) from None
+            if call.plain:
+                raise TimeoutError(
+                    f"{func!r} did not start on IOThread {self._id!r} within {timeout} s; "
+                    "it was cancelled before it started and will not run"
+                ) from None
+            raise TimeoutError(
+                f"{func!r} did not complete on IOThread {self._id!r} within {timeout} s; "
+                "its task was cancelled (or will not start)"
+            ) from None

@@ -11,6 +11,7 @@ IOThread's inbox has closed, so that the caller acts exactly then.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import threading
@@ -19,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from iothreads import IOThread, IOThreadStopped
-from iothreads._call import CALLER_LOOP
+from iothreads._call import CALLER_LOOP, FutureCall
 
 from .helpers import WAIT, LoopFactory, SlowToCancel, loop_errors, task_of_a_closed_loop
 
@@ -76,33 +77,213 @@ def test_a_future_cancelled_while_the_iothread_stops_stays_cancelled(
 
 
 @pytest.mark.parametrize("ends", ["returns", "raises"])
-def test_a_future_cancelled_while_its_function_runs_stays_cancelled(
+def test_a_future_whose_plain_function_runs_cannot_be_cancelled(
     loop_factory: LoopFactory, ends: str
 ) -> None:
-    """A plain function cannot be interrupted: it runs to its end, and what
-    it returns or raises is dropped, since the future already has its
-    outcome; the IOThread goes on serving."""
+    """concurrent.futures' contract, as ThreadPoolExecutor keeps it: a plain
+    function's future is running once the call begins; cancel() returns
+    False, and the future gets what the function returns or raises."""
     with IOThread("io0", loop_factory=loop_factory) as io:
         errors = loop_errors(io)
+        running, go = threading.Event(), threading.Event()
+
+        def work() -> str:
+            running.set()
+            assert go.wait(WAIT)
+            if ends == "raises":
+                raise ValueError("ran to its end")
+            return "ran to its end"
+
+        future = io.submit(work)
+        assert running.wait(WAIT)
+        assert future.running()
+        assert not future.cancel()
+        go.set()
+        if ends == "raises":
+            with pytest.raises(ValueError, match="ran to its end"):
+                future.result(WAIT)
+        else:
+            assert future.result(WAIT) == "ran to its end"
+        assert not future.cancelled()
+        assert errors == []
+
+
+def test_a_plain_function_cancelled_before_it_ran_never_runs_and_is_never_marked_running(
+    loop_factory: LoopFactory,
+) -> None:
+    """Cancelled while queued, the call is withdrawn by
+    set_running_or_notify_cancel() in the IOThread: the function never runs,
+    and whoever waits on the future (concurrent.futures.wait) is told."""
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        entered, gate = threading.Event(), threading.Event()
+        io.call_soon_threadsafe(lambda: (entered.set(), gate.wait(WAIT)))
+        assert entered.wait(WAIT)
+        ran: list[str] = []
+        future = io.submit(ran.append, "ran")
+        assert future.cancel()
+        gate.set()
+        done, _ = concurrent.futures.wait([future], WAIT)
+        assert done == {future}
+        assert io.run_sync(lambda: "alive", timeout=WAIT) == "alive"
+        assert future.cancelled()
+        assert ran == []
+
+
+def test_a_plain_function_returning_a_coroutine_gets_a_running_future(
+    loop_factory: LoopFactory,
+) -> None:
+    """Only a coroutine function or object is taken as a coroutine up front;
+    any other callable is a plain function, whose future runs from its call
+    on, even if it returns a coroutine that then runs as a task."""
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        started, go = threading.Event(), asyncio.Event()
+
+        async def body() -> str:
+            started.set()
+            await go.wait()
+            return "done"
+
+        future = io.submit(lambda: body())
+        assert started.wait(WAIT)
+        assert future.running()
+        assert not future.cancel()
+        assert io.loop is not None
+        io.loop.call_soon_threadsafe(go.set)
+        assert future.result(WAIT) == "done"
+
+
+def _submitted_once(io: IOThread, started: threading.Event) -> None:
+    """Make io's next run_sync() wait for its work to start before its
+    timeout begins, so that the timeout finds the work running."""
+    submit = io._submit
+
+    def submit_and_wait(func: object, args: tuple[object, ...]) -> FutureCall:
+        call = submit(func, args)
+        assert started.wait(WAIT)
+        return call
+
+    io._submit = submit_and_wait  # type: ignore[method-assign]
+
+
+def test_run_sync_timing_out_on_a_running_function_says_it_will_complete(
+    loop_factory: LoopFactory,
+) -> None:
+    """A plain function cannot be interrupted: the TimeoutError says it is
+    still running and will complete, and it does."""
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        running, go = threading.Event(), threading.Event()
+        ended: list[str] = []
+
+        def work() -> None:
+            running.set()
+            assert go.wait(WAIT)
+            ended.append("side effect")
+
+        _submitted_once(io, running)
+        with pytest.raises(TimeoutError, match=r"still running .* will run to completion"):
+            io.run_sync(work, timeout=0.001)
+        go.set()
+        assert io.run_sync(lambda: "alive", timeout=WAIT) == "alive"  # queued behind work
+        assert ended == ["side effect"]
+
+
+def test_run_sync_timing_out_before_the_function_started_says_it_will_not_run(
+    loop_factory: LoopFactory,
+) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        entered, gate = threading.Event(), threading.Event()
+        io.call_soon_threadsafe(lambda: (entered.set(), gate.wait(WAIT)))
+        assert entered.wait(WAIT)
+        ran: list[str] = []
+        try:
+            with pytest.raises(TimeoutError, match="cancelled before it started and will not run"):
+                io.run_sync(ran.append, "ran", timeout=0.001)
+        finally:
+            gate.set()
+        assert io.run_sync(lambda: "alive", timeout=WAIT) == "alive"
+        assert ran == []
+
+
+def test_run_sync_timing_out_on_a_task_says_it_was_cancelled(loop_factory: LoopFactory) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        started, cancelled = threading.Event(), threading.Event()
+
+        async def forever() -> None:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        _submitted_once(io, started)
+        with pytest.raises(TimeoutError, match="its task was cancelled"):
+            io.run_sync(forever, timeout=0.001)
+        assert cancelled.wait(WAIT)
+
+
+async def test_run_abandon_on_cancel_releases_the_caller_while_the_function_runs(
+    loop_factory: LoopFactory,
+) -> None:
+    """anyio's abandon_on_cancel: the cancelled caller leaves at once; the
+    plain function already running completes on the IOThread, unawaited."""
+    async with IOThread("io0", loop_factory=loop_factory) as io:
         running, go = threading.Event(), threading.Event()
         ended: list[str] = []
 
         def work() -> str:
             running.set()
             assert go.wait(WAIT)
-            ended.append(ends)
-            if ends == "raises":
-                raise ValueError("too late")
-            return "too late"
+            ended.append("side effect")
+            return "dropped"
 
-        future = io.submit(work)
-        assert running.wait(WAIT)
-        assert future.cancel()
+        caller = asyncio.create_task(io.run(work, abandon_on_cancel=True))
+        assert await asyncio.to_thread(running.wait, WAIT)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(caller, WAIT)
+        assert ended == []  # left while the function still ran
         go.set()
-        assert io.run_sync(lambda: "alive") == "alive"  # queued behind work's outcome
-        assert ended == [ends]
-        assert future.cancelled()
-        assert errors == []
+        assert await io.run(lambda: "alive") == "alive"
+        assert ended == ["side effect"]
+
+
+async def test_run_abandon_on_cancel_still_withdraws_queued_work_and_cancels_tasks(
+    loop_factory: LoopFactory,
+) -> None:
+    async with IOThread("io0", loop_factory=loop_factory) as io:
+        entered, gate = threading.Event(), threading.Event()
+        io.call_soon_threadsafe(lambda: (entered.set(), gate.wait(WAIT)))
+        assert await asyncio.to_thread(entered.wait, WAIT)
+        ran: list[str] = []
+        queued = asyncio.create_task(io.run(ran.append, "ran", abandon_on_cancel=True))
+        await asyncio.sleep(0)  # the call is queued on the IOThread
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(queued, WAIT)
+        gate.set()
+        assert await io.run(lambda: "alive") == "alive"
+        assert ran == []
+
+        inner = SlowToCancel()
+        caller = asyncio.create_task(io.run(inner, abandon_on_cancel=True))
+        assert await asyncio.to_thread(inner.started.wait, WAIT)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(caller, WAIT)
+        assert await asyncio.to_thread(inner.cancelled.wait, WAIT)
+        assert not inner.finished.is_set()  # the caller did not wait for it
+        inner.release.set_result(None)
+        assert await asyncio.to_thread(inner.finished.wait, WAIT)
+
+
+async def test_run_refuses_a_non_bool_abandon_on_cancel(loop_factory: LoopFactory) -> None:
+    async with IOThread("io0", loop_factory=loop_factory) as io:
+        ran: list[str] = []
+        with pytest.raises(TypeError, match="abandon_on_cancel must be a bool, not 1"):
+            await io.run(ran.append, "ran", abandon_on_cancel=1)  # type: ignore[arg-type]
+        assert await io.run(lambda: "alive") == "alive"
+        assert ran == []
 
 
 def test_a_caller_whose_loop_closed_leaves_the_iothread_serving(
@@ -122,7 +303,7 @@ def test_a_caller_whose_loop_closed_leaves_the_iothread_serving(
 
         caller = task_of_a_closed_loop(loop_factory, io.run(work))
         go.set()
-        assert io.run_sync(lambda: "alive") == "alive"  # queued behind work's outcome
+        assert io.run_sync(lambda: "alive", timeout=WAIT) == "alive"  # queued behind work's outcome
         assert ran == ["work"]
         assert errors == []
         assert not caller.done()  # its loop is gone: it never hears back

@@ -648,33 +648,6 @@ def gated_factory(
     return factory
 
 
-# The SystemExit also ends the IOThread's thread (after its shutdown), where
-# threading's excepthook sees it: that is the expected report, not a leak.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_a_system_exit_out_of_a_task_still_gives_every_call_an_outcome(
-    loop_factory: LoopFactory,
-) -> None:
-    io = IOThread("io0", loop_factory=loop_factory)
-    io.start()
-
-    async def forever() -> None:
-        await asyncio.Event().wait()
-
-    async def boom() -> None:
-        raise SystemExit(3)
-
-    pending = io.submit(forever)
-    exiting = io.submit(boom)  # asyncio re-raises it out of run_forever()
-    with pytest.raises(SystemExit):
-        exiting.result(WAIT)
-    with pytest.raises(IOThreadStopped):
-        pending.result(WAIT)
-    wait_until(lambda: not io.running, "the IOThread to refuse work")
-    with pytest.raises(IOThreadStopped):
-        io.submit(lambda: None)
-    io.stop()
-
-
 def test_stop_while_start_is_in_progress(loop_factory: LoopFactory) -> None:
     gate, entered = threading.Event(), threading.Event()
     io = IOThread("io0", loop_factory=gated_factory(loop_factory, gate, entered))

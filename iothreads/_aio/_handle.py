@@ -14,7 +14,7 @@ import sys
 import traceback
 import types
 from asyncio import format_helpers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .._runs_in import ANY, ThreadRole, runs_in
@@ -76,7 +76,7 @@ class _Failed(Protocol):
     """What report_error() reads of a handle (either implementation's)."""
 
     _callback: Callable[..., object]
-    _args: tuple[Any, ...]
+    _args: Sequence[Any]
     _loop: asyncio.AbstractEventLoop
     _source_traceback: traceback.StackSummary | None
 

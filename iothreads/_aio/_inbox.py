@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from .._errors import IOThreadStopped
 from .._runs_in import ANY, LOOP, runs_in
-from ._handle import ThreadsafeHandle
+from ._handle import ThreadsafeHandle, report_error
 from ._wakeup import WakeupChannel
 
 __all__ = ["Inbox", "native_core", "new_inbox"]
@@ -92,7 +92,7 @@ class PyInbox:
         self.loop = loop
         self._stopped_message = stopped_message
         # Producers append, the loop poplefts.
-        self._queue: collections.deque[asyncio.Handle] = collections.deque()
+        self._queue: collections.deque[ThreadsafeHandle] = collections.deque()
         # QEMU's notify_me: True while the loop blocks or is about to block.
         # Written by the loop's thread only; read by producers.
         self._notify_me = True
@@ -121,7 +121,7 @@ class PyInbox:
         return handle
 
     @runs_in(ANY)
-    def _take_back(self, handle: asyncio.Handle) -> None:
+    def _take_back(self, handle: ThreadsafeHandle) -> None:
         """The loop closed between a producer's two looks.
 
         Its last drain ran after it set _closing; if that drain took *handle*,
@@ -148,7 +148,15 @@ class PyInbox:
                 break  # a producer that raced close() took its handle back
             self.submitted += 1
             if not handle._cancelled:
-                handle._run()
+                # Not handle._run(), which lets SystemExit and
+                # KeyboardInterrupt out of the loop: nobody waits for a
+                # callback's outcome, so every error is reported and the
+                # IOThread goes on (docs/design.md, "BaseException in an
+                # IOThread"); the native drain does the same.
+                try:
+                    handle._context.run(handle._callback, *handle._args)
+                except BaseException as exc:
+                    report_error(handle, exc)
 
     @runs_in(LOOP)
     def pending(self) -> bool:

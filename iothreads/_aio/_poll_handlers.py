@@ -166,11 +166,14 @@ class PollHandlerSet:
         """Call a handler's method; report what it raises, never raise.
 
         A poll handler runs inside the loop's select() or poller: an exception
-        escaping it would stop the loop itself.  Returns None after an error.
+        escaping it would stop the loop itself, or leave the polling phase
+        half done.  So every one is reported, SystemExit and
+        KeyboardInterrupt too (docs/design.md, "BaseException in an
+        IOThread").  Returns None after an error.
         """
         try:
             return method()
-        except Exception as exc:
+        except BaseException as exc:
             self.loop.call_exception_handler(
                 {"message": f"Exception in poll handler {name}()", "exception": exc}
             )

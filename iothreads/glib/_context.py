@@ -92,6 +92,10 @@ class MainContext(ContextOwnership):
         self._timeout = -1  # owner only: computed by prepare(), returned by query()
         self._pending: deque[Source] = deque()  # owner only: chosen by check()
         self._in_check_or_prepare = 0  # owner only
+        # Set once by an IOThread before it drives the context: there a
+        # SystemExit or KeyboardInterrupt out of a source is logged like any
+        # error (docs/design.md, "BaseException in an IOThread").
+        self._serves_through_base_exceptions = False
 
     def __repr__(self) -> str:
         return f"<MainContext at {id(self):#x} sources={len(self._sources)}>"
@@ -231,13 +235,24 @@ class MainContext(ContextOwnership):
             self._sorted = sorted(self._sources.values(), key=lambda s: s._priority)
         return self._sorted
 
+    def _serve_through_base_exceptions(self) -> None:
+        """From now on a SystemExit or KeyboardInterrupt out of a source is
+        logged and destroys it, like an Exception (an IOThread's context)."""
+        self._serves_through_base_exceptions = True
+
+    def _contained(self, exc: BaseException) -> bool:
+        """True when *exc*, out of a source, is logged rather than let through."""
+        return isinstance(exc, Exception) or self._serves_through_base_exceptions
+
     def _call_prepare(self, source: Source) -> tuple[bool, int]:
         # Without the lock: user code, which may not iterate the context.
         self._in_check_or_prepare += 1
         try:
             ready, timeout = source.prepare()
             return bool(ready), int(timeout)
-        except Exception:
+        except BaseException as exc:
+            if not self._contained(exc):
+                raise
             _logger.exception("prepare() of %r raised; destroying it", source)
             source.destroy()
             return False, -1
@@ -249,7 +264,9 @@ class MainContext(ContextOwnership):
         self._in_check_or_prepare += 1
         try:
             return bool(source.check())
-        except Exception:
+        except BaseException as exc:
+            if not self._contained(exc):
+                raise
             _logger.exception("check() of %r raised; destroying it", source)
             source.destroy()
             return False
@@ -448,7 +465,9 @@ class MainContext(ContextOwnership):
             keep: bool | None = None
             try:
                 keep = bool(source.dispatch(callback, args))
-            except Exception:
+            except BaseException as exc:
+                if not self._contained(exc):
+                    raise
                 _logger.exception("dispatch of %r raised; destroying it", source)
                 keep = False
             finally:
@@ -599,5 +618,3 @@ class MainContext(ContextOwnership):
             sources = list(self._sources.values())
         for source in sources:
             source.destroy()
-
-

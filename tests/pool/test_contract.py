@@ -234,6 +234,20 @@ def test_shutdown_with_cancel_futures_cancels_the_queue(pools: Pools) -> None:
     assert pool.statistics().cancelled == 3
 
 
+def test_a_running_future_cannot_be_cancelled(pools: Pools) -> None:
+    """concurrent.futures' contract, as ThreadPoolExecutor keeps it: a worker
+    marks the future running before the call, and cancel() returns False."""
+    pool = pools.new(0, 1)
+    gate, started = pools.gate(), threading.Event()
+    running = pool.submit(blocker(gate, started))
+    assert started.wait(BOUND)
+    assert running.running()
+    assert not running.cancel()
+    gate.set()
+    assert running.result(BOUND).startswith("worker-")
+    assert not running.cancelled()
+
+
 def test_a_cancelled_queued_future_never_runs(pools: Pools) -> None:
     pool = pools.new(0, 1)
     gate = pools.gate()

@@ -79,10 +79,10 @@ handle_fields_of(PyObject *handle)
 PyTypeObject *handle_type_create(PyObject *module, PyObject *base);
 PyObject *handle_new(core_state *st, PyObject *callback, PyObject *args,
                      PyObject *context, PyObject *loop, int debug);
-/* Runs a handle's callback in its context; reports what it raises to the
- * loop's exception handler, except SystemExit and KeyboardInterrupt, which
- * it leaves set (returns -1). */
-int handle_run(core_state *st, PyObject *handle);
+/* Runs a handle's callback in its context; reports whatever it raises,
+ * SystemExit and KeyboardInterrupt included, to the loop's exception
+ * handler (docs/design.md, "BaseException in an IOThread"). */
+void handle_run(core_state *st, PyObject *handle);
 /* Drops the inbox's reference to a handle it queued. */
 void handle_release(PyObject *handle);
 

@@ -197,7 +197,7 @@ handle_new(core_state *st, PyObject *callback, PyObject *args, PyObject *context
 }
 
 /* The loop's thread, holding the GIL (or, free-threaded, attached). */
-int
+void
 handle_run(core_state *st, PyObject *self)
 {
     handle_fields *f = handle_fields_of(self);
@@ -210,12 +210,10 @@ handle_run(core_state *st, PyObject *self)
     }
     if (result != NULL) {
         Py_DECREF(result);
-        return 0;
+        return;
     }
-    if (PyErr_ExceptionMatches(PyExc_SystemExit)
-        || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-        return -1; /* as asyncio's Handle._run: these end the loop */
-    }
+    /* Unlike asyncio's Handle._run, SystemExit and KeyboardInterrupt too:
+     * nobody waits for a callback's outcome, and the IOThread goes on. */
 #if PY_VERSION_HEX >= 0x030C0000
     PyObject *exc = PyErr_GetRaisedException();
 #else
@@ -235,7 +233,6 @@ handle_run(core_state *st, PyObject *self)
         PyErr_WriteUnraisable(st->report_error);
     }
     Py_XDECREF(reported);
-    return 0;
 }
 
 /* The inbox lets go of a handle: the cyclic GC sees it (and the context made

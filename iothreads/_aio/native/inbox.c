@@ -308,11 +308,10 @@ inbox_run(PyObject *op, PyObject *arg)
         atomic_store_explicit(&self->submitted,
                               atomic_load_explicit(&self->submitted, memory_order_relaxed) + 1,
                               memory_order_relaxed);
-        int failed = atomic_load(&f->cancelled) ? 0 : handle_run(self->st, handle);
-        handle_release(handle);
-        if (failed) {
-            return NULL; /* SystemExit or KeyboardInterrupt: the rest stays queued */
+        if (!atomic_load(&f->cancelled)) {
+            handle_run(self->st, handle);
         }
+        handle_release(handle);
     }
     Py_RETURN_NONE;
 }
