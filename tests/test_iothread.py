@@ -425,22 +425,6 @@ def test_run_sync(loop_factory: LoopFactory) -> None:
             io.run_sync(lambda: io.run_sync(lambda: None))
 
 
-def test_run_sync_timeout_cancels_the_work(loop_factory: LoopFactory) -> None:
-    with IOThread("io0", loop_factory=loop_factory) as io:
-        cancelled = threading.Event()
-
-        async def forever() -> None:
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                cancelled.set()
-                raise
-
-        with pytest.raises(TimeoutError):
-            io.run_sync(forever, timeout=0.01)
-        assert cancelled.wait(WAIT)
-
-
 # -- stop with work pending --------------------------------------------------------
 
 
