@@ -30,6 +30,15 @@ from iothreads import glib as GLib  # was: from gi.repository import GLib
 #: How long the main thread waits for the program to finish, at most.
 TIMEOUT_S = 30.0
 
+#: Two threads print (main, and the IOThread's callbacks): print() writes a
+#: line and its newline separately, so a lock keeps each line whole.
+_print_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    with _print_lock:
+        print(line, flush=True)
+
 
 class Sensor:
     """The GLib program's state and callbacks, unchanged by the move."""
@@ -57,7 +66,7 @@ class Sensor:
             for line in data.decode().splitlines():
                 self.received.append(line)
                 # The callbacks run in the IOThread's thread ("IO glib0").
-                print(f"{threading.current_thread().name}: {line}", flush=True)
+                say(f"{threading.current_thread().name}: {line}")
             return GLib.SOURCE_CONTINUE
         self.done.set()  # the end of the stream, or HUP: the sender hung up
         return GLib.SOURCE_REMOVE
@@ -91,16 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             # The IOThread's asyncio loop is still there for other work.
             where = io.run_sync(lambda: threading.current_thread().name)
-            print(
-                f"main: the IOThread and its sources run on {where!r}; main only waits", flush=True
-            )
+            say(f"main: the IOThread and its sources run on {where!r}; main only waits")
             finished = sensor.done.wait(TIMEOUT_S)  # was: GLib.MainLoop().run()
     finally:
         sensor.close()
     if not finished:
         print(f"main: no end of stream within {TIMEOUT_S:g} s", file=sys.stderr)
         return 1
-    print(f"main: {sensor.sent} readings sent, {len(sensor.received)} received", flush=True)
+    say(f"main: {sensor.sent} readings sent, {len(sensor.received)} received")
     return 0
 
 

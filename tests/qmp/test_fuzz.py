@@ -23,9 +23,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iothreads._props import THREAD_POOL_LIMIT
 from iothreads.qmp._wire import JsonStreamer
 
-from ..helpers import INT64_MAX, IOTHREAD_PROPS, WAIT, RawClient
+from ..helpers import INT64_MAX, IOTHREAD_PROPS, WAIT, RawClient, above_limit
 
 # -- the wire format ------------------------------------------------------------------------
 
@@ -182,12 +183,16 @@ not_ints = st.one_of(
 values = st.one_of(
     st.integers(-3, 70),
     st.integers(-(2**63), INT64_MAX),
-    st.sampled_from([INT_MAX, INT_MAX + 1, INT64_MAX, -(2**63)]),
+    st.sampled_from(
+        [THREAD_POOL_LIMIT, THREAD_POOL_LIMIT + 1, INT_MAX, INT_MAX + 1, INT64_MAX, -(2**63)]
+    ),
     not_ints,
 )
 #: thread-pool-min's valid values start that many threads at once: small
-#: ones only, and large ones the pool limit refuses (above INT_MAX).
-pool_min_values = st.one_of(st.integers(-3, 4), st.integers(INT_MAX + 1, INT64_MAX), not_ints)
+#: ones only, and large ones the pool limit refuses.
+pool_min_values = st.one_of(
+    st.integers(-3, 4), st.integers(THREAD_POOL_LIMIT + 1, INT64_MAX), not_ints
+)
 
 
 def value_for(name: str) -> st.SearchStrategy[Any]:
@@ -201,7 +206,9 @@ def is_int64(value: object) -> bool:
 def refusals(props: dict[str, Any]) -> set[str]:
     """The errors QEMU's rules allow for *props* (all of an iothread's): every
     type error, else every range error (which comes first depends on the
-    order the properties are read in), else the pool limits'; none if valid."""
+    order the properties are read in), else a limit above the most a pool may
+    have (of either, as for the range errors), else QEMU's pool limits'; none
+    if valid."""
     wrong_type = {
         f"Invalid parameter type for '{name}', expected: integer"
         for name, value in props.items()
@@ -216,8 +223,15 @@ def refusals(props: dict[str, Any]) -> set[str]:
     }
     if negative:
         return negative
+    above = {
+        above_limit(name, props[name])
+        for name in ("thread-pool-min", "thread-pool-max")
+        if props[name] > THREAD_POOL_LIMIT
+    }
+    if above:
+        return above
     low, high = props["thread-pool-min"], props["thread-pool-max"]
-    if low > high or high == 0 or high > INT_MAX:
+    if low > high or high == 0:
         return {"bad thread-pool-min/thread-pool-max values"}
     return set()
 
