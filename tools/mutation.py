@@ -1,6 +1,6 @@
 """Mutation testing of the concurrency core, with cosmic-ray, bounded in time.
 
-    python tools/mutation.py [--minutes N] [GROUP ...]
+    python tools/mutation.py [--minutes N] [--sessions DIR] [GROUP ...]
 
 Each group mutates a few modules of the core (the inbox and wake-up protocol,
 the polling window and the pollers, the call protocol, the worker pool) one
@@ -16,15 +16,25 @@ mutant to disk), in the interpreter running this script, which needs the
 ``test`` and ``mutation`` extras.  Mutants of arithmetic on bit operators and
 powers are left out: the core has none that a test could tell apart from
 noise, and they would multiply the run time.
+
+With ``--sessions DIR`` a run can be resumed: each group's cosmic-ray
+session is kept in DIR (``GROUP.sqlite``, with ``GROUP.sha256``, a hash of
+the mutated modules and the operators left out), and results are written
+to it as they come, so a run stopped by its time budget, or killed, loses
+at most the mutant it was running.  A later run reuses the session while
+the hash matches (else it starts afresh) and runs only the mutants not yet
+run and the survivors not argued equivalent, which new tests may now kill.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.machinery
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -470,32 +480,79 @@ def _survivors(work: Path, session: Path) -> tuple[int, int, list[dict[str, str]
                     "column": str(mutation["start_pos"][1]),
                     "text": text,
                     "definition": mutation.get("definition_name") or "",
+                    "job": job["job_id"],
                 }
             )
     return total, done, survivors
 
 
-def run_group(name: str, group: Group, deadline: float) -> list[dict[str, str]]:
-    """Run one group until done or *deadline*; return its unexplained survivors."""
+def _fingerprint(group: Group) -> str:
+    """What a session's mutants depend on: the mutated modules and the
+    operators left out."""
+    digest = hashlib.sha256(json.dumps(EXCLUDED_OPERATORS).encode())
+    for module in group.modules:
+        digest.update(module.encode() + b"\0" + (ROOT / module).read_bytes())
+    return digest.hexdigest()
+
+
+def _rerun_unexplained(work: Path, session: Path) -> None:
+    """Forget the results of the survivors not argued equivalent, so that
+    the run gives the tests added since another chance at them."""
+    from cosmic_ray.work_item import TestOutcome
+
+    _, _, survivors = _survivors(work, session)
+    jobs = sorted({s["job"] for s in survivors if not _equivalent(s)})
+    with sqlite3.connect(session) as db:
+        db.executemany(
+            "DELETE FROM work_results WHERE job_id = ? AND test_outcome = ?",
+            [(job, TestOutcome.SURVIVED.name) for job in jobs],
+        )
+
+
+def _open_session(name: str, group: Group, work: Path, config: Path, kept: Path | None) -> Path:
+    """The group's session: the one kept in *kept* if it is for these
+    modules, else a new one (kept there, if given)."""
+    if kept is None:
+        session = work / "session.sqlite"
+    else:
+        session, fingerprint = kept / f"{name}.sqlite", kept / f"{name}.sha256"
+        found = session.exists() and fingerprint.exists()
+        if found and fingerprint.read_text() == _fingerprint(group):
+            _rerun_unexplained(work, session)
+            return session
+        fingerprint.unlink(missing_ok=True)  # written once the new session is whole
+        session.unlink(missing_ok=True)
+    cli = [sys.executable, "-m", "cosmic_ray.cli"]
+    subprocess.run([*cli, "init", str(config), str(session)], cwd=work, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cosmic_ray.tools.filters.operators_filter",
+            str(session),
+            str(config),
+        ],
+        cwd=work,
+        check=True,
+    )
+    _skip_argued_everywhere(work, session)
+    if kept is not None:
+        fingerprint.write_text(_fingerprint(group))
+    return session
+
+
+def run_group(
+    name: str, group: Group, deadline: float, sessions: Path | None = None
+) -> list[dict[str, str]]:
+    """Run one group until done or *deadline*, resuming its session in
+    *sessions* if there is one; return its unexplained survivors."""
     with tempfile.TemporaryDirectory(prefix=f"mutation-{name}-") as tmp:
         work = Path(tmp)
         _copy_tree(work)
-        config, session = work / "cosmic-ray.toml", work / "session.sqlite"
+        config = work / "cosmic-ray.toml"
         config.write_text(_config(group, sys.executable))
+        session = _open_session(name, group, work, config, sessions)
         cli = [sys.executable, "-m", "cosmic_ray.cli"]
-        subprocess.run([*cli, "init", str(config), str(session)], cwd=work, check=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cosmic_ray.tools.filters.operators_filter",
-                str(session),
-                str(config),
-            ],
-            cwd=work,
-            check=True,
-        )
-        _skip_argued_everywhere(work, session)
         left = deadline - time.monotonic()
         timed_out = False
         if left > 0:
@@ -527,11 +584,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("groups", nargs="*", choices=[[], *GROUPS], default=list(GROUPS))
     parser.add_argument("--minutes", type=float, default=60.0, help="time budget for all groups")
+    parser.add_argument(
+        "--sessions", type=Path, help="directory keeping each group's session, to resume it"
+    )
     args = parser.parse_args()
+    if args.sessions is not None:
+        args.sessions = args.sessions.resolve()
+        args.sessions.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.minutes * 60
     unexplained = []
     for name in args.groups or GROUPS:
-        unexplained += run_group(name, GROUPS[name], deadline)
+        unexplained += run_group(name, GROUPS[name], deadline, args.sessions)
     return 1 if unexplained else 0
 
 
