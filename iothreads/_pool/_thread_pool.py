@@ -170,7 +170,7 @@ class ThreadPool(ThreadPoolExecutor):
         self._completed = 0
         self._cancelled = 0
         # Constructor workers whose thread has not reached its first wait yet.
-        self._booting = 0
+        self._booting = min_threads
         self._booted = threading.Condition(self._lock)
 
         # The spawner thread starts the workers off the submitters' path; it
@@ -190,7 +190,6 @@ class ThreadPool(ThreadPoolExecutor):
         # must not compete for the GIL with threads still booting.
         with self._lock:
             initial = [self._new_worker_locked(idle=True) for _ in range(min_threads)]
-            self._booting = min_threads
         for worker in initial:
             self._start_worker(worker)
         with self._lock:
