@@ -351,8 +351,12 @@ def _equivalent(survivor: dict[str, str]) -> bool:
 
 #: Seconds one mutant's tests may take before it counts as killed by timeout
 #: (a mutant that makes the loop sleep forever is caught by the tests' own
-#: bounded waits, 10 s each, well within this).
-MUTANT_TIMEOUT = 120.0
+#: bounded waits, 10 s each, well within this).  It ends the hangs that
+#: TEST_TIMEOUT does not see, outside any test: pytest-asyncio's runner,
+#: closed after the last test of its scope, waiting for a task a mutant left
+#: running.  Each such mutant costs this long; a group's tests all pass in
+#: well under a tenth of it.
+MUTANT_TIMEOUT = 60.0
 
 #: Seconds one test may take under a mutant (the project's is 60), and
 #: pytest-timeout's thread method, which ends the whole process then: a
