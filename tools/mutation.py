@@ -288,6 +288,30 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         56,
     ): "a task defines no equality: != is 'is not'",
     (
+        "iothreads/_pool/_thread_pool.py::_arrived_locked",
+        "core/ReplaceFalseWithTrue",
+        "worker.summoned = False",
+        30,
+    ): (
+        "only _start_failed calls it, for a worker whose thread never ran and that"
+        " is on neither the idle stack nor the spawner's pending list any more (the"
+        " spawner took it off to start it, or start() cleared the list): the only"
+        " readers of its flags (_take_locked, _idle_wait, _coming_locked) never see"
+        " it again; _waking, decremented beside the flag, is what counts"
+    ),
+    (
+        "iothreads/_pool/_thread_pool.py::_exit_locked",
+        "core/ReplaceFalseWithTrue",
+        "worker.idle = False",
+        26,
+    ): (
+        "_exit_locked finds a worker idle only when _expire_locked calls it, in the"
+        " worker's own thread, which then exits without reading the flag again, or"
+        " when _start_failed does, for a worker whose thread never ran; either is"
+        " then off the idle stack (removed here) and off the spawner's pending list,"
+        " the only places the flag is read for"
+    ),
+    (
         "iothreads/_aio/_callback_poller.py",
         "core/ReplaceComparisonOperator_Lt_NotEq",
         "if not context.spin(step_end, self._fd) and step_end < deadline:",
