@@ -13,9 +13,9 @@ is any.
 
 The work happens in a copy of the working tree (cosmic-ray writes each
 mutant to disk), in the interpreter running this script, which needs the
-``test`` and ``mutation`` extras.  Mutants of arithmetic on bit operators and
-powers are left out: the core has none that a test could tell apart from
-noise, and they would multiply the run time.
+``test`` extra (cosmic-ray is in it).  Mutants of arithmetic on bit
+operators and powers are left out: the core has none that a test could tell
+apart from noise, and they would multiply the run time.
 
 With ``--sessions DIR`` a run can be resumed: each group's cosmic-ray
 session is kept in DIR (``GROUP.sqlite``, with ``GROUP.sha256``, a hash of
