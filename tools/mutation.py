@@ -23,7 +23,8 @@ the mutated modules and the operators left out), and results are written
 to it as they come, so a run stopped by its time budget, or killed, loses
 at most the mutant it was running.  A later run reuses the session while
 the hash matches (else it starts afresh) and runs only the mutants not yet
-run and the survivors not argued equivalent, which new tests may now kill.
+run and the survivors not argued equivalent, which new tests may now kill
+(``--minutes 0`` only reports the session as it stands).
 """
 
 from __future__ import annotations
@@ -539,14 +540,14 @@ def _rerun_unexplained(work: Path, session: Path) -> None:
 
 def _open_session(name: str, group: Group, work: Path, config: Path, kept: Path | None) -> Path:
     """The group's session: the one kept in *kept* if it is for these
-    modules, else a new one (kept there, if given)."""
+    modules (the caller runs its unexplained survivors again), else a new
+    one (kept there, if given)."""
     if kept is None:
         session = work / "session.sqlite"
     else:
         session, fingerprint = kept / f"{name}.sqlite", kept / f"{name}.sha256"
         found = session.exists() and fingerprint.exists()
         if found and fingerprint.read_text() == _fingerprint(group):
-            _rerun_unexplained(work, session)
             return session
         fingerprint.unlink(missing_ok=True)  # written once the new session is whole
         session.unlink(missing_ok=True)
@@ -584,6 +585,7 @@ def run_group(
         left = deadline - time.monotonic()
         timed_out = False
         if left > 0:
+            _rerun_unexplained(work, session)
             try:
                 subprocess.run(
                     [*cli, "exec", str(config), str(session)],
