@@ -472,6 +472,32 @@ def test_two_workers_shutting_the_pool_down_do_not_wait_for_each_other(
     assert pool_threads("both") == []
 
 
+def test_a_worker_shutting_the_pool_down_waits_for_the_other_workers(pools: Pools) -> None:
+    """Only the pool threads inside shutdown() are not waited for: a worker
+    that shuts the pool down returns once every other worker has exited."""
+    pool = pools.new(0, 2, name="last")
+    gate, started = pools.gate(), threading.Event()
+    busy = pool.submit(blocker(gate, started))
+    assert started.wait(BOUND)
+    joining = Gate(marks=[line_of(ThreadPool.shutdown, "thread.join()")])
+    returned = threading.Event()
+
+    def shut_down() -> bool:
+        joining.install()
+        try:
+            pool.shutdown(wait=True)
+        finally:
+            joining.uninstall()
+            returned.set()
+        return busy.done()
+
+    closer = pool.submit(shut_down)
+    wait_until(lambda: joining.stopped.is_set() or returned.is_set(), "shutdown() to wait")
+    gate.set()
+    assert closer.result(BOUND) is True  # the busy worker had finished
+    assert busy.result(0) == "last-1"
+
+
 # ------------------------------------------------ run() callers whose loop is gone
 
 
