@@ -131,6 +131,9 @@ _ANNOTATIONS_ONLY = (
     " __future__ import annotations), and importing them at run time makes no cycle"
 )
 
+#: Why == and "is" agree on a request's state.
+_ENUM_MEMBER = "RequestState is a plain Enum: a member equals only itself, so == is 'is'"
+
 #: Survivors argued equivalent: (module, operator, the mutated line's text,
 #: the mutation's column) -> why no reachable state tells the mutant apart.
 #: Where the same text recurs at the same column, "module::function" names
@@ -247,7 +250,7 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         "core/ReplaceComparisonOperator_Is_Eq",
         "assert self.state is RequestState.QUEUED",
         26,
-    ): "an enum member equals only itself: == is 'is'",
+    ): _ENUM_MEMBER,
     (
         "iothreads/_pool/_spawner.py",
         "core/ReplaceComparisonOperator_IsNot_NotEq",
@@ -288,6 +291,24 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         "return [t for t in asyncio.all_tasks(loop) if t is not me]",
         56,
     ): "a task defines no equality: != is 'is not'",
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "if request.state is RequestState.QUEUED:",
+        29,
+    ): _ENUM_MEMBER,
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "elif request.state is RequestState.RUNNING:",
+        31,
+    ): _ENUM_MEMBER,
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "if request.state is RequestState.RUNNING:",
+        25,
+    ): _ENUM_MEMBER,
     (
         "iothreads/_pool/_thread_pool.py::_arrived_locked",
         "core/ReplaceFalseWithTrue",
