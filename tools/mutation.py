@@ -310,6 +310,22 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         25,
     ): _ENUM_MEMBER,
     (
+        "iothreads/_pool/_worker.py",
+        "core/ReplaceBinaryOperator_Mul_Div",
+        "def __init__(self, pool: WorkerPool, name: str, *, starts_idle: bool) -> None:",
+        52,
+    ): "'/' in place of '*' leaves starts_idle a keyword, and every caller passes it so",
+    (
+        "iothreads/_pool/_worker.py::WorkerPool",
+        "core/RemoveDecorator",
+        "@property",
+        4,
+    ): (
+        "WorkerPool is a Protocol for the type checker alone: no class derives from"
+        " it and nothing tests isinstance() against it, so none of its members is"
+        " ever looked up (the pool's own idle_timeout is a property of ThreadPool)"
+    ),
+    (
         "iothreads/_pool/_thread_pool.py::_arrived_locked",
         "core/ReplaceFalseWithTrue",
         "worker.summoned = False",

@@ -22,6 +22,7 @@ import pytest
 
 from iothreads import InvalidParameterType, InvalidParameterValue
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
+from iothreads._pool._requests import LoopRequest
 from iothreads._pool._spawner import SPAWNER
 from iothreads._pool._thread_pool import _check_idle_timeout
 from iothreads._pool._worker import OWN_THREAD, POOL_WORKER, current_worker
@@ -261,6 +262,27 @@ async def test_run_returns_on_the_awaiting_loop(pools: Pools) -> None:
     stats = pool.statistics()
     # One worker served both: it is idle again before the caller has a result.
     assert (stats.completed, stats.spawned) == (2, 1)
+
+
+async def test_a_run_is_handed_over_once_its_worker_is_idle_again(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hand-over to the awaiting loop is the worker's last act for the
+    request: a caller that runs again at once finds it idle, rather than an
+    empty stack and a needless spawn."""
+    pool = pools.new(0, 4, idle_timeout=3600.0, name="handover")
+    seen: list[ThreadPoolStatistics] = []
+    real_deliver = LoopRequest.deliver
+
+    def deliver(request: LoopRequest, result: Any, exc: BaseException | None) -> None:
+        seen.append(pool.statistics())  # in the worker, as it hands the outcome over
+        real_deliver(request, result, exc)
+
+    monkeypatch.setattr(LoopRequest, "deliver", deliver)
+    assert await pool.run(thread_name) == "handover-1"
+    assert await pool.run(thread_name) == "handover-1"
+    assert [(s.idle, s.active, s.completed) for s in seen] == [(1, 0, 1), (1, 0, 2)]
+    assert pool.statistics().spawned == 1
 
 
 async def test_run_exceptions_keep_their_traceback(pools: Pools) -> None:
