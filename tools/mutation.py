@@ -326,6 +326,12 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         " ever looked up (the pool's own idle_timeout is a property of ThreadPool)"
     ),
     (
+        "iothreads/_pool/_worker.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "return threading.current_thread() is worker.thread",
+        38,
+    ): "a thread defines no equality: == is 'is'",
+    (
         "iothreads/_pool/_thread_pool.py::_arrived_locked",
         "core/ReplaceFalseWithTrue",
         "worker.summoned = False",

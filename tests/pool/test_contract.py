@@ -99,6 +99,16 @@ def test_idle_timeouts_up_to_what_a_lock_can_wait_for_are_taken(timeout: float) 
     assert _check_idle_timeout(timeout) == float(timeout)
 
 
+def test_the_limits_are_taken_by_keyword_and_the_rest_only_so(pools: Pools) -> None:
+    """As ThreadPoolExecutor's max_workers: the limits by position or by
+    name; idle_timeout and name, which follow, by name alone."""
+    pool = pools.new(min_threads=1, max_threads=2, idle_timeout=5.0, name="kw")
+    stats = pool.statistics()
+    assert (stats.min, stats.max, pool.idle_timeout, pool.name) == (1, 2, 5.0, "kw")
+    with pytest.raises(TypeError, match="positional"):
+        ThreadPool(0, 2, 5.0)  # type: ignore[misc]
+
+
 def test_constructor_rejects_a_name_that_is_not_a_str() -> None:
     with pytest.raises(InvalidParameterType, match="name"):
         ThreadPool(name=1)  # type: ignore[arg-type]
