@@ -106,7 +106,7 @@ def test_the_limits_are_taken_by_keyword_and_the_rest_only_so(pools: Pools) -> N
     stats = pool.statistics()
     assert (stats.min, stats.max, pool.idle_timeout, pool.name) == (1, 2, 5.0, "kw")
     with pytest.raises(TypeError, match="positional"):
-        ThreadPool(0, 2, 5.0)  # type: ignore[misc]
+        ThreadPool(0, 2, 5.0)  # type: ignore[call-arg]
 
 
 def test_constructor_rejects_a_name_that_is_not_a_str() -> None:
