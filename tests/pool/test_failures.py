@@ -472,6 +472,45 @@ def test_two_workers_shutting_the_pool_down_do_not_wait_for_each_other(
     assert pool_threads("both") == []
 
 
+def test_a_retired_spawner_and_a_worker_shutting_the_pool_down_do_not_wait_for_each_other(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spawner that delivers a failed start's failure runs the
+    done-callbacks as a pool thread: one that shuts the pool down, while a
+    worker does too, neither waits for that worker nor is waited for."""
+    may_fail = threading.Event()  # the callback is added by then
+    refuse_thread_start(monkeypatch, "pair-1", after=may_fail)
+    pool = pools.new(0, 2, name="pair")
+    returned: list[object] = []  # each shutdown()'s thread, or what it raised
+    all_returned = threading.Semaphore(0)
+
+    def shut_down() -> None:
+        try:
+            pool.shutdown(wait=True)
+            returned.append(threading.current_thread().name)
+        except BaseException as exc:  # asserted by the test, not lost in a callback
+            returned.append(exc)
+        finally:
+            all_returned.release()
+
+    def retry_and_shut_down(_: object) -> None:  # in the spawner, handed over
+        try:
+            pool.submit(shut_down)  # pair-2, which shuts the pool down too
+        except BaseException as exc:
+            returned.append(exc)
+            all_returned.release()
+        shut_down()
+
+    failed = pool.submit(pow, 2, 2)
+    failed.add_done_callback(retry_and_shut_down)
+    may_fail.set()
+    for _ in range(2):
+        assert all_returned.acquire(timeout=BOUND)  # each shutdown() returned
+    assert sorted(map(str, returned)) == ["pair-2", "pair-spawner"]
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        failed.result(0)
+
+
 def test_a_worker_shutting_the_pool_down_waits_for_the_other_workers(pools: Pools) -> None:
     """Only the pool threads inside shutdown() are not waited for: a worker
     that shuts the pool down returns once every other worker has exited."""
