@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import CancelledError
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -134,6 +135,9 @@ def test_rejected_limits_change_nothing(
         ("min_threads", -1, f"thread-pool-min {RANGE}"),
         ("max_threads", 0, BAD_PAIR),
         ("max_threads", False, NOT_INT.format("thread-pool-max")),
+        # Equal to everything, so not to be mistaken for "keep this limit".
+        ("min_threads", mock.ANY, NOT_INT.format("thread-pool-min")),
+        ("max_threads", mock.ANY, NOT_INT.format("thread-pool-max")),
     ],
 )
 def test_rejected_property_writes_change_nothing(

@@ -294,6 +294,24 @@ def test_a_submit_wakes_an_idle_worker_only_when_none_is_on_its_way(
     assert (stats.completed, stats.spawned, stats.queued, stats.active) == (3, 2, 0, 0)
 
 
+def test_workers_started_idle_count_once_for_the_queue(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two idle workers whose threads cannot start yet, one of them woken:
+    # each counts once against the queue (on the idle stack, or as woken),
+    # not again as a worker waiting for the spawner, so the third request
+    # gets a worker of its own.
+    may_start = stall_starts(pools, monkeypatch, {"once-1", "once-2"})
+    pool = pools.new(0, 4, name="once")
+    pool.set_limits(2, 4)
+    futures = [pool.submit(thread_name) for _ in range(2)]
+    assert pool.statistics().spawned == 2  # the two idle ones come for these
+    futures.append(pool.submit(thread_name))
+    assert pool.statistics().spawned == 3
+    may_start.set()
+    assert {f.result(BOUND) for f in futures} <= {"once-1", "once-2", "once-3"}
+
+
 def test_a_worker_that_finishes_drains_the_queue(
     pools: Pools, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -520,6 +538,8 @@ def test_raising_max_gives_queued_requests_workers(pools: Pools) -> None:
     # Two queued requests that can only finish by running side by side.
     queued = [pool.submit(both.wait, BOUND) for _ in range(2)]
     assert pool.statistics().queued == 2
+    pool.max_threads = 1  # unchanged: still no worker beyond it
+    assert pool.statistics().spawned == 1
     pool.max_threads = 5
     assert pool.statistics().spawned == 3  # one per queued request, not up to max
     assert sorted(f.result(BOUND) for f in queued) == [0, 1]
