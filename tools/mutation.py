@@ -332,6 +332,62 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         38,
     ): "a thread defines no equality: == is 'is'",
     (
+        "iothreads/_pool/_spawner.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "if thread is None or thread is me:",
+        40,
+    ): "a thread defines no equality: == is 'is'",
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceComparisonOperator_IsNot_NotEq",
+        "if thread is not me and not mutual:",
+        26,
+    ): "a thread defines no equality: != is 'is not'",
+    (
+        "iothreads/_pool/_spawner.py::__init__",
+        "core/ReplaceFalseWithTrue",
+        "self._up = False  # its start() returned",
+        19,
+    ): (
+        "join() reads _up only while a spawner thread exists, and"
+        " make_thread_locked, which makes every one, sets _up to False first:"
+        " the value given here is never read"
+    ),
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceComparisonOperator_Eq_LtE",
+        "if self._nthreads == 0:",
+        30,
+    ): (
+        "_nthreads counts workers that exist or are being started, each"
+        " subtracted once (_exit_locked, when it is marked retired): it is never"
+        " negative, so <= 0 is == 0"
+    ),
+    (
+        "iothreads/_call.py::_withdrawn",
+        "core/ReplaceTrueWithFalse",
+        "self._finish(None, None, cancelled=True)  # releases the waiting caller",
+        43,
+    ): (
+        "a call is abandoned only by a caller cancelled while awaiting the outcome"
+        " future, which that cancellation cancelled (the task cancels the future"
+        " it waits on): _resolve then drops whatever outcome comes, cancelled or"
+        " not, and only releases the waiting caller, as it does for either"
+    ),
+    (
+        "iothreads/_call.py",
+        "core/ReplaceAndWithOr",
+        "if future.cancelled() and not self.cancel_requested:",
+        30,
+    ): (
+        "an io.submit call's cancel_requested is set only by cancel(), which only"
+        " this done-callback schedules, and it runs once: the second operand is"
+        " always true here; 'or' only adds, after an outcome set in the IOThread,"
+        " a cancel() on its loop that marks a finished call and cancels no task"
+        " (the call's is done, or there is none; a stopped IOThread refuses it,"
+        " which is caught)"
+    ),
+    (
         "iothreads/_pool/_thread_pool.py::_arrived_locked",
         "core/ReplaceFalseWithTrue",
         "worker.summoned = False",
