@@ -511,6 +511,45 @@ def test_a_retired_spawner_and_a_worker_shutting_the_pool_down_do_not_wait_for_e
         failed.result(0)
 
 
+@pytest.mark.interleaving
+def test_a_worker_back_from_shutdown_is_waited_for_like_any_other(pools: Pools) -> None:
+    """A pool thread is skipped by the others only while it is inside
+    shutdown(): once back, it is joined like any worker."""
+    pool = pools.new(0, 2, name="back")
+    both_running = threading.Barrier(2)
+    # b stops inside shutdown(), registered; then marks its first join.
+    b_inside = Gate(
+        line_of(ThreadPool.shutdown, "self._spawner.join()"),
+        marks=[line_of(ThreadPool.shutdown, "thread.join()")],
+    )
+    a_back, b_back, a_may_end = threading.Event(), threading.Event(), pools.gate()
+
+    def a() -> None:
+        both_running.wait(BOUND)
+        assert b_inside.stopped.wait(BOUND)
+        pool.shutdown(wait=True)  # does not wait for b, inside shutdown()
+        a_back.set()
+        assert a_may_end.wait(BOUND)
+
+    def b() -> None:
+        both_running.wait(BOUND)
+        b_inside.install()
+        try:
+            pool.shutdown(wait=True)
+        finally:
+            b_inside.uninstall()
+        b_back.set()
+
+    futures = [pool.submit(a), pool.submit(b)]
+    assert a_back.wait(BOUND)
+    b_inside.go_on()
+    wait_until(lambda: b_inside.stopped.is_set() or b_back.is_set(), "b to join or return")
+    assert not b_back.is_set()  # b waits for a, back from shutdown() but running
+    a_may_end.set()
+    assert b_back.wait(BOUND)
+    assert [f.result(BOUND) for f in futures] == [None, None]
+
+
 def test_a_worker_shutting_the_pool_down_waits_for_the_other_workers(pools: Pools) -> None:
     """Only the pool threads inside shutdown() are not waited for: a worker
     that shuts the pool down returns once every other worker has exited."""
