@@ -312,6 +312,29 @@ def test_workers_started_idle_count_once_for_the_queue(
     assert {f.result(BOUND) for f in futures} <= {"once-1", "once-2", "once-3"}
 
 
+def test_a_woken_worker_not_started_yet_counts_once_for_the_queue(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spawner itself cannot start yet: both idle workers wait for it, and
+    # the one woken counts as woken only, not again as a worker waiting for
+    # the spawner, so the third request gets a worker of its own.
+    may_start = stall_starts(pools, monkeypatch, {"woken-spawner"})
+    pool = pools.new(0, 4, name="woken")
+    raiser = threading.Thread(target=pool.set_limits, args=(2, 4))
+    raiser.start()  # stalls in starting the spawner, after the lock
+    try:
+        wait_until(lambda: pool.statistics().idle == 2)
+        futures = [pool.submit(thread_name) for _ in range(2)]
+        assert pool.statistics().spawned == 2  # the two idle ones come for these
+        futures.append(pool.submit(thread_name))
+        assert pool.statistics().spawned == 3
+    finally:
+        may_start.set()
+        raiser.join(BOUND)
+    assert not raiser.is_alive()
+    assert {f.result(BOUND) for f in futures} <= {"woken-1", "woken-2", "woken-3"}
+
+
 def test_a_worker_that_finishes_drains_the_queue(
     pools: Pools, monkeypatch: pytest.MonkeyPatch
 ) -> None:
