@@ -388,6 +388,12 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         " which is caught)"
     ),
     (
+        "iothreads/_pool/_spawner.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "if self._thread is thread:",
+        28,
+    ): "a thread defines no equality: == is 'is'",
+    (
         "iothreads/_pool/_thread_pool.py::_arrived_locked",
         "core/ReplaceFalseWithTrue",
         "worker.summoned = False",
