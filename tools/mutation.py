@@ -394,6 +394,16 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         28,
     ): "a thread defines no equality: == is 'is'",
     (
+        "iothreads/_pool/_spawner.py::SpawnerPool",
+        "core/RemoveDecorator",
+        "@property",
+        4,
+    ): (
+        "SpawnerPool is a Protocol for the type checker alone: no class derives"
+        " from it and nothing tests isinstance() against it, so none of its"
+        " members is ever looked up (the pool's own name is a property of ThreadPool)"
+    ),
+    (
         "iothreads/_pool/_thread_pool.py::_arrived_locked",
         "core/ReplaceFalseWithTrue",
         "worker.summoned = False",

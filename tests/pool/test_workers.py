@@ -54,12 +54,14 @@ def test_spawns_on_demand_up_to_max_then_queues(pools: Pools) -> None:
 
 
 @pytest.mark.interleaving
+@pytest.mark.parametrize("min_threads", [1, 2])
 def test_the_constructor_waits_for_its_min_workers_to_boot(
-    pools: Pools, monkeypatch: pytest.MonkeyPatch
+    pools: Pools, monkeypatch: pytest.MonkeyPatch, min_threads: int
 ) -> None:
     """Workers whose threads have started but not reached their first wait:
     the constructor waits for them, so that when it returns every min worker
-    is idle and no request meets a thread still booting."""
+    is idle and no request meets a thread still booting.  (With one worker,
+    the constructor is woken by that worker alone, as the last to boot.)"""
     go = threading.Event()
     real_main = Worker._main
 
@@ -74,11 +76,11 @@ def test_the_constructor_waits_for_its_min_workers_to_boot(
     def construct() -> None:
         waiting.install()
         try:
-            made.append(pools.new(2, 2, name="seed"))
+            made.append(pools.new(min_threads, 2, name="seed"))
         finally:
             waiting.uninstall()
 
-    constructor = threading.Thread(target=construct)
+    constructor = threading.Thread(target=construct, daemon=True)  # never left waiting
     constructor.start()
     try:
         assert waiting.stopped.wait(BOUND)  # waiting for the workers
@@ -88,7 +90,7 @@ def test_the_constructor_waits_for_its_min_workers_to_boot(
         constructor.join(BOUND)
     assert not constructor.is_alive()
     stats = made[0].statistics()
-    assert (stats.threads, stats.idle) == (2, 2)
+    assert (stats.threads, stats.idle) == (min_threads, min_threads)
 
 
 @pytest.mark.interleaving
