@@ -404,6 +404,18 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         " members is ever looked up (the pool's own name is a property of ThreadPool)"
     ),
     (
+        "iothreads/_pool/_spawner.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "return threading.current_thread() is self._thread",
+        42,
+    ): "a thread defines no equality: == is 'is'",
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "return worker is not None and worker.pool is self",
+        50,
+    ): "a pool defines no equality (nor does ThreadPoolExecutor): == is 'is'",
+    (
         "iothreads/_pool/_thread_pool.py::_arrived_locked",
         "core/ReplaceFalseWithTrue",
         "worker.summoned = False",
