@@ -188,7 +188,7 @@ class ThreadPool(ThreadPoolExecutor):
         # next one as well, and retrying at once would only spin.
         self._top_up_held = False
         # Constructor workers whose thread has not reached its first wait yet.
-        self._booting = 0
+        self._booting = min_threads
         self._booted = threading.Condition(self._lock)
 
         # The spawner thread starts the workers off the submitters' path; it
@@ -208,7 +208,6 @@ class ThreadPool(ThreadPoolExecutor):
         track(self)
         with self._lock:
             initial = [self._new_worker_locked(idle=True) for _ in range(min_threads)]
-            self._booting = min_threads
             if min_threads:
                 self._spawner.make_thread_locked()
         if min_threads:
