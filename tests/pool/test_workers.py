@@ -25,6 +25,7 @@ from ..helpers import (
     pool_threads,
     thread_name,
     wait_until,
+    watch_spawner,
     workers,
 )
 
@@ -251,8 +252,8 @@ def test_a_worker_started_idle_goes_to_the_bottom_of_the_stack(pools: Pools) -> 
         gate.set()
         order.append(futures[n - 1].result(BOUND))
         wait_until(lambda n=n: pool.statistics().idle == n)
-    pool.min_threads = 3  # bottom-3, started idle
-    assert pool.statistics().idle == 3
+    pool.min_threads = 3  # the spawner makes bottom-3, started idle
+    wait_until(lambda: pool.statistics().idle == 3, "the spawner's top-up")
     hold = pools.gate()
     started = [threading.Event() for _ in range(3)]
     busy = [pool.submit(blocker(hold, event)) for event in started]
@@ -318,29 +319,6 @@ def test_workers_started_idle_count_once_for_the_queue(
     assert pool.statistics().spawned == 3
     may_start.set()
     assert {f.result(BOUND) for f in futures} <= {"once-1", "once-2", "once-3"}
-
-
-def test_a_woken_worker_not_started_yet_counts_once_for_the_queue(
-    pools: Pools, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The spawner itself cannot start yet: both idle workers wait for it, and
-    # the one woken counts as woken only, not again as a worker waiting for
-    # the spawner, so the third request gets a worker of its own.
-    may_start = stall_starts(pools, monkeypatch, {"woken-spawner"})
-    pool = pools.new(0, 4, name="woken")
-    raiser = threading.Thread(target=pool.set_limits, args=(2, 4))
-    raiser.start()  # stalls in starting the spawner, after the lock
-    try:
-        wait_until(lambda: pool.statistics().idle == 2)
-        futures = [pool.submit(thread_name) for _ in range(2)]
-        assert pool.statistics().spawned == 2  # the two idle ones come for these
-        futures.append(pool.submit(thread_name))
-        assert pool.statistics().spawned == 3
-    finally:
-        may_start.set()
-        raiser.join(BOUND)
-    assert not raiser.is_alive()
-    assert {f.result(BOUND) for f in futures} <= {"woken-1", "woken-2", "woken-3"}
 
 
 def test_a_worker_that_finishes_drains_the_queue(
@@ -564,15 +542,23 @@ def test_busy_workers_above_a_lowered_max_get_no_help(pools: Pools) -> None:
 
 
 def test_raising_max_gives_queued_requests_workers(pools: Pools) -> None:
+    """The spawner gives each queued request a worker, and no more: not one
+    beyond a max written with its own value, nor up to a raised max."""
     pool = pools.new(0, 1, name="wider")
+    caught_up = watch_spawner(pool)
     gate, _ = occupy(pools, pool, 1)
-    both = threading.Barrier(2)
-    # Two queued requests that can only finish by running side by side.
-    queued = [pool.submit(both.wait, BOUND) for _ in range(2)]
+    hold = pools.gate()
+    queued = [pool.submit(blocker(hold)) for _ in range(2)]
     assert pool.statistics().queued == 2
     pool.max_threads = 1  # unchanged: still no worker beyond it
+    wait_until(caught_up, "the spawner to catch up")
     assert pool.statistics().spawned == 1
     pool.max_threads = 5
+    wait_until(lambda: pool.statistics().active == 3, "both queued requests to run")
+    # Held busy, so that no worker of theirs is idle when the spawner looks
+    # at the queue again: a worker more would be made for nothing then.
+    wait_until(caught_up, "the spawner to catch up")
     assert pool.statistics().spawned == 3  # one per queued request, not up to max
-    assert sorted(f.result(BOUND) for f in queued) == [0, 1]
+    hold.set()
+    assert sorted(f.result(BOUND) for f in queued) == ["wider-2", "wider-3"]
     gate.set()
