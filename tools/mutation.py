@@ -428,6 +428,15 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         " it again; _waking, decremented beside the flag, is what counts"
     ),
     (
+        "iothreads/_pool/_thread_pool.py::_arrived_locked",
+        "core/ReplaceFalseWithTrue",
+        "worker.starting = False",
+        30,
+    ): (
+        "as worker.summoned above: the worker's thread never ran and nothing reads"
+        " its flags again; _starting, decremented beside the flag, is what counts"
+    ),
+    (
         "iothreads/_pool/_thread_pool.py::_exit_locked",
         "core/ReplaceFalseWithTrue",
         "worker.idle = False",

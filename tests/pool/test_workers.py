@@ -541,6 +541,34 @@ def test_busy_workers_above_a_lowered_max_get_no_help(pools: Pools) -> None:
     assert pool.statistics().spawned == 3
 
 
+def test_a_worker_started_for_the_queue_counts_for_it_until_it_gets_there(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once its Thread.start() has returned, a worker started for queued
+    requests may still be far from the queue (on a loaded machine, or
+    without a GIL, its thread runs late): it counts as coming for them until
+    it gets there, so neither the spawner's next look at the queue nor a
+    raised max makes another worker for the same request."""
+    real_main = Worker._main
+    may_run = pools.gate()
+
+    def late(worker: Worker, idle: bool) -> None:
+        assert may_run.wait(BOUND)
+        real_main(worker, idle)
+
+    monkeypatch.setattr(Worker, "_main", late)
+    pool = pools.new(0, 4, name="late")
+    caught_up = watch_spawner(pool)
+    futures = [pool.submit(thread_name) for _ in range(2)]
+    wait_until(caught_up, "the spawner to catch up")
+    assert pool.statistics().spawned == 2
+    pool.max_threads = 8
+    wait_until(caught_up, "the spawner to catch up")
+    assert pool.statistics().spawned == 2
+    may_run.set()
+    assert {f.result(BOUND) for f in futures} <= {"late-1", "late-2"}
+
+
 def test_raising_max_gives_queued_requests_workers(pools: Pools) -> None:
     """The spawner gives each queued request a worker, and no more: not one
     beyond a max written with its own value, nor up to a raised max."""
