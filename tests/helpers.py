@@ -513,6 +513,46 @@ class Pools:
             pool.shutdown(wait=True)
 
 
+class _WatchedWanted(threading.Condition):
+    """The spawner's condition, noting (under the pool lock, like every use
+    of it) how many notifications it got and how many the spawner had seen
+    when it last went to sleep."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        super().__init__(lock)
+        self.notified = 0
+        self.seen = -1  # none yet: the spawner has not slept
+        self.sleeping = False
+
+    def notify(self, n: int = 1) -> None:
+        self.notified += 1
+        super().notify(n)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.seen, self.sleeping = self.notified, True
+        try:
+            return super().wait(timeout)
+        finally:
+            self.sleeping = False
+
+
+def watch_spawner(pool: ThreadPool) -> Callable[[], bool]:
+    """A predicate for ``wait_until``: *pool*'s spawner has caught up, that is,
+    it sleeps with no notification it has not looked at (everything the
+    limits or the submitters asked of it so far is done).  Call it before the
+    pool has a spawner thread: one already asleep would miss notifications."""
+    spawner = pool._spawner
+    assert spawner._thread is None, "the pool has a spawner already"
+    wanted = _WatchedWanted(pool._lock)
+    spawner._wanted = wanted
+
+    def caught_up() -> bool:
+        with pool._lock:
+            return wanted.sleeping and wanted.seen == wanted.notified
+
+    return caught_up
+
+
 def workers(name: str) -> list[str]:
     """Names of the live worker threads of the pool called *name*."""
     prefix = f"{name}-"

@@ -309,6 +309,44 @@ def test_a_caller_whose_loop_closed_leaves_the_iothread_serving(
         assert not caller.done()  # its loop is gone: it never hears back
 
 
+@pytest.mark.parametrize("ends", ["returns", "raises", "is cancelled"])
+async def test_the_outcome_reaches_the_callers_loop_without_an_error(
+    loop_factory: LoopFactory, ends: str
+) -> None:
+    """io.run's outcome is handed over in one callback on the caller's loop,
+    which raises nothing there: an error in it would reach that loop's
+    exception handler alone, after the caller already had its outcome."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda loop, context: errors.append(context))
+
+    async def work() -> int:
+        if ends == "raises":
+            raise ValueError("from the work")
+        if ends == "is cancelled":
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)
+        return 42
+
+    try:
+        async with IOThread("io0", loop_factory=loop_factory) as io:
+            if ends == "returns":
+                assert await asyncio.wait_for(io.run(work), WAIT) == 42
+            elif ends == "raises":
+                with pytest.raises(ValueError, match="from the work"):
+                    await asyncio.wait_for(io.run(work), WAIT)
+            else:
+                with pytest.raises(asyncio.CancelledError):
+                    await asyncio.wait_for(io.run(work), WAIT)
+            # The callback that resolved the outcome ran before the caller
+            # resumed: anything it raised has been handled by now.
+            assert errors == []
+    finally:
+        loop.set_exception_handler(None)
+
+
 async def never_run() -> None:
     raise AssertionError("a withdrawn or refused coroutine ran")
 

@@ -1,6 +1,6 @@
 """Mutation testing of the concurrency core, with cosmic-ray, bounded in time.
 
-    python tools/mutation.py [--minutes N] [GROUP ...]
+    python tools/mutation.py [--minutes N] [--sessions DIR] [GROUP ...]
 
 Each group mutates a few modules of the core (the inbox and wake-up protocol,
 the polling window and the pollers, the call protocol, the worker pool) one
@@ -13,18 +13,29 @@ is any.
 
 The work happens in a copy of the working tree (cosmic-ray writes each
 mutant to disk), in the interpreter running this script, which needs the
-``test`` and ``mutation`` extras.  Mutants of arithmetic on bit operators and
-powers are left out: the core has none that a test could tell apart from
-noise, and they would multiply the run time.
+``test`` extra (cosmic-ray is in it).  Mutants of arithmetic on bit
+operators and powers are left out: the core has none that a test could tell
+apart from noise, and they would multiply the run time.
+
+With ``--sessions DIR`` a run can be resumed: each group's cosmic-ray
+session is kept in DIR (``GROUP.sqlite``, with ``GROUP.sha256``, a hash of
+the mutated modules and the operators left out), and results are written
+to it as they come, so a run stopped by its time budget, or killed, loses
+at most the mutant it was running.  A later run reuses the session while
+the hash matches (else it starts afresh) and runs only the mutants not yet
+run and the survivors not argued equivalent, which new tests may now kill
+(``--minutes 0`` only reports the session as it stands).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.machinery
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -119,6 +130,9 @@ _ANNOTATIONS_ONLY = (
     "the names it imports appear in annotations only, which stay strings (from"
     " __future__ import annotations), and importing them at run time makes no cycle"
 )
+
+#: Why == and "is" agree on a request's state.
+_ENUM_MEMBER = "RequestState is a plain Enum: a member equals only itself, so == is 'is'"
 
 #: Survivors argued equivalent: (module, operator, the mutated line's text,
 #: the mutation's column) -> why no reachable state tells the mutant apart.
@@ -236,7 +250,7 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         "core/ReplaceComparisonOperator_Is_Eq",
         "assert self.state is RequestState.QUEUED",
         26,
-    ): "an enum member equals only itself: == is 'is'",
+    ): _ENUM_MEMBER,
     (
         "iothreads/_pool/_spawner.py",
         "core/ReplaceComparisonOperator_IsNot_NotEq",
@@ -277,6 +291,163 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         "return [t for t in asyncio.all_tasks(loop) if t is not me]",
         56,
     ): "a task defines no equality: != is 'is not'",
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "if request.state is RequestState.QUEUED:",
+        29,
+    ): _ENUM_MEMBER,
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "elif request.state is RequestState.RUNNING:",
+        31,
+    ): _ENUM_MEMBER,
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "if request.state is RequestState.RUNNING:",
+        25,
+    ): _ENUM_MEMBER,
+    (
+        "iothreads/_pool/_worker.py",
+        "core/ReplaceBinaryOperator_Mul_Div",
+        "def __init__(self, pool: WorkerPool, name: str, *, starts_idle: bool) -> None:",
+        52,
+    ): "'/' in place of '*' leaves starts_idle a keyword, and every caller passes it so",
+    (
+        "iothreads/_pool/_worker.py::WorkerPool",
+        "core/RemoveDecorator",
+        "@property",
+        4,
+    ): (
+        "WorkerPool is a Protocol for the type checker alone: no class derives from"
+        " it and nothing tests isinstance() against it, so none of its members is"
+        " ever looked up (the pool's own idle_timeout is a property of ThreadPool)"
+    ),
+    (
+        "iothreads/_pool/_worker.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "return threading.current_thread() is worker.thread",
+        38,
+    ): "a thread defines no equality: == is 'is'",
+    (
+        "iothreads/_pool/_spawner.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "if thread is None or thread is me:",
+        40,
+    ): "a thread defines no equality: == is 'is'",
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceComparisonOperator_IsNot_NotEq",
+        "if thread is not me and not mutual:",
+        26,
+    ): "a thread defines no equality: != is 'is not'",
+    (
+        "iothreads/_pool/_spawner.py::__init__",
+        "core/ReplaceFalseWithTrue",
+        "self._up = False  # its start() returned",
+        19,
+    ): (
+        "join() reads _up only while a spawner thread exists, and"
+        " make_thread_locked, which makes every one, sets _up to False first:"
+        " the value given here is never read"
+    ),
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceComparisonOperator_Eq_LtE",
+        "if self._nthreads == 0:",
+        30,
+    ): (
+        "_nthreads counts workers that exist or are being started, each"
+        " subtracted once (_exit_locked, when it is marked retired): it is never"
+        " negative, so <= 0 is == 0"
+    ),
+    (
+        "iothreads/_call.py::_withdrawn",
+        "core/ReplaceTrueWithFalse",
+        "self._finish(None, None, cancelled=True)  # releases the waiting caller",
+        43,
+    ): (
+        "a call is abandoned only by a caller cancelled while awaiting the outcome"
+        " future, which that cancellation cancelled (the task cancels the future"
+        " it waits on): _resolve then drops whatever outcome comes, cancelled or"
+        " not, and only releases the waiting caller, as it does for either"
+    ),
+    (
+        "iothreads/_call.py",
+        "core/ReplaceAndWithOr",
+        "if future.cancelled() and not self.cancel_requested:",
+        30,
+    ): (
+        "an io.submit call's cancel_requested is set only by cancel(), which only"
+        " this done-callback schedules, and it runs once: the second operand is"
+        " always true here; 'or' only adds, after an outcome set in the IOThread,"
+        " a cancel() on its loop that marks a finished call and cancels no task"
+        " (the call's is done, or there is none; a stopped IOThread refuses it,"
+        " which is caught)"
+    ),
+    (
+        "iothreads/_pool/_spawner.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "if self._thread is thread:",
+        28,
+    ): "a thread defines no equality: == is 'is'",
+    (
+        "iothreads/_pool/_spawner.py::SpawnerPool",
+        "core/RemoveDecorator",
+        "@property",
+        4,
+    ): (
+        "SpawnerPool is a Protocol for the type checker alone: no class derives"
+        " from it and nothing tests isinstance() against it, so none of its"
+        " members is ever looked up (the pool's own name is a property of ThreadPool)"
+    ),
+    (
+        "iothreads/_pool/_spawner.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "return threading.current_thread() is self._thread",
+        42,
+    ): "a thread defines no equality: == is 'is'",
+    (
+        "iothreads/_pool/_thread_pool.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        "return worker is not None and worker.pool is self",
+        50,
+    ): "a pool defines no equality (nor does ThreadPoolExecutor): == is 'is'",
+    (
+        "iothreads/_pool/_thread_pool.py::_arrived_locked",
+        "core/ReplaceFalseWithTrue",
+        "worker.summoned = False",
+        30,
+    ): (
+        "only _start_failed calls it, for a worker whose thread never ran and that"
+        " is on neither the idle stack nor the spawner's pending list any more (the"
+        " spawner took it off to start it, or start() cleared the list): the only"
+        " readers of its flags (_take_locked, _idle_wait, _coming_locked) never see"
+        " it again; _waking, decremented beside the flag, is what counts"
+    ),
+    (
+        "iothreads/_pool/_thread_pool.py::_arrived_locked",
+        "core/ReplaceFalseWithTrue",
+        "worker.starting = False",
+        30,
+    ): (
+        "as worker.summoned above: the worker's thread never ran and nothing reads"
+        " its flags again; _starting, decremented beside the flag, is what counts"
+    ),
+    (
+        "iothreads/_pool/_thread_pool.py::_exit_locked",
+        "core/ReplaceFalseWithTrue",
+        "worker.idle = False",
+        26,
+    ): (
+        "_exit_locked finds a worker idle only when _expire_locked calls it, in the"
+        " worker's own thread, which then exits without reading the flag again, or"
+        " when _start_failed does, for a worker whose thread never ran; either is"
+        " then off the idle stack (removed here) and off the spawner's pending list,"
+        " the only places the flag is read for"
+    ),
     (
         "iothreads/_aio/_callback_poller.py",
         "core/ReplaceComparisonOperator_Lt_NotEq",
@@ -341,8 +512,12 @@ def _equivalent(survivor: dict[str, str]) -> bool:
 
 #: Seconds one mutant's tests may take before it counts as killed by timeout
 #: (a mutant that makes the loop sleep forever is caught by the tests' own
-#: bounded waits, 10 s each, well within this).
-MUTANT_TIMEOUT = 120.0
+#: bounded waits, 10 s each, well within this).  It ends the hangs that
+#: TEST_TIMEOUT does not see, outside any test: pytest-asyncio's runner,
+#: closed after the last test of its scope, waiting for a task a mutant left
+#: running.  Each such mutant costs this long; a group's tests all pass in
+#: well under a tenth of it.
+MUTANT_TIMEOUT = 60.0
 
 #: Seconds one test may take under a mutant (the project's is 60), and
 #: pytest-timeout's thread method, which ends the whole process then: a
@@ -470,35 +645,83 @@ def _survivors(work: Path, session: Path) -> tuple[int, int, list[dict[str, str]
                     "column": str(mutation["start_pos"][1]),
                     "text": text,
                     "definition": mutation.get("definition_name") or "",
+                    "job": job["job_id"],
                 }
             )
     return total, done, survivors
 
 
-def run_group(name: str, group: Group, deadline: float) -> list[dict[str, str]]:
-    """Run one group until done or *deadline*; return its unexplained survivors."""
+def _fingerprint(group: Group) -> str:
+    """What a session's mutants depend on: the mutated modules and the
+    operators left out."""
+    digest = hashlib.sha256(json.dumps(EXCLUDED_OPERATORS).encode())
+    for module in group.modules:
+        digest.update(module.encode() + b"\0" + (ROOT / module).read_bytes())
+    return digest.hexdigest()
+
+
+def _rerun_unexplained(work: Path, session: Path) -> None:
+    """Forget the results of the survivors not argued equivalent, so that
+    the run gives the tests added since another chance at them."""
+    from cosmic_ray.work_item import TestOutcome
+
+    _, _, survivors = _survivors(work, session)
+    jobs = sorted({s["job"] for s in survivors if not _equivalent(s)})
+    with sqlite3.connect(session) as db:
+        db.executemany(
+            "DELETE FROM work_results WHERE job_id = ? AND test_outcome = ?",
+            [(job, TestOutcome.SURVIVED.name) for job in jobs],
+        )
+
+
+def _open_session(name: str, group: Group, work: Path, config: Path, kept: Path | None) -> Path:
+    """The group's session: the one kept in *kept* if it is for these
+    modules (the caller runs its unexplained survivors again), else a new
+    one (kept there, if given)."""
+    if kept is None:
+        session = work / "session.sqlite"
+    else:
+        session, fingerprint = kept / f"{name}.sqlite", kept / f"{name}.sha256"
+        found = session.exists() and fingerprint.exists()
+        if found and fingerprint.read_text() == _fingerprint(group):
+            return session
+        fingerprint.unlink(missing_ok=True)  # written once the new session is whole
+        session.unlink(missing_ok=True)
+    cli = [sys.executable, "-m", "cosmic_ray.cli"]
+    subprocess.run([*cli, "init", str(config), str(session)], cwd=work, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cosmic_ray.tools.filters.operators_filter",
+            str(session),
+            str(config),
+        ],
+        cwd=work,
+        check=True,
+    )
+    _skip_argued_everywhere(work, session)
+    if kept is not None:
+        fingerprint.write_text(_fingerprint(group))
+    return session
+
+
+def run_group(
+    name: str, group: Group, deadline: float, sessions: Path | None = None
+) -> list[dict[str, str]]:
+    """Run one group until done or *deadline*, resuming its session in
+    *sessions* if there is one; return its unexplained survivors."""
     with tempfile.TemporaryDirectory(prefix=f"mutation-{name}-") as tmp:
         work = Path(tmp)
         _copy_tree(work)
-        config, session = work / "cosmic-ray.toml", work / "session.sqlite"
+        config = work / "cosmic-ray.toml"
         config.write_text(_config(group, sys.executable))
+        session = _open_session(name, group, work, config, sessions)
         cli = [sys.executable, "-m", "cosmic_ray.cli"]
-        subprocess.run([*cli, "init", str(config), str(session)], cwd=work, check=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cosmic_ray.tools.filters.operators_filter",
-                str(session),
-                str(config),
-            ],
-            cwd=work,
-            check=True,
-        )
-        _skip_argued_everywhere(work, session)
         left = deadline - time.monotonic()
         timed_out = False
         if left > 0:
+            _rerun_unexplained(work, session)
             try:
                 subprocess.run(
                     [*cli, "exec", str(config), str(session)],
@@ -527,11 +750,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("groups", nargs="*", choices=[[], *GROUPS], default=list(GROUPS))
     parser.add_argument("--minutes", type=float, default=60.0, help="time budget for all groups")
+    parser.add_argument(
+        "--sessions", type=Path, help="directory keeping each group's session, to resume it"
+    )
     args = parser.parse_args()
+    if args.sessions is not None:
+        args.sessions = args.sessions.resolve()
+        args.sessions.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.minutes * 60
     unexplained = []
     for name in args.groups or GROUPS:
-        unexplained += run_group(name, GROUPS[name], deadline)
+        unexplained += run_group(name, GROUPS[name], deadline, args.sessions)
     return 1 if unexplained else 0
 
 

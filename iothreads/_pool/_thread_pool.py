@@ -171,6 +171,11 @@ class ThreadPool(ThreadPoolExecutor):
         # queue with idle workers has one on its way (_waking > 0), which
         # wakes the next idle one if it leaves requests behind (_kick_locked).
         self._waking = 0
+        # Workers started to drain the queue (not idle) that have not reached
+        # it yet.  They count for the queue from their record on: a thread may
+        # run long after its Thread.start() returned, and the spawner, looking
+        # at the queue again meanwhile, would make another for the same request.
+        self._starting = 0
         self._workers: set[threading.Thread] = set()  # to join at shutdown (and retired spawners)
         # Pool threads inside shutdown(wait=True): no other pool thread in
         # shutdown joins them (they would wait for each other).
@@ -188,7 +193,7 @@ class ThreadPool(ThreadPoolExecutor):
         # next one as well, and retrying at once would only spin.
         self._top_up_held = False
         # Constructor workers whose thread has not reached its first wait yet.
-        self._booting = 0
+        self._booting = min_threads
         self._booted = threading.Condition(self._lock)
 
         # The spawner thread starts the workers off the submitters' path; it
@@ -208,7 +213,6 @@ class ThreadPool(ThreadPoolExecutor):
         track(self)
         with self._lock:
             initial = [self._new_worker_locked(idle=True) for _ in range(min_threads)]
-            self._booting = min_threads
             if min_threads:
                 self._spawner.make_thread_locked()
         if min_threads:
@@ -239,7 +243,7 @@ class ThreadPool(ThreadPoolExecutor):
         self._workers = set()
         self._shutting_down = set()
         self._exited += self._nthreads
-        self._nthreads = self._active = self._waking = self._booting = 0
+        self._nthreads = self._active = self._waking = self._starting = self._booting = 0
 
     # ------------------------------------------------------------------ limits
 
@@ -433,7 +437,8 @@ class ThreadPool(ThreadPoolExecutor):
         # submitters do not over-spawn.  An *idle* one goes on the idle stack
         # before its thread runs, so it can be woken at once; it goes at the
         # bottom, the coldest place, so that workers already running are
-        # preferred.  A non-idle one drains the queue when it starts.
+        # preferred.  A non-idle one drains the queue when it starts, and
+        # counts as starting until it gets there.
         self._spawned += 1
         self._nthreads += 1
         self._peak = max(self._peak, self._nthreads)
@@ -441,18 +446,17 @@ class ThreadPool(ThreadPoolExecutor):
         if idle:
             worker.idle = True
             self._idle.insert(0, worker)
+        else:
+            worker.starting = True
+            self._starting += 1
         return worker
 
     def _coming_locked(self) -> int:
         # With self._lock held: how many workers will come for queued requests
-        # -- idle ones, ones woken and on their way, and ones being started to
-        # drain the queue.  A worker started idle is already counted on the
-        # idle stack (or as woken, once summoned).
-        coming = len(self._idle) + self._waking
-        pending = self._spawner.pending
-        if pending:  # rarely: only while the spawner is behind
-            coming += sum(1 for w in pending if not (w.idle or w.summoned or w.retired))
-        return coming
+        # -- idle ones, ones woken and on their way, and ones started (or
+        # waiting for the spawner) to drain the queue.  A worker started idle
+        # is counted on the idle stack (or as woken, once summoned).
+        return len(self._idle) + self._waking + self._starting
 
     def _spawn_locked(self, *, idle: bool) -> bool:
         # With self._lock held: one more worker, started by the spawner
@@ -564,6 +568,9 @@ class ThreadPool(ThreadPoolExecutor):
         if worker.summoned:
             worker.summoned = False
             self._waking -= 1
+        elif worker.starting:
+            worker.starting = False
+            self._starting -= 1
         queue = self._queue
         while True:
             if self._nthreads > self._max or (self._closed and not queue):
@@ -615,6 +622,9 @@ class ThreadPool(ThreadPoolExecutor):
         if worker.summoned:
             worker.summoned = False
             self._waking -= 1
+        elif worker.starting:
+            worker.starting = False
+            self._starting -= 1
 
     def _retire_locked(self, worker: Worker) -> None:
         # With self._lock held: *worker* was just taken off the idle stack and

@@ -107,8 +107,8 @@ def _call(request: Request) -> tuple[Any, BaseException | None]:
 class Worker:
     """One worker thread of a pool, and the loop it runs.
 
-    Its flags (``idle``, ``retired``, ``summoned``) are guarded by the pool
-    lock; ``pool``, ``thread`` and ``wake`` never change.
+    Its flags (``idle``, ``retired``, ``starting``, ``summoned``) are guarded
+    by the pool lock; ``pool``, ``thread`` and ``wake`` never change.
 
     ``wake`` is a binary semaphore, held while the worker is on the idle stack.
     Whoever takes the worker off the stack sets ``summoned`` (go and drain the
@@ -117,7 +117,7 @@ class Worker:
     blocking.
     """
 
-    __slots__ = ("idle", "pool", "retired", "summoned", "thread", "wake")
+    __slots__ = ("idle", "pool", "retired", "starting", "summoned", "thread", "wake")
 
     def __init__(self, pool: WorkerPool, name: str, *, starts_idle: bool) -> None:
         """Make the worker and its thread, not started.
@@ -131,6 +131,7 @@ class Worker:
         self.idle = False  # on the pool's idle stack
         self.retired = False  # told to exit and accounted for
         self.summoned = False  # woken for the queue, counted in the pool's _waking
+        self.starting = False  # started for the queue, not there yet: the pool's _starting
         self.thread = threading.Thread(
             target=self._main, args=(starts_idle,), name=name, daemon=True
         )

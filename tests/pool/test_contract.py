@@ -17,11 +17,13 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import CancelledError
 from typing import Any
+from unittest import mock
 
 import pytest
 
 from iothreads import InvalidParameterType, InvalidParameterValue
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
+from iothreads._pool._requests import LoopRequest
 from iothreads._pool._spawner import SPAWNER
 from iothreads._pool._thread_pool import _check_idle_timeout
 from iothreads._pool._worker import OWN_THREAD, POOL_WORKER, current_worker
@@ -98,6 +100,16 @@ def test_idle_timeouts_up_to_what_a_lock_can_wait_for_are_taken(timeout: float) 
     assert _check_idle_timeout(timeout) == float(timeout)
 
 
+def test_the_limits_are_taken_by_keyword_and_the_rest_only_so(pools: Pools) -> None:
+    """As ThreadPoolExecutor's max_workers: the limits by position or by
+    name; idle_timeout and name, which follow, by name alone."""
+    pool = pools.new(min_threads=1, max_threads=2, idle_timeout=5.0, name="kw")
+    stats = pool.statistics()
+    assert (stats.min, stats.max, pool.idle_timeout, pool.name) == (1, 2, 5.0, "kw")
+    with pytest.raises(TypeError, match="positional"):
+        ThreadPool(0, 2, 5.0)  # type: ignore[call-arg]
+
+
 def test_constructor_rejects_a_name_that_is_not_a_str() -> None:
     with pytest.raises(InvalidParameterType, match="name"):
         ThreadPool(name=1)  # type: ignore[arg-type]
@@ -123,6 +135,9 @@ def test_rejected_limits_change_nothing(
         ("min_threads", -1, f"thread-pool-min {RANGE}"),
         ("max_threads", 0, BAD_PAIR),
         ("max_threads", False, NOT_INT.format("thread-pool-max")),
+        # Equal to everything, so not to be mistaken for "keep this limit".
+        ("min_threads", mock.ANY, NOT_INT.format("thread-pool-min")),
+        ("max_threads", mock.ANY, NOT_INT.format("thread-pool-max")),
     ],
 )
 def test_rejected_property_writes_change_nothing(
@@ -275,6 +290,27 @@ async def test_run_returns_on_the_awaiting_loop(pools: Pools) -> None:
     stats = pool.statistics()
     # One worker served both: it is idle again before the caller has a result.
     assert (stats.completed, stats.spawned) == (2, 1)
+
+
+async def test_a_run_is_handed_over_once_its_worker_is_idle_again(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hand-over to the awaiting loop is the worker's last act for the
+    request: a caller that runs again at once finds it idle, rather than an
+    empty stack and a needless spawn."""
+    pool = pools.new(0, 4, idle_timeout=3600.0, name="handover")
+    seen: list[ThreadPoolStatistics] = []
+    real_deliver = LoopRequest.deliver
+
+    def deliver(request: LoopRequest, result: Any, exc: BaseException | None) -> None:
+        seen.append(pool.statistics())  # in the worker, as it hands the outcome over
+        real_deliver(request, result, exc)
+
+    monkeypatch.setattr(LoopRequest, "deliver", deliver)
+    assert await pool.run(thread_name) == "handover-1"
+    assert await pool.run(thread_name) == "handover-1"
+    assert [(s.idle, s.active, s.completed) for s in seen] == [(1, 0, 1), (1, 0, 2)]
+    assert pool.statistics().spawned == 1
 
 
 async def test_run_exceptions_keep_their_traceback(pools: Pools) -> None:

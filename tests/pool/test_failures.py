@@ -18,6 +18,7 @@ import pytest
 
 from iothreads._pool import ThreadPool, ThreadPoolStatistics
 from iothreads._pool._spawner import Spawner
+from iothreads._pool._worker import Worker
 
 from ..helpers import (
     BOUND,
@@ -168,6 +169,69 @@ def test_a_worker_retired_while_its_thread_is_refused_is_undone_once(
     wait_until(lambda: pool.statistics().start_failures == 1)
     stats = pool.statistics()
     assert (stats.threads, stats.spawned, stats.exited, stats.idle) == (0, 1, 1, 0)
+
+
+def test_a_spawner_that_meets_a_failed_start_with_workers_left_stays_the_spawner(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a spawner that fails the queue (no worker left) hands its role
+    over: with a worker left, the request waits for a worker, and the same
+    spawner starts the next one."""
+    real_start = threading.Thread.start
+    starters: dict[str, threading.Thread] = {}
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.startswith("stay-") and thread.name[5:].isdigit():
+            starters[thread.name] = threading.current_thread()
+            if thread.name == "stay-2":
+                raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    pool = pools.new(0, 3, idle_timeout=3600.0, name="stay")
+    gate, started = pools.gate(), threading.Event()
+    first = pool.submit(blocker(gate, started))
+    assert started.wait(BOUND)
+    second = pool.submit(thread_name)  # stay-2 is refused; stay-1 is left, busy
+    wait_until(lambda: pool.statistics().exited == 1)
+    assert not second.done()
+    third = pool.submit(thread_name)  # stay-3
+    assert [second.result(BOUND), third.result(BOUND)] == ["stay-3", "stay-3"]
+    assert starters["stay-3"] is starters["stay-1"]
+    gate.set()
+    assert first.result(BOUND) == "stay-1"
+
+
+def test_a_pool_below_min_after_a_failed_start_keeps_its_workers(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused thread start can leave fewer workers than min: the ones
+    left are not above min, so their idle waits time out and they stay."""
+    refuse_thread_start(monkeypatch, "few-2")
+    pool = pools.new(0, 2, idle_timeout=0.01, name="few")
+    real_expire = pool._expire_locked
+    decisions: list[bool] = []
+    decided = threading.Event()  # twice to stay, or once to leave
+
+    def expire(worker: Worker) -> bool:
+        leaves = real_expire(worker)
+        # Only the idle timeouts after the refusal count: until then few-2
+        # is counted, and the pool is at min.
+        if pool._start_failures:  # read under the pool lock, as it is written
+            decisions.append(leaves)
+            if leaves or len(decisions) == 2:
+                decided.set()
+        return leaves
+
+    monkeypatch.setattr(pool, "_expire_locked", expire)
+    # The spawner starts few-1, then is refused few-2 and stops there: every
+    # idle timeout of few-1 from then on finds the pool below min.
+    pool.set_limits(2, 2)
+    assert decided.wait(BOUND)
+    assert decisions[:2] == [False, False]
+    stats = pool.statistics()
+    assert (stats.threads, stats.idle, stats.exited, stats.start_failures) == (1, 1, 1, 1)
+    assert pool.submit(thread_name).result(BOUND) == "few-1"
 
 
 @pytest.mark.parametrize("then", ["submit again and wait", "shut the pool down"])
@@ -400,6 +464,110 @@ def test_two_workers_shutting_the_pool_down_do_not_wait_for_each_other(
     assert [f.result(BOUND) for f in futures] == [None, None]  # task()'s asserts held
     pool.shutdown(wait=True)
     assert pool_threads("both") == []
+
+
+def test_a_retired_spawner_and_a_worker_shutting_the_pool_down_do_not_wait_for_each_other(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spawner that delivers a failed start's failure runs the
+    done-callbacks as a pool thread: one that shuts the pool down, while a
+    worker does too, neither waits for that worker nor is waited for."""
+    may_fail = threading.Event()  # the callback is added by then
+    refuse_thread_start(monkeypatch, "pair-1", after=may_fail)
+    pool = pools.new(0, 2, name="pair")
+    returned: list[object] = []  # each shutdown()'s thread, or what it raised
+    all_returned = threading.Semaphore(0)
+
+    def shut_down() -> None:
+        try:
+            pool.shutdown(wait=True)
+            returned.append(threading.current_thread().name)
+        except BaseException as exc:  # asserted by the test, not lost in a callback
+            returned.append(exc)
+        finally:
+            all_returned.release()
+
+    def retry_and_shut_down(_: object) -> None:  # in the spawner, handed over
+        try:
+            pool.submit(shut_down)  # pair-2, which shuts the pool down too
+        except BaseException as exc:
+            returned.append(exc)
+            all_returned.release()
+        shut_down()
+
+    failed = pool.submit(pow, 2, 2)
+    failed.add_done_callback(retry_and_shut_down)
+    may_fail.set()
+    for _ in range(2):
+        assert all_returned.acquire(timeout=BOUND)  # each shutdown() returned
+    assert sorted(map(str, returned)) == ["pair-2", "pair-spawner"]
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        failed.result(0)
+
+
+@pytest.mark.interleaving
+def test_a_worker_back_from_shutdown_is_waited_for_like_any_other(pools: Pools) -> None:
+    """A pool thread is skipped by the others only while it is inside
+    shutdown(): once back, it is joined like any worker."""
+    pool = pools.new(0, 2, name="back")
+    both_running = threading.Barrier(2)
+    # b stops inside shutdown(), registered; then marks its first join.
+    b_inside = Gate(
+        line_of(ThreadPool.shutdown, "self._spawner.join()"),
+        marks=[line_of(ThreadPool.shutdown, "thread.join()")],
+    )
+    a_back, b_back, a_may_end = threading.Event(), threading.Event(), pools.gate()
+
+    def a() -> None:
+        both_running.wait(BOUND)
+        assert b_inside.stopped.wait(BOUND)
+        pool.shutdown(wait=True)  # does not wait for b, inside shutdown()
+        a_back.set()
+        assert a_may_end.wait(BOUND)
+
+    def b() -> None:
+        both_running.wait(BOUND)
+        b_inside.install()
+        try:
+            pool.shutdown(wait=True)
+        finally:
+            b_inside.uninstall()
+        b_back.set()
+
+    futures = [pool.submit(a), pool.submit(b)]
+    assert a_back.wait(BOUND)
+    b_inside.go_on()
+    wait_until(lambda: b_inside.stopped.is_set() or b_back.is_set(), "b to join or return")
+    assert not b_back.is_set()  # b waits for a, back from shutdown() but running
+    a_may_end.set()
+    assert b_back.wait(BOUND)
+    assert [f.result(BOUND) for f in futures] == [None, None]
+
+
+def test_a_worker_shutting_the_pool_down_waits_for_the_other_workers(pools: Pools) -> None:
+    """Only the pool threads inside shutdown() are not waited for: a worker
+    that shuts the pool down returns once every other worker has exited."""
+    pool = pools.new(0, 2, name="last")
+    gate, started = pools.gate(), threading.Event()
+    busy = pool.submit(blocker(gate, started))
+    assert started.wait(BOUND)
+    joining = Gate(marks=[line_of(ThreadPool.shutdown, "thread.join()")])
+    returned = threading.Event()
+
+    def shut_down() -> bool:
+        joining.install()
+        try:
+            pool.shutdown(wait=True)
+        finally:
+            joining.uninstall()
+            returned.set()
+        return busy.done()
+
+    closer = pool.submit(shut_down)
+    wait_until(lambda: joining.stopped.is_set() or returned.is_set(), "shutdown() to wait")
+    gate.set()
+    assert closer.result(BOUND) is True  # the busy worker had finished
+    assert busy.result(0) == "last-1"
 
 
 # ------------------------------------------------ run() callers whose loop is gone

@@ -25,6 +25,7 @@ from ..helpers import (
     pool_threads,
     thread_name,
     wait_until,
+    watch_spawner,
     workers,
 )
 
@@ -54,12 +55,14 @@ def test_spawns_on_demand_up_to_max_then_queues(pools: Pools) -> None:
 
 
 @pytest.mark.interleaving
+@pytest.mark.parametrize("min_threads", [1, 2])
 def test_the_constructor_waits_for_its_min_workers_to_boot(
-    pools: Pools, monkeypatch: pytest.MonkeyPatch
+    pools: Pools, monkeypatch: pytest.MonkeyPatch, min_threads: int
 ) -> None:
     """Workers whose threads have started but not reached their first wait:
     the constructor waits for them, so that when it returns every min worker
-    is idle and no request meets a thread still booting."""
+    is idle and no request meets a thread still booting.  (With one worker,
+    the constructor is woken by that worker alone, as the last to boot.)"""
     go = threading.Event()
     real_main = Worker._main
 
@@ -74,11 +77,11 @@ def test_the_constructor_waits_for_its_min_workers_to_boot(
     def construct() -> None:
         waiting.install()
         try:
-            made.append(pools.new(2, 2, name="seed"))
+            made.append(pools.new(min_threads, 2, name="seed"))
         finally:
             waiting.uninstall()
 
-    constructor = threading.Thread(target=construct)
+    constructor = threading.Thread(target=construct, daemon=True)  # never left waiting
     constructor.start()
     try:
         assert waiting.stopped.wait(BOUND)  # waiting for the workers
@@ -88,7 +91,41 @@ def test_the_constructor_waits_for_its_min_workers_to_boot(
         constructor.join(BOUND)
     assert not constructor.is_alive()
     stats = made[0].statistics()
-    assert (stats.threads, stats.idle) == (2, 2)
+    assert (stats.threads, stats.idle) == (min_threads, min_threads)
+
+
+@pytest.mark.interleaving
+def test_the_min_workers_are_idle_from_their_start(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The constructor puts its min workers on the idle stack before their
+    threads run, so they are idle the moment it returns: even a worker held
+    up right after it booted, before it ever looked at the queue."""
+    real_main = Worker._main
+    booted = line_of(real_main, "finished: Request | None = None")  # the line after
+    held: list[Gate] = []
+    lock = threading.Lock()
+
+    def held_after_boot(worker: Worker, idle: bool) -> None:
+        gate = Gate(booted)
+        with lock:
+            held.append(gate)
+        gate.install()
+        try:
+            real_main(worker, idle)
+        finally:
+            gate.uninstall()
+
+    monkeypatch.setattr(Worker, "_main", held_after_boot)
+    try:
+        pool = pools.new(2, 2, name="held")
+        assert all(gate.stopped.wait(BOUND) for gate in held)
+        stats = pool.statistics()
+        assert (stats.threads, stats.idle) == (2, 2)
+    finally:
+        for gate in held:
+            gate.go_on()
+    assert pool.submit(thread_name).result(BOUND) == "held-1"  # the top of the stack
 
 
 def test_submit_does_not_wait_for_a_thread_to_be_created(
@@ -170,6 +207,15 @@ def test_a_pool_with_min_workers_starts_its_spawner_with_them(pools: Pools) -> N
     assert pool_threads("ready") == ["ready-1", "ready-spawner"]
 
 
+def test_the_pool_threads_are_daemons(pools: Pools) -> None:
+    """A pool never shut down does not hold the interpreter at exit: its
+    min workers and its spawner would wait for work forever."""
+    pools.new(1, 4, name="daemon")
+    threads = [t for t in threading.enumerate() if t.name.startswith("daemon-")]
+    assert sorted(t.name for t in threads) == ["daemon-1", "daemon-spawner"]
+    assert all(t.daemon for t in threads)
+
+
 # ------------------------------------------------ the idle stack and wake-ups
 
 
@@ -192,6 +238,29 @@ def test_idle_workers_are_reused_most_recently_idle_first(pools: Pools) -> None:
     hold.set()
     assert busy.result(BOUND) == order[2]
     assert pool.statistics().spawned == 3
+
+
+def test_a_worker_started_idle_goes_to_the_bottom_of_the_stack(pools: Pools) -> None:
+    """A worker started by raising min is idle before its thread runs: it
+    goes below the workers already idle, which are woken first."""
+    pool = pools.new(0, 3, idle_timeout=3600.0, name="bottom")
+    gates = [pools.gate() for _ in range(2)]
+    futures = [pool.submit(blocker(gate)) for gate in gates]
+    wait_until(lambda: pool.statistics().active == 2)
+    order = []
+    for n, gate in enumerate(gates, start=1):  # they go idle one after the other
+        gate.set()
+        order.append(futures[n - 1].result(BOUND))
+        wait_until(lambda n=n: pool.statistics().idle == n)
+    pool.min_threads = 3  # the spawner makes bottom-3, started idle
+    wait_until(lambda: pool.statistics().idle == 3, "the spawner's top-up")
+    hold = pools.gate()
+    started = [threading.Event() for _ in range(3)]
+    busy = [pool.submit(blocker(hold, event)) for event in started]
+    for event in started:
+        assert event.wait(BOUND)
+    hold.set()
+    assert [f.result(BOUND) for f in busy] == [order[1], order[0], "bottom-3"]
 
 
 def stall_starts(pools: Pools, monkeypatch: pytest.MonkeyPatch, names: set[str]) -> threading.Event:
@@ -232,6 +301,24 @@ def test_a_submit_wakes_an_idle_worker_only_when_none_is_on_its_way(
     wait_until(lambda: pool.statistics().idle == 2)
     stats = pool.statistics()
     assert (stats.completed, stats.spawned, stats.queued, stats.active) == (4, 2, 0, 0)
+
+
+def test_workers_started_idle_count_once_for_the_queue(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two idle workers whose threads cannot start yet, one of them woken:
+    # each counts once against the queue (on the idle stack, or as woken),
+    # not again as a worker waiting for the spawner, so the third request
+    # gets a worker of its own.
+    may_start = stall_starts(pools, monkeypatch, {"once-1", "once-2"})
+    pool = pools.new(0, 4, name="once")
+    pool.set_limits(2, 4)
+    futures = [pool.submit(thread_name) for _ in range(2)]
+    assert pool.statistics().spawned == 2  # the two idle ones come for these
+    futures.append(pool.submit(thread_name))
+    assert pool.statistics().spawned == 3
+    may_start.set()
+    assert {f.result(BOUND) for f in futures} <= {"once-1", "once-2", "once-3"}
 
 
 def test_a_worker_that_finishes_drains_the_queue(
@@ -436,13 +523,70 @@ def test_lowering_max_retires_busy_workers_when_they_finish(pools: Pools) -> Non
     assert pool.statistics().exited == 2
 
 
+def test_busy_workers_above_a_lowered_max_get_no_help(pools: Pools) -> None:
+    """While the busy workers are still more than the new max, the queued
+    requests, and those submitted meanwhile, wait for them: no worker is
+    started for them."""
+    pool = pools.new(0, 3, idle_timeout=3600.0, name="over")
+    gate, futures = occupy(pools, pool, 3)
+    queued = [pool.submit(thread_name) for _ in range(2)]
+    pool.max_threads = 1
+    assert pool.statistics().spawned == 3
+    queued.append(pool.submit(thread_name))
+    stats = pool.statistics()
+    assert (stats.threads, stats.spawned, stats.queued) == (3, 3, 3)
+    gate.set()
+    assert all(f.result(BOUND).startswith("over-") for f in [*futures, *queued])
+    wait_until(lambda: pool.statistics().threads == 1)
+    assert pool.statistics().spawned == 3
+
+
+def test_a_worker_started_for_the_queue_counts_for_it_until_it_gets_there(
+    pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once its Thread.start() has returned, a worker started for queued
+    requests may still be far from the queue (on a loaded machine, or
+    without a GIL, its thread runs late): it counts as coming for them until
+    it gets there, so neither the spawner's next look at the queue nor a
+    raised max makes another worker for the same request."""
+    real_main = Worker._main
+    may_run = pools.gate()
+
+    def late(worker: Worker, idle: bool) -> None:
+        assert may_run.wait(BOUND)
+        real_main(worker, idle)
+
+    monkeypatch.setattr(Worker, "_main", late)
+    pool = pools.new(0, 4, name="late")
+    caught_up = watch_spawner(pool)
+    futures = [pool.submit(thread_name) for _ in range(2)]
+    wait_until(caught_up, "the spawner to catch up")
+    assert pool.statistics().spawned == 2
+    pool.max_threads = 8
+    wait_until(caught_up, "the spawner to catch up")
+    assert pool.statistics().spawned == 2
+    may_run.set()
+    assert {f.result(BOUND) for f in futures} <= {"late-1", "late-2"}
+
+
 def test_raising_max_gives_queued_requests_workers(pools: Pools) -> None:
+    """The spawner gives each queued request a worker, and no more: not one
+    beyond a max written with its own value, nor up to a raised max."""
     pool = pools.new(0, 1, name="wider")
+    caught_up = watch_spawner(pool)
     gate, _ = occupy(pools, pool, 1)
-    both = threading.Barrier(2)
-    # Two queued requests that can only finish by running side by side.
-    queued = [pool.submit(both.wait, BOUND) for _ in range(2)]
+    hold = pools.gate()
+    queued = [pool.submit(blocker(hold)) for _ in range(2)]
     assert pool.statistics().queued == 2
-    pool.max_threads = 3
-    assert sorted(f.result(BOUND) for f in queued) == [0, 1]
+    pool.max_threads = 1  # unchanged: still no worker beyond it
+    wait_until(caught_up, "the spawner to catch up")
+    assert pool.statistics().spawned == 1
+    pool.max_threads = 5
+    wait_until(lambda: pool.statistics().active == 3, "both queued requests to run")
+    # Held busy, so that no worker of theirs is idle when the spawner looks
+    # at the queue again: a worker more would be made for nothing then.
+    wait_until(caught_up, "the spawner to catch up")
+    assert pool.statistics().spawned == 3  # one per queued request, not up to max
+    hold.set()
+    assert sorted(f.result(BOUND) for f in queued) == ["wider-2", "wider-3"]
     gate.set()
