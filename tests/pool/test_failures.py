@@ -544,6 +544,7 @@ def test_a_worker_back_from_shutdown_is_waited_for_like_any_other(pools: Pools) 
     assert [f.result(BOUND) for f in futures] == [None, None]
 
 
+@pytest.mark.interleaving
 def test_a_worker_shutting_the_pool_down_waits_for_the_other_workers(pools: Pools) -> None:
     """Only the pool threads inside shutdown() are not waited for: a worker
     that shuts the pool down returns once every other worker has exited."""
