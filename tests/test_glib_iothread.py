@@ -568,5 +568,11 @@ def test_stop_completes_while_a_thread_keeps_attaching(loop_factory: LoopFactory
     thread.join(WAIT)
     assert not stopper.is_alive()
     assert not thread.is_alive()
-    # Refused from the moment stop() began, not only once the context closed.
-    assert "whose stop() has begun" in refusal[0]
+    # Refused, by the stop (or, if the attacher was not scheduled between the
+    # stop's start and its end, by the closed context).  That the refusal
+    # starts with stop() is held deterministically by
+    # test_attach_after_stop_began_raises; under the GIL one attacher cannot
+    # outrun the loop, so what this test adds, a stop that ends while sources
+    # keep coming, is tested where they really come in parallel: free-threaded.
+    assert len(refusal) == 1
+    assert "whose stop() has begun" in refusal[0] or "was closed" in refusal[0]
