@@ -213,3 +213,22 @@ def test_multiprocessing_fork_children(io0: IOThread, loop_factory: LoopFactory)
     assert [child.exitcode for child in children] == [0, 0]
     for report in reports:
         check_report(report)
+
+
+def test_an_iothread_never_started_can_start_in_the_child(loop_factory: LoopFactory) -> None:
+    """Only what had started is stopped by the fork: an IOThread made but
+    not started yet in the parent starts and serves in the child."""
+    io = IOThread("unstarted", loop_factory=loop_factory)
+
+    def in_child() -> Report:
+        io.start()
+        try:
+            return {"ran_on": io.run_sync(lambda: threading.current_thread().name, timeout=WAIT)}
+        finally:
+            io.stop()
+
+    try:
+        assert fork_and_inspect(in_child) == {"ran_on": "IO unstarted"}
+        assert not io.running  # the parent's is still unstarted
+    finally:
+        io.stop()

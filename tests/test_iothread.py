@@ -792,3 +792,38 @@ def test_writes_made_while_the_thread_starts_reach_the_loop_and_the_pool(
         assert pool.max_threads == 4
     finally:
         io.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_cpu_affinity_set_again_and_cleared_moves_the_thread_each_time(
+    loop_factory: LoopFactory,
+) -> None:
+    """Clearing an affinity never set leaves the thread where it is; setting
+    one twice keeps what the thread inherited to return to; clearing it then
+    returns the thread there."""
+    inherited = frozenset(os.sched_getaffinity(0))
+    cpu = min(inherited)
+    with IOThread("io0", loop_factory=loop_factory) as io:
+
+        def placed() -> tuple[frozenset[int], frozenset[int] | None]:
+            return frozenset(os.sched_getaffinity(0)), io.aio_context.cpu_affinity
+
+        io.cpu_affinity = None
+        assert io.run_sync(placed, timeout=WAIT) == (inherited, None)
+        io.cpu_affinity = {cpu}
+        assert io.run_sync(placed, timeout=WAIT) == ({cpu}, {cpu})
+        io.cpu_affinity = {cpu}
+        assert io.run_sync(placed, timeout=WAIT) == ({cpu}, {cpu})
+        io.cpu_affinity = None
+        assert io.run_sync(placed, timeout=WAIT) == (inherited, None)
+
+
+def test_call_soon_threadsafe_looked_up_on_the_class_runs_the_callback(
+    loop_factory: LoopFactory,
+) -> None:
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        ran = threading.Event()
+        IOThread.call_soon_threadsafe(io, ran.set)
+        assert ran.wait(WAIT)
+    with pytest.raises(IOThreadStopped):
+        IOThread.call_soon_threadsafe(io, ran.set)
