@@ -204,6 +204,38 @@ def test_run_sync_timing_out_before_the_function_started_says_it_will_not_run(
         assert ran == []
 
 
+def test_run_sync_timing_out_as_its_function_completes_returns_the_outcome(
+    loop_factory: LoopFactory,
+) -> None:
+    """The timeout runs out just as the work completes: cancel() finds the
+    future done, and the caller gets the outcome, not a TimeoutError."""
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        go = threading.Event()
+        submit = io._submit
+
+        def submit_timing_out_as_it_completes(func: object, args: tuple[object, ...]) -> FutureCall:
+            call = submit(func, args)
+            future = call.future
+            result = future.result
+
+            def timed_out_as_it_completed(timeout: float | None = None) -> object:
+                del future.result  # once: the caller's next look is the real one
+                go.set()
+                result(WAIT)  # the work completes...
+                raise TimeoutError  # ...as the caller's wait runs out
+
+            future.result = timed_out_as_it_completed  # type: ignore[method-assign]
+            return call
+
+        io._submit = submit_timing_out_as_it_completes  # type: ignore[method-assign]
+
+        def work() -> str:
+            assert go.wait(WAIT)
+            return "done"
+
+        assert io.run_sync(work, timeout=0.001) == "done"
+
+
 def test_run_sync_timing_out_on_a_task_says_it_was_cancelled(loop_factory: LoopFactory) -> None:
     with IOThread("io0", loop_factory=loop_factory) as io:
         started, cancelled = threading.Event(), threading.Event()

@@ -576,3 +576,34 @@ def test_stop_completes_while_a_thread_keeps_attaching(loop_factory: LoopFactory
     # keep coming, is tested where they really come in parallel: free-threaded.
     assert len(refusal) == 1
     assert "whose stop() has begun" in refusal[0] or "was closed" in refusal[0]
+
+
+def test_a_context_first_asked_for_by_a_call_the_stop_drains_refuses_sources(
+    loop_factory: LoopFactory,
+) -> None:
+    """get_g_main_context() from another thread queues the context's
+    creation; queued before stop() began, it still runs in the stop's drain,
+    and the context it makes is already closed to new sources, as one made
+    earlier would be."""
+    io = IOThread("g0", loop_factory=loop_factory)
+    io.start()
+
+    def make_and_attach() -> str:
+        ctx = io._attach_g_main_context()  # what get_g_main_context() queues
+        try:
+            glib.idle_add(lambda: glib.SOURCE_REMOVE, context=ctx)
+        except RuntimeError as exc:
+            return str(exc)
+        return "attached"
+
+    release = blocked_loop(io)
+    queued = io.submit(make_and_attach)
+    stopper = threading.Thread(target=io.stop)
+    stopper.start()
+    try:
+        wait_until(lambda: not io.running, "stop() to begin")
+    finally:
+        release.set()
+        stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert "IOThread 'g0', whose stop() has begun" in queued.result(WAIT)

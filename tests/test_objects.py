@@ -308,3 +308,16 @@ def test_object_del_from_the_iothreads_own_thread_changes_nothing() -> None:
         assert io.running
     finally:
         iothreads.object_del("io1")
+
+
+def test_a_delete_that_lost_the_race_after_its_lookup_changes_nothing() -> None:
+    """The losing side of the race above, landed deterministically: two
+    deletes both found the IOThread, and the second to take it out of
+    /objects is told it is gone, which object_del reports as not found."""
+    iothreads.object_add("iothread", "io1")
+    io = iothreads.iothread_by_id("io1")
+    assert io is not None
+    assert io._delete() is True
+    assert io._delete() is False
+    assert iothreads.iothread_by_id("io1") is None
+    assert not io.running
