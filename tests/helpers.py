@@ -890,6 +890,25 @@ def running_driver(name: str) -> Iterator[Driver]:
             loop_thread.call(driver.close)
 
 
+def run_python(
+    code: str,
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """*code* run to its end by a child Python of this venv (bounded by
+    CHILD_WAIT), its output captured as text; the caller checks the exit."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_WAIT,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+
+
 @contextlib.contextmanager
 def child_process(
     argv: list[str], cwd: str | os.PathLike[str] | None = None

@@ -43,6 +43,7 @@ from .helpers import (
     first_line,
     flood,
     qmp_client,
+    run_python,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -467,14 +468,7 @@ def test_the_runtime_and_the_command_line_import_without_qemu_qmp() -> None:
         "import iothreads, iothreads.qmp, iothreads._cli; "
         "assert iothreads._cli.main(['serve', '--help']) == 0"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=CHILD_WAIT,
-        cwd=REPO,
-        check=False,
-    )
+    result = run_python(code, cwd=REPO)
     # argparse's --help exits 0 through SystemExit, after the imports succeeded.
     assert result.returncode == 0, result.stderr
     assert "usage: iothreads serve" in result.stdout

@@ -21,7 +21,15 @@ import pytest
 
 from iothreads import IOThread, MainLoop, ThreadPool, object_add
 
-from .helpers import CHILD_WAIT, WAIT, LoopFactory, child_process, first_line, wait_until
+from .helpers import (
+    CHILD_WAIT,
+    WAIT,
+    LoopFactory,
+    child_process,
+    first_line,
+    run_python,
+    wait_until,
+)
 
 prometheus_client = pytest.importorskip("prometheus_client", reason="needs the metrics extra")
 
@@ -164,13 +172,7 @@ def test_the_runtime_works_without_prometheus_client() -> None:
         "with iothreads.IOThread('io0') as io: assert io.run_sync(int) == 0\n"
         "assert 'iothreads.metrics' not in sys.modules\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=CHILD_WAIT,
-        check=False,
-    )
+    result = run_python(code)
     assert (result.returncode, result.stderr) == (0, "")
 
 
@@ -237,13 +239,7 @@ def test_serve_without_prometheus_client_names_the_extra() -> None:
         "from iothreads._cli import main\n"
         "sys.exit(main(['serve', '--metrics-port', '0']))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=CHILD_WAIT,
-        check=False,
-    )
+    result = run_python(code)
     assert result.returncode == 1
     assert "pip install 'iothreads[metrics]'" in result.stderr
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 from iothreads import _runs_in
 from iothreads._aio import AioContext
 from iothreads._aio._inbox import PyInbox
 
-from .helpers import CHILD_WAIT
+from .helpers import run_python
 
 # Runs in a child interpreter: the debug switch is read once, at import.
 _CALL_FROM_THE_WRONG_THREAD = """
@@ -32,14 +30,8 @@ def _run(debug: bool) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}
     if debug:
         env["PYTHONASYNCIODEBUG"] = "1"
-    done = subprocess.run(
-        [sys.executable, "-c", _CALL_FROM_THE_WRONG_THREAD],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CHILD_WAIT,
-        check=True,
-    )
+    done = run_python(_CALL_FROM_THE_WRONG_THREAD, env=env)
+    done.check_returncode()
     return done.stdout
 
 
