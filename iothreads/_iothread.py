@@ -154,12 +154,11 @@ class IOThread(EventLoopBase):
         self._finished: concurrent.futures.Future[None] | None = None
         # The IOThread's own: its calls still running, and its GLib-like
         # context's driver once one was asked for (QEMU's run_gcontext);
-        # until then no GLib machinery runs here at all.
+        # until then no GLib machinery runs here at all.  Only the IOThread
+        # sets the driver, under _lock: a stop() in any thread closes its
+        # context to new sources.
         self._calls = CallSet(f"IOThread {id!r}")
         self._gdriver: AsyncioDriver | None = None
-        # That driver's context, guarded by _lock: a stop() in any thread
-        # closes it to new sources.
-        self._gcontext: glib.MainContext | None = None
         # In a forked child: the parent's pid, if this IOThread had started
         # there (it is stopped here; _after_fork_in_child).
         self._forked_from: int | None = None
@@ -410,8 +409,8 @@ class IOThread(EventLoopBase):
         """
         self._stop_requested = True
         self._close_hot_path()
-        if self._gcontext is not None:
-            self._gcontext._refuse_attach(self._glib_refusal())
+        if self._gdriver is not None:
+            self._gdriver.context._refuse_attach(self._glib_refusal())
 
     def _glib_refusal(self) -> str:
         return f"belongs to IOThread {self._id!r}, whose stop() has begun"
@@ -710,9 +709,8 @@ class IOThread(EventLoopBase):
             context._serve_through_base_exceptions()  # the IOThread goes on
             driver = AsyncioDriver(context, asyncio.get_running_loop())
             driver.start()  # also makes the context this thread's default
-            self._gdriver = driver
             with self._lock:
-                self._gcontext = driver.context
+                self._gdriver = driver
                 if self._stop_requested:  # asked for by a call the stop drains
                     driver.context._refuse_attach(self._glib_refusal())
         return self._gdriver.context
@@ -720,11 +718,10 @@ class IOThread(EventLoopBase):
     @runs_in(IOTHREAD)
     def _detach_g_main_context(self) -> None:
         """Destroy and finalise the GLib-like context's sources, if it was attached."""
-        driver, self._gdriver = self._gdriver, None
+        with self._lock:
+            driver, self._gdriver = self._gdriver, None
         if driver is None:
             return
-        with self._lock:
-            self._gcontext = None
         # Also takes the context off this thread's thread-default stack, even
         # if code on this thread left it unbalanced: stop must finish.
         driver.close()
