@@ -137,13 +137,18 @@ def test_poll_max_ns_zero_disables_polling(loop_factory: LoopFactory) -> None:
 
 def share_the_cpu_in_every_spin(
     io: IOThread, implementation: str, *, then: Callable[[], object]
-) -> None:
+) -> AioContextStatistics:
     """From the loop's next way to sleep on, every spin learns after its
     first yield that another thread ran on its CPU, just after *then* ran
-    (in the loop's thread); its window is HUGE_POLL_NS, the guard on."""
+    (in the loop's thread); its window is HUGE_POLL_NS, the guard on.
+
+    Returns the statistics as the loop's thread read them when it installed
+    this: whatever the loop does after, not a sleep it took before (a
+    baseline read by the test's thread may predate the loop's first sleep).
+    """
     aio = io.aio_context
 
-    def install() -> None:
+    def install() -> AioContextStatistics:
         if implementation == "native":  # the guard's detection is in C: stub the C spin
 
             def native_spin(duration_ns: int, fd: int) -> int:
@@ -163,8 +168,9 @@ def share_the_cpu_in_every_spin(
             aio.switches = switches
         aio.spin_guard = True
         aio._window.poll_ns = HUGE_POLL_NS
+        return aio.statistics()
 
-    io.run_sync(install)
+    return io.run_sync(install)
 
 
 def test_the_guard_ends_a_spin_whose_cpu_is_shared(
@@ -175,8 +181,7 @@ def test_the_guard_ends_a_spin_whose_cpu_is_shared(
     times the test's wait), the window stays as it was, and work still wakes
     the loop."""
     with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS) as io:
-        before = io.aio_context.statistics()
-        share_the_cpu_in_every_spin(io, implementation, then=lambda: None)
+        before = share_the_cpu_in_every_spin(io, implementation, then=lambda: None)
         wait_until(lambda: io.aio_context.statistics().blocks > before.blocks, "the loop to sleep")
         stats = io.aio_context.statistics()
         assert stats.spins_shared - before.spins_shared == stats.polls - before.polls == 1
@@ -416,7 +421,7 @@ def test_a_poll_handler_removed_by_another_ones_ready_is_not_run(
 
 
 def test_stopping_mid_phase_ends_it(loop_factory: LoopFactory) -> None:
-    """The stop's own round trip opens a phase (on uvloop the spin is a queued
+    """A stop that comes while the loop polls (on uvloop the spin is a queued
     callback that the stop outruns): the handlers still get their end()."""
     calls: list[str] = []
     with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS, poll_grow=1000) as io:
@@ -427,6 +432,9 @@ def test_stopping_mid_phase_ends_it(loop_factory: LoopFactory) -> None:
             end=lambda: calls.append("end"),
         )
         set_window(io, SPINNING_NS)
+        # Without the GIL the stop could otherwise be queued before the loop
+        # looks for work, and no phase would begin.
+        wait_until(lambda: "begin" in calls, "the polling phase to begin")
     assert calls.count("begin") == calls.count("end") > 0
 
 
