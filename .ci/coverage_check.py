@@ -66,9 +66,7 @@ def main(report_path: str, patterns: list[str]) -> int:
     failed = False
     print(f"\n{'group':32} {'lines':>16} {'branches':>16}")
     for name, totals in groups.items():
-        short = (
-            totals.lines_percent < LINES_FLOOR or totals.branches_percent < BRANCHES_FLOOR
-        )
+        short = totals.lines_percent < LINES_FLOOR or totals.branches_percent < BRANCHES_FLOOR
         failed |= short
         print(
             f"{name:32}"

@@ -321,9 +321,7 @@ class MainContext(ContextOwnership):
                     else:
                         # Rounded up so that the poll never wakes early.
                         until = -(-(ready_time - now) // _US_PER_MS)
-                        source_timeout = (
-                            until if source_timeout < 0 else min(source_timeout, until)
-                        )
+                        source_timeout = until if source_timeout < 0 else min(source_timeout, until)
                 if ready:
                     with self._lock:
                         ready = source._ready = not source._destroyed

@@ -432,5 +432,3 @@ class _IOWatch(Source):
     @runs_in(OWNER)
     def dispatch(self, callback: _SourceFunc | None, args: tuple[Any, ...]) -> bool:
         return _call_callback(self, callback, self._channel, self.query_unix_fd(self._watch), *args)
-
-

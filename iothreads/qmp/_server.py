@@ -350,9 +350,7 @@ def _bind_unix(path: str) -> tuple[socket.socket, str, tuple[int, int]]:
         if _socket_is_live(path):
             raise OSError(errno.EADDRINUSE, "a server is already listening on this socket", path)
         os.unlink(path)
-    temporary = os.path.join(
-        os.path.dirname(path), f".qmp-{os.getpid()}-{next(_TEMPORARY_NAMES)}"
-    )
+    temporary = os.path.join(os.path.dirname(path), f".qmp-{os.getpid()}-{next(_TEMPORARY_NAMES)}")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(temporary)
