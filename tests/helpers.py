@@ -71,18 +71,20 @@ def loop_kind(loop: asyncio.AbstractEventLoop) -> str:
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
-def wait_until(predicate: Callable[[], object], what: str = "the condition") -> None:
-    """Wait, bounded by WAIT, for a state another thread reaches with no event
-    to signal it; fail the test if it never comes."""
+def wait_until(
+    predicate: Callable[[], object], what: str = "the condition", *, within: float = WAIT
+) -> None:
+    """Wait, bounded by *within* seconds, for a state another thread reaches
+    with no event to signal it; fail the test if it never comes."""
     pause = threading.Event()  # never set: each wait is a bounded pause
     # Short pauses first (most states come within microseconds), doubling up
     # to a thousandth of the bound.
-    interval, deadline = 50e-6, time.monotonic() + WAIT
+    interval, deadline = 50e-6, time.monotonic() + within
     while not predicate():
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out waiting for {what}")
         pause.wait(interval)
-        interval = min(interval * 2, WAIT / 1000)
+        interval = min(interval * 2, within / 1000)
 
 
 def open_fds() -> set[int]:

@@ -19,7 +19,7 @@ import pytest
 from iothreads._cli import Address, MonitorError, _converse
 from iothreads.qmp import DEFAULT_MAX_ERRORS, MAX_MESSAGE_BYTES, Monitor, MonitorStatistics
 
-from ..helpers import WAIT, RawClient, flood, wait_until
+from ..helpers import CHILD_WAIT, WAIT, RawClient, flood, wait_until
 
 #: An idle timeout no client of these tests beats: the close comes at once.
 TINY = 1e-3
@@ -164,12 +164,18 @@ async def test_a_client_that_takes_no_reply_is_closed(sock_path: str, same_loop_
             hog.settimeout(WAIT)
             hog.connect(sock_path)
             flood(hog)
-            # The monitor hangs up while the hog still reads nothing.
+            # The monitor hangs up while the hog still reads nothing.  Bounded
+            # by CHILD_WAIT: on the free-threaded build, a process's first
+            # hang-up took 0.03 s on an idle machine, up to 0.3 s beside two
+            # busy processes, 4.4-4.9 s beside four (0.03 s on the GIL build
+            # beside the same four), and over WAIT once in a run of the whole
+            # suite beside two.
             poll = select.poll()
             poll.register(hog, select.POLLIN)
             wait_until(
                 lambda: any(events & select.POLLHUP for _, events in poll.poll(0)),
                 "the monitor to hang up on the hog",
+                within=CHILD_WAIT,
             )
         assert stats(monitor, closed_idle=1) == {"closed_idle": 1}
         wait_until(lambda: monitor.statistics().clients == 0, "the session to end")
