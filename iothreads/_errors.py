@@ -2,7 +2,8 @@
 
 Every error that a QMP monitor will report carries the QMP error class it maps
 to (``qmp_class``), so the monitor never has to guess from a message.  The
-messages themselves are worded as QEMU 7.2 words them (DESIGN.md §3).
+messages themselves are worded as QEMU 7.2 words them (docs/design.md,
+"Properties and validation").
 """
 
 from __future__ import annotations
