@@ -353,13 +353,15 @@ def stdin_closed() -> Iterator[None]:
 
 
 class FakeClock:
-    """A clock (ns) that moves 1 us per reading: a spin lasts a fixed number of steps."""
+    """A clock (ns) that moves *step_ns* (1 us) per reading: a spin lasts a
+    fixed number of steps."""
 
-    def __init__(self) -> None:
+    def __init__(self, step_ns: int = 1000) -> None:
         self.now = 0
+        self.step_ns = step_ns
 
     def __call__(self) -> int:
-        self.now += 1000
+        self.now += self.step_ns
         return self.now
 
 

@@ -29,6 +29,7 @@ import pytest
 import iothreads._aio
 from iothreads import AioContextStatistics, IOThread, IOThreadStopped, PollHandler
 from iothreads._aio import _inbox
+from iothreads._aio._callback_poller import STEP_NS
 from iothreads._aio._context import NATIVE_SPIN_SHARED
 from iothreads._aio._wakeup import WakeupChannel
 
@@ -212,6 +213,21 @@ def test_the_guard_takes_one_more_look(loop_factory: LoopFactory, implementation
         before, after = caught
         assert after.poll_hits - before.poll_hits == 1
         assert after.spins_shared == before.spins_shared  # the look caught it: no giving up
+
+
+@pytest.mark.implementations("python")  # the native spin reads the switches after every yield
+def test_the_guard_reads_the_switches_as_a_short_spin_ends(loop_factory: LoopFactory) -> None:
+    """A spin that ends before its GUARD_STEPS-th yield still reads the
+    switches: uvloop's poller spins in steps of STEP_NS, and where each yield
+    hands the CPU to a busy process for long, a step runs out after a yield
+    or two.  Here the clock moves a quarter of a step per reading, and the
+    loop still gives up its window (100 s) at once."""
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS) as io:
+        aio = io.aio_context
+        io.run_sync(setattr, aio, "clock", FakeClock(step_ns=STEP_NS // 4))
+        before = share_the_cpu_in_every_spin(io, "python", then=lambda: None)
+        wait_until(lambda: aio.statistics().blocks > before.blocks, "the loop to sleep")
+        assert aio.statistics().spins_shared - before.spins_shared == 1
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")

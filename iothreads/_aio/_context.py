@@ -303,8 +303,13 @@ class AioContext:
                 return True
             now = self.clock()
             if now >= deadline_ns:
-                return False
-            if native is not None:
+                # Yields since the guard's last reading count too: uvloop's
+                # poller spins in short steps, and where each yield hands the
+                # CPU to a busy process a step ends before its GUARD_STEPS-th.
+                shared = switches is not None and steps % GUARD_STEPS != 0 and switches() != before
+                if not shared:
+                    return False
+            elif native is not None:
                 slice_ns = deadline_ns - now
                 if self._handlers.registered():
                     slice_ns = min(slice_ns, POLL_HANDLER_SLICE_NS)
