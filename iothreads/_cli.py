@@ -31,10 +31,10 @@ import os
 import runpy
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from ._errors import IOThreadsError
 from ._event_loop_base import MainLoop
@@ -43,6 +43,8 @@ from .qmp import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_ERRORS, 
 from .qmp._server import LOOPBACK
 
 __all__ = ["main"]
+
+_T = TypeVar("_T")
 
 #: Exit statuses: 1 for a refused request or an unreachable monitor; argparse
 #: uses 2 for a malformed command line.
@@ -319,13 +321,18 @@ def _qemu_qmp(command: str) -> ModuleType:
         ) from None
 
 
+#: Runs one QMP command and returns its reply (qemu.qmp's ``execute``).
+Execute = Callable[[str, "dict[str, Any] | None"], Awaitable[Any]]
+
+
 async def _converse(
     command: str,
     address: Address,
     timeout: float,
-    requests: Sequence[tuple[str, dict[str, Any] | None]],
-) -> list[Any]:
-    """Run *requests* on the monitor at *address*, in order, within *timeout*.
+    conversation: Callable[[Execute], Awaitable[_T]],
+) -> _T:
+    """Connect to the monitor at *address* and run *conversation* with it,
+    all within *timeout*.
 
     One deadline bounds the whole conversation (the connection, the greeting,
     the negotiation, each reply, the goodbye), so a monitor that never
@@ -345,7 +352,7 @@ async def _converse(
                 if address.path is not None
                 else (address.host or LOOPBACK, address.port)
             )
-            return [await client.execute(name, arguments) for name, arguments in requests]
+            return await conversation(client.execute)
     except TimeoutError:
         raise MonitorError(
             f"the monitor at {address} did not answer within {timeout:g} s"
@@ -418,7 +425,9 @@ async def _disconnect(qmp: ModuleType, client: Any, deadline: float) -> None:
 
 async def _query(address: Address, as_json: bool, timeout: float) -> int:
     try:
-        (iothreads,) = await _converse("query", address, timeout, [("query-iothreads", None)])
+        iothreads = await _converse(
+            "query", address, timeout, lambda execute: execute("query-iothreads", None)
+        )
     except MonitorError as exc:
         return _fail(exc)
     if as_json:
@@ -438,12 +447,28 @@ async def _set(
     assignments: Sequence[tuple[str, int | str]],
     timeout: float,
 ) -> int:
+    """Set the properties in order, all or none: QMP has no transaction for
+    qom-set, so when one is refused, those set before it get back the
+    values read before the first (a concurrent change to one of them in the
+    meantime is overwritten)."""
     path = target if target.startswith("/") else f"/objects/{target}"
-    requests = [
-        ("qom-set", {"path": path, "property": prop, "value": value}) for prop, value in assignments
-    ]
+
+    async def set_all(execute: Execute) -> None:
+        async def set_one(prop: str, value: object) -> None:
+            await execute("qom-set", {"path": path, "property": prop, "value": value})
+
+        # Unknown objects and properties are refused here, before any change.
+        before = [await execute("qom-get", {"path": path, "property": p}) for p, _ in assignments]
+        for done, (prop, value) in enumerate(assignments):
+            try:
+                await set_one(prop, value)
+            except Exception:
+                for undone in reversed(range(done)):
+                    await set_one(assignments[undone][0], before[undone])
+                raise
+
     try:
-        await _converse("set", address, timeout, requests)
+        await _converse("set", address, timeout, set_all)
     except MonitorError as exc:
         return _fail(exc)
     return 0
@@ -596,7 +621,7 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--qmp", required=True, type=_parse_address, metavar="ADDRESS")
     query.add_argument("--json", action="store_true", help="print query-iothreads' JSON")
 
-    set_ = sub.add_parser("set", help="set properties of a live object")
+    set_ = sub.add_parser("set", help="set properties of a live object, all or none")
     set_.add_argument("--qmp", required=True, type=_parse_address, metavar="ADDRESS")
     for client in (query, set_):
         client.add_argument(

@@ -241,6 +241,33 @@ def test_set_prints_the_monitor_error(sock_path: str) -> None:
         assert stop(proc, signal.SIGINT) == 0
 
 
+@pytest.mark.parametrize(
+    ("assignments", "desc"),
+    [
+        (
+            ("poll-grow=3", "poll-max-ns=5", "thread-pool-max=0"),
+            "bad thread-pool-min/thread-pool-max values",
+        ),
+        (("poll-grow=3", "poll-max-ns=5", "bogus=1"), "Property 'iothread.bogus' not found"),
+    ],
+    ids=["refused-value", "unknown-property"],
+)
+def test_set_is_all_or_nothing(sock_path: str, assignments: tuple[str, ...], desc: str) -> None:
+    """One refused assignment leaves every property as it was: those set
+    before it are set back."""
+    address = f"unix:{sock_path}"
+    with serve("--object", "iothread,id=io0,poll-max-ns=100", "--qmp", address) as proc:
+        ready_line(proc)
+        before = query_json(address)
+        result = cli("set", "--qmp", address, "io0", *assignments)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", desc + "\n")
+        assert query_json(address) == before
+        result = cli("set", "--qmp", address, "io0", *assignments[:2])
+        assert result.returncode == 0, result.stderr
+        assert [query_json(address)[0][p] for p in ("poll-grow", "poll-max-ns")] == [3, 5]
+        assert stop(proc, signal.SIGINT) == 0
+
+
 def test_serve_on_tcp_and_objects_added_over_qmp_are_stopped(sock_path: str) -> None:
     with serve("--qmp", "tcp:127.0.0.1:0", "--qmp", f"unix:{sock_path},server=on,wait=off") as proc:
         tcp = ready_line(proc).rsplit(" ", 1)[1]
