@@ -57,11 +57,18 @@ class BadRequest(ValueError):
 
 
 def checksum(values: Sequence[int], rounds: int) -> int:
-    """The per-request work: a polynomial hash of *values*, *rounds* times over."""
+    """The per-request work: a polynomial hash of *values* modulo 10^9 + 7,
+    *rounds* times over."""
     acc = 0
     for _ in range(rounds):
         for v in values:
-            acc = (acc * 31 + v) % 1_000_000_007
+            acc = acc * 31 + v
+        # Reduced once a round, not once a value: the same hash, and far fewer
+        # uses of the modulus.  On free-threaded 3.13 a constant that is not
+        # immortal (an int outside -5..256 in an imported module) is one
+        # reference count that every thread running this loop updates, and
+        # per value it held two threads to 1.5x one thread's throughput.
+        acc %= 1_000_000_007
     return acc
 
 
