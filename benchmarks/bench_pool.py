@@ -43,14 +43,13 @@ same plain-function no-op:
 ``python -m benchmarks`` runs it through the hooks ``cases()`` (dispatch),
 ``results()`` (burst, submit), ``derived()`` (the dispatch figures above),
 ``report()`` (verdicts) and ``recordings()`` (the timeline); ``python -m
-benchmarks.bench_pool [--quick] [--json FILE] ...`` runs it alone.
+benchmarks --only pool`` runs it alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -61,7 +60,7 @@ from typing import Generic, TypeVar
 from iothreads._pool import ThreadPool
 
 from ._figures import Chunk, Derived, Result, Spread
-from ._harness import Case, Group, LoopFactory, Mode, Op, Placement, loop_kinds, run_suites
+from ._harness import Case, Group, LoopFactory, Mode, Op, Placement, loop_kinds
 from ._timeline import Timeline, record_timeline
 from .roundtrip import noop_sync as noop
 
@@ -584,19 +583,3 @@ def burst_verdicts(all_results: Sequence[Result]) -> list[str]:
             f"{new.percentile(99.9) / warm.percentile(50):.2f}x the warm burst p50)"
         )
     return lines
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m benchmarks.bench_pool [--quick] [--json FILE]``: the pool suite alone."""
-    # This very module: run as a script it is ``__main__``, and importing it
-    # again by name would load a second copy.
-    return run_suites(
-        [sys.modules[__name__]],
-        argv,
-        prog="python -m benchmarks.bench_pool",
-        description="The pool suite of python -m benchmarks, alone.",
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,6 +11,14 @@ its outcome) and its cross-thread API (``call_soon_threadsafe``, ``run``,
 Locks and owners: ``EventLoopBase._lock`` guards the property values and the
 lifecycle fields (``_thread``, ``_aio``, ``_loop``...); everything an
 IOThread does to its loop runs in its own thread.
+
+Why one module above 600 lines: the lifecycle, the thread's body and the
+cross-thread API read and write the same lifecycle fields under that one
+lock (a call refused once the stop began, the hot path opened and closed
+with the loop); split apart, each part would reach into another's private
+state.  What is not that state's has a module of its own (the call
+protocol, the stop, the properties, the platform's calls), and a third of
+the lines here are the public API's docstrings.
 """
 
 from __future__ import annotations

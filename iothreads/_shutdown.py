@@ -19,7 +19,7 @@ from typing import Any, Final
 from ._aio import AioContext
 from ._call import CallSet
 from ._pool import ThreadPool
-from ._runs_in import LOOP, runs_in
+from ._runs_in import LOOP, ThreadRole, runs_in
 
 __all__ = ["shut_down"]
 
@@ -68,11 +68,13 @@ class _StopWatch:
         await waited
 
 
-async def shut_down(iothread_id: str, aio: AioContext, calls: CallSet, pool: ThreadPool) -> None:
-    """Give every pending piece of work its outcome, then release the loop.
+#: The stopping IOThread's loop (the one *aio* serves), as the last thing it runs.
+STOPPING_LOOP: Final = ThreadRole("the stopping IOThread's loop, as the last thing it runs")
 
-    Runs on the IOThread's loop (*aio*'s), as the last thing it runs.
-    """
+
+@runs_in(STOPPING_LOOP)
+async def shut_down(iothread_id: str, aio: AioContext, calls: CallSet, pool: ThreadPool) -> None:
+    """Give every pending piece of work its outcome, then release the loop."""
     loop = asyncio.get_running_loop()
     me = asyncio.current_task()
     watch = _StopWatch(iothread_id, loop)

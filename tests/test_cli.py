@@ -26,13 +26,13 @@ from typing import Any
 import pytest
 
 from iothreads._cli import (
-    Address,
     _parse_address,
     _parse_object,
     _positive_int,
     _seconds_or_never,
     main,
 )
+from iothreads.qmp._client import Address
 
 from .helpers import (
     CHILD_WAIT,

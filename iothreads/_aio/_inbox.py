@@ -46,26 +46,36 @@ class Inbox(Protocol):
     submitted: int  # handles the loop took (the loop writes, any thread reads)
     wakeups: int  # wake-ups producers wrote
 
+    @runs_in(ANY)
     def submit(
         self,
         callback: Callable[..., object],
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
-        """Queue a callback (any thread); raises IOThreadStopped once closed."""
+        """Queue a callback; raises IOThreadStopped once closed."""
 
+    @runs_in(LOOP)
     def run(self, limit: int, /) -> None:
         """Run what was queued when the pass began, at most *limit* (0: all)."""
 
+    @runs_in(ANY)
     def wake(self) -> None:
-        """Make the loop leave its sleep (any thread)."""
+        """Make the loop leave its sleep."""
 
+    @runs_in(LOOP)
     def pending(self) -> bool: ...
+    @runs_in(LOOP)
     def prepare_to_block(self) -> bool: ...
+    @runs_in(LOOP)
     def woke(self) -> None: ...
+    @runs_in(LOOP)
     def close(self) -> None: ...
+    @runs_in(LOOP)
     def fileno(self) -> int: ...
+    @runs_in(LOOP)
     def drain_wakeups(self) -> int: ...
+    @runs_in(LOOP)
     def shutdown(self) -> None: ...
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from .._runs_in import ThreadRole, runs_in
+
 __all__ = ["POLL_START_NS", "PollWindow", "involuntary_switches", "yield_cpu"]
 
 #: First non-zero window.  QEMU starts growing from 4 us (aio-posix.c:
@@ -48,18 +50,21 @@ def _switch_counter() -> Callable[[], int] | None:
 involuntary_switches: Final[Callable[[], int] | None] = _switch_counter()
 
 
+#: The thread of the loop whose AioContext owns the window.
+CONTEXT_LOOP: Final = ThreadRole("the thread of the loop whose AioContext owns the window")
+
+
 @dataclass
 class PollWindow:
-    """The current polling window ``poll_ns`` and the parameters that move it.
-
-    Owned by one AioContext; every method runs in its loop's thread.
-    """
+    """The current polling window ``poll_ns`` and the parameters that move it,
+    owned by one AioContext."""
 
     poll_max_ns: int = 32768
     poll_grow: int = 0
     poll_shrink: int = 0
     poll_ns: int = 0
 
+    @runs_in(CONTEXT_LOOP)
     def reset(self, poll_max_ns: int, poll_grow: int, poll_shrink: int) -> None:
         """Take new parameters; like QEMU, a change restarts the window from 0."""
         self.poll_max_ns = poll_max_ns
@@ -67,6 +72,7 @@ class PollWindow:
         self.poll_shrink = poll_shrink
         self.poll_ns = 0
 
+    @runs_in(CONTEXT_LOOP)
     def adjust(self, block_ns: int) -> int:
         """Move the window after an iteration that blocked for *block_ns*.
 

@@ -367,6 +367,7 @@ class ThreadPool(ThreadPoolExecutor):
         self._dispatch(request)
         return request.future
 
+    @runs_in(ANY)
     async def run(self, func: Callable[[*_Ts], _T], /, *args: *_Ts) -> _T:
         """Await ``func(*args)`` run in a worker, from any running loop.
 

@@ -10,10 +10,11 @@ only one that knows JSON.
 
 * ``_wire``: the byte stream cut into JSON texts, read and written as QEMU does;
 * ``_commands``: the command table, argument checks, the dispatch of a request;
-* ``_server``: ``Monitor``, its listeners, one session per client.
-
-The command line's ``query`` and ``set`` are clients: they speak QMP through
-``qemu.qmp``, the QEMU project's client library, not through this package.
+* ``_session``: one client's session, and the bounds that keep it fair;
+* ``_server``: ``Monitor`` and its listeners;
+* ``_client``: the command line's side (``query``, ``set``), which speaks QMP
+  through ``qemu.qmp``, the QEMU project's client library, so that it works
+  against QEMU's monitors too; not public.
 """
 
 from . import _server, _wire

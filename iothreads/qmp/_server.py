@@ -1,4 +1,4 @@
-"""The monitor's server side: its listeners, and one session per client.
+"""The monitor: its listeners, and a ``Session`` (``_session``) per client.
 
 The monitor runs on an internal IOThread of its own (``iothread_create``, as
 QEMU's ``mon_iothread``), so a busy application loop never stalls it and it
@@ -9,9 +9,9 @@ threads) run in a worker thread, so one slow command does not hold up the
 other clients.
 
 Three bounds keep one client from taking the monitor over: how many clients
-are served at once, how long a client may keep the monitor waiting on it,
-and how many error replies a client may draw per second
-(docs/design.md, "The QMP monitor").
+are served at once (counted here), how long a client may keep the monitor
+waiting on it, and how many error replies a client may draw per second (kept
+by its session) (docs/design.md, "The QMP monitor").
 """
 
 from __future__ import annotations
@@ -26,19 +26,17 @@ import os
 import socket
 import stat
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Self
 
-from .._errors import IOThreadsError, IOThreadStopped
 from .._fork import FORK_CHILD, track
 from .._iothread import IOThread
 from .._objects import iothread_create
 from .._runs_in import ANY, ThreadRole, runs_in
-from ._commands import ClientState, dispatch, version
-from ._wire import JsonStreamer, QMPError, check_id, encode, error_reply, parse
+from ._session import MONITOR_IOTHREAD, Counters, Limits, Session, in_monitor_iothread
+from ._wire import encode, error_reply
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -49,9 +47,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("iothreads.qmp")
-
-#: Bytes read from a client at a time: asyncio's default stream buffer size.
-_READ_CHUNK: Final = 64 * 1024
 
 #: Unix socket mode: only the owner may connect (the monitor can reconfigure
 #: and delete every object, so it is as privileged as the process).
@@ -82,24 +77,12 @@ DEFAULT_IDLE_TIMEOUT: Final = 300.0
 DEFAULT_MAX_ERRORS: Final = 100
 
 
-def _in_monitor_iothread(owner: Monitor | _Session) -> bool:
-    io = owner._io
-    return io is not None and io.thread_id == threading.get_native_id()
-
-
-#: The monitor's own IOThread: its listeners, its sessions and their
-#: connections live on that IOThread's loop.
-_MONITOR_IOTHREAD: Final = ThreadRole("the monitor's IOThread", _in_monitor_iothread)
-
 #: The loop that awaits Monitor.start() and aclose(): any but the monitor's
 #: own, which those calls create and stop.
 _CALLER: Final = ThreadRole(
     "the caller's loop, not the monitor's IOThread",
-    lambda monitor: not _in_monitor_iothread(monitor),
+    lambda monitor: not in_monitor_iothread(monitor),
 )
-
-
-# -- one client connection ------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -122,180 +105,6 @@ class MonitorStatistics:
     closed_idle: int
     closed_errors: int
     closed_malformed: int
-
-
-class _Counters:
-    """What :class:`MonitorStatistics` reports, written by the monitor's
-    IOThread and read from any thread."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()  # guards every field below
-        self.clients = 0
-        self.accepted = 0
-        self.refused = 0
-        self.closed_idle = 0
-        self.closed_errors = 0
-        self.closed_malformed = 0
-
-
-@dataclass(frozen=True)
-class _Limits:
-    """A monitor's bounds on each client (see :class:`Monitor`)."""
-
-    max_clients: int
-    idle_timeout: float | None
-    max_errors: int
-    clock: Callable[[], float]
-
-
-class _ErrorBudget:
-    """A client's allowance of error replies: *limit* at once, refilled at
-    *limit* per second of *clock* (a token bucket)."""
-
-    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
-        self._limit = limit
-        self._clock = clock
-        self._tokens = float(limit)
-        self._last = clock()
-
-    def spend(self) -> bool:
-        """Take one error reply; False when none is left."""
-        now = self._clock()
-        self._tokens = min(self._limit, self._tokens + (now - self._last) * self._limit)
-        self._last = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-
-class _Closed(Exception):
-    """The monitor ends the session; *reason* is sent first, if it can be."""
-
-    def __init__(self, reason: str | None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _Session:
-    """One client of the monitor whose IOThread is *io*: the greeting,
-    negotiation, then requests in order, within *limits*."""
-
-    def __init__(
-        self,
-        io: IOThread,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        limits: _Limits,
-        counters: _Counters,
-    ) -> None:
-        self._io = io
-        self._reader = reader
-        self._writer = writer
-        self._limits = limits
-        self._counters = counters
-        self._client = ClientState()
-        self._errors = _ErrorBudget(limits.max_errors, limits.clock)
-
-    @runs_in(_MONITOR_IOTHREAD)
-    async def run(self) -> None:
-        """Serve the client until it hangs up, sends what cannot be read, or
-        oversteps a limit; in the last two cases, say why before hanging up.
-
-        Raises:
-            OSError: the connection broke (the caller drops it).
-        """
-        try:
-            await self._serve()
-        except _Closed as closed:
-            if closed.reason is not None:
-                # Nothing waits on this write: the caller's close is bounded.
-                self._writer.write(encode(error_reply("GenericError", closed.reason)))
-
-    async def _serve(self) -> None:
-        await self._send(encode({"QMP": {"version": version(), "capabilities": []}}))
-        streamer = JsonStreamer()
-        while True:
-            data = await self._receive()
-            if not data:
-                return
-            for text in streamer.feed(data):
-                line, failed = await self._answer(text)
-                if failed and not self._errors.spend():
-                    self._count("closed_errors")
-                    raise _Closed(
-                        f"closing the connection: more than {self._limits.max_errors} "
-                        "error replies in a second; send requests that are valid QMP"
-                    )
-                await self._send(line)
-            if streamer.error is not None:
-                # The stream cannot be resynchronised: answer, then hang up.
-                self._count("closed_malformed")
-                raise _Closed(streamer.error)
-
-    def _count(self, counter: str) -> None:
-        with self._counters.lock:
-            setattr(self._counters, counter, getattr(self._counters, counter) + 1)
-
-    async def _receive(self) -> bytes:
-        """The client's next bytes (empty at its end), within the idle timeout.
-
-        Raises:
-            _Closed: nothing came within the idle timeout.
-        """
-        try:
-            async with asyncio.timeout(self._limits.idle_timeout):
-                return await self._reader.read(_READ_CHUNK)
-        except TimeoutError:
-            self._count("closed_idle")
-            raise _Closed(
-                f"closing the connection: no request for {self._limits.idle_timeout:g} s "
-                "(the monitor's idle timeout); reconnect to go on"
-            ) from None
-
-    async def _send(self, line: bytes) -> None:
-        """Send *line*, waiting for the client to take it at most the idle timeout.
-
-        Raises:
-            _Closed: the client took nothing for that long (no reason is sent:
-                it would queue behind what the client does not read).
-        """
-        self._writer.write(line)
-        try:
-            async with asyncio.timeout(self._limits.idle_timeout):
-                await self._writer.drain()
-        except TimeoutError:
-            self._count("closed_idle")
-            raise _Closed(None) from None
-
-    async def _answer(self, text: bytes) -> tuple[bytes, bool]:
-        """The reply to one JSON text, encoded, and whether it is an error."""
-        try:
-            request = parse(text)
-            if not isinstance(request, dict):
-                raise QMPError("QMP input must be a JSON object")
-            check_id(request)
-        except QMPError as exc:
-            return encode(error_reply(exc.qmp_class, exc.desc)), True
-        try:
-            reply = {"return": await dispatch(self._client, request)}
-        except QMPError as exc:
-            reply = error_reply(exc.qmp_class, exc.desc)
-        except IOThreadsError as exc:
-            reply = error_reply(exc.qmp_class, str(exc))
-        except IOThreadStopped as exc:  # an object stopped under the command
-            reply = error_reply("GenericError", str(exc))
-        except Exception as exc:
-            _log.exception("QMP command failed: %r", request)
-            reply = error_reply("GenericError", f"internal error: {exc!r}")
-        if "id" in request:
-            reply["id"] = request["id"]
-        try:
-            return encode(reply), "error" in reply
-        except (TypeError, ValueError) as exc:
-            _log.exception("QMP reply has no JSON form: %r", reply)
-            error = error_reply("GenericError", f"internal error: {exc}")
-            return encode({**error, **({"id": request["id"]} if "id" in request else {})}), True
 
 
 # -- the monitor ------------------------------------------------------------------------
@@ -443,8 +252,8 @@ class Monitor:
         self._path = os.fspath(path) if path is not None else None
         self._host = host
         self._port = port
-        self._limits = _Limits(max_clients, idle_timeout, max_errors, clock)
-        self._counters = _Counters()
+        self._limits = Limits(max_clients, idle_timeout, max_errors, clock)
+        self._counters = Counters()
         self._state = _State.NEW
         # The monitor's IOThread, from start() on (kept once stopped).
         self._io: IOThread | None = None
@@ -560,7 +369,7 @@ class Monitor:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    @runs_in(_MONITOR_IOTHREAD)
+    @runs_in(MONITOR_IOTHREAD)
     async def _listen(self) -> None:
         if self._path is not None:
             sock, temporary, self._socket_id = _bind_unix(self._path)
@@ -582,7 +391,7 @@ class Monitor:
             host, port = server.sockets[0].getsockname()[:2]
             self._tcp_address = (host, port)
 
-    @runs_in(_MONITOR_IOTHREAD)
+    @runs_in(MONITOR_IOTHREAD)
     async def _shut_down(self) -> None:
         self._closing = True  # connections accepted from now on are dropped
         for server in self._servers:
@@ -594,7 +403,7 @@ class Monitor:
             await server.wait_closed()
         self._servers.clear()
 
-    @runs_in(_MONITOR_IOTHREAD)
+    @runs_in(MONITOR_IOTHREAD)
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -653,7 +462,7 @@ class Monitor:
             )
             return
         try:
-            await _Session(self._io, reader, writer, self._limits, counters).run()
+            await Session(self._io, reader, writer, self._limits, counters).run()
         finally:
             with counters.lock:
                 counters.clients -= 1

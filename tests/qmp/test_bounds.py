@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from iothreads._cli import Address, MonitorError, _converse
 from iothreads.qmp import DEFAULT_MAX_ERRORS, MAX_MESSAGE_BYTES, Monitor, MonitorStatistics
+from iothreads.qmp._client import Address, MonitorError, converse
 
 from ..helpers import CHILD_WAIT, WAIT, RawClient, flood, wait_until
 
@@ -104,7 +104,12 @@ async def test_a_client_beyond_max_clients_is_refused(sock_path: str, same_loop_
                 await extra.close()
             # The command line's client says why.
             with pytest.raises(MonitorError, match="refused the connection: too many"):
-                await _converse("query", Address(path=sock_path), WAIT, [("query-iothreads", None)])
+                await converse(
+                    "query",
+                    Address(path=sock_path),
+                    WAIT,
+                    lambda execute: execute("query-iothreads", None),
+                )
             assert stats(monitor, clients=2, refused=2) == {"clients": 2, "refused": 2}
             # Those served are served as before.
             assert await first.request({"execute": "query-iothreads"}) == {"return": []}
