@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import inspect
 import json
+import math
 import os
 import re
 import select
@@ -29,7 +30,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
@@ -76,14 +77,16 @@ def wait_until(
 ) -> None:
     """Wait, bounded by *within* seconds, for a state another thread reaches
     with no event to signal it; fail the test if it never comes."""
-    pause = threading.Event()  # never set: each wait is a bounded pause
     # Short pauses first (most states come within microseconds), doubling up
-    # to a thousandth of the bound.
+    # to a thousandth of the bound.  A pause is a sleep in the kernel: a
+    # never-set threading.Event's timed wait would be one too, but on the
+    # free-threaded build it first spins on sched_yield(), a time slice a
+    # yield beside busy processes (see ParkingEvent).
     interval, deadline = 50e-6, time.monotonic() + within
     while not predicate():
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out waiting for {what}")
-        pause.wait(interval)
+        time.sleep(interval)
         interval = min(interval * 2, within / 1000)
 
 
@@ -227,6 +230,51 @@ def _native_point(point: str) -> None:
         gate._line(native(point))
 
 
+class EventLike(Protocol):
+    """What a :class:`Gate` needs of an event: ``threading.Event``'s methods."""
+
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float) -> bool: ...
+
+
+class ParkingEvent:
+    """``threading.Event``'s ``set``, ``clear``, ``is_set`` and ``wait`` on an
+    eventfd, whose waiter parks in the kernel at once; ``close()`` frees it.
+
+    On free-threaded CPython 3.13 a thread that finds a lock taken spins up
+    to 40 times on ``sched_yield()`` before it parks, and every blocking
+    primitive of ``threading`` (an ``Event`` is a lock in a ``Condition``)
+    does.  Beside busy processes each yield gives a time slice away, so a
+    hand-off through ``threading.Event`` costs tens of milliseconds there
+    (docs/design.md, "Measurements"); the interleaving trials make a dozen
+    hand-offs each, thousands of times.
+    """
+
+    def __init__(self) -> None:
+        self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def set(self) -> None:
+        os.eventfd_write(self._fd, 1)
+
+    def clear(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._fd)
+
+    def is_set(self) -> bool:
+        return self.wait(0)
+
+    def wait(self, timeout: float) -> bool:
+        """True once set; False when *timeout* seconds passed first."""
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        return bool(poller.poll(math.ceil(timeout * 1000)))
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class Gate:
     """A tracer (``sys.settrace``) that counts a thread's lines of iothreads
     code and stops the thread at chosen points, as trio's thread tests do.
@@ -236,6 +284,9 @@ class Gate:
     each stop ``stopped`` is set and the thread waits for ``resume`` (which
     is cleared again for the next stop).  ``stopped`` is also set when the
     thread reaches a line of *marks*.  ``lines`` records every line seen.
+    *event* makes those two events (``threading.Event``, or a
+    ``ParkingEvent`` where the hand-offs are many); ``reset()`` readies the
+    gate for another run.
 
     A stop that falls inside a critical section of one of *locks* is put off
     to the thread's first line outside it: stopped there, the thread would
@@ -251,15 +302,22 @@ class Gate:
         *stops: int | Line,
         marks: Collection[Line] = (),
         locks: Collection[OwnedLock] = (),
+        event: Callable[[], EventLike] = threading.Event,
     ) -> None:
-        self._stops = list(stops)
-        self._put_off = False  # the next stop is due, outside a critical section
         self.marks = frozenset(marks)
         self.locks = tuple(locks)
-        self.lines: list[Line] = []
-        self.stopped = threading.Event()
-        self.resume = threading.Event()
+        self.stopped = event()
+        self.resume = event()
         self._outer: Any = None
+        self.reset(*stops)
+
+    def reset(self, *stops: int | Line) -> None:
+        """Start afresh with *stops*, for a thread that no longer runs through it."""
+        self._stops = list(stops)
+        self._put_off = False  # the next stop is due, outside a critical section
+        self.lines: list[Line] = []
+        self.stopped.clear()
+        self.resume.clear()
 
     def install(self) -> None:
         """Trace the calling thread from now on, beside the tracer it already

@@ -18,7 +18,7 @@ bounded wait for its callback fails.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -26,7 +26,17 @@ from iothreads import IOThread
 from iothreads._aio import AioContext
 from iothreads._aio._selector_poller import SelectorPoller
 
-from .helpers import WAIT, FakeClock, Gate, Line, LoopFactory, OwnedLock, line_of, wait_until
+from .helpers import (
+    WAIT,
+    FakeClock,
+    Gate,
+    Line,
+    LoopFactory,
+    OwnedLock,
+    ParkingEvent,
+    line_of,
+    wait_until,
+)
 
 pytestmark = pytest.mark.interleaving
 
@@ -42,13 +52,56 @@ WAKING = {
 
 
 class Trial:
-    """One IOThread, and the means to land a producer at a chosen point."""
+    """One IOThread, and the means to land a producer at a chosen point.
+
+    Every hand-off between the test's threads parks in the kernel
+    (``ParkingEvent``, a producer thread kept for the whole test): the
+    trials number thousands, and on the free-threaded build each hand-off
+    through ``threading`` would first spin on ``sched_yield()``, which beside
+    busy processes costs a time slice a yield.  ``close()`` frees the events
+    once the IOThread has stopped.
+    """
 
     def __init__(self, io: IOThread, poll_ns: int) -> None:
         self.io = io
         self.aio = io.aio_context
         self.poll_ns = poll_ns
         self.locks = self._own_inbox_lock()
+        self._events: list[ParkingEvent] = []
+        self.loop_gate = Gate(marks={SLEEPING}, locks=self.locks, event=self._event)
+        self.producer_gate = Gate(locks=self.locks, event=self._event)
+        self._ran = self._event()
+        self._done = self._event()
+        self._job: Callable[[], object] | None = None
+        self._job_posted = self._event()
+        self._job_done = self._event()
+        self._producer = threading.Thread(target=self._produce, name="producer")
+        self._producer.start()
+
+    def _event(self) -> ParkingEvent:
+        event = ParkingEvent()
+        self._events.append(event)
+        return event
+
+    def close(self) -> None:
+        """End the producer thread and free the events."""
+        self._job = None
+        self._job_posted.set()
+        self._producer.join(WAIT)
+        for event in self._events:
+            event.close()
+
+    def _produce(self) -> None:
+        """The producer thread: runs each job it is given, until given none."""
+        while self._job_posted.wait(WAIT * 100):
+            self._job_posted.clear()
+            job = self._job
+            if job is None:
+                return
+            try:
+                job()
+            finally:
+                self._job_done.set()
 
     def _own_inbox_lock(self) -> tuple[OwnedLock, ...]:
         """The inbox's lock, where it has one (the pure-Python inbox of a
@@ -65,10 +118,18 @@ class Trial:
         inbox._lock = OwnedLock()
         return (inbox._lock,)
 
+    def _in_loop(self, func: Callable[[], object]) -> bool:
+        """Run *func* in the IOThread; False if it did not run within the bound."""
+        done = self._done
+        done.clear()
+        self.io.call_soon_threadsafe(lambda: (func(), done.set()))
+        return done.wait(WAIT)
+
     def settle(self) -> None:
         """Return once the loop sleeps: every trial starts from the same state."""
-        blocks = self.io.run_sync(lambda: self.aio.statistics().blocks)
-        wait_until(lambda: self.aio.statistics().blocks > blocks, "the loop to sleep")
+        blocks: list[int] = []
+        assert self._in_loop(lambda: blocks.append(self.aio.statistics().blocks))
+        wait_until(lambda: self.aio.statistics().blocks > blocks[0], "the loop to sleep")
 
     def arm(self, gate: Gate) -> None:
         """Trace the loop from now on, starting each trial from the same state.
@@ -89,7 +150,8 @@ class Trial:
     def loop_path(self, *, woken: bool) -> list[Line]:
         """The lines the loop runs from a callback to its sleep, when no work
         comes; *woken*: and on, from a wake-up by a no-op to its next sleep."""
-        gate = Gate(marks={SLEEPING})
+        gate = self.loop_gate
+        gate.reset()
         self.settle()
         self.io.call_soon_threadsafe(self.arm, gate)
         assert gate.stopped.wait(WAIT), "the loop never reached its sleep"
@@ -100,19 +162,20 @@ class Trial:
             assert gate.stopped.wait(WAIT), "the loop never slept again"
             end = gate.lines.index(SLEEPING, end) + 1
         path = gate.lines[:end]
-        self.io.run_sync(gate.uninstall, timeout=WAIT)
+        assert self._in_loop(gate.uninstall)
         return path
 
     def producer_length(self) -> int:
         """How many lines a ``call_soon_threadsafe`` runs on the asleep loop."""
-        gate = Gate()
-        done = threading.Event()
+        gate = self.producer_gate
+        gate.reset()
         gate.install()
         try:
-            self.io.call_soon_threadsafe(done.set)
+            self.io.call_soon_threadsafe(self._ran.set)
         finally:
             gate.uninstall()
-        assert done.wait(WAIT)
+        assert self._ran.wait(WAIT)
+        self._ran.clear()
         return len(gate.lines)
 
     def land(self, loop_stops_at: int, producer_stops_at: int, *, woken: bool) -> bool:
@@ -126,15 +189,16 @@ class Trial:
         finishes.  Returns False when the callback never ran, or a round
         trip after it did not come back: a lost wake-up.
         """
-        ran = threading.Event()
-        loop_gate = Gate(loop_stops_at, marks={SLEEPING}, locks=self.locks)
-        producer_gate = Gate(producer_stops_at, locks=self.locks)
+        ran, loop_gate, producer_gate = self._ran, self.loop_gate, self.producer_gate
+        ran.clear()
+        loop_gate.reset(loop_stops_at)
+        producer_gate.reset(producer_stops_at)
 
         def callback() -> None:
             ran.set()
             loop_gate.stopped.set()  # the loop took the work instead of sleeping
 
-        def producer() -> None:
+        def produce() -> None:
             producer_gate.install()
             try:
                 self.io.call_soon_threadsafe(callback)
@@ -149,8 +213,9 @@ class Trial:
             loop_gate.stopped.clear()
             self.io.call_soon_threadsafe(lambda: None)
             assert loop_gate.stopped.wait(WAIT)
-        thread = threading.Thread(target=producer)
-        thread.start()
+        self._job_done.clear()
+        self._job = produce
+        self._job_posted.set()
         try:
             assert producer_gate.stopped.wait(WAIT)
             loop_gate.go_on()
@@ -159,16 +224,10 @@ class Trial:
         finally:
             loop_gate.resume.set()
             producer_gate.resume.set()
-            thread.join(WAIT)
-        if not ran.wait(WAIT):
-            return False
-        # And the channel still works: a stale "wake-up pending" would make
-        # the next producer skip its write.
-        try:
-            self.io.submit(loop_gate.uninstall).result(WAIT)
-        except TimeoutError:
-            return False
-        return True
+            self._job_done.wait(WAIT)
+        # And the channel still works after the callback: a stale "wake-up
+        # pending" would make the next producer skip its write.
+        return ran.wait(WAIT) and self._in_loop(loop_gate.uninstall)
 
 
 #: The window of the polling-on trials, in fake-clock readings of 1 us: the
@@ -185,7 +244,12 @@ def trial(request: pytest.FixtureRequest, loop_factory: LoopFactory) -> Iterator
     # is: it only ever grows toward poll-max-ns or shrinks past it.
     poll_max_ns = 10**15 if request.param else 0
     with IOThread("io0", loop_factory=loop_factory, poll_max_ns=poll_max_ns) as io:
-        yield Trial(io, request.param)
+        trial = Trial(io, request.param)
+        try:
+            yield trial
+        finally:
+            io.stop()
+            trial.close()
 
 
 # Thousands of trials, each bounded by WAIT: a few seconds on a quiet
