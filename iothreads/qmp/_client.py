@@ -18,7 +18,7 @@ from typing import Any, Final, TypeVar
 
 from ._server import LOOPBACK
 
-__all__ = ["Address", "Execute", "MonitorError", "converse", "qemu_qmp"]
+__all__ = ["Address", "Execute", "MonitorError", "converse"]
 
 _T = TypeVar("_T")
 
@@ -53,7 +53,7 @@ class MonitorError(Exception):
     monitor's ``desc`` when it refused a command)."""
 
 
-def qemu_qmp(command: str) -> ModuleType:
+def _qemu_qmp(command: str) -> ModuleType:
     """``qemu.qmp``, imported when query or set needs it.
 
     Raises:
@@ -88,7 +88,7 @@ async def converse(
         MonitorError: qemu.qmp is not installed; the monitor's error; or the
             reason it could not be reached or did not answer, worded for the user.
     """
-    qmp = qemu_qmp(command)
+    qmp = _qemu_qmp(command)
     client = _client(qmp)
     deadline = asyncio.get_running_loop().time() + timeout
     try:
