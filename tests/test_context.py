@@ -9,9 +9,10 @@ exact.  How the context behaves on a running loop is tests/test_aio.py's.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import select
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -57,6 +58,7 @@ def test_a_new_context_has_counted_nothing(aio: AioContext, implementation: str)
         0, 0, 0, 0, 0
     )  # fmt: skip
     assert (stats.submitted, stats.wakeups_sent, stats.wakeups_suppressed) == (0, 0, 0)
+    assert stats.spins_shared == 0
     assert stats.native == (implementation == "native")
     assert not aio.closing
 
@@ -324,3 +326,153 @@ def test_the_native_spin_comes_back_for_the_poll_handlers_every_20_us(aio: AioCo
     assert not aio.spin(START + 50_000)
     assert slices == [20_000, 20_000, 10_000]
     assert len(polled) == 4  # before each slice, and at the deadline
+
+
+# -- the guard: a spin that learns its CPU is shared gives up -----------------------------
+
+
+class Switches:
+    """A thread's context-switch counter (``AioContext.switches``) that moves
+    only when the test says so, and counts its readings.
+
+    Its values are large, a new int object at each reading, as a real
+    counter's may be: the guard compares them by value.
+    """
+
+    BASE = 10**6
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.readings = 0
+
+    def __call__(self) -> int:
+        self.readings += 1
+        return self.BASE + self.count
+
+
+@pytest.fixture
+def switches(aio: AioContext, monkeypatch: pytest.MonkeyPatch) -> Switches:
+    """The Python spin with its guard on, watching a counter the test moves;
+    the clock moves 1 us a reading (``StepClock``), so a spin of n us yields
+    n - 1 times."""
+    counter = Switches()
+    aio._native_spin = None
+    aio.spin_guard = True
+    aio.switches = counter
+    aio.clock = StepClock()
+    monkeypatch.setattr(_context, "yield_cpu", lambda: None)
+    return counter
+
+
+def yields_then(monkeypatch: pytest.MonkeyPatch, n: int, action: Callable[[], object]) -> None:
+    """Make the spin's *n*-th yield run *action*, as another thread on its CPU would."""
+    made = itertools.count(1)
+    monkeypatch.setattr(_context, "yield_cpu", lambda: next(made) == n and action())
+
+
+@pytest.mark.implementations("python")
+def test_the_guard_lets_a_spin_nobody_shares_run_its_window(
+    aio: AioContext, switches: Switches
+) -> None:
+    """19 yields, none of which ran another thread: the spin runs out at its
+    deadline, and nothing says the CPU is shared."""
+    assert not aio.spin(START + 20_000)
+    assert clock_of_steps(aio) == 20
+    assert not aio.cpu_shared
+    assert aio.statistics().spins_shared == 0
+
+
+@pytest.mark.implementations("python")
+@pytest.mark.parametrize(("yields", "readings"), [(8, 2), (16, 3), (19, 4), (1, 2)])
+def test_the_guard_reads_the_counter_once_per_guard_steps_yields_and_at_the_end(
+    aio: AioContext, switches: Switches, yields: int, readings: int
+) -> None:
+    """Each reading is a system call (getrusage): the guard reads the counter
+    before the spin, after every GUARD_STEPS-th yield, and once more at the
+    deadline only if yields came since its last reading."""
+    assert _context.GUARD_STEPS == 8  # the cases above count in eights
+    assert not aio.spin(START + (yields + 1) * 1000)
+    assert switches.readings == readings
+
+
+@pytest.mark.implementations("python")
+@pytest.mark.parametrize(
+    ("shared_at", "spin_us", "gives_up_at_us"),
+    [(1, 10, 8), (8, 10, 8), (9, 10, 10), (3, 4, 4), (1, 2, 2)],
+)
+def test_the_guard_sees_any_yield_that_ran_another_thread(
+    aio: AioContext,
+    switches: Switches,
+    monkeypatch: pytest.MonkeyPatch,
+    shared_at: int,
+    spin_us: int,
+    gives_up_at_us: int,
+) -> None:
+    """Whether the yield that shared the CPU comes before a reading (after
+    every 8th yield) or after the last one, the spin gives up at the next
+    reading or at its deadline, whichever comes first (a spin of n us yields
+    n - 1 times)."""
+
+    def another_thread_ran() -> None:
+        switches.count += 1
+
+    yields_then(monkeypatch, shared_at, another_thread_ran)
+    assert not aio.spin(START + spin_us * 1000)
+    assert aio.cpu_shared
+    assert aio.statistics().spins_shared == 1
+    assert clock_of_steps(aio) == gives_up_at_us
+
+
+def test_work_handed_over_as_the_cpu_was_shared_ends_the_spin_as_caught(
+    aio: AioContext, implementation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard's one more look finds what the thread that ran on the CPU
+    queued: the spin returns True, and it did not give up."""
+
+    def hand_over() -> None:
+        aio.call_soon_threadsafe(lambda: None)
+
+    if implementation == "native":
+
+        def native_spin(slice_ns: int, fd: int) -> int:
+            hand_over()
+            return _context.NATIVE_SPIN_SHARED
+
+        aio._native_spin = native_spin
+    else:  # the 8th yield, whose reading sees the thread that ran
+        counter = Switches()
+        aio.spin_guard, aio.switches, aio.clock = True, counter, StepClock()
+
+        def another_thread_ran() -> None:
+            counter.count += 1
+            hand_over()
+
+        yields_then(monkeypatch, 8, another_thread_ran)
+    assert aio.spin(START + 10**9) is True
+    assert not aio.cpu_shared
+    assert aio.statistics().spins_shared == 0
+    aio.drain()
+
+
+def test_a_polling_phase_starts_with_the_cpu_not_known_shared(
+    aio: AioContext, switches: Switches, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cpu_shared`` tells the poller the spin gave up for this phase only."""
+
+    def another_thread_ran() -> None:
+        switches.count += 1
+
+    yields_then(monkeypatch, 1, another_thread_ran)
+    aio.begin_polling()
+    assert not aio.spin(START + 10_000)
+    assert aio.cpu_shared
+    aio.end_polling(START)
+    aio.begin_polling()
+    assert not aio.cpu_shared
+    aio.end_polling(START)
+
+
+def clock_of_steps(aio: AioContext) -> int:
+    """How many times the spin read its StepClock."""
+    assert isinstance(aio.clock, StepClock)
+    return aio.clock.readings

