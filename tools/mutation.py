@@ -153,6 +153,13 @@ _SMALL_INTS = (
     " CPython keeps one object of"
 )
 
+#: Why "<", "!=" and "is not" agree on a spin step's end and its deadline.
+_STEP_END = (
+    "step_end is min(deadline, ...), never above the deadline, so '<' is '!=';"
+    " and min() returns its first argument among equals, the deadline itself,"
+    " so 'is not' is '!=' too"
+)
+
 #: Why == and "is" agree on a request's state.
 _ENUM_MEMBER = "RequestState is a plain Enum: a member equals only itself, so == is 'is'"
 
@@ -571,6 +578,27 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         "shared = outcome == NATIVE_SPIN_SHARED and self.spin_guard",
         33,
     ): _SMALL_INTS,
+    (
+        "iothreads/_aio/_callback_poller.py",
+        "core/ReplaceComparisonOperator_Lt_NotEq",
+        "if not (caught or context.cpu_shared) and step_end < deadline:",
+        59,
+    ): _STEP_END,
+    (
+        "iothreads/_aio/_callback_poller.py",
+        "core/ReplaceComparisonOperator_Lt_IsNot",
+        "if not (caught or context.cpu_shared) and step_end < deadline:",
+        59,
+    ): _STEP_END,
+    (
+        "iothreads/_aio/_window.py",
+        "core/ExceptionReplacer",
+        "except ImportError:  # pragma: no cover - Windows, where the suite does not run",
+        11,
+    ): (
+        "resource imports on every POSIX system: the clause is Windows', where the"
+        " suite does not run, and a mutant of it is never reached"
+    ),
 }
 
 #: Survivors argued equivalent wherever they are: (operator, the start of the
