@@ -309,6 +309,11 @@ class Gate:
         self.stopped = event()
         self.resume = event()
         self._outer: Any = None
+        # Which installation a frame's tracer belongs to: under an outer
+        # tracer (coverage's), frames entered while the gate was installed
+        # keep calling it after uninstall(), and a reset gate must not take
+        # their lines for its own.
+        self._installation = 0
         self.reset(*stops)
 
     def reset(self, *stops: int | Line) -> None:
@@ -324,6 +329,7 @@ class Gate:
         has (coverage's, say), which goes on seeing every event; the native
         core's test points it reaches count as lines ``native(point)``."""
         self._outer = sys.gettrace()
+        self._installation += 1
         sys.settrace(self._trace)
         with _GATES_LOCK:
             _GATES[threading.get_ident()] = self
@@ -332,6 +338,7 @@ class Gate:
 
     def uninstall(self) -> None:
         """Stop tracing the calling thread; its former tracer stays."""
+        self._installation += 1
         sys.settrace(self._outer)
         with _GATES_LOCK:
             _GATES.pop(threading.get_ident(), None)
@@ -342,12 +349,13 @@ class Gate:
         outer = self._outer(frame, event, arg) if self._outer is not None else None
         if not frame.f_code.co_filename.startswith(_PACKAGE):
             return outer  # not our code: no line events from it for us
+        installation = self._installation
 
         def local(frame: FrameType, event: str, arg: object) -> Any:
             nonlocal outer
             if outer is not None:
                 outer = outer(frame, event, arg)
-            if event == "line":
+            if event == "line" and installation == self._installation:
                 self._line((frame.f_code.co_filename, frame.f_lineno))
             return local
 
