@@ -349,6 +349,10 @@ class Switches:
         self.readings += 1
         return self.BASE + self.count
 
+    def switch(self) -> None:
+        """Another thread ran on the spin's CPU."""
+        self.count += 1
+
 
 @pytest.fixture
 def switches(aio: AioContext, monkeypatch: pytest.MonkeyPatch) -> Switches:
@@ -413,10 +417,7 @@ def test_the_guard_sees_any_yield_that_ran_another_thread(
     reading or at its deadline, whichever comes first (a spin of n us yields
     n - 1 times)."""
 
-    def another_thread_ran() -> None:
-        switches.count += 1
-
-    yields_then(monkeypatch, shared_at, another_thread_ran)
+    yields_then(monkeypatch, shared_at, switches.switch)
     assert not aio.spin(START + spin_us * 1000)
     assert aio.cpu_shared
     assert aio.statistics().spins_shared == 1
@@ -424,7 +425,7 @@ def test_the_guard_sees_any_yield_that_ran_another_thread(
 
 
 def test_work_handed_over_as_the_cpu_was_shared_ends_the_spin_as_caught(
-    aio: AioContext, implementation: str, monkeypatch: pytest.MonkeyPatch
+    aio: AioContext, implementation: str, switches: Switches, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The guard's one more look finds what the thread that ran on the CPU
     queued: the spin returns True, and it did not give up."""
@@ -440,11 +441,9 @@ def test_work_handed_over_as_the_cpu_was_shared_ends_the_spin_as_caught(
 
         aio._native_spin = native_spin
     else:  # the 8th yield, whose reading sees the thread that ran
-        counter = Switches()
-        aio.spin_guard, aio.switches, aio.clock = True, counter, StepClock()
 
         def another_thread_ran() -> None:
-            counter.count += 1
+            switches.switch()
             hand_over()
 
         yields_then(monkeypatch, 8, another_thread_ran)
@@ -459,10 +458,7 @@ def test_a_polling_phase_starts_with_the_cpu_not_known_shared(
 ) -> None:
     """``cpu_shared`` tells the poller the spin gave up for this phase only."""
 
-    def another_thread_ran() -> None:
-        switches.count += 1
-
-    yields_then(monkeypatch, 1, another_thread_ran)
+    yields_then(monkeypatch, 1, switches.switch)
     aio.begin_polling()
     assert not aio.spin(START + 10_000)
     assert aio.cpu_shared
