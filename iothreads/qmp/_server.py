@@ -9,9 +9,9 @@ threads) run in a worker thread, so one slow command does not hold up the
 other clients.
 
 Three bounds keep one client from taking the monitor over: how many clients
-are served at once (counted here), how long a client may keep the monitor
-waiting on it, and how many error replies a client may draw per second (kept
-by its session) (docs/design.md, "The QMP monitor").
+are served at once, counted here; how long a client may keep the monitor
+waiting on it, and how many error replies a client may draw per second, both
+kept by its session (docs/design.md, "The QMP monitor").
 """
 
 from __future__ import annotations
