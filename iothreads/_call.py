@@ -27,6 +27,7 @@ import inspect
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
+from ._aio import context_of
 from ._errors import IOThreadStopped
 from ._runs_in import ANY, LOOP, ThreadRole, runs_in
 
@@ -271,6 +272,17 @@ class LoopCall(_Call):
         return True
 
     def _deliver(self, result: Any, exc: BaseException | None, cancelled: bool) -> None:
+        # Through the inbox of the context serving the caller's loop where
+        # one does (an IOThread's, a main-loop's that polls): no wake-up
+        # while that loop is awake, and a spin there catches the reply.
+        # Its inbox refuses once closed; the loop's own channel remains.
+        reply_to = context_of(self.caller_loop)
+        if reply_to is not None:
+            try:
+                reply_to.call_soon_threadsafe(self._resolve, result, exc, cancelled)
+                return
+            except IOThreadStopped:
+                pass
         try:
             self.caller_loop.call_soon_threadsafe(self._resolve, result, exc, cancelled)
         except RuntimeError:

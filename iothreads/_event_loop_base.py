@@ -20,9 +20,10 @@ from collections.abc import Mapping
 from typing import ClassVar, Self, overload
 
 from . import _fork
-from ._errors import InvalidParameterValue, PropertyNotFound
+from ._aio import AioContext
+from ._errors import InvalidParameterValue, IOThreadStopped, PropertyNotFound
 from ._pool import ThreadPool
-from ._props import EVENT_LOOP_BASE_DEFAULTS, check_id, check_properties, wire_name
+from ._props import EVENT_LOOP_BASE_DEFAULTS, check_id, check_int64, check_properties, wire_name
 from ._registry import USER_OBJECTS
 from ._runs_in import ANY, runs_in
 
@@ -155,9 +156,11 @@ class MainLoop(EventLoopBase):
     At most one exists at a time (as in QEMU).  :meth:`install` binds it to
     the application's loop and makes its worker pool that loop's default
     executor, so ``asyncio.to_thread`` and ``run_in_executor(None, ...)`` use
-    a pool sized by thread-pool-min / thread-pool-max, tunable live.  It has
-    no poll properties: the application's loop is not an IOThread's, so
-    aio-max-batch is kept for QEMU compatibility and reported, nothing more.
+    a pool sized by thread-pool-min / thread-pool-max, tunable live.  Like
+    QEMU's, it has no poll properties, and its loop does not poll unless
+    :meth:`install` is given a window: then an AioContext serves the loop
+    too, the replies of ``io.run`` calls awaited there come through its
+    inbox, and aio-max-batch caps that inbox's passes as an IOThread's.
 
     Raises:
         InvalidParameterValue: a main-loop exists already, or a bad value.
@@ -189,6 +192,10 @@ class MainLoop(EventLoopBase):
         # Set before the instance is published: another thread may read it
         # through instance() at once.
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The context that makes the loop poll, while installed with a
+        # window; guarded by _lock.
+        self._aio: AioContext | None = None
+        self._window: dict[str, int] = {}
         with MainLoop._INSTANCE_LOCK:
             if MainLoop._instance is not None:
                 raise InvalidParameterValue("only one main-loop instance allowed")
@@ -204,26 +211,88 @@ class MainLoop(EventLoopBase):
         """The loop :meth:`install` bound it to, or None."""
         return self._loop
 
+    @property
+    def aio_context(self) -> AioContext | None:
+        """The context that makes the loop poll, while installed with a window."""
+        return self._aio
+
     @runs_in(ANY)
-    def install(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def install(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        poll_max_ns: int = 0,
+        poll_grow: int = 0,
+        poll_shrink: int = 0,
+    ) -> None:
         """Bind to *loop* (default: the running one); its pool becomes the
         loop's default executor.
 
+        With *poll_max_ns* above 0 the loop polls as an IOThread's does, with
+        the same window arithmetic (*poll_grow*, *poll_shrink*: QEMU's
+        meaning): before it sleeps, it spins up to the window, so the reply
+        of a call it awaits on an IOThread, and anything else that wakes it,
+        is caught without a cross-CPU wake-up.  That pays where the loop's
+        thread has a CPU of its own; the spin's guard gives the CPU up where
+        it does not (docs/design.md, "The polling window").  The window is
+        chosen here, not a property: QEMU's main-loop has none.  A loop that
+        polls must be installed on from its own thread (a coroutine on it),
+        or before it runs.
+
         Raises:
-            RuntimeError: no loop given and none running, or already installed.
+            RuntimeError: no loop given and none running; already installed;
+                a window for a loop running in another thread.
+            InvalidParameterValue: a negative window value; nothing is changed.
+            InvalidParameterType: a window value that is not an int64.
         """
         if loop is None:
             loop = asyncio.get_running_loop()
+        window = {
+            name: check_int64(name, value)
+            for name, value in (
+                ("poll-max-ns", poll_max_ns),
+                ("poll-grow", poll_grow),
+                ("poll-shrink", poll_shrink),
+            )
+        }
+        polls = window["poll-max-ns"] > 0
+        if polls and loop.is_running() and asyncio._get_running_loop() is not loop:
+            raise RuntimeError(
+                f"{loop!r} runs in another thread: install a main-loop that polls from "
+                "a coroutine on that loop, or before the loop runs"
+            )
         with self._lock:
             if self._loop is not None:
                 raise RuntimeError(f"main-loop is already installed on {self._loop!r}")
+            aio = None
+            if polls:
+                aio = AioContext(
+                    loop,
+                    poll_max_ns=window["poll-max-ns"],
+                    poll_grow=window["poll-grow"],
+                    poll_shrink=window["poll-shrink"],
+                    aio_max_batch=self._props["aio-max-batch"],
+                    owner="the main-loop",
+                )
             pool = self._new_pool("main-loop worker", self._props)
             try:
                 loop.set_default_executor(pool)
             except BaseException:
                 pool.shutdown()
+                if aio is not None:
+                    aio.close()
                 raise
-            self._loop, self._pool = loop, pool
+            self._loop, self._pool, self._aio, self._window = loop, pool, aio, window
+
+    def _apply(self, changed: set[str]) -> None:
+        super()._apply(changed)
+        aio = self._aio
+        if aio is not None and "aio-max-batch" in changed:
+            params = {**self._window, "aio-max-batch": self._props["aio-max-batch"]}
+            try:
+                aio.call_soon_threadsafe(aio.set_params, params)
+            except IOThreadStopped:
+                pass  # close() is detaching it
 
     @runs_in(ANY)
     def close(self) -> None:
@@ -235,6 +304,9 @@ class MainLoop(EventLoopBase):
         """
         with self._lock:
             pool, self._pool, self._loop = self._pool, None, None
+            aio, self._aio = self._aio, None
+        if aio is not None:
+            _detach(aio)
         if pool is not None:
             pool.shutdown()
         with MainLoop._INSTANCE_LOCK:
@@ -248,6 +320,29 @@ class MainLoop(EventLoopBase):
         # In a forked child: no main-loop yet, and a lock no thread holds.
         MainLoop._INSTANCE_LOCK = threading.Lock()
         MainLoop._instance = None
+
+
+@runs_in(ANY)
+def _detach(aio: AioContext) -> None:
+    """Stop *aio* taking work, run what it holds, and detach it from its loop,
+    which goes on without it: in the loop's thread while the loop runs there,
+    else at once (nothing runs the loop meanwhile; a closed one runs nothing
+    more, so what its inbox holds has nobody left to run for)."""
+    loop = aio.loop
+
+    def detach() -> None:
+        aio.close_inbox()
+        if not loop.is_closed():
+            aio.drain()
+        aio.close()
+
+    if loop.is_running() and asyncio._get_running_loop() is not loop:
+        try:
+            loop.call_soon_threadsafe(detach)
+            return
+        except RuntimeError:
+            pass  # closed meanwhile
+    detach()
 
 
 os.register_at_fork(after_in_child=MainLoop._reset_after_fork)

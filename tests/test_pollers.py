@@ -185,6 +185,22 @@ def test_attach_wraps_the_stdlib_selector_loop_only(kind: str) -> None:
         loop.close()
 
 
+def test_detach_gives_the_loop_its_own_selector_back() -> None:
+    loop = asyncio.SelectorEventLoop()
+    inner = loop._selector  # type: ignore[attr-defined]
+    try:
+        poller = SelectorPoller.attach(loop, SimpleNamespace(loop=loop))  # type: ignore[arg-type]
+        assert poller is not None
+        poller.detach()
+        assert loop._selector is inner  # type: ignore[attr-defined]
+        poller.detach()  # a selector that is not the poller stays
+        assert loop._selector is inner  # type: ignore[attr-defined]
+    finally:
+        loop.close()
+    poller.detach()  # a closed loop has no selector to give back
+    assert loop._selector is None  # type: ignore[attr-defined]
+
+
 def test_attach_leaves_a_loop_that_is_not_a_selector_loop_alone() -> None:
     """Having a selector is not enough: the loop must be the stdlib's selector
     loop, the one whose use of it the wrapper knows."""
@@ -584,6 +600,24 @@ def test_the_first_step_spins_nothing_and_queues_the_spin_behind_the_callbacks(
     assert queued_meanwhile == ["done callback"]
     context.loop.run_one()
     assert context.calls[1] == ("spin", START + 5000, -1)
+
+
+@pytest.mark.usefixtures("no_native_core")
+@pytest.mark.parametrize("steps_run", [0, 1])
+def test_a_detached_poller_leaves_its_queued_steps_nothing_to_do(
+    clock: Clock, steps_run: int
+) -> None:
+    """A main-loop's context closes while its loop goes on: the step still
+    queued (the first, or a spin step) finds the spin gone and returns."""
+    poller, context = callback_poller(clock, poll_ns=120_000)
+    context.spins = [(False, 50_000)]
+    poller.after_work()
+    for _ in range(steps_run):
+        context.loop.run_one()
+    poller.detach()
+    context.loop.run_one()
+    assert context.loop.soon == []
+    assert context.calls == [("begin_polling",)]
 
 
 @pytest.mark.usefixtures("no_native_core")

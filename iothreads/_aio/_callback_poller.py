@@ -16,6 +16,7 @@ callbacks, which costs a system call, never a lost wake-up.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Final
 
 from .._runs_in import LOOP, runs_in
@@ -37,7 +38,7 @@ class CallbackPoller:
 
     def __init__(self, context: AioContext) -> None:
         self._context = context
-        self.loop = context.loop
+        self.loop: asyncio.AbstractEventLoop = context.loop
         # (start, deadline) of the spin under way, None when not spinning.
         self._spinning: tuple[int, int] | None = None
         # When the loop last announced its sleep, for the window's block_ns.
@@ -72,16 +73,23 @@ class CallbackPoller:
             self._go_idle(now)
 
     @runs_in(LOOP)
+    def detach(self) -> None:
+        """A spin step still queued finds nothing to do."""
+        self._spinning = None
+
+    @runs_in(LOOP)
     def _first_step(self) -> None:
         """Spin nothing yet: queue the spin behind what the callbacks queued
         before this one queued in turn (a task's step queues its done
         callbacks, which deliver its result), which would otherwise wait a
         spin step for nothing."""
-        self.loop.call_soon(self._spin)
+        if self._spinning is not None:
+            self.loop.call_soon(self._spin)
 
     @runs_in(LOOP)
     def _spin(self) -> None:
-        assert self._spinning is not None
+        if self._spinning is None:
+            return  # detached meanwhile
         context = self._context
         start, deadline = self._spinning
         step_end = min(deadline, context.clock() + STEP_NS)

@@ -36,7 +36,7 @@ from ._poll_handlers import PollHandler, PollHandlerSet
 from ._selector_poller import SelectorPoller
 from ._window import PollWindow, involuntary_switches, yield_cpu
 
-__all__ = ["AioContext", "AioContextStatistics"]
+__all__ = ["AioContext", "AioContextStatistics", "context_of"]
 
 #: The longest the native spin runs without the GIL while poll handlers are
 #: registered: they are Python code, called between slices.  20 us keeps
@@ -93,11 +93,31 @@ class Poller(Protocol):
     def after_work(self) -> None:
         """The inbox was served."""
 
+    @runs_in(LOOP)
+    def detach(self) -> None:
+        """The context closes; the loop may go on running without it."""
+
+
+# The context serving each loop, registered by its constructor and dropped by
+# its close(): where a reply to that loop goes first (``context_of``).
+_SERVING: dict[asyncio.AbstractEventLoop, AioContext] = {}
+
+
+@runs_in(ANY)
+def context_of(loop: asyncio.AbstractEventLoop) -> AioContext | None:
+    """The AioContext serving *loop*, if one does (an IOThread's, or a
+    main-loop's that polls): its ``call_soon_threadsafe`` reaches the loop
+    without a wake-up while the loop is awake or spinning."""
+    return _SERVING.get(loop)
+
 
 class AioContext:
     """The runtime of one event loop: inbox, wake-ups, polling, poll handlers.
 
-    Created in the loop's thread, before the loop runs.
+    Created in the loop's thread, or before the loop runs; at most one per loop.
+
+    Raises:
+        RuntimeError: *loop* has an AioContext already.
     """
 
     def __init__(
@@ -110,7 +130,9 @@ class AioContext:
         aio_max_batch: int,
         owner: str = "the event loop",
     ) -> None:
-        self.loop = loop
+        if loop in _SERVING:
+            raise RuntimeError(f"{loop!r} has an AioContext already: {_SERVING[loop].owner}'s")
+        self.loop: asyncio.AbstractEventLoop = loop
         #: the clock (ns) the polling window and its statistics are measured
         #: with (the loop's thread reads it); tests drive the window with a
         #: fake one
@@ -126,12 +148,14 @@ class AioContext:
         #: (the loop's thread writes and reads it)
         self.cpu_shared = False
         #: who runs the loop, for error messages ("IOThread 'io0'")
-        self.owner = owner
+        self.owner: str = owner
         self._inbox = new_inbox(loop, f"{owner} is stopped; it takes no more work")
         # The native inbox's spin, which waits without the GIL; None: spin in Python.
         self._native_spin: Callable[[int, int], int] | None = getattr(self._inbox, "spin", None)
-        # Set (once) by the loop's thread when it stops taking work.
+        # Set (once) by the loop's thread when it stops taking work, and
+        # when it has closed (the loop may go on running: a main-loop's).
         self._closing = False
+        self._closed = False
         self._window = PollWindow(poll_max_ns, poll_grow, poll_shrink)
         self._max_batch = aio_max_batch
         #: where the owning IOThread pinned the loop's thread (None: unpinned)
@@ -155,6 +179,7 @@ class AioContext:
         #: once the loop takes no more work.  (The inbox's own method: the
         #: hot path of every hand-off, with nothing in between.)
         self.call_soon_threadsafe: Callable[..., asyncio.Handle] = self._inbox.submit
+        _SERVING[loop] = self
 
     # -- any thread ---------------------------------------------------------
 
@@ -232,12 +257,18 @@ class AioContext:
 
     @runs_in(LOOP)
     def close(self) -> None:
-        """Detach from the loop, before it closes.
+        """Detach from the loop (an IOThread's, before it closes; a main-loop's,
+        which goes on running).
 
-        Closes the wake-up channel and drops the poll handlers (a phase the
-        stop cut short gets its ``end()`` calls: uvloop's spin is a callback,
-        which may still be queued).  No loop iteration runs after this.
+        Closes the wake-up channel, gives the loop its own way of sleeping
+        back, and drops the poll handlers (a phase the stop cut short gets its
+        ``end()`` calls: uvloop's spin is a callback, which may still be
+        queued; it finds the context closed and does nothing).
         """
+        if _SERVING.get(self.loop) is self:
+            del _SERVING[self.loop]
+        self._closed = True
+        self._poller.detach()
         self.loop.remove_reader(self._inbox.fileno())
         self._inbox.shutdown()
         self._handlers.close()
@@ -248,6 +279,11 @@ class AioContext:
     def closing(self) -> bool:
         """True once the loop takes no more work."""
         return self._closing
+
+    @property
+    def closed(self) -> bool:
+        """True once the context is detached from the loop."""
+        return self._closed
 
     @property
     def poll_ns(self) -> int:
@@ -266,6 +302,8 @@ class AioContext:
     @runs_in(LOOP)
     def serve_inbox(self) -> None:
         """The wake-up channel is readable, or work is queued: serve it."""
+        if self._closed:
+            return  # queued by a poller before the context closed
         self._inbox.drain_wakeups()
         self._inbox.woke()
         self._run_inbox()

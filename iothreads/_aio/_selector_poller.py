@@ -32,8 +32,9 @@ class SelectorPoller(selectors.BaseSelector):
     def attach(cls, loop: asyncio.AbstractEventLoop, context: AioContext) -> SelectorPoller | None:
         """Wrap *loop*'s selector, if it is a stdlib selector loop; else None.
 
-        The loop must be new and not yet running: then nothing holds its
-        selector object but the loop, so swapping it is safe.
+        Called in the loop's thread (between two of its iterations) or before
+        the loop runs: the loop reads its selector anew at every iteration,
+        and nothing else holds it, so swapping it is safe.
         """
         selector = getattr(loop, "_selector", None)
         if not (
@@ -48,7 +49,7 @@ class SelectorPoller(selectors.BaseSelector):
     def __init__(self, inner: selectors.BaseSelector, context: AioContext) -> None:
         self._inner = inner
         self._context = context
-        self.loop = context.loop
+        self.loop: asyncio.AbstractEventLoop = context.loop
         self._wake_key: selectors.SelectorKey | None = None
         # The selector's own descriptor (epoll's, on Linux), readable when I/O
         # is ready: what the spin watches beside the inbox.  -1 where the
@@ -57,6 +58,12 @@ class SelectorPoller(selectors.BaseSelector):
 
     def after_work(self) -> None:
         """Nothing to do: the loop comes back to select() by itself."""
+
+    @runs_in(LOOP)
+    def detach(self) -> None:
+        """Give the loop its own selector back (a closed loop has none)."""
+        if getattr(self.loop, "_selector", None) is self:
+            self.loop._selector = self._inner
 
     # Registration is the inner selector's business.
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
