@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol, TextIO
 
-from iothreads import IOThread
+from iothreads import IOThread, MainLoop
 from iothreads._aio import _inbox
 
 from ._figures import (
@@ -228,6 +228,25 @@ def iothread(
         io.stop()
 
 
+@contextlib.contextmanager
+def polling_main_loop(implementation: Implementation, poll_max_ns: int) -> Iterator[MainLoop]:
+    """A main-loop installed on the running (caller's) loop with the window
+    *poll_max_ns* and *implementation*'s inbox, closed on exit."""
+    main_loop = MainLoop()
+    saved, _inbox.native_core = _inbox.native_core, implementation.core
+    try:
+        main_loop.install(poll_max_ns=poll_max_ns)
+    except BaseException:
+        main_loop.close()
+        raise
+    finally:
+        _inbox.native_core = saved
+    try:
+        yield main_loop
+    finally:
+        main_loop.close()
+
+
 class Progress:
     """What runs now and how far along, on stderr: a bar on a terminal when tqdm
     is installed (the ``bench`` extra), else one plain line per step."""
@@ -368,6 +387,7 @@ __all__ = [
     "iothread",
     "loop_kinds",
     "placements",
+    "polling_main_loop",
     "run_chunk",
     "run_group",
     "with_implementation",

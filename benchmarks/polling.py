@@ -69,8 +69,10 @@ from .roundtrip import (
     baseline_call,
     baseline_handle,
     baseline_run,
+    both_sides_cases,
     io_cases,
     io_handle,
+    io_handle_both_sides,
     io_handle_name,
     io_run_name,
     noop_sync,
@@ -117,6 +119,9 @@ def cases(loop_factory: LoopFactory) -> list[Group]:
             [
                 Case(LOOP_HANDLE, baseline_handle(loop_factory)),
                 *io_cases(io_handle_name, loop_factory, io_handle, WINDOWS),
+                *both_sides_cases(
+                    io_handle_name, loop_factory, io_handle_both_sides, WIDE_POLL_MAX_NS
+                ),
             ],
         ),
         Group(
@@ -125,6 +130,9 @@ def cases(loop_factory: LoopFactory) -> list[Group]:
             [
                 Case(CALL_WITH_FUTURE, baseline_call(loop_factory)),
                 *io_cases(io_run_name, loop_factory, run_noop_sync, WINDOWS),
+                *both_sides_cases(
+                    io_run_name, loop_factory, lambda io, _: run_noop_sync(io), WIDE_POLL_MAX_NS
+                ),
             ],
         ),
         Group(
@@ -133,6 +141,9 @@ def cases(loop_factory: LoopFactory) -> list[Group]:
             [
                 Case(RUN_COROUTINE_THREADSAFE, baseline_run(loop_factory)),
                 *io_cases(io_run_name, loop_factory, run_noop, WINDOWS),
+                *both_sides_cases(
+                    io_run_name, loop_factory, lambda io, _: run_noop(io), WIDE_POLL_MAX_NS
+                ),
             ],
         ),
     ]

@@ -21,7 +21,7 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
-from iothreads import IOThread
+from iothreads import IOThread, MainLoop
 
 from ._harness import (
     Case,
@@ -32,6 +32,7 @@ from ._harness import (
     Op,
     implementations,
     iothread,
+    polling_main_loop,
     with_implementation,
 )
 
@@ -94,13 +95,14 @@ def plain_loop_thread(loop_factory: LoopFactory) -> Iterator[asyncio.AbstractEve
         loop.close()
 
 
-def handle_op(schedule: Callable[..., object]) -> Op:
-    """A handle round trip: *schedule* a callback there that schedules one back."""
+def handle_op(schedule: Callable[..., object], reply: Callable[..., object] | None = None) -> Op:
+    """A handle round trip: *schedule* a callback there that schedules one back
+    through *reply* (default: the caller's loop's own ``call_soon_threadsafe``)."""
 
     async def op() -> None:
         caller = asyncio.get_running_loop()
         done = caller.create_future()
-        schedule(caller.call_soon_threadsafe, done.set_result, None)
+        schedule(reply or caller.call_soon_threadsafe, done.set_result, None)
         await done
 
     return op
@@ -197,6 +199,41 @@ def io_cases(
     ]
 
 
+def both_sides_name(name: Callable[[int], str], poll_max_ns: int) -> str:
+    """A case whose caller's loop polls too, with the IOThread's window."""
+    return f"{name(poll_max_ns)}, main-loop poll-max-ns {poll_max_ns}"
+
+
+def both_sides_cases(
+    name: Callable[[int], str],
+    loop_factory: LoopFactory,
+    make_op: Callable[[IOThread, MainLoop], Op],
+    poll_max_ns: int,
+) -> list[Case]:
+    """*make_op* on an IOThread at the window *poll_max_ns*, awaited on a
+    caller's loop that polls with the same window (a main-loop installed on
+    it), for each implementation (both sides' inboxes)."""
+
+    def factory(implementation: Implementation) -> CaseFactory:
+        @contextlib.asynccontextmanager
+        async def case() -> AsyncIterator[Op]:
+            with (
+                iothread(loop_factory, implementation, poll_max_ns=poll_max_ns) as io,
+                polling_main_loop(implementation, poll_max_ns) as main_loop,
+            ):
+                yield make_op(io, main_loop)
+
+        return case
+
+    return [
+        Case(
+            with_implementation(both_sides_name(name, poll_max_ns), implementation.name),
+            factory(implementation),
+        )
+        for implementation in implementations()
+    ]
+
+
 def run_noop(io: IOThread) -> Op:
     return lambda: io.run(noop)
 
@@ -207,6 +244,13 @@ def run_noop_sync(io: IOThread) -> Op:
 
 def io_handle(io: IOThread) -> Op:
     return handle_op(io.call_soon_threadsafe)
+
+
+def io_handle_both_sides(io: IOThread, main_loop: MainLoop) -> Op:
+    """The handle round trip, back through the main-loop's inbox."""
+    aio = main_loop.aio_context
+    assert aio is not None, "installed with a window"
+    return handle_op(io.call_soon_threadsafe, aio.call_soon_threadsafe)
 
 
 def cases(loop_factory: LoopFactory) -> list[Group]:
