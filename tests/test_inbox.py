@@ -187,6 +187,57 @@ def test_new_inbox_takes_the_native_core_where_built(loop: asyncio.AbstractEvent
         inbox.shutdown()
 
 
+# -- the native spin's hand-over wait ------------------------------------------------
+
+
+@pytest.mark.skipif(_inbox.native_core is None, reason="the native core is not built")
+def test_an_inbox_counts_its_loop_awake_from_a_wake_up_to_its_spin_or_sleep(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """What a native spin that caught work waits on before it takes the GIL:
+    how many loops run Python (spin.c).  Counted by difference: other tests'
+    inboxes may still be alive."""
+    core = _inbox.native_core
+    assert core is not None
+    inbox = core.Inbox(loop, STOPPED)
+    base = core._loops_awake()
+    try:
+        inbox.woke()
+        assert core._loops_awake() == base + 1
+        inbox.woke()
+        assert core._loops_awake() == base + 1  # once per inbox
+        assert inbox.prepare_to_block()
+        assert core._loops_awake() == base  # it sleeps
+        inbox.woke()
+        assert inbox.spin(0, -1) == 0
+        assert core._loops_awake() == base + 1  # left the spin: awake again
+        inbox.submit(lambda: None)
+        assert not inbox.prepare_to_block()  # work slipped in: it stays awake
+        assert core._loops_awake() == base + 1
+        inbox.shutdown()
+        assert core._loops_awake() == base
+    finally:
+        inbox.shutdown()
+
+
+@pytest.mark.skipif(_inbox.native_core is None, reason="the native core is not built")
+def test_a_spin_that_caught_work_while_another_loop_runs_python_returns_it(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The hand-over wait is bounded: another loop that never sleeps (counted
+    awake throughout) delays the spin's return, never keeps it."""
+    core = _inbox.native_core
+    assert core is not None
+    spinning, other = core.Inbox(loop, STOPPED), core.Inbox(loop, STOPPED)
+    try:
+        other.woke()
+        spinning.submit(lambda: None)
+        assert spinning.spin(10**12, -1) == 1
+    finally:
+        spinning.shutdown()
+        other.shutdown()
+
+
 def test_new_inbox_without_the_core_takes_the_pure_python_inbox_of_this_build(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,6 +32,10 @@ typedef struct {
      * alive in hooks_seen, so a thread that read the pointer may call it. */
     _Atomic(PyObject *) test_hook;
     PyObject *hooks_seen;
+    /* How many inboxes' loops run Python now, as far as their inboxes know
+     * (awake, not in a spin or asleep): what a spin that caught work waits
+     * for before it takes the GIL (spin.c, the hand-over wait). */
+    _Atomic int loops_awake;
 } core_state;
 
 /* The points of the protocol where a test may stop a thread: the tests
@@ -107,9 +111,15 @@ typedef struct {
     /* Written by the loop's thread only, read by any: relaxed atomics. */
     _Atomic uint64_t submitted;
     _Atomic uint64_t wakeups;
+    /* Counted in st->loops_awake: the loop's thread left its spin or its
+     * sleep and runs Python (the loop's thread writes it). */
+    _Atomic int awake;
 } inbox_object;
 
 PyTypeObject *inbox_type_create(PyObject *module);
+/* The loop's thread runs Python from now on (1) or is about to spin or
+ * sleep without the GIL (0); counted once per inbox in st->loops_awake. */
+void inbox_set_awake(inbox_object *self, int awake);
 
 /* ---- spin.c ------------------------------------------------------------- */
 

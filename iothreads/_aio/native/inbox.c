@@ -102,6 +102,7 @@ inbox_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     atomic_init(&self->wakeups, 0);
     atomic_init(&self->debug, 0);
     atomic_init(&self->wake_pending, 0);
+    atomic_init(&self->awake, 0);
     self->wake_fd = fd;
     pthread_mutex_init(&self->wake_lock, NULL);
     if (inbox_refresh_debug(self) < 0) {
@@ -155,10 +156,19 @@ inbox_traverse(PyObject *op, visitproc visit, void *arg)
     return 0;
 }
 
+void
+inbox_set_awake(inbox_object *self, int awake)
+{
+    if (atomic_exchange_explicit(&self->awake, awake, memory_order_relaxed) != awake) {
+        atomic_fetch_add_explicit(&self->st->loops_awake, awake ? 1 : -1, memory_order_relaxed);
+    }
+}
+
 static int
 inbox_clear(PyObject *op)
 {
     inbox_object *self = INBOX(op);
+    inbox_set_awake(self, 0);
     inbox_forget_handles(self);
     Py_CLEAR(self->loop);
     Py_CLEAR(self->stopped_message);
@@ -340,6 +350,7 @@ inbox_prepare_to_block(PyObject *op, PyObject *Py_UNUSED(ignored))
         atomic_store(&self->notify_me, 0);
         Py_RETURN_FALSE;
     }
+    inbox_set_awake(self, 0);
     Py_RETURN_TRUE;
 }
 
@@ -348,6 +359,7 @@ inbox_woke(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     /* A producer that still reads 1 only writes a needless wake-up. */
     atomic_store_explicit(&INBOX(op)->notify_me, 0, memory_order_relaxed);
+    inbox_set_awake(INBOX(op), 1);
     Py_RETURN_NONE;
 }
 
@@ -394,6 +406,7 @@ static PyObject *
 inbox_shutdown(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     inbox_object *self = INBOX(op);
+    inbox_set_awake(self, 0);
     inbox_close_channel(self);
     inbox_forget_handles(self);
     Py_RETURN_NONE;

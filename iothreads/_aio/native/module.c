@@ -13,6 +13,7 @@ core_exec(PyObject *module)
     core_state *st = PyModule_GetState(module);
     PyObject *asyncio = NULL, *base = NULL, *errors = NULL, *handles = NULL;
     int status = -1;
+    atomic_init(&st->loops_awake, 0);
     if ((asyncio = PyImport_ImportModule("asyncio")) == NULL
         || (base = PyObject_GetAttrString(asyncio, "Handle")) == NULL
         || (errors = PyImport_ImportModule("iothreads._errors")) == NULL
@@ -108,7 +109,17 @@ core_set_test_hook(PyObject *module, PyObject *hook)
     Py_RETURN_NONE;
 }
 
+/* _loops_awake() -> int: what the hand-over wait counts (spin.c), for tests. */
+static PyObject *
+core_loops_awake(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    core_state *st = PyModule_GetState(module);
+    return PyLong_FromLong(atomic_load_explicit(&st->loops_awake, memory_order_relaxed));
+}
+
 static PyMethodDef core_methods[] = {
+    {"_loops_awake", core_loops_awake, METH_NOARGS,
+     "_loops_awake() -> how many inboxes' loops run Python now (the hand-over wait's count)."},
     {"_set_test_hook", core_set_test_hook, METH_O,
      "_set_test_hook(hook): call hook(point) at the protocol's test points (None: stop)."},
     {"uv_backend_fd", core_uv_backend_fd, METH_O,

@@ -17,6 +17,16 @@
  * (docs/design.md, "The polling window": the guard).  Those threads have
  * just run up to their next wait: whatever they were about to hand over is
  * queued by then.
+ *
+ * A spin that caught work must take the GIL back.  Where the thread that
+ * handed the work over is another loop's, it still holds the GIL: it goes on
+ * in Python until its own spin or sleep.  Taking the GIL then would put this
+ * thread to sleep on the GIL's condition variable, and the holder's release
+ * would wake it: the cross-CPU wake-up the spin was there to save.  So the
+ * spin first waits, still without the GIL, while other loops of ours run
+ * Python (st->loops_awake), for at most about what that wake-up costs (the
+ * hand-over wait).  Other Python threads are not counted: there the spin
+ * takes the GIL as before.  A free-threaded build has no GIL to wait for.
  */
 #include "core.h"
 
@@ -28,6 +38,11 @@
 /* How many steps between two looks at the descriptor: poll(2) costs about as
  * much as a step's yield, and I/O can wait that long. */
 #define STEPS_PER_POLL 8
+
+/* The longest the hand-over wait lasts: about one cross-CPU wake-up on the
+ * machines measured (docs/design.md, "Measurements"); waiting longer than
+ * the wake-up it saves cannot pay. */
+#define HANDOVER_WAIT_NS 50000
 
 enum { SPIN_TIMEOUT = 0, SPIN_WORK = 1, SPIN_IO = 2, SPIN_SHARED = 3 };
 
@@ -61,6 +76,20 @@ involuntary_switches(void)
     return -1;
 }
 
+/* The hand-over wait (see the top of this file); without the GIL. */
+static void
+wait_for_the_gil_holder(core_state *st)
+{
+#ifndef Py_GIL_DISABLED
+    int64_t until = now_ns() + HANDOVER_WAIT_NS;
+    while (atomic_load_explicit(&st->loops_awake, memory_order_relaxed) > 0 && now_ns() < until) {
+        sched_yield();
+    }
+#else
+    (void)st;
+#endif
+}
+
 /* spin(duration_ns, fd) -> 0 (time up), 1 (work queued), 2 (fd readable),
  * 3 (the CPU is shared: a yield ran another thread, and the last look found
  * nothing); fd -1 watches the inbox alone.  The loop's thread. */
@@ -84,6 +113,7 @@ inbox_spin(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     }
     int outcome;
     Py_BEGIN_ALLOW_THREADS
+    inbox_set_awake(self, 0);
     int64_t deadline = now_ns() + duration;
     long switches = involuntary_switches();
     int shared = 0;
@@ -107,6 +137,10 @@ inbox_spin(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         sched_yield();
         shared = switches >= 0 && involuntary_switches() != switches;
     }
+    if (outcome == SPIN_WORK || outcome == SPIN_IO) {
+        wait_for_the_gil_holder(self->st);
+    }
+    inbox_set_awake(self, 1);
     Py_END_ALLOW_THREADS
     return PyLong_FromLong(outcome);
 }
