@@ -33,7 +33,7 @@ from . import _summary, bench_pool, polling
 from ._harness import with_implementation
 from .bench_pool import ABOVE_FLOOR, BURST_KINDS, FLOOR_OVER_BEST, OURS_OVER_BEST
 from .polling import WIDE_POLL_MAX_NS, echo_name, sparse_group
-from .roundtrip import DEFAULT_POLL_MAX_NS, io_handle_name, io_run_name, window
+from .roundtrip import DEFAULT_POLL_MAX_NS, both_sides_name, io_handle_name, io_run_name, window
 
 BEGIN = "<!-- python -m benchmarks.report {source}: its output down to the end marker -->"
 END = "<!-- end of python -m benchmarks.report output -->"
@@ -149,6 +149,17 @@ def _io_rows(implementation: str) -> list[Row]:
             p50,
         )
     )
+    rows.append(
+        io(
+            "`await io.run(noop)` back to back, `noop` a coroutine, vs "
+            f"`run_coroutine_threadsafe` + `wrap_future`; IOThread {window(WIDE_POLL_MAX_NS)} "
+            "and the caller's loop polling too (a main-loop installed with the same window), "
+            "{inbox} on both; p50",
+            "polling/b2b-run-coroutine",
+            both_sides_name(io_run_name, WIDE_POLL_MAX_NS),
+            p50,
+        )
+    )
     rows += [
         io(
             "handle round trip (a callback there, which schedules one back) vs the loop's own "
@@ -159,6 +170,17 @@ def _io_rows(implementation: str) -> list[Row]:
         )
         for ns in windows
     ]
+    rows.append(
+        io(
+            "handle round trip vs the loop's own `call_soon_threadsafe` both ways; IOThread "
+            f"{window(WIDE_POLL_MAX_NS)} and the caller's loop polling too (a main-loop "
+            "installed with the same window; the callback back through its inbox), "
+            "{inbox} on both; p50",
+            "polling/b2b-handle",
+            both_sides_name(io_handle_name, WIDE_POLL_MAX_NS),
+            p50,
+        )
+    )
     rows += [
         io(
             "echo: a reader callback answering another process over a socketpair, vs a plain "

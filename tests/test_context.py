@@ -428,7 +428,8 @@ def test_work_handed_over_as_the_cpu_was_shared_ends_the_spin_as_caught(
     aio: AioContext, implementation: str, switches: Switches, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The guard's one more look finds what the thread that ran on the CPU
-    queued: the spin returns True, and it did not give up."""
+    queued: the spin returns True, and it did not give up, but the CPU
+    proved shared."""
 
     def hand_over() -> None:
         aio.call_soon_threadsafe(lambda: None)
@@ -448,9 +449,23 @@ def test_work_handed_over_as_the_cpu_was_shared_ends_the_spin_as_caught(
 
         yields_then(monkeypatch, 8, another_thread_ran)
     assert aio.spin(START + 10**9) is True
-    assert not aio.cpu_shared
+    assert aio.cpu_shared
     assert aio.statistics().spins_shared == 0
     aio.drain()
+
+
+@pytest.mark.implementations("native")
+@pytest.mark.parametrize("guard", [True, False])
+def test_work_the_native_spin_caught_on_a_shared_cpu_is_caught_and_says_so(
+    aio: AioContext, guard: bool
+) -> None:
+    """C's last look after the yield that shared the CPU found work (its
+    outcome 4): caught, and the CPU proved shared, where the guard is on."""
+    aio.spin_guard = guard
+    aio._native_spin = lambda slice_ns, fd: _context.NATIVE_SPIN_CAUGHT_SHARED
+    assert aio.spin(START + 10**9) is True
+    assert aio.cpu_shared is guard
+    assert aio.statistics().spins_shared == 0
 
 
 def test_a_polling_phase_starts_with_the_cpu_not_known_shared(

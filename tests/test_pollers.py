@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from iothreads._aio import _inbox
+from iothreads._aio import _callback_poller, _inbox
 from iothreads._aio._callback_poller import CallbackPoller
 from iothreads._aio._poll_handlers import PollHandler, PollHandlerSet
 from iothreads._aio._selector_poller import SelectorPoller
@@ -618,6 +618,67 @@ def test_a_detached_poller_leaves_its_queued_steps_nothing_to_do(
     context.loop.run_one()
     assert context.loop.soon == []
     assert context.calls == [("begin_polling",)]
+
+
+def shared_phase(poller: CallbackPoller, context: StubContext, *, caught: bool) -> None:
+    """One polling phase whose only step finds its CPU shared."""
+    context.spins = [(caught, 1000)]
+    context.caught = caught
+    spin = context.spin
+
+    def shared(deadline_ns: int, fd: int) -> bool:
+        context.cpu_shared = True
+        return spin(deadline_ns, fd)
+
+    context.spin = shared  # type: ignore[method-assign]
+    poller.after_work()
+    context.loop.run_one()  # the first step
+    context.loop.run_one()  # the spin
+    context.spin = spin  # type: ignore[method-assign]
+    context.cpu_shared = False  # begin_polling() clears it in the real context
+
+
+def phases_skipped(poller: CallbackPoller, context: StubContext) -> int:
+    """How many passes in a row go to sleep without a polling phase."""
+    skipped = 0
+    while True:
+        context.calls.clear()
+        poller.after_work()
+        if context.calls[-1] == ("begin_polling",):
+            return skipped
+        assert context.calls[-1] == ("prepare_to_block",)
+        skipped += 1
+
+
+@pytest.mark.usefixtures("no_native_core")
+@pytest.mark.parametrize("caught", [True, False])
+def test_after_phases_that_found_their_cpu_shared_the_next_are_skipped_doubling(
+    clock: Clock, caught: bool
+) -> None:
+    """A phase costs two loop iterations before its first look, which a CPU
+    shared with the producers does not earn back: 1, 2, 4... phases are
+    skipped (the loop sleeps at once), up to MAX_BACKOFF."""
+    poller, context = callback_poller(clock, poll_ns=120_000)
+    skipped = []
+    for _ in range(8):
+        shared_phase(poller, context, caught=caught)
+        skipped.append(phases_skipped(poller, context))
+        context.loop.soon.clear()  # the phase that phases_skipped() began
+        poller._spinning = None
+    assert skipped == [1, 2, 4, 8, 16, 32, 64, 64]
+    assert _callback_poller.MAX_BACKOFF == 64
+
+
+@pytest.mark.usefixtures("no_native_core")
+def test_a_phase_that_did_not_find_its_cpu_shared_ends_the_backoff(clock: Clock) -> None:
+    poller, context = callback_poller(clock, poll_ns=120_000)
+    shared_phase(poller, context, caught=True)
+    assert phases_skipped(poller, context) == 1
+    context.spins = [(True, 1000)]  # the phase phases_skipped() began, not shared
+    context.loop.run_one()
+    context.loop.run_one()
+    shared_phase(poller, context, caught=True)
+    assert phases_skipped(poller, context) == 1  # from 1 again, not 2
 
 
 @pytest.mark.usefixtures("no_native_core")

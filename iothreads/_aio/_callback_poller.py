@@ -12,6 +12,13 @@ the sleep and lets the loop sleep.
 The loop's own idleness is invisible to a callback, so ``notify_me`` is only
 cleared by inbox work: the loop may be woken while it is busy with other
 callbacks, which costs a system call, never a lost wake-up.
+
+A phase here costs two loop iterations before its first look, which a phase
+on a CPU shared with the producers cannot earn back: their work comes while
+the spin yields, as it would while the loop slept.  So after a phase that
+found its CPU shared (the guard; caught or not), the next phases are skipped
+(the loop sleeps at once), 1, then 2, 4... up to ``MAX_BACKOFF``, until a
+phase runs without finding its CPU shared.
 """
 
 from __future__ import annotations
@@ -32,6 +39,10 @@ __all__ = ["CallbackPoller"]
 #: measured (docs/design.md, "Measurements").
 STEP_NS: Final = 50_000
 
+#: The most polling phases skipped in a row after phases that found their
+#: CPU shared: one phase in this many still looks whether it is.
+MAX_BACKOFF: Final = 64
+
 
 class CallbackPoller:
     """The polling window of one loop, as callbacks on that loop."""
@@ -43,6 +54,9 @@ class CallbackPoller:
         self._spinning: tuple[int, int] | None = None
         # When the loop last announced its sleep, for the window's block_ns.
         self._idle_since: int | None = None
+        # Phases still to skip, and how many the last backoff skipped.
+        self._skips = 0
+        self._backoff = 0
         # libuv's own descriptor, readable when I/O is ready, where the
         # native core can get it from uvloop; -1: the spin watches the inbox.
         core = _inbox.native_core
@@ -65,7 +79,10 @@ class CallbackPoller:
         if self._spinning is not None:
             return  # the spin under way notices the work served
         poll_ns = context.poll_ns
-        if poll_ns:
+        if poll_ns and self._skips:
+            self._skips -= 1
+            self._go_idle(now)
+        elif poll_ns:
             self._spinning = (now, now + poll_ns)
             context.begin_polling()
             self.loop.call_soon(self._first_step)
@@ -98,6 +115,10 @@ class CallbackPoller:
             self.loop.call_soon(self._spin)
             return
         self._spinning = None
+        if context.cpu_shared:
+            self._skips = self._backoff = min(MAX_BACKOFF, max(1, 2 * self._backoff))
+        else:
+            self._backoff = 0
         if context.end_polling(start):
             context.serve_inbox()
         else:

@@ -52,6 +52,8 @@ GUARD_STEPS: Final = 8
 #: What the native spin answers when a yield ran another thread on its CPU
 #: and its last look found nothing (the guard; spin.c).
 NATIVE_SPIN_SHARED: Final = 3
+#: ... and when that last look found work: caught, on a CPU shared.
+NATIVE_SPIN_CAUGHT_SHARED: Final = 4
 
 
 @dataclass(frozen=True)
@@ -144,8 +146,9 @@ class AioContext:
         #: whether a spin gives up once its CPU proves shared (the guard);
         #: tests of what a spin does over a whole window turn it off
         self.spin_guard = True
-        #: True once a spin of the current polling phase gave up its CPU
-        #: (the loop's thread writes and reads it)
+        #: True once a spin of the current polling phase found its CPU
+        #: shared, whether the look after caught work or it gave up (the
+        #: loop's thread writes and reads it)
         self.cpu_shared = False
         #: who runs the loop, for error messages ("IOThread 'io0'")
         self.owner: str = owner
@@ -330,7 +333,8 @@ class AioContext:
         poll handlers need calling; the fallback yields the CPU between looks.
         The guard (docs/design.md, "The polling window"): once a yield has
         run another thread on this CPU, the spin takes one more look and
-        gives up, and ``cpu_shared`` says so until the next phase.
+        returns what it found, giving up if nothing, and ``cpu_shared`` says
+        the CPU proved shared until the next phase.
         """
         native = self._native_spin
         switches = self.switches if self.spin_guard and native is None else None
@@ -352,6 +356,9 @@ class AioContext:
                 if self._handlers.registered():
                     slice_ns = min(slice_ns, POLL_HANDLER_SLICE_NS)
                 outcome = native(slice_ns, fd)
+                if outcome == NATIVE_SPIN_CAUGHT_SHARED:
+                    self.cpu_shared = self.spin_guard
+                    return True
                 if outcome and outcome != NATIVE_SPIN_SHARED:
                     return True
                 # After the yield that shared the CPU, C looked at the inbox and fd.
@@ -365,10 +372,10 @@ class AioContext:
             if shared:
                 # The threads sharing this CPU have run up to their next wait:
                 # what they were about to hand over is queued by now.
+                self.cpu_shared = True
                 if self.poll_step():
                     return True
                 self._spins_shared += 1
-                self.cpu_shared = True
                 return False
 
     @runs_in(LOOP)

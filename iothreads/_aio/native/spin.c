@@ -44,7 +44,7 @@
  * the wake-up it saves cannot pay. */
 #define HANDOVER_WAIT_NS 50000
 
-enum { SPIN_TIMEOUT = 0, SPIN_WORK = 1, SPIN_IO = 2, SPIN_SHARED = 3 };
+enum { SPIN_TIMEOUT = 0, SPIN_WORK = 1, SPIN_IO = 2, SPIN_SHARED = 3, SPIN_WORK_SHARED = 4 };
 
 static int64_t
 now_ns(void)
@@ -92,7 +92,8 @@ wait_for_the_gil_holder(core_state *st)
 
 /* spin(duration_ns, fd) -> 0 (time up), 1 (work queued), 2 (fd readable),
  * 3 (the CPU is shared: a yield ran another thread, and the last look found
- * nothing); fd -1 watches the inbox alone.  The loop's thread. */
+ * nothing), 4 (the CPU is shared, and the last look found work queued);
+ * fd -1 watches the inbox alone.  The loop's thread. */
 PyObject *
 inbox_spin(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -119,7 +120,7 @@ inbox_spin(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     int shared = 0;
     for (unsigned step = 0;; step++) {
         if (atomic_load_explicit(&self->head, memory_order_acquire) != NULL) {
-            outcome = SPIN_WORK;
+            outcome = shared ? SPIN_WORK_SHARED : SPIN_WORK;
             break;
         }
         if (fd >= 0 && (shared || step % STEPS_PER_POLL == 0) && fd_readable((int)fd)) {
@@ -137,7 +138,7 @@ inbox_spin(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         sched_yield();
         shared = switches >= 0 && involuntary_switches() != switches;
     }
-    if (outcome == SPIN_WORK || outcome == SPIN_IO) {
+    if (outcome == SPIN_WORK || outcome == SPIN_WORK_SHARED || outcome == SPIN_IO) {
         wait_for_the_gil_holder(self->st);
     }
     inbox_set_awake(self, 1);
