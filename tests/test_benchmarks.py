@@ -25,7 +25,7 @@ from benchmarks.__main__ import main as benchmarks_main
 from benchmarks._harness import Progress
 
 REPO = Path(__file__).resolve().parent.parent
-STORED_RUN = REPO / "benchmarks" / "results" / "2026-11-29-b466735.json"
+STORED_RUN = REPO / "benchmarks" / "results" / "2026-11-30-6d226d0.json"
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 #: Bound on the smoke run (it takes seconds; a loaded machine, many more).
 SMOKE_TIMEOUT_S = 240
