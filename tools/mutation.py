@@ -68,6 +68,7 @@ GROUPS: dict[str, Group] = {
             "tests/test_iothread.py",
             "tests/test_stop_races.py",
             "tests/test_wakeups.py",
+            "tests/test_main_loop_polling.py",
         ),
     ),
     "window": Group(
@@ -82,6 +83,7 @@ GROUPS: dict[str, Group] = {
             "tests/test_polling.py",
             "tests/test_aio.py",
             "tests/test_wakeups.py",
+            "tests/test_main_loop_polling.py",
         ),
     ),
     "call": Group(
@@ -92,6 +94,7 @@ GROUPS: dict[str, Group] = {
             "tests/test_iothread.py",
             "tests/test_stop_races.py",
             "tests/test_aio.py",
+            "tests/test_main_loop_polling.py",
         ),
     ),
     "pool": Group(
