@@ -241,7 +241,8 @@ class MainLoop(EventLoopBase):
 
         Raises:
             RuntimeError: no loop given and none running; already installed;
-                a window for a loop running in another thread.
+                a window for a loop running in another thread, or for a loop
+                that has an AioContext already (an IOThread's).
             InvalidParameterValue: a negative window value; nothing is changed.
             InvalidParameterType: a window value that is not an int64.
         """
@@ -274,13 +275,15 @@ class MainLoop(EventLoopBase):
                     aio_max_batch=self._props["aio-max-batch"],
                     owner="the main-loop",
                 )
-            pool = self._new_pool("main-loop worker", self._props)
+            pool = None
             try:
+                pool = self._new_pool("main-loop worker", self._props)
                 loop.set_default_executor(pool)
             except BaseException:
-                pool.shutdown()
+                if pool is not None:
+                    pool.shutdown()
                 if aio is not None:
-                    aio.close()
+                    aio.close()  # a reply routed to it meanwhile runs first
                 raise
             self._loop, self._pool, self._aio, self._window = loop, pool, aio, window
 
@@ -300,7 +303,10 @@ class MainLoop(EventLoopBase):
 
         Idempotent.  Call it once the application's loop has finished with the
         pool (``asyncio.run`` shuts the default executor down itself; shutting
-        it down twice is harmless).
+        it down twice is harmless).  A loop installed with a window stops
+        polling and gets its own way of sleeping back, in its own thread: from
+        another thread, close() waits until the loop has done that (or has
+        stopped running).
         """
         with self._lock:
             pool, self._pool, self._loop = self._pool, None, None
@@ -322,27 +328,39 @@ class MainLoop(EventLoopBase):
         MainLoop._instance = None
 
 
+#: How often a close() from another thread looks whether the loop it waits
+#: for has stopped (and so will not run the detach it queued).
+_DETACH_POLL_S = 0.01
+
+
 @runs_in(ANY)
 def _detach(aio: AioContext) -> None:
-    """Stop *aio* taking work, run what it holds, and detach it from its loop,
-    which goes on without it: in the loop's thread while the loop runs there,
-    else at once (nothing runs the loop meanwhile; a closed one runs nothing
-    more, so what its inbox holds has nobody left to run for)."""
+    """Detach *aio* from its loop, which goes on without it (``AioContext.close``),
+    and return once it is done.
+
+    In the loop's thread while the loop runs in another: the detach is queued
+    there and waited for, and run here if the loop stops first (a loop
+    stopping runs no callback queued after its last iteration began).  At once
+    otherwise: nothing runs the loop meanwhile.
+    """
     loop = aio.loop
-
-    def detach() -> None:
-        aio.close_inbox()
-        if not loop.is_closed():
-            aio.drain()
-        aio.close()
-
     if loop.is_running() and asyncio._get_running_loop() is not loop:
+        detached = threading.Event()
+
+        def detach() -> None:
+            try:
+                aio.close()
+            finally:
+                detached.set()
+
         try:
             loop.call_soon_threadsafe(detach)
-            return
         except RuntimeError:
             pass  # closed meanwhile
-    detach()
+        else:
+            while not detached.wait(_DETACH_POLL_S) and loop.is_running():
+                pass
+    aio.close()  # idempotent: nothing more when the loop ran it
 
 
 os.register_at_fork(after_in_child=MainLoop._reset_after_fork)

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from iothreads import IOThread, MainLoop
-from iothreads._aio import _inbox
+from iothreads._aio import _context, _inbox
 from iothreads._registry import USER_OBJECTS
 
 from .helpers import LOOP_FACTORIES, LoopFactory, open_fds
@@ -126,6 +126,9 @@ def no_leaks(_warm_up_loops: None) -> Iterator[None]:
     threads_before = set(threading.enumerate())
     fds_before = open_fds()
     objects_before = set(USER_OBJECTS.snapshot())
+    contexts_before = dict(_context._SERVING)
+    core = _inbox.native_core
+    awake_before = core._loops_awake() if core is not None else 0
     yield
     left = [obj for obj in USER_OBJECTS.snapshot() if obj not in objects_before]
     for obj in left:
@@ -138,6 +141,11 @@ def no_leaks(_warm_up_loops: None) -> Iterator[None]:
         main_loop.close()
         left.append(main_loop)
     assert not left, f"test left objects behind (now stopped): {left}"
+    # Every AioContext a test made is closed: none serves a loop, and none
+    # counts its loop awake for the native spin's hand-over wait.
+    assert contexts_before == _context._SERVING, "test left an AioContext attached"
+    if core is not None:
+        assert core._loops_awake() == awake_before, "test left an inbox counted awake"
     # Threads that were told to exit may still be unwinding: wait, bounded,
     # for them to finish rather than sleeping a fixed time.
     deadline = time.monotonic() + 10.0

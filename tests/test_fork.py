@@ -27,6 +27,7 @@ import pytest
 
 import iothreads
 from iothreads import IOThread, MainLoop, ThreadPool
+from iothreads._aio import _inbox, context_of
 from iothreads._registry import USER_OBJECTS
 
 from .helpers import WAIT, LoopFactory, Report, fork_and_inspect
@@ -232,3 +233,31 @@ def test_an_iothread_never_started_can_start_in_the_child(loop_factory: LoopFact
         assert not io.running  # the parent's is still unstarted
     finally:
         io.stop()
+
+
+async def test_a_forked_child_forgets_the_contexts_serving_the_parents_loops() -> None:
+    """The parent's loops do not run in the child: no AioContext serves them
+    (a main-loop's that polls, here), and the native count of loops running
+    Python, for the spin's hand-over wait, starts from 0."""
+    loop = asyncio.get_running_loop()
+    main_loop = MainLoop()
+    main_loop.install(poll_max_ns=262_144)
+    try:
+        aio = main_loop.aio_context
+        assert aio is not None
+        assert context_of(loop) is aio
+        core = _inbox.native_core
+        if core is not None:
+            aio._inbox.woke()  # counted awake: it runs Python (this test)
+            assert core._loops_awake() > 0
+
+        def inspect() -> dict[str, object]:
+            return {
+                "served": context_of(loop) is not None,
+                "awake": core._loops_awake() if core is not None else 0,
+            }
+
+        assert fork_and_inspect(inspect) == {"served": False, "awake": 0}
+        assert context_of(loop) is not None  # the parent's own stays
+    finally:
+        main_loop.close()

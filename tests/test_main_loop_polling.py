@@ -11,13 +11,21 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 
 from iothreads import InvalidParameterType, InvalidParameterValue, IOThread, MainLoop
-from iothreads._aio import AioContext, context_of
+from iothreads._aio import AioContext, _inbox, context_of
 
-from .helpers import LOOP_FACTORIES, WAIT, LoopFactory, LoopThread, loop_kind
+from .helpers import (
+    LOOP_FACTORIES,
+    WAIT,
+    LoopFactory,
+    LoopThread,
+    loop_kind,
+    refusing_executors,
+)
 
 #: Wide enough that the window, once grown, covers a round trip here.
 WINDOW_NS = 262_144
@@ -175,7 +183,9 @@ async def test_a_loop_serves_one_context_at_most(loop_factory: LoopFactory) -> N
             async def install_there() -> None:
                 main_loop.install(poll_max_ns=WINDOW_NS)
 
-            with pytest.raises(RuntimeError, match="has an AioContext already: IOThread 'io0'"):
+            with pytest.raises(
+                RuntimeError, match="has an AioContext already, owned by IOThread 'io0'"
+            ):
                 await io.run(install_there)
         assert (main_loop.loop, main_loop.thread_pool) == (None, None)
     finally:
@@ -187,12 +197,14 @@ async def test_aio_max_batch_reaches_the_main_loops_context_live(main_loop: Main
     aio = main_loop.aio_context
     assert aio is not None
     assert aio.statistics().max_batch == 0
+    aio._window.poll_ns = 4000  # as if grown: a restart would set it to 0
     main_loop.aio_max_batch = 5
-    # Applied by a callback through the context's inbox; the loop runs it
-    # before this sleep's wake-up (both are queued by now, in order).
+    # Applied by a callback through the context's inbox, which the loop
+    # serves at its next look (a zero-timeout select: no sleep, no window
+    # change meanwhile).
     while aio.statistics().max_batch != 5:
         await asyncio.sleep(0)
-    assert aio.statistics().poll_ns == 0  # the window does not restart
+    assert aio.statistics().poll_ns == 4000  # aio-max-batch alone leaves the window
 
 
 def test_install_before_the_loop_runs(main_loop: MainLoop, loop_factory: LoopFactory) -> None:
@@ -209,10 +221,97 @@ def test_install_before_the_loop_runs(main_loop: MainLoop, loop_factory: LoopFac
 
 async def test_a_serve_queued_before_the_close_finds_nothing_to_do() -> None:
     """uvloop's poller queues ``serve_inbox``; a main-loop's context may close
-    before it runs, and the loop goes on."""
+    before it runs, and the loop goes on: the closed inbox is not served, and
+    (native core) its loop is not counted awake again."""
     loop = asyncio.get_running_loop()
+    core = _inbox.native_core
+    assert core is not None
     aio = AioContext(loop, poll_max_ns=0, poll_grow=0, poll_shrink=0, aio_max_batch=0)
     aio.close()
+    awake = core._loops_awake()
     aio.serve_inbox()
+    assert core._loops_awake() == awake
     assert aio.closed
-    assert aio.statistics().blocks == 0
+
+
+async def test_close_is_idempotent(main_loop: MainLoop) -> None:
+    main_loop.install(poll_max_ns=WINDOW_NS)
+    aio = main_loop.aio_context
+    assert aio is not None
+    aio.close()
+    aio.close()
+    main_loop.close()  # its context is closed already
+    assert context_of(asyncio.get_running_loop()) is None
+
+
+def test_close_from_another_thread_after_the_loop_stopped_detaches_there(
+    main_loop: MainLoop, loop_factory: LoopFactory
+) -> None:
+    """A loop runs no callback queued after its last iteration began: the
+    detach that close() queued never runs there, so close() does it itself
+    once the loop has stopped, and returns with the loop given back."""
+    loop = loop_factory()
+    selector = selector_of(loop)
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+        installed = threading.Event()
+        loop.call_soon_threadsafe(
+            lambda: (main_loop.install(poll_max_ns=WINDOW_NS), installed.set())
+        )
+        assert installed.wait(WAIT)
+        in_last, release, queued = threading.Event(), threading.Event(), threading.Event()
+
+        def last_iteration() -> None:
+            loop.stop()
+            in_last.set()
+            release.wait(WAIT)
+
+        real = loop.call_soon_threadsafe
+        real(last_iteration)
+        assert in_last.wait(WAIT)
+
+        def spy(callback: object, *args: object) -> object:
+            handle = real(callback, *args)  # type: ignore[arg-type]
+            queued.set()
+            return handle
+
+        loop.call_soon_threadsafe = spy  # type: ignore[method-assign]
+        closer = threading.Thread(target=main_loop.close)
+        closer.start()
+        assert queued.wait(WAIT)  # the detach is queued, after the stop
+        release.set()
+        closer.join(WAIT)
+        assert not closer.is_alive()
+        assert (context_of(loop), selector_of(loop)) == (None, selector)
+    finally:
+        release.set()
+        thread.join(WAIT)
+        loop.close()
+
+
+@pytest.mark.parametrize("failing", ["the pool", "the loop"])
+def test_install_that_fails_leaves_the_loop_as_it_was(
+    loop_factory: LoopFactory, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """The pool cannot be made, or the loop refuses it, after the context
+    was attached: the context is detached again."""
+    main_loop = MainLoop()
+    if failing == "the pool":
+        loop = loop_factory()
+
+        def no_pool(*args: object) -> NoReturn:
+            raise TypeError("this loop keeps its own executor")
+
+        monkeypatch.setattr(main_loop, "_new_pool", no_pool)
+    else:
+        loop = refusing_executors(loop_factory)()
+    selector = selector_of(loop)
+    try:
+        with pytest.raises(TypeError, match="this loop keeps its own executor"):
+            main_loop.install(loop, poll_max_ns=WINDOW_NS)
+        assert (main_loop.loop, main_loop.thread_pool, main_loop.aio_context) == (None, None, None)
+        assert (context_of(loop), selector_of(loop)) == (None, selector)
+    finally:
+        main_loop.close()
+        loop.close()

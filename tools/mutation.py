@@ -145,15 +145,21 @@ _COUNTER_GROWS = (
 
 #: Why comparing the native spin's outcome with "<" or ">=" agrees with "!=" or "==".
 _SHARED_IS_LAST = (
-    "the native spin returns 0 to 3 (spin.c's enum) and NATIVE_SPIN_SHARED is 3,"
-    " the greatest: here the outcome is not 0, so '< 3' is '!= 3' (and, below,"
-    " neither 1 nor 2, so '>= 3' is '== 3')"
+    "the native spin returns 0 to 4 (spin.c's enum) and 4 returned above, so"
+    " here NATIVE_SPIN_SHARED, 3, is the greatest: the outcome is not 0, so"
+    " '< 3' is '!= 3' (and, below, neither 1 nor 2, so '>= 3' is '== 3')"
+)
+
+#: Why ">=" agrees with "==" on the outcome 4.
+_CAUGHT_SHARED_IS_LAST = (
+    "the native spin returns 0 to 4 (spin.c's enum): NATIVE_SPIN_CAUGHT_SHARED,"
+    " 4, is the greatest, so '>= 4' is '== 4'"
 )
 
 #: Why "is" agrees with "==" on the native spin's outcome.
 _SMALL_INTS = (
-    "the outcome and NATIVE_SPIN_SHARED are ints from 0 to 3, each of which"
-    " CPython keeps one object of"
+    "the outcome and the NATIVE_SPIN_* constants are ints from 0 to 4, each of"
+    " which CPython keeps one object of"
 )
 
 #: Why "<", "!=" and "is not" agree on a spin step's end and its deadline.
@@ -568,6 +574,18 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         "core/ReplaceComparisonOperator_NotEq_IsNot",
         "if outcome and outcome != NATIVE_SPIN_SHARED:",
         39,
+    ): _SMALL_INTS,
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceComparisonOperator_Eq_GtE",
+        "if outcome == NATIVE_SPIN_CAUGHT_SHARED:",
+        27,
+    ): _CAUGHT_SHARED_IS_LAST,
+    (
+        "iothreads/_aio/_context.py",
+        "core/ReplaceComparisonOperator_Eq_Is",
+        "if outcome == NATIVE_SPIN_CAUGHT_SHARED:",
+        27,
     ): _SMALL_INTS,
     (
         "iothreads/_aio/_context.py",

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["CallbackPoller"]
 
 #: The longest one spin step keeps the loop: a timer due meanwhile runs this
-#: late at most.  50 us is about one cross-CPU wake-up on the machines
-#: measured (docs/design.md, "Measurements").
+#: late at most (plus, after a step that caught work, the native spin's
+#: hand-over wait, 50 us at most: spin.c).  50 us is about one cross-CPU
+#: wake-up on the machines measured (docs/design.md, "Measurements").
 STEP_NS: Final = 50_000
 
 #: The most polling phases skipped in a row after phases that found their

@@ -23,13 +23,16 @@ the context through the methods under "the pollers' interface" below.
 from __future__ import annotations
 
 import asyncio
+import os
 import select
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from .. import _fork
 from .._runs_in import ANY, LOOP, runs_in
+from . import _inbox
 from ._callback_poller import CallbackPoller
 from ._inbox import new_inbox
 from ._poll_handlers import PollHandler, PollHandlerSet
@@ -113,6 +116,20 @@ def context_of(loop: asyncio.AbstractEventLoop) -> AioContext | None:
     return _SERVING.get(loop)
 
 
+@runs_in(_fork.FORK_CHILD)
+def _forget_after_fork() -> None:
+    """In a forked child the parent's loops do not run: no context serves
+    them, and none counts as awake for the native spin's hand-over wait
+    (their inboxes are kept, never shut down, in the child: ``_fork``)."""
+    _SERVING.clear()
+    core = _inbox.native_core
+    if core is not None:
+        core._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 class AioContext:
     """The runtime of one event loop: inbox, wake-ups, polling, poll handlers.
 
@@ -133,7 +150,8 @@ class AioContext:
         owner: str = "the event loop",
     ) -> None:
         if loop in _SERVING:
-            raise RuntimeError(f"{loop!r} has an AioContext already: {_SERVING[loop].owner}'s")
+            owner = _SERVING[loop].owner
+            raise RuntimeError(f"{loop!r} has an AioContext already, owned by {owner}")
         self.loop: asyncio.AbstractEventLoop = loop
         #: the clock (ns) the polling window and its statistics are measured
         #: with (the loop's thread reads it); tests drive the window with a
@@ -261,13 +279,24 @@ class AioContext:
     @runs_in(LOOP)
     def close(self) -> None:
         """Detach from the loop (an IOThread's, before it closes; a main-loop's,
-        which goes on running).
+        which goes on running); idempotent.
 
-        Closes the wake-up channel, gives the loop its own way of sleeping
-        back, and drops the poll handlers (a phase the stop cut short gets its
-        ``end()`` calls: uvloop's spin is a callback, which may still be
-        queued; it finds the context closed and does nothing).
+        Stops taking work (if the loop's shutdown has not already) and runs
+        what the inbox holds, unless the loop is closed and can run nothing
+        more: a producer refused from here on takes its work elsewhere
+        (``IOThreadStopped``).  Then closes the wake-up channel, gives the
+        loop its own way of sleeping back, and drops the poll handlers (a
+        phase the stop cut short gets its ``end()`` calls: uvloop's spin is a
+        callback, which may still be queued; it finds the poller detached and
+        does nothing).
         """
+        if self._closed:
+            return
+        if not self._closing:
+            self.close_inbox()
+        if not self.loop.is_closed():
+            while self._inbox.pending():
+                self._inbox.run(0)
         if _SERVING.get(self.loop) is self:
             del _SERVING[self.loop]
         self._closed = True

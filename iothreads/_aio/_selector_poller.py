@@ -1,8 +1,9 @@
 """Polling on the stdlib loop: its selector, wrapped to poll first, then sleep.
 
 ``select(timeout)`` is exactly "the loop is about to block for *timeout*", so
-the wrapper spins there for up to ``min(poll_ns, timeout)`` (timers are never
-delayed) -- each spin step checks the inbox, the poll handlers and
+the wrapper spins there for up to ``min(poll_ns, timeout)`` (timers are not
+delayed, but by the native spin's hand-over wait after work it caught, 50 us
+at most: spin.c) -- each spin step checks the inbox, the poll handlers and
 I/O readiness (the selector's own descriptor), without the GIL in the
 native core, yielding the CPU between looks in Python -- then announces the
 sleep and sleeps.

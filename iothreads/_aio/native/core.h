@@ -36,6 +36,9 @@ typedef struct {
      * (awake, not in a spin or asleep): what a spin that caught work waits
      * for before it takes the GIL (spin.c, the hand-over wait). */
     _Atomic int loops_awake;
+    /* Bumped in a forked child, where the count starts again from 0: an
+     * inbox counted before the fork is not uncounted after it. */
+    _Atomic unsigned awake_generation;
 } core_state;
 
 /* The points of the protocol where a test may stop a thread: the tests
@@ -112,8 +115,10 @@ typedef struct {
     _Atomic uint64_t submitted;
     _Atomic uint64_t wakeups;
     /* Counted in st->loops_awake: the loop's thread left its spin or its
-     * sleep and runs Python (the loop's thread writes it). */
+     * sleep and runs Python (the loop's thread writes both), and the count's
+     * generation it was counted in. */
     _Atomic int awake;
+    unsigned awake_generation;
 } inbox_object;
 
 PyTypeObject *inbox_type_create(PyObject *module);

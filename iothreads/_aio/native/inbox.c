@@ -103,6 +103,7 @@ inbox_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     atomic_init(&self->debug, 0);
     atomic_init(&self->wake_pending, 0);
     atomic_init(&self->awake, 0);
+    self->awake_generation = 0;
     self->wake_fd = fd;
     pthread_mutex_init(&self->wake_lock, NULL);
     if (inbox_refresh_debug(self) < 0) {
@@ -159,8 +160,17 @@ inbox_traverse(PyObject *op, visitproc visit, void *arg)
 void
 inbox_set_awake(inbox_object *self, int awake)
 {
-    if (atomic_exchange_explicit(&self->awake, awake, memory_order_relaxed) != awake) {
-        atomic_fetch_add_explicit(&self->st->loops_awake, awake ? 1 : -1, memory_order_relaxed);
+    core_state *st = self->st;
+    if (atomic_exchange_explicit(&self->awake, awake, memory_order_relaxed) == awake) {
+        return;
+    }
+    unsigned generation = atomic_load_explicit(&st->awake_generation, memory_order_relaxed);
+    if (awake) {
+        self->awake_generation = generation;
+        atomic_fetch_add_explicit(&st->loops_awake, 1, memory_order_relaxed);
+    }
+    else if (self->awake_generation == generation) {
+        atomic_fetch_sub_explicit(&st->loops_awake, 1, memory_order_relaxed);
     }
 }
 

@@ -14,6 +14,7 @@ core_exec(PyObject *module)
     PyObject *asyncio = NULL, *base = NULL, *errors = NULL, *handles = NULL;
     int status = -1;
     atomic_init(&st->loops_awake, 0);
+    atomic_init(&st->awake_generation, 0);
     if ((asyncio = PyImport_ImportModule("asyncio")) == NULL
         || (base = PyObject_GetAttrString(asyncio, "Handle")) == NULL
         || (errors = PyImport_ImportModule("iothreads._errors")) == NULL
@@ -117,7 +118,19 @@ core_loops_awake(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyLong_FromLong(atomic_load_explicit(&st->loops_awake, memory_order_relaxed));
 }
 
+/* _after_fork_in_child(): the parent's loops do not run in the child. */
+static PyObject *
+core_after_fork_in_child(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    core_state *st = PyModule_GetState(module);
+    atomic_fetch_add_explicit(&st->awake_generation, 1, memory_order_relaxed);
+    atomic_store_explicit(&st->loops_awake, 0, memory_order_relaxed);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef core_methods[] = {
+    {"_after_fork_in_child", core_after_fork_in_child, METH_NOARGS,
+     "_after_fork_in_child(): in a forked child, count no loop awake (the parent's do not run)."},
     {"_loops_awake", core_loops_awake, METH_NOARGS,
      "_loops_awake() -> how many inboxes' loops run Python now (the hand-over wait's count)."},
     {"_set_test_hook", core_set_test_hook, METH_O,
