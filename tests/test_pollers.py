@@ -59,6 +59,8 @@ class StubContext:
         self.may_block = True
         #: whether the spin found its CPU shared (the guard), read after a step
         self.cpu_shared = False
+        #: whether each spin() finds its CPU shared (sets cpu_shared)
+        self.spins_share = False
         self.calls: list[tuple[Any, ...]] = []
 
     def work_pending(self) -> bool:
@@ -71,6 +73,7 @@ class StubContext:
         self.calls.append(("spin", deadline_ns, fd))
         answer, elapsed = self.spins.pop(0)
         self.clock.now += elapsed
+        self.cpu_shared = self.cpu_shared or self.spins_share
         return answer
 
     def end_polling(self, started_ns: int, *, io_ready: bool = False) -> bool:
@@ -624,18 +627,11 @@ def shared_phase(poller: CallbackPoller, context: StubContext, *, caught: bool) 
     """One polling phase whose only step finds its CPU shared."""
     context.spins = [(caught, 1000)]
     context.caught = caught
-    spin = context.spin
-
-    def shared(deadline_ns: int, fd: int) -> bool:
-        context.cpu_shared = True
-        return spin(deadline_ns, fd)
-
-    context.spin = shared  # type: ignore[method-assign]
+    context.spins_share = True
     poller.after_work()
     context.loop.run_one()  # the first step
     context.loop.run_one()  # the spin
-    context.spin = spin  # type: ignore[method-assign]
-    context.cpu_shared = False  # begin_polling() clears it in the real context
+    context.spins_share = context.cpu_shared = False  # begin_polling() clears it
 
 
 def phases_skipped(poller: CallbackPoller, context: StubContext) -> int:
@@ -687,13 +683,7 @@ def test_a_step_that_finds_its_cpu_shared_ends_the_spin(clock: Clock) -> None:
     cannot hand work over while it spins; the window closes without a hit."""
     poller, context = callback_poller(clock, poll_ns=120_000)
     context.spins = [(False, 1000)]
-    spin = context.spin
-
-    def shared(deadline_ns: int, fd: int) -> bool:
-        context.cpu_shared = True
-        return spin(deadline_ns, fd)
-
-    context.spin = shared  # type: ignore[method-assign]
+    context.spins_share = True
     poller.after_work()
     context.loop.run_one()
     context.loop.run_one()
