@@ -360,7 +360,9 @@ def _detach(aio: AioContext) -> None:
         else:
             while not detached.wait(_DETACH_POLL_S) and loop.is_running():
                 pass
-    aio.close()  # idempotent: nothing more when the loop ran it
+            if detached.is_set():
+                return
+    aio.close()
 
 
 os.register_at_fork(after_in_child=MainLoop._reset_after_fork)

@@ -95,6 +95,7 @@ GROUPS: dict[str, Group] = {
             "tests/test_stop_races.py",
             "tests/test_aio.py",
             "tests/test_main_loop_polling.py",
+            "tests/test_base_exceptions.py",
         ),
     ),
     "pool": Group(
