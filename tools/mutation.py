@@ -151,6 +151,12 @@ _SHARED_IS_LAST = (
     " '< 3' is '!= 3' (and, below, neither 1 nor 2, so '>= 3' is '== 3')"
 )
 
+#: Why a backoff of -1 agrees with one of 0.
+_BACKOFF_FROM_ZERO = (
+    "the backoff is read only through max(1, 2 * backoff), where 0 and -1 both"
+    " give 1 (the +1 mutant gives 2 and is killed)"
+)
+
 #: Why ">=" agrees with "==" on the outcome 4.
 _CAUGHT_SHARED_IS_LAST = (
     "the native spin returns 0 to 4 (spin.c's enum): NATIVE_SPIN_CAUGHT_SHARED,"
@@ -178,6 +184,27 @@ _ENUM_MEMBER = "RequestState is a plain Enum: a member equals only itself, so ==
 #: Where the same text recurs at the same column, "module::function" names
 #: the function the mutation is in.
 EQUIVALENT: dict[tuple[str, str, str, int], str] = {
+    (
+        "iothreads/_aio/_callback_poller.py",
+        "core/NumberReplacer",
+        "self._backoff = 0",
+        24,
+    ): _BACKOFF_FROM_ZERO,
+    (
+        "iothreads/_aio/_callback_poller.py",
+        "core/NumberReplacer",
+        "self._backoff = 0",
+        28,
+    ): _BACKOFF_FROM_ZERO,
+    (
+        "iothreads/_aio/_selector_poller.py",
+        "core/ReplaceComparisonOperator_Is_Eq",
+        'if getattr(self.loop, "_selector", None) is self:',
+        49,
+    ): (
+        "selectors define no __eq__, so == is identity between the poller and"
+        " the loop's selector (or None)"
+    ),
     (
         "iothreads/_aio/_window.py",
         "core/ReplaceComparisonOperator_Lt_NotEq",
