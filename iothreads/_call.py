@@ -217,7 +217,7 @@ class LoopCall(_Call):
         func: Any,
         args: tuple[Any, ...],
         caller_loop: asyncio.AbstractEventLoop,
-        abandon_on_cancel: bool = False,
+        abandon_on_cancel: bool,
     ) -> None:
         super().__init__(calls, aio, func, args)
         self.caller_loop = caller_loop

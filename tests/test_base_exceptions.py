@@ -19,6 +19,7 @@ import pytest
 import iothreads
 import iothreads._iothread
 from iothreads import IOThread, IOThreadStopped, glib
+from iothreads._call import CallSet
 
 from .helpers import WAIT, LoopFactory, wait_until
 
@@ -273,3 +274,34 @@ def test_calls_whose_tasks_a_failed_shutdown_left_get_iothread_stopped(
     with pytest.raises(IOThreadStopped, match="'io0' ended before the call completed"):
         pending.result(WAIT)
     assert "IOThread 'io0' ended unexpectedly" in caplog.text
+
+
+class EqualToAny(Exception):
+    """An exception that compares equal to anything: identity, not equality,
+    tells which exception ended a call."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = Exception.__hash__
+
+
+def test_only_the_very_exception_a_call_ended_with_counts_as_its_outcome() -> None:
+    """``CallSet.outcome_of_a_call``: an exception let out of the loop is a
+    call's outcome only if it is the one a call's task ended with or was
+    delivered, not one merely equal to it."""
+    loop = asyncio.new_event_loop()
+    try:
+        calls = CallSet("IOThread 'io0'")
+        ended = loop.create_future()
+        ended.set_exception(EqualToAny())
+        calls.tasks[ended] = None  # type: ignore[index]  # only its outcome is read
+        escaped = KeyboardInterrupt()
+        assert not calls.outcome_of_a_call(escaped)
+        calls.delivered_escapes = [EqualToAny()]
+        assert not calls.outcome_of_a_call(escaped)
+        calls.delivered_escapes = [escaped]
+        assert calls.outcome_of_a_call(escaped)
+        ended.exception()  # retrieved: no "never retrieved" warning
+    finally:
+        loop.close()

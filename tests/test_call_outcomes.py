@@ -108,6 +108,24 @@ def test_a_future_whose_plain_function_runs_cannot_be_cancelled(
         assert errors == []
 
 
+def test_a_running_future_whose_task_ended_cancelled_raises_cancelled_error(
+    loop_factory: LoopFactory,
+) -> None:
+    """A plain function that returns a coroutine: its future is running (it
+    cannot be cancelled any more) when the coroutine's task ends cancelled,
+    so ``result()`` raises ``CancelledError``, as it does for a future that
+    was cancelled, while ``cancelled()`` stays False."""
+
+    async def cancels_itself() -> None:
+        raise asyncio.CancelledError
+
+    with IOThread("io0", loop_factory=loop_factory) as io:
+        future = io.submit(lambda: cancels_itself())
+        with pytest.raises(concurrent.futures.CancelledError):
+            future.result(WAIT)
+        assert not future.cancelled()
+
+
 def test_a_plain_function_cancelled_before_it_ran_never_runs_and_is_never_marked_running(
     loop_factory: LoopFactory,
 ) -> None:
