@@ -21,7 +21,7 @@ from typing import ClassVar, Self, overload
 
 from . import _fork
 from ._aio import AioContext
-from ._errors import InvalidParameterValue, IOThreadStopped, PropertyNotFound
+from ._errors import InvalidParameterValue, PropertyNotFound
 from ._pool import ThreadPool
 from ._props import EVENT_LOOP_BASE_DEFAULTS, check_id, check_int64, check_properties, wire_name
 from ._registry import USER_OBJECTS
@@ -291,11 +291,9 @@ class MainLoop(EventLoopBase):
         super()._apply(changed)
         aio = self._aio
         if aio is not None and "aio-max-batch" in changed:
+            # Its inbox is open: close() takes it from _aio, under _lock, first.
             params = {**self._window, "aio-max-batch": self._props["aio-max-batch"]}
-            try:
-                aio.call_soon_threadsafe(aio.set_params, params)
-            except IOThreadStopped:
-                pass  # close() is detaching it
+            aio.call_soon_threadsafe(aio.set_params, params)
 
     @runs_in(ANY)
     def close(self) -> None:
@@ -358,10 +356,11 @@ def _detach(aio: AioContext) -> None:
         except RuntimeError:
             pass  # closed meanwhile
         else:
-            while not detached.wait(_DETACH_POLL_S) and loop.is_running():
-                pass
-            if detached.is_set():
-                return
+            while not detached.wait(_DETACH_POLL_S):
+                if not loop.is_running():
+                    break  # it stopped first: the detach will not run there
+            else:
+                return  # the loop ran it
     aio.close()
 
 

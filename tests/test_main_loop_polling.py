@@ -234,6 +234,17 @@ async def test_a_serve_queued_before_the_close_finds_nothing_to_do() -> None:
     assert aio.closed
 
 
+async def test_close_runs_what_the_inbox_holds(main_loop: MainLoop) -> None:
+    """Work queued when the context closes still runs: every call one outcome."""
+    main_loop.install(poll_max_ns=WINDOW_NS)
+    aio = main_loop.aio_context
+    assert aio is not None
+    ran: list[str] = []
+    aio.call_soon_threadsafe(ran.append, "queued before the close")
+    main_loop.close()
+    assert ran == ["queued before the close"]
+
+
 async def test_close_is_idempotent(main_loop: MainLoop) -> None:
     main_loop.install(poll_max_ns=WINDOW_NS)
     aio = main_loop.aio_context

@@ -297,8 +297,7 @@ class AioContext:
         if not self.loop.is_closed():
             while self._inbox.pending():
                 self._inbox.run(0)
-        if _SERVING.get(self.loop) is self:
-            del _SERVING[self.loop]
+        _SERVING.pop(self.loop, None)  # ours (one per loop), unless a fork cleared it
         self._closed = True
         self._poller.detach()
         self.loop.remove_reader(self._inbox.fileno())
