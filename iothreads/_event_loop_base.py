@@ -195,7 +195,6 @@ class MainLoop(EventLoopBase):
         # The context that makes the loop poll, while installed with a
         # window; guarded by _lock.
         self._aio: AioContext | None = None
-        self._window: dict[str, int] = {}
         with MainLoop._INSTANCE_LOCK:
             if MainLoop._instance is not None:
                 raise InvalidParameterValue("only one main-loop instance allowed")
@@ -285,14 +284,14 @@ class MainLoop(EventLoopBase):
                 if aio is not None:
                     aio.close()  # a reply routed to it meanwhile runs first
                 raise
-            self._loop, self._pool, self._aio, self._window = loop, pool, aio, window
+            self._loop, self._pool, self._aio = loop, pool, aio
 
     def _apply(self, changed: set[str]) -> None:
         super()._apply(changed)
         aio = self._aio
         if aio is not None and "aio-max-batch" in changed:
             # Its inbox is open: close() takes it from _aio, under _lock, first.
-            params = {**self._window, "aio-max-batch": self._props["aio-max-batch"]}
+            params = {"aio-max-batch": self._props["aio-max-batch"]}
             aio.call_soon_threadsafe(aio.set_params, params)
 
     @runs_in(ANY)

@@ -246,16 +246,20 @@ class AioContext:
 
     @runs_in(LOOP)
     def set_params(self, params: Mapping[str, int]) -> None:
-        """Apply new poll / batch parameters.
+        """Apply new poll / batch parameters; those not given keep their value.
 
         Like QEMU, a change to a poll parameter restarts the window from 0; a
         change of aio-max-batch alone leaves the window as it is.
         """
         window = self._window
-        poll = (params["poll-max-ns"], params["poll-grow"], params["poll-shrink"])
-        if poll != (window.poll_max_ns, window.poll_grow, window.poll_shrink):
+        now = (window.poll_max_ns, window.poll_grow, window.poll_shrink)
+        poll = tuple(
+            params.get(name, value)
+            for name, value in zip(("poll-max-ns", "poll-grow", "poll-shrink"), now, strict=True)
+        )
+        if poll != now:
             window.reset(*poll)
-        self._max_batch = params["aio-max-batch"]
+        self._max_batch = params.get("aio-max-batch", self._max_batch)
 
     @runs_in(LOOP)
     def close_inbox(self) -> None:
