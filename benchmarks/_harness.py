@@ -217,11 +217,8 @@ def iothread(
     ``implementation`` fixture switches the same global).
     """
     io = IOThread("bench", loop_factory=loop_factory, poll_max_ns=poll_max_ns)
-    saved, _inbox.native_core = _inbox.native_core, implementation.core
-    try:
+    with _inbox_of(implementation):
         io.start()
-    finally:
-        _inbox.native_core = saved
     try:
         yield io
     finally:
@@ -233,18 +230,23 @@ def polling_main_loop(implementation: Implementation, poll_max_ns: int) -> Itera
     """A main-loop installed on the running (caller's) loop with the window
     *poll_max_ns* and *implementation*'s inbox, closed on exit."""
     main_loop = MainLoop()
-    saved, _inbox.native_core = _inbox.native_core, implementation.core
     try:
-        main_loop.install(poll_max_ns=poll_max_ns)
-    except BaseException:
-        main_loop.close()
-        raise
-    finally:
-        _inbox.native_core = saved
-    try:
+        with _inbox_of(implementation):
+            main_loop.install(poll_max_ns=poll_max_ns)
         yield main_loop
     finally:
         main_loop.close()
+
+
+@contextlib.contextmanager
+def _inbox_of(implementation: Implementation) -> Iterator[None]:
+    """AioContexts made inside take *implementation*'s inbox: the global
+    ``_inbox.native_core``, read when a context is made, switched meanwhile."""
+    saved, _inbox.native_core = _inbox.native_core, implementation.core
+    try:
+        yield
+    finally:
+        _inbox.native_core = saved
 
 
 class Progress:
