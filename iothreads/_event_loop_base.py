@@ -256,7 +256,7 @@ class MainLoop(EventLoopBase):
             )
         }
         polls = window["poll-max-ns"] > 0
-        if polls and loop.is_running() and asyncio._get_running_loop() is not loop:
+        if polls and _running_elsewhere(loop):
             raise RuntimeError(
                 f"{loop!r} runs in another thread: install a main-loop that polls from "
                 "a coroutine on that loop, or before the loop runs"
@@ -325,6 +325,13 @@ class MainLoop(EventLoopBase):
         MainLoop._instance = None
 
 
+@runs_in(ANY)
+def _running_elsewhere(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when *loop* runs in a thread other than the caller's: what attaches
+    a context to it or detaches one must then happen there."""
+    return loop.is_running() and asyncio._get_running_loop() is not loop
+
+
 #: How often a close() from another thread looks whether the loop it waits
 #: for has stopped (and so will not run the detach it queued).
 _DETACH_POLL_S = 0.01
@@ -341,7 +348,7 @@ def _detach(aio: AioContext) -> None:
     otherwise: nothing runs the loop meanwhile.
     """
     loop = aio.loop
-    if loop.is_running() and asyncio._get_running_loop() is not loop:
+    if _running_elsewhere(loop):
         detached = threading.Event()
 
         def detach() -> None:
