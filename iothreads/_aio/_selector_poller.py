@@ -101,13 +101,17 @@ class SelectorPoller(selectors.BaseSelector):
             events = self._spin(start, poll_ns, timeout)
             if context.end_polling(start, io_ready=bool(events)):
                 return self._with_work(events)
+            if timeout is not None:
+                timeout = max(0.0, timeout - (context.clock() - start) / 1e9)
         if not context.prepare_to_block():
             return self._with_work(self._inner.select(0))
-        if timeout is not None:
-            timeout = max(0.0, timeout - (context.clock() - start) / 1e9)
         events = self._inner.select(timeout)
         context.woke(context.clock() - start)
-        return self._with_work(events)
+        # No _with_work here, which would cost every sleep a look: work queued
+        # while the loop slept wrote its wake-up (the channel is among the
+        # events), and work queued from now on, without one, is found by the
+        # next select() before it sleeps.
+        return events
 
     def _spin(self, start: int, poll_ns: int, timeout: float | None) -> _Events:
         """Busy-poll for up to min(poll_ns, timeout); return the I/O events seen."""
