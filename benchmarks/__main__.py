@@ -29,6 +29,8 @@ from ._figures import (
     Rate,
     Result,
     dumps,
+    pool_rates,
+    pool_results,
     print_derived,
     print_rates,
     print_table,
@@ -98,7 +100,27 @@ def _parser(prog: str, description: str, suites: Sequence[str]) -> argparse.Argu
         action="append",
         help="run under this placement only (repeatable; default: all of them)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=_positive,
+        default=1,
+        metavar="K",
+        help="run everything K times and pool the rounds (every figure then rests on K "
+        "times the samples and every median on K times the rounds): for figures whose "
+        "rounds swing more than the bound they are judged by",
+    )
     return parser
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def run_suites(
@@ -129,8 +151,9 @@ def run_suites(
         {
             "command": " ".join([prog, *(argv if argv is not None else sys.argv[1:])]),
             "mode": mode.name,
-            "samples": mode.samples,
-            "rounds": mode.rounds,
+            "samples": mode.samples * args.repeat,
+            "rounds": mode.rounds * args.repeat,
+            "repeat": args.repeat,
             "suites": [suite.NAME for suite in chosen],
             "only": args.only or [],
             "loop_kinds": list(loop_kinds()),
@@ -158,25 +181,28 @@ def run_suites(
         for group in suite.cases(factory)
     ]
     hooks = sum(hasattr(s, "rates") + hasattr(s, "results") for s in chosen)
-    steps = len(loop_kinds()) * len(chosen_placements) * hooks + sum(
-        hasattr(s, "report") + hasattr(s, "recordings") for s in chosen
+    hook_steps = len(loop_kinds()) * len(chosen_placements) * hooks
+    steps = sum(hasattr(s, "report") + hasattr(s, "recordings") for s in chosen)
+    progress = Progress(
+        (sum(len(g.cases) for _, g, _, _ in plan) * mode.rounds + hook_steps) * args.repeat + steps
     )
-    progress = Progress(sum(len(g.cases) for _, g, _, _ in plan) * mode.rounds + steps)
     results: list[Result] = []
-    for name, group, factory, placement in plan:
-        results += run_group(
-            name, group, loop_factory=factory, placement=placement, mode=mode, progress=progress
-        )
     rates: list[Rate] = []
-    for kind, factory in loop_kinds().items():
-        for placement in chosen_placements:
-            for suite in chosen:
-                if hasattr(suite, "results"):
-                    progress.step(f"{suite.NAME} results: {kind}/{placement.name}")
-                    results += suite.results(kind, factory, placement, mode)
-                if hasattr(suite, "rates"):
-                    progress.step(f"{suite.NAME} rates: {kind}/{placement.name}")
-                    rates += suite.rates(kind, factory, placement, mode)
+    for _ in range(args.repeat):
+        for name, group, factory, placement in plan:
+            results += run_group(
+                name, group, loop_factory=factory, placement=placement, mode=mode, progress=progress
+            )
+        for kind, factory in loop_kinds().items():
+            for placement in chosen_placements:
+                for suite in chosen:
+                    if hasattr(suite, "results"):
+                        progress.step(f"{suite.NAME} results: {kind}/{placement.name}")
+                        results += suite.results(kind, factory, placement, mode)
+                    if hasattr(suite, "rates"):
+                        progress.step(f"{suite.NAME} rates: {kind}/{placement.name}")
+                        rates += suite.rates(kind, factory, placement, mode)
+    results, rates = pool_results(results), pool_rates(rates)
     recordings: list[Recording] = []
     for suite in chosen:
         if hasattr(suite, "recordings"):

@@ -139,6 +139,16 @@ class Result:
         return [chunk.figures()[figure] for chunk in self.chunks]
 
 
+def pool_results(results: Iterable[Result]) -> list[Result]:
+    """One Result per (group, case), its rounds those of every repeat of the
+    run, in the order the repeats ran; the cases in the order first met."""
+    out: dict[tuple[str, str], Result] = {}
+    for result in results:
+        out.setdefault((result.group, result.case), Result(result.group, result.case, result.work))
+        out[result.group, result.case].chunks += result.chunks
+    return list(out.values())
+
+
 #: Each figure of ``Chunk.figures`` and the name of its ratio.
 _RATIO_NAMES = {"p50_us": "p50", "p99_us": "p99", "p999_us": "p999", "cpu_us_per_op": "cpu"}
 
@@ -231,6 +241,15 @@ class Rate:
     @property
     def cpu_pct(self) -> Spread:
         return Spread(tuple(r.cpu_pct for r in self.rounds))
+
+
+def pool_rates(rates: Iterable[Rate]) -> list[Rate]:
+    """``pool_results`` for rates."""
+    out: dict[tuple[str, str], Rate] = {}
+    for rate in rates:
+        out.setdefault((rate.group, rate.case), Rate(rate.group, rate.case, rate.work))
+        out[rate.group, rate.case].rounds += rate.rounds
+    return list(out.values())
 
 
 def rate_ratio(rate: Rate, base: Rate) -> Spread | None:
@@ -373,6 +392,8 @@ __all__ = [
     "baselines",
     "dumps",
     "percentile_us",
+    "pool_rates",
+    "pool_results",
     "print_derived",
     "print_rates",
     "print_table",

@@ -119,7 +119,8 @@ def provenance(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def file_name(meta: dict[str, Any]) -> str:
-    """``<date>-<shortcommit>[-ft][-quick][-<suites>].json``: the name ``--json DIR/`` gives.
+    """``<date>-<shortcommit>[-ft][-quick][-<suites>][-x<repeat>].json``: the name
+    ``--json DIR/`` gives.
 
     ``-ft``: a free-threaded build, so that its run and the GIL build's of the
     same commit sit side by side.
@@ -132,6 +133,8 @@ def file_name(meta: dict[str, Any]) -> str:
         parts.append(settings["mode"])
     if settings["only"]:
         parts += settings["only"]
+    if settings.get("repeat", 1) > 1:
+        parts.append(f"x{settings['repeat']}")
     return "-".join(parts) + ".json"
 
 

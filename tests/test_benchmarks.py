@@ -1,7 +1,7 @@
 """``python -m benchmarks``: the machinery, never the figures.
 
 One smoke run (a few dozen samples per case, one placement, both loop kinds
-present, the suites of the summary) feeds the tests of its output: the
+present, the suites of the summary, run twice and pooled) feeds the tests of its output: the
 summary it ends with, the full table on request, the JSON, and with
 matplotlib installed (the ``plot`` extra) the PNGs of ``--plot``.  No test
 reads a figure's value: on a shared machine they are noise.
@@ -68,6 +68,8 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
         "polling",
         "--only",
         "pool",
+        "--repeat",
+        "2",
         "--json",
         str(directory / "run.json"),
     ]
@@ -135,6 +137,30 @@ def test_json_holds_the_summary_and_recordings(smoke: SmokeRun) -> None:
         "idle",
     ]
     assert len(window["points"]) >= 2
+
+
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 30)
+def test_repeat_pools_the_rounds_of_every_repeat(smoke: SmokeRun) -> None:
+    """A smoke run has one round; run twice, every figure rests on two."""
+    data = json.loads(smoke.json.read_text())
+    settings = data["meta"]["settings"]
+    assert (settings["repeat"], settings["rounds"]) == (2, 2)
+    assert {len(row["rounds"]) for row in data["results"]} == {2}
+    assert {len(row["ops_per_s"]["rounds"]) for row in data["rates"]} == {2}
+    assert {len(row["value"]["rounds"]) for row in data["derived"]} == {2}
+    # One row per case, as in a single run: the repeats are pooled, not listed.
+    cases = [(row["group"], row["case"]) for row in data["results"]]
+    assert len(cases) == len(set(cases))
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two"])
+def test_repeat_must_be_a_whole_number_of_at_least_one(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        benchmarks_main(["--smoke", "--repeat", bad])
+    assert exited.value.code == 2
+    assert f"expected a whole number of at least 1, got {bad!r}" in capsys.readouterr().err
 
 
 def _png_size(path: Path) -> tuple[int, int]:
