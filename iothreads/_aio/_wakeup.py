@@ -67,7 +67,12 @@ class WakeupChannel:
         queued its work before, and the drain's caller runs the inbox after
         this.  (Cleared before the read, a write made between the two would
         be read here and leave the flag set with nothing left to read.)
+        With the flag clear nothing was written: no system call (a write
+        landing after that look leaves the descriptor readable, and the
+        watcher drains it on its next pass).
         """
+        if not self._pending:
+            return 0
         try:
             return self._read()
         finally:
