@@ -411,7 +411,7 @@ async def run_bursts(
                     await burst()
                 for _ in range(bursts):
                     latencies, cpu_ns = await burst()
-                    chunk.samples_ns += latencies
+                    chunk.samples_ns.extend(latencies)
                     chunk.cpu_ns += cpu_ns
                     chunk.ops += len(latencies)
     return [result for result, _ in cases]

@@ -244,7 +244,7 @@ def _echo_round(loop: asyncio.AbstractEventLoop, chunk: Chunk, samples: int) -> 
         ours_cpu = time.process_time_ns() - cpu0
         _in_loop(loop, lambda: loop.remove_reader(ours.fileno()))
     figures = json.loads(child.stdout)
-    chunk.samples_ns += figures["samples_ns"]
+    chunk.samples_ns.extend(figures["samples_ns"])
     # Ours covers the client's warm-up and start-up too (the IOThread idles
     # then, without polling): the same small excess for every case.
     chunk.cpu_ns += ours_cpu + figures["cpu_ns"]

@@ -204,7 +204,7 @@ def _server_round(
             server.kill()
             server.communicate(timeout=WAIT_S)
     figures = json.loads(client.stdout)
-    chunk.samples_ns += figures["samples_ns"]
+    chunk.samples_ns.extend(figures["samples_ns"])
     # Both processes' CPU over the client's whole life, over every reply in it.
     cpu = server_cpu + figures["cpu_ns"]
     chunk.cpu_ns += cpu

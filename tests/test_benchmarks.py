@@ -9,6 +9,7 @@ reads a figure's value: on a shared machine they are noise.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import io
 import json
@@ -22,6 +23,7 @@ import pytest
 
 from benchmarks import _plots, _summary, report
 from benchmarks.__main__ import main as benchmarks_main
+from benchmarks._figures import Result
 from benchmarks._harness import Progress
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,6 +153,20 @@ def test_repeat_pools_the_rounds_of_every_repeat(smoke: SmokeRun) -> None:
     # One row per case, as in a single run: the repeats are pooled, not listed.
     cases = [(row["group"], row["case"]) for row in data["results"]]
     assert len(cases) == len(set(cases))
+
+
+def test_samples_are_kept_out_of_the_garbage_collectors_sight() -> None:
+    """A run holds millions of samples: in lists, every full collection would
+    visit each one, and slow the cases measured after (``Chunk``)."""
+    result = Result("group", "case", "work")
+    for samples in ([3, 1], [2]):
+        result.new_round().samples_ns.extend(samples)
+    pooled = result.samples_ns
+    for samples in [*(chunk.samples_ns for chunk in result.chunks), pooled]:
+        # What a collection visits from the container: none of its samples.
+        assert not any(isinstance(item, int) for item in gc.get_referents(samples))
+    assert list(pooled) == [3, 1, 2]
+    assert list(result.whole().samples_ns) == [3, 1, 2]
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "two"])
