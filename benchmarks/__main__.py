@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+from iothreads._cli import _positive_int
+
 from . import _plots, _summary, bench_pool, polling, roundtrip, scaling
 from ._figures import (
     Derived,
@@ -102,7 +104,7 @@ def _parser(prog: str, description: str, suites: Sequence[str]) -> argparse.Argu
     )
     parser.add_argument(
         "--repeat",
-        type=_positive,
+        type=_positive_int,
         default=1,
         metavar="K",
         help="run everything K times and pool the rounds (every figure then rests on K "
@@ -110,17 +112,6 @@ def _parser(prog: str, description: str, suites: Sequence[str]) -> argparse.Argu
         "rounds swing more than the bound they are judged by",
     )
     return parser
-
-
-def _positive(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
 
 
 def run_suites(
