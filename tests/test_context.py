@@ -124,6 +124,16 @@ def test_close_inbox_refuses_work_from_then_on(aio: AioContext) -> None:
         aio.call_soon_threadsafe(lambda: None)
 
 
+def test_close_alone_stops_the_work_and_detaches(aio: AioContext) -> None:
+    """A main-loop's context is closed without close_inbox() first: close()
+    stops taking work itself, and says it is detached."""
+    assert (aio.closing, aio.closed) == (False, False)
+    aio.close()
+    assert (aio.closing, aio.closed) == (True, True)
+    with pytest.raises(IOThreadStopped):
+        aio.call_soon_threadsafe(lambda: None)
+
+
 def test_drain_runs_until_nothing_is_queued(aio: AioContext) -> None:
     ran: list[str] = []
     assert not aio.drain()

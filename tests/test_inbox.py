@@ -329,6 +329,16 @@ def test_one_write_until_the_watcher_drains(channel: WakeupChannel) -> None:
     assert channel.drain() == 1
 
 
+def test_a_drain_between_a_producers_flag_and_its_write_reads_nothing(
+    channel: WakeupChannel,
+) -> None:
+    """A producer sets the flag, then writes: a drain landing in between
+    finds the flag set and nothing to read, and counts nothing."""
+    channel._pending = True  # the producer's write is still to come
+    assert channel.drain() == 0
+    assert not channel._pending
+
+
 def test_a_closed_channel_does_nothing(channel: WakeupChannel) -> None:
     channel.close()
     assert channel.fileno() == -1
