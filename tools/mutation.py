@@ -203,12 +203,6 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         32,
     ): "close() runs passes until nothing is pending: passes of one item run the same items",
     (
-        "iothreads/_aio/_context.py",
-        "core/ReplaceTrueWithFalse",
-        'for name, value in zip(("poll-max-ns", "poll-grow", "poll-shrink"), now, strict=True)',
-        92,
-    ): "now is a 3-tuple built beside the 3 names: zip() never meets a shorter side",
-    (
         "iothreads/_aio/_selector_poller.py",
         "core/ReplaceComparisonOperator_Is_Eq",
         'if getattr(self.loop, "_selector", None) is self:',

@@ -253,9 +253,10 @@ class AioContext:
         """
         window = self._window
         now = (window.poll_max_ns, window.poll_grow, window.poll_shrink)
-        poll = tuple(
-            params.get(name, value)
-            for name, value in zip(("poll-max-ns", "poll-grow", "poll-shrink"), now, strict=True)
+        poll = (
+            params.get("poll-max-ns", window.poll_max_ns),
+            params.get("poll-grow", window.poll_grow),
+            params.get("poll-shrink", window.poll_shrink),
         )
         if poll != now:
             window.reset(*poll)
