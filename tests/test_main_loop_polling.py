@@ -219,6 +219,7 @@ def test_install_before_the_loop_runs(main_loop: MainLoop, loop_factory: LoopFac
         loop.close()
 
 
+@pytest.mark.skipif(_inbox.native_core is None, reason="the native core is not built")
 async def test_a_serve_queued_before_the_close_finds_nothing_to_do() -> None:
     """uvloop's poller queues ``serve_inbox``; a main-loop's context may close
     before it runs, and the loop goes on: the closed inbox is not served, and
