@@ -16,6 +16,7 @@ README's table from that file.  ``--plot DIR`` draws it as PNGs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -179,20 +180,21 @@ def run_suites(
     )
     results: list[Result] = []
     rates: list[Rate] = []
-    for _ in range(args.repeat):
+    for k in range(args.repeat):
+        run = dataclasses.replace(mode, first_round=k * mode.rounds)
         for name, group, factory, placement in plan:
             results += run_group(
-                name, group, loop_factory=factory, placement=placement, mode=mode, progress=progress
+                name, group, loop_factory=factory, placement=placement, mode=run, progress=progress
             )
         for kind, factory in loop_kinds().items():
             for placement in chosen_placements:
                 for suite in chosen:
                     if hasattr(suite, "results"):
                         progress.step(f"{suite.NAME} results: {kind}/{placement.name}")
-                        results += suite.results(kind, factory, placement, mode)
+                        results += suite.results(kind, factory, placement, run)
                     if hasattr(suite, "rates"):
                         progress.step(f"{suite.NAME} rates: {kind}/{placement.name}")
-                        rates += suite.rates(kind, factory, placement, mode)
+                        rates += suite.rates(kind, factory, placement, run)
     results, rates = pool_results(results), pool_rates(rates)
     recordings: list[Recording] = []
     for suite in chosen:

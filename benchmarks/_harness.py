@@ -13,7 +13,9 @@ from one run mean anything (docs/design.md, "Measurements"):
 
 * every case of a group runs in the same process, under the same thread
   placement, interleaved in rounds (baseline chunk, case chunk, ... repeat),
-  so drift hits all of them alike; each round's samples are kept apart
+  so drift hits all of them alike, and each round starts one case further
+  on than the round before (``in_turn``), so no case always follows the
+  same one; each round's samples are kept apart
   (``_figures``), so a ratio is also given round by round, and a figure
   derived from two cases is computed within each round;
 * each chunk starts with a warm-up that is not sampled;
@@ -35,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, TypeVar
 
 from iothreads import IOThread, MainLoop
 from iothreads._aio import _inbox
@@ -48,6 +50,7 @@ from ._figures import (
 Op = Callable[[], Awaitable[object]]
 CaseFactory = Callable[[], contextlib.AbstractAsyncContextManager[Op]]
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,36 @@ class Mode:
     name: str
     samples: int
     rounds: int
+    #: the number of the first round: ``--repeat`` runs everything again
+    #: with the count going on, so the later runs' rounds keep turning the
+    #: cases' order (``in_turn``) instead of repeating the first run's orders
+    first_round: int = 0
 
     @property
     def quick(self) -> bool:
         """A short run: quick, or smoke."""
         return self.name != "full"
+
+    def turns(self) -> range:
+        """The numbers of this run's rounds, for ``in_turn``."""
+        return range(self.first_round, self.first_round + self.rounds)
+
+
+def in_turn(items: Sequence[T], turn: int) -> list[T]:
+    """*items* in the order of round number *turn*: *turn* places on, wrapping.
+
+    Cases run in a fixed order each always run right after the same one,
+    and inherit what it left: on one CPU, the threads it is still ending,
+    cold caches, the scheduler's account of who slept.  On one CPU the
+    stdlib echo at p99 read 1.25x a plain loop thread polling and 1.06x
+    with polling off in a fixed order, and 1.13x both with the order turned
+    (docs/design.md, "Measurements").  Turned, every case starts a round as
+    often as any other, over as many rounds as there are cases.
+    """
+    if not items:
+        return []
+    start = turn % len(items)
+    return [*items[start:], *items[:start]]
 
 
 # Samples per case: the full run's 20 000 leave 20 samples beyond p99.9; the
@@ -313,9 +341,9 @@ async def _run_group(
 ) -> list[Result]:
     results = [Result(name, case.name, group.work) for case in group.cases]
     per_round = max(1, mode.samples // mode.rounds)
-    for r in range(mode.rounds):
-        for case, result in zip(group.cases, results, strict=True):
-            progress.step(f"{name}: {case.name} (round {r + 1}/{mode.rounds})")
+    for turn in mode.turns():
+        for case, result in in_turn(list(zip(group.cases, results, strict=True)), turn):
+            progress.step(f"{name}: {case.name} (round {turn + 1})")
             # Sparse cases are slow per op: sample fewer, and warm up less.
             n = per_round if not case.gap_s else max(20, per_round // 10)
             with placement.starting_workers():
@@ -386,6 +414,7 @@ __all__ = [
     "Recording",
     "implementations",
     "implementations_note",
+    "in_turn",
     "iothread",
     "loop_kinds",
     "placements",

@@ -60,7 +60,7 @@ from typing import Generic, TypeVar
 from iothreads._pool import ThreadPool
 
 from ._figures import Chunk, Derived, Result, Spread
-from ._harness import Case, Group, LoopFactory, Mode, Op, Placement, loop_kinds
+from ._harness import Case, Group, LoopFactory, Mode, Op, Placement, in_turn, loop_kinds
 from ._timeline import Timeline, record_timeline
 from .roundtrip import noop_sync as noop
 
@@ -392,19 +392,17 @@ BURST_KINDS: list[BurstKind[ThreadPool] | BurstKind[ThreadPoolExecutor]] = [
 ]
 
 
-async def run_bursts(
-    loop_kind: str, placement: Placement, samples: int, rounds: int
-) -> list[Result]:
-    """Every burst case of every kind, interleaved in *rounds*; about *samples* requests each."""
+async def run_bursts(loop_kind: str, placement: Placement, mode: Mode) -> list[Result]:
+    """Every burst case of every kind, interleaved in *mode*'s rounds."""
     cases = [
         (Result(f"{NAME}/{kind.key}/{loop_kind}/{placement.name}", name, WORK_BURST), factory)
         for kind in BURST_KINDS
         for name, factory in kind.cases()
     ]
-    bursts = max(1, samples // rounds // BURST)
+    bursts = max(1, BURST_SAMPLES[mode.name] // mode.rounds // BURST)
     warmup = max(3, bursts // 20)
-    for _ in range(rounds):
-        for result, factory in cases:
+    for turn in mode.turns():
+        for result, factory in in_turn(cases, turn):
             chunk = result.new_round()
             async with factory(placement)() as burst:
                 for _ in range(warmup):
@@ -454,8 +452,8 @@ TPE_SUBMIT_CASE = "ThreadPoolExecutor.submit"
 POOL_SUBMIT_CASE = "ThreadPool.submit"
 
 
-def run_submits(group: str, samples: int, rounds: int) -> list[Result]:
-    """Both executors' submit() with every worker busy, interleaved in *rounds*."""
+def run_submits(group: str, mode: Mode) -> list[Result]:
+    """Both executors' submit() with every worker busy, interleaved in *mode*'s rounds."""
     makers: list[tuple[str, Callable[[], Executor]]] = [
         (
             TPE_SUBMIT_CASE,
@@ -467,10 +465,10 @@ def run_submits(group: str, samples: int, rounds: int) -> list[Result]:
         ),
     ]
     results = [Result(group, name, WORK_SUBMIT) for name, _ in makers]
-    for _ in range(rounds):
-        for (_, make), result in zip(makers, results, strict=True):
+    for turn in mode.turns():
+        for (_, make), result in in_turn(list(zip(makers, results, strict=True)), turn):
             submit_chunk(make, Chunk(), SUBMITS_PER_EXECUTOR * 2)  # warm-up, discarded
-            submit_chunk(make, result.new_round(), samples // rounds)
+            submit_chunk(make, result.new_round(), SAMPLES[mode.name] // mode.rounds)
     return results
 
 
@@ -481,12 +479,12 @@ def results(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mo
     """The burst (per loop kind) and submit (once per placement) measurements."""
     out = []
     with placement.applied(), asyncio.Runner(loop_factory=loop_factory) as runner:
-        out += runner.run(run_bursts(kind, placement, BURST_SAMPLES[mode.name], mode.rounds))
+        out += runner.run(run_bursts(kind, placement, mode))
         # submit() is called with no loop running: the loop kind does not
         # matter, so it runs with the first kind only.
         if kind == next(iter(loop_kinds())):
             group = f"{NAME}/submit/{SUBMIT_LOOP}/{placement.name}"
-            out += run_submits(group, SAMPLES[mode.name], mode.rounds)
+            out += run_submits(group, mode)
     return out
 
 

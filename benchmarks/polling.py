@@ -53,6 +53,7 @@ from ._harness import (
     Mode,
     Placement,
     implementations,
+    in_turn,
     iothread,
     loop_kinds,
     with_implementation,
@@ -191,8 +192,8 @@ def results(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mo
     }
     out = {name: Result(group, name, WORK_ECHO) for name in servers}
     with placement.applied():
-        for _ in range(mode.rounds):
-            for name, server in servers.items():
+        for turn in mode.turns():
+            for name, server in in_turn(list(servers.items()), turn):
                 with contextlib.ExitStack() as stack:
                     with placement.starting_workers():
                         loop = server(stack)
@@ -324,8 +325,8 @@ def rates(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mode
     group = f"{NAME}/throughput/{kind}/{placement.name}"
     out = [Rate(group, name, WORK_PUSH) for name in targets]
     with placement.applied():
-        for _ in range(mode.rounds):
-            for target, rate in zip(targets.values(), out, strict=True):
+        for turn in mode.turns():
+            for target, rate in in_turn(list(zip(targets.values(), out, strict=True)), turn):
                 with contextlib.ExitStack() as stack:
                     with placement.starting_workers():
                         schedule = target(stack)
@@ -367,8 +368,8 @@ def _idle_rates(
         },
     }
     out = [Rate(group, name, work) for name in servers]
-    for _ in range(mode.rounds):
-        for start, rate in zip(servers.values(), out, strict=True):
+    for turn in mode.turns():
+        for start, rate in in_turn(list(zip(servers.values(), out, strict=True)), turn):
             with contextlib.ExitStack() as stack:
                 with placement.starting_workers():
                     start(stack)

@@ -53,7 +53,7 @@ from types import ModuleType
 from iothreads import IOThread
 
 from ._figures import Chunk, Derived, Rate, RateRound, Result, Spread, rate_ratio
-from ._harness import Group, LoopFactory, Mode, Placement
+from ._harness import Group, LoopFactory, Mode, Placement, in_turn
 
 NAME = "scaling"
 
@@ -149,14 +149,14 @@ def results(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mo
     run = _ServerRun([Rate(group, name, work) for name in names])
     warmup_s, duration_s = SERVER_S[mode.name]
     loop_arg = "uvloop" if kind == "uvloop" else "asyncio"
-    for r in range(mode.rounds):
-        for loops, name, rate in zip((1, n), names, run.rates, strict=True):
+    for turn in mode.turns():
+        for loops, name, rate in in_turn(list(zip((1, n), names, run.rates, strict=True)), turn):
             served, rate_round = _server_round(
                 out[name].new_round(), loops, loop_arg, warmup_s, duration_s
             )
             rate.rounds.append(rate_round)
             if 0 in served:
-                run.idle_loops.append(f"{group}: round {r + 1}, {name}: per loop {served}")
+                run.idle_loops.append(f"{group}: round {turn + 1}, {name}: per loop {served}")
     _server_runs[(kind, placement.name)] = run
     return list(out.values())
 
@@ -263,15 +263,15 @@ def rates(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mode
         Rate(threads_group, name, threads_work) for name in ("1 plain thread", f"{n} plain threads")
     ]
     warmup_s, duration_s = IOTHREADS_S[mode.name]
-    for _ in range(mode.rounds):
-        for count, rate in zip((1, n), io_rates, strict=True):
+    for turn in mode.turns():
+        for count, rate in in_turn(list(zip((1, n), io_rates, strict=True)), turn):
             with asyncio.Runner(loop_factory=loop_factory) as runner:
                 rate.rounds.append(
                     runner.run(
                         _iothreads_round(count, loop_factory, handle, line, warmup_s, duration_s)
                     )
                 )
-        for count, rate in zip((1, n), thread_rates, strict=True):
+        for count, rate in in_turn(list(zip((1, n), thread_rates, strict=True)), turn):
             rate.rounds.append(_threads_round(count, handle, line, warmup_s, duration_s))
     out = io_rates + thread_rates
     server = _server_runs.pop((kind, placement.name), None)

@@ -13,6 +13,7 @@ import gc
 import importlib.util
 import io
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import pytest
 from benchmarks import _plots, _summary, report
 from benchmarks.__main__ import main as benchmarks_main
 from benchmarks._figures import Result
-from benchmarks._harness import Progress
+from benchmarks._harness import Progress, in_turn
 
 REPO = Path(__file__).resolve().parent.parent
 STORED_RUN = REPO / "benchmarks" / "results" / "2026-11-30-d230d4f-x2.json"
@@ -153,6 +154,34 @@ def test_repeat_pools_the_rounds_of_every_repeat(smoke: SmokeRun) -> None:
     # One row per case, as in a single run: the repeats are pooled, not listed.
     cases = [(row["group"], row["case"]) for row in data["results"]]
     assert len(cases) == len(set(cases))
+
+
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 30)
+def test_each_round_starts_a_group_one_case_further_on(smoke: SmokeRun) -> None:
+    """The smoke run's one round, repeated: the repeat goes on counting rounds,
+    so its round starts at each group's second case, not at the baseline again."""
+    orders: dict[tuple[str, str], list[str]] = {}
+    for line in smoke.stderr.splitlines():
+        step = re.fullmatch(r"\[\d+/\d+\] (\S+): (.+) \(round (\d+)\)", line)
+        if step:
+            orders.setdefault((step[1], step[3]), []).append(step[2])
+    groups = {group for group, _ in orders}
+    assert len(groups) > 1, smoke.stderr
+    for group in groups:
+        first, second = orders[(group, "1")], orders[(group, "2")]
+        assert len(first) > 1
+        assert second == [*first[1:], first[0]]
+
+
+def test_in_turn_starts_each_round_at_the_next_item() -> None:
+    items = ["a", "b", "c"]
+    assert [in_turn(items, turn) for turn in range(4)] == [
+        ["a", "b", "c"],
+        ["b", "c", "a"],
+        ["c", "a", "b"],
+        ["a", "b", "c"],
+    ]
+    assert in_turn([], 5) == []
 
 
 def test_samples_are_kept_out_of_the_garbage_collectors_sight() -> None:
