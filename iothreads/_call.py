@@ -25,6 +25,7 @@ import concurrent.futures
 import contextvars
 import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._aio import context_of
@@ -156,11 +157,23 @@ class _Call(ABC):
             self._finish(None, exc)
             return
         if inspect.iscoroutine(result):
-            self.task = task = self.loop.create_task(result, context=self.context)
+            # Named after the caller's coroutine, which the task's repr (in
+            # the stop's warning, in asyncio's) would not show otherwise.
+            self.task = task = self.loop.create_task(
+                self._run_task(result), name=result.__qualname__, context=self.context
+            )
             self.calls.tasks[task] = self
             task.add_done_callback(self._task_done)
         else:
             self._finish(result, None)
+
+    async def _run_task(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """The task's coroutine: *coro*, then its result delivered in the
+        same step.  A done callback is called one loop iteration after the
+        step that ended the task (asyncio schedules it), and that iteration
+        was on every result's way to the caller; an exception or a
+        cancellation still goes that way (``_task_done``)."""
+        self._finish(await coro, None)
 
     @runs_in(LOOP)
     def cancel(self) -> None:
@@ -173,11 +186,13 @@ class _Call(ABC):
         self.calls.tasks.pop(task, None)
         if task.cancelled():
             self._finish(None, None, cancelled=True)
-        else:
-            exc = task.exception()
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                self.calls.delivered_escapes.append(exc)  # see outcome_of_a_call
-            self._finish(None if exc is not None else task.result(), exc)
+            return
+        exc = task.exception()
+        if exc is None:
+            return  # a result: the task's last step delivered it (_run_task)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            self.calls.delivered_escapes.append(exc)  # see outcome_of_a_call
+        self._finish(None, exc)
 
     @runs_in(LOOP)
     def _finish(self, result: Any, exc: BaseException | None, cancelled: bool = False) -> None:

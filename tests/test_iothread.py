@@ -528,6 +528,35 @@ def test_a_stop_held_up_by_user_code_says_what_it_waits_for(
     assert caplog.text.count("has been stopping") == 1
 
 
+def test_a_coroutines_result_is_delivered_by_its_tasks_last_step(
+    loop_factory: LoopFactory,
+) -> None:
+    """Not by the task's done callback, which asyncio calls one loop
+    iteration later: what the last step itself schedules finds the outcome
+    delivered already.  The task is named after the coroutine (its repr
+    shows the IOThread's wrapper around it)."""
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    gate = asyncio.Event()
+    checked = threading.Event()
+    seen: list[object] = []
+
+    async def last_step() -> int:
+        await gate.wait()  # until the test holds the future
+        seen.append(asyncio.current_task().get_name())  # type: ignore[union-attr]
+        asyncio.get_running_loop().call_soon(lambda: (seen.append(future.done()), checked.set()))
+        return 42
+
+    try:
+        future = io.submit(last_step)
+        io.call_soon_threadsafe(gate.set)
+        assert future.result(WAIT) == 42
+        assert checked.wait(WAIT)
+        assert seen == [last_step.__qualname__, True]
+    finally:
+        io.stop()
+
+
 def test_a_submitted_coroutine_whose_future_is_dropped_is_not_collected_mid_run(
     loop_factory: LoopFactory,
 ) -> None:
