@@ -568,6 +568,28 @@ def test_a_pass_runs_what_was_queued_when_it_began(
         assert [x for x in order if x != "marker"] == [*range(100), "late"]
 
 
+def test_work_a_callback_hands_over_runs_after_what_it_queued_before(
+    loop_factory: LoopFactory,
+) -> None:
+    """First in, first out within one thread: a callback of the loop queues X
+    (``call_soon``), then hands W over through the inbox, without a wake-up
+    (the loop is awake).  X runs first, as with the loop's own
+    ``call_soon_threadsafe``; the stdlib wrapper serves the inbox before the
+    loop's batch only when nothing is queued."""
+    with IOThread("io0", loop_factory=loop_factory, poll_max_ns=HUGE_POLL_NS) as io:
+        order: list[str] = []
+        done = threading.Event()
+
+        def there() -> None:
+            asyncio.get_running_loop().call_soon(order.append, "X")
+            io.call_soon_threadsafe(order.append, "W")
+            io.call_soon_threadsafe(done.set)
+
+        io.call_soon_threadsafe(there)
+        assert done.wait(WAIT)
+        assert order == ["X", "W"]
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
 def test_cpu_affinity(loop_factory: LoopFactory) -> None:
     allowed = sorted(os.sched_getaffinity(0))

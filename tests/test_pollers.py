@@ -28,6 +28,7 @@ from .helpers import LOOP_FACTORIES
 
 #: The wake-up channel's descriptor, as the stub context reports it.
 WAKE_FD = 10
+
 #: The descriptor of a selector that has one (epoll's).
 SELECTOR_FD = 99
 
@@ -87,11 +88,16 @@ class StubContext:
     def woke(self, block_ns: int) -> None:
         self.calls.append(("woke", block_ns))
 
-    def serve_inbox(self) -> None:
-        self.calls.append(("serve_inbox",))
-
     def wakeup_fileno(self) -> int:
         return WAKE_FD
+
+    def serve_inbox(self) -> None:
+        self.calls.append(("serve_inbox",))
+        self.pending = False
+        self.served()
+
+    def served(self) -> None:
+        """What serving the inbox does besides (a test replaces it)."""
 
 
 class StubLoop:
@@ -126,6 +132,8 @@ class FakeSelector(selectors.BaseSelector):
         self.timeouts: list[float | None] = []
         self.ready: list[tuple[selectors.SelectorKey, int]] = []
         self.sleep_ns = 0
+        #: called by each select() before it answers (work arriving meanwhile)
+        self.during_select: Callable[[], None] = lambda: None
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         key = selectors.SelectorKey(fileobj, fileobj, events, data)
@@ -139,6 +147,7 @@ class FakeSelector(selectors.BaseSelector):
         self.timeouts.append(timeout)
         if timeout is None or timeout > 0:
             self.clock.now += self.sleep_ns
+        self.during_select()
         return list(self.ready)
 
     def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
@@ -239,18 +248,44 @@ def test_the_spin_watches_the_selectors_own_descriptor_where_it_has_one(
     assert context.calls[1] == ("spin", START + 5000, fd)
 
 
-@pytest.mark.parametrize("timeout", [None, 0, 1.0])
-def test_queued_work_makes_select_look_without_blocking(
+@pytest.mark.parametrize("timeout", [None, 1.0])
+def test_queued_work_is_served_then_select_looks_without_blocking(
     clock: Clock, timeout: float | None
 ) -> None:
-    """With work queued the loop must not block, nor spin: one look at I/O,
-    and the wake-up channel reported readable so the loop runs its reader."""
+    """With work queued the loop must not block, nor spin: the work is served
+    at once (it wrote no wake-up for the channel's reader), then one look at I/O."""
     poller, context, inner = selector_poller(clock, poll_ns=5000)
     context.pending = True
-    events = poller.select(timeout)
+    assert poller.select(timeout) == []
+    assert inner.timeouts == [0]
+    assert context.calls == [("serve_inbox",)]
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0])
+def test_queued_work_with_callbacks_queued_is_reported_for_the_channels_reader(
+    clock: Clock, timeout: float
+) -> None:
+    """A timeout <= 0: the loop has callbacks queued, which must run before
+    the work (first in, first out), so it is not served here: the wake-up
+    channel is reported readable, and its reader runs the work in the batch."""
+    poller, context, inner = selector_poller(clock, poll_ns=5000)
+    context.pending = True
+    assert poller.select(timeout) == [(inner.keys[WAKE_FD], selectors.EVENT_READ)]
     assert inner.timeouts == [0]
     assert context.calls == []
-    assert events == [(inner.keys[WAKE_FD], selectors.EVENT_READ)]
+
+
+@pytest.mark.parametrize("other_fd", [3, 20])
+def test_queued_work_adds_the_wakeup_channel_to_other_events(clock: Clock, other_fd: int) -> None:
+    poller, context, inner = selector_poller(clock)
+    other = inner.register(other_fd, selectors.EVENT_READ)
+    inner.ready = [(other, selectors.EVENT_READ)]
+    context.pending = True
+    wake = inner.keys[WAKE_FD]
+    assert poller.select(0) == [(other, selectors.EVENT_READ), (wake, selectors.EVENT_READ)]
+    # ... once: not when the selector reported the channel readable itself.
+    inner.ready = [(wake, selectors.EVENT_READ), (other, selectors.EVENT_READ)]
+    assert poller.select(0) == inner.ready
 
 
 @pytest.mark.parametrize("timeout", [0, -1.0])
@@ -347,21 +382,26 @@ def test_io_ready_at_once_is_answered_by_one_look_without_a_phase(clock: Clock) 
     assert context.calls == []
 
 
-def test_a_spin_that_catches_work_returns_the_wakeup_channel(clock: Clock) -> None:
+def test_a_spin_that_catches_work_serves_it_then_looks_once(clock: Clock) -> None:
+    """The look for I/O comes after the work is served, and only then."""
     poller, context, inner = selector_poller(clock, poll_ns=5000)
     context.spins = [(True, 2000)]
     context.caught = True
-    context.pending = False
+    spin = context.spin
 
-    def end_polling(started_ns: int, *, io_ready: bool = False) -> bool:
-        context.calls.append(("end_polling", started_ns, io_ready))
-        context.pending = True  # the spin saw work arrive
-        return True
+    def work_arrives(deadline_ns: int, fd: int) -> bool:
+        context.pending = True
+        return spin(deadline_ns, fd)
 
-    context.end_polling = end_polling  # type: ignore[method-assign]
-    assert poller.select(None) == [(inner.keys[WAKE_FD], selectors.EVENT_READ)]
-    assert inner.timeouts == [0, 0]
-    assert ("prepare_to_block",) not in context.calls
+    context.spin = work_arrives  # type: ignore[method-assign]
+    assert poller.select(None) == []
+    assert inner.timeouts == [0, 0]  # the look before the phase, the look after serving
+    assert context.calls == [
+        ("begin_polling",),
+        ("spin", START + 5000, SELECTOR_FD),
+        ("end_polling", START, False),
+        ("serve_inbox",),
+    ]
 
 
 def test_a_spin_that_ends_with_nothing_goes_on_to_sleep(clock: Clock) -> None:
@@ -389,22 +429,41 @@ def test_work_slipped_in_before_the_sleep_was_announced_is_served(clock: Clock) 
         return False
 
     context.prepare_to_block = prepare_to_block  # type: ignore[method-assign]
-    assert poller.select(None) == [(inner.keys[WAKE_FD], selectors.EVENT_READ)]
+    assert poller.select(None) == []
     assert inner.timeouts == [0]
-    assert context.calls == [("prepare_to_block",)]  # no wake-up to account for
+    # Served, and no wake-up to account for.
+    assert context.calls == [("prepare_to_block",), ("serve_inbox",)]
 
 
-@pytest.mark.parametrize("other_fd", [3, 20])
-def test_queued_work_adds_the_wakeup_channel_to_other_events(clock: Clock, other_fd: int) -> None:
+def test_the_events_after_serving_are_looked_for_after_it(clock: Clock) -> None:
+    """Work may close a descriptor and register its number again: events
+    looked for before it ran would send the old reader's event to the new one."""
     poller, context, inner = selector_poller(clock)
-    other = inner.register(other_fd, selectors.EVENT_READ)
-    inner.ready = [(other, selectors.EVENT_READ)]
+    inner.ready = [(inner.register(3, selectors.EVENT_READ, "old reader"), selectors.EVENT_READ)]
     context.pending = True
-    wake = inner.keys[WAKE_FD]
-    assert poller.select(0) == [(other, selectors.EVENT_READ), (wake, selectors.EVENT_READ)]
-    # ... once: not when the selector reported the channel readable itself.
-    inner.ready = [(wake, selectors.EVENT_READ), (other, selectors.EVENT_READ)]
-    assert poller.select(0) == inner.ready
+
+    def reregister() -> None:
+        inner.unregister(3)
+        new = inner.register(3, selectors.EVENT_READ, "new reader")
+        inner.ready = [(new, selectors.EVENT_READ)]
+
+    context.served = reregister  # type: ignore[method-assign]
+    [(key, _)] = poller.select(None)
+    assert key.data == "new reader"
+
+
+def test_work_arriving_as_the_look_before_a_phase_sees_io_is_served_first(
+    clock: Clock,
+) -> None:
+    """The look before a polling phase finds I/O ready, and work was queued
+    meanwhile (without a wake-up): served, then looked for again."""
+    poller, context, inner = selector_poller(clock, poll_ns=5000)
+    other = inner.register(3, selectors.EVENT_READ)
+    inner.ready = [(other, selectors.EVENT_READ)]
+    inner.during_select = lambda: setattr(context, "pending", True)
+    assert poller.select(None) == [(other, selectors.EVENT_READ)]
+    assert context.calls == [("serve_inbox",)]
+    assert inner.timeouts == [0, 0]
 
 
 def test_without_queued_work_the_events_are_the_selectors(clock: Clock) -> None:

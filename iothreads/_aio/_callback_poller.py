@@ -98,8 +98,8 @@ class CallbackPoller:
     @runs_in(LOOP)
     def _first_step(self) -> None:
         """Spin nothing yet: queue the spin behind what the callbacks queued
-        before this one queued in turn (a task's step queues its done
-        callbacks, which deliver its result), which would otherwise wait a
+        before this one queued in turn (a task's first step; its done
+        callbacks, which deliver an exception), which would otherwise wait a
         spin step for nothing."""
         if self._spinning is not None:
             self.loop.call_soon(self._spin)

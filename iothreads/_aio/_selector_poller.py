@@ -88,8 +88,12 @@ class SelectorPoller(selectors.BaseSelector):
     @runs_in(LOOP)
     def select(self, timeout: float | None = None) -> _Events:
         context = self._context
-        if context.work_pending() or (timeout is not None and timeout <= 0):
-            return self._with_work(self._inner.select(0))
+        if timeout is not None and timeout <= 0:
+            # Callbacks are queued already: work found now runs after them,
+            # as the channel's reader in the loop's batch, first in first out.
+            return self._reporting_work(self._inner.select(0))
+        if context.work_pending():
+            return self._served()
         start = context.clock()
         poll_ns = context.poll_ns
         if poll_ns:
@@ -104,30 +108,33 @@ class SelectorPoller(selectors.BaseSelector):
             if timeout is not None:
                 timeout = max(0.0, timeout - (context.clock() - start) / 1e9)
         if not context.prepare_to_block():
-            return self._with_work(self._inner.select(0))
+            return self._served()
         events = self._inner.select(timeout)
         context.woke(context.clock() - start)
-        # No _with_work here, which would cost every sleep a look: work queued
-        # while the loop slept wrote its wake-up (the channel is among the
-        # events), and work queued from now on, without one, is found by the
-        # next select() before it sleeps.
+        # No look for work here, which would cost every sleep one: work
+        # queued while the loop slept wrote its wake-up (the channel is
+        # among the events, and its reader serves the inbox), and work
+        # queued from now on, without one, is found by the next select()
+        # before it sleeps.
         return events
 
     def _spin(self, start: int, poll_ns: int, timeout: float | None) -> _Events:
-        """Busy-poll for up to min(poll_ns, timeout); return the I/O events seen."""
+        """Busy-poll for up to min(poll_ns, timeout); return the I/O events
+        seen (none when work came: ``_served`` looks after serving it)."""
         context = self._context
         limit = poll_ns if timeout is None else min(poll_ns, int(timeout * 1e9))
         context.begin_polling()
-        if context.spin(start + limit, self._fd):
+        if context.spin(start + limit, self._fd) and not context.work_pending():
             return self._inner.select(0)
         return []
 
     def _with_work(self, events: _Events) -> _Events:
-        """Report the wake-up channel readable when work is queued.
+        """*events*, or, when work is queued too, the work served and a fresh look."""
+        return self._served() if self._context.work_pending() else events
 
-        Queued work whose wake-up was suppressed wrote nothing to the
-        channel, so make the loop run its reader as if it had been written.
-        """
+    def _reporting_work(self, events: _Events) -> _Events:
+        """*events*, with the wake-up channel among them when work is queued:
+        work whose wake-up was suppressed wrote nothing to it."""
         context = self._context
         if not context.work_pending():
             return events
@@ -136,3 +143,18 @@ class SelectorPoller(selectors.BaseSelector):
         if any(key is self._wake_key for key, _ in events):
             return events
         return [*events, (self._wake_key, selectors.EVENT_READ)]
+
+    def _served(self) -> _Events:
+        """Serve the queued work now, then look for I/O without waiting.
+
+        Only where the loop would have slept, so nothing is queued before
+        the work.  It wrote no wake-up, so the channel's reader would not
+        run it.  Served here, before the loop takes its batch of ready
+        callbacks, what that work queues (a task's first step, which
+        delivers a coroutine's result) joins this iteration's batch instead
+        of waiting for the next iteration.  The look comes after, so that
+        its events are not stale: the work may have closed a descriptor and
+        registered its number again.
+        """
+        self._context.serve_inbox()
+        return self._inner.select(0)
