@@ -26,7 +26,7 @@ import contextvars
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._aio import context_of
 from ._errors import IOThreadStopped
@@ -156,24 +156,38 @@ class _Call(ABC):
         except BaseException as exc:
             self._finish(None, exc)
             return
-        if inspect.iscoroutine(result):
+        if not inspect.iscoroutine(result):
+            self._finish(result, None)
+            return
+        runner = self._run_task(result)
+        try:
             # Named after the caller's coroutine, which the task's repr (in
             # the stop's warning, in asyncio's) would not show otherwise.
-            self.task = task = self.loop.create_task(
-                self._run_task(result), name=result.__qualname__, context=self.context
-            )
-            self.calls.tasks[task] = self
-            task.add_done_callback(self._task_done)
-        else:
-            self._finish(result, None)
+            task = self.loop.create_task(runner, name=result.__qualname__, context=self.context)
+        except BaseException as exc:  # a task factory's error: the call's outcome
+            runner.close()
+            result.close()
+            self._finish(None, exc)
+            return
+        self.task = task
+        self.calls.tasks[task] = self
+        task.add_done_callback(self._task_done)
 
     async def _run_task(self, coro: Coroutine[Any, Any, Any]) -> None:
         """The task's coroutine: *coro*, then its result delivered in the
-        same step.  A done callback is called one loop iteration after the
-        step that ended the task (asyncio schedules it), and that iteration
-        was on every result's way to the caller; an exception or a
-        cancellation still goes that way (``_task_done``)."""
+        same step, and the done callback withdrawn.
+
+        asyncio calls a done callback one loop iteration after the step that
+        ended the task, and that iteration was on every result's way to the
+        caller; an exception or a cancellation still goes that way
+        (``_task_done``).  The task is asyncio's own record of itself: under
+        an eager task factory this runs before ``create_task`` returns, and
+        before ``start()`` has registered the task or its callback.
+        """
         self._finish(await coro, None)
+        task = cast("asyncio.Task[None]", asyncio.current_task())  # this one: never None
+        task.remove_done_callback(self._task_done)
+        self.calls.tasks.pop(task, None)
 
     @runs_in(LOOP)
     def cancel(self) -> None:

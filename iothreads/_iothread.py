@@ -637,7 +637,9 @@ class IOThread(EventLoopBase):
     ) -> None:
         """Run the shutdown to its end, through what user code lets out of it
         (a task's clean-up raising SystemExit), as _serve() does."""
-        stopping = loop.create_task(shut_down(self._id, aio, self._calls, pool))
+        # asyncio's own Task, not the loop's create_task(): a task factory
+        # set on the loop is user code, which must not keep it from stopping.
+        stopping = asyncio.Task(shut_down(self._id, aio, self._calls, pool), loop=loop)
         while True:
             try:
                 loop.run_until_complete(stopping)

@@ -102,6 +102,6 @@ async def shut_down(iothread_id: str, aio: AioContext, calls: CallSet, pool: Thr
         await watch.wait(asyncio.gather(*tasks, return_exceptions=True), still_running)
     await loop.shutdown_asyncgens()
     await watch.wait(
-        asyncio.ensure_future(loop.shutdown_default_executor()),
+        asyncio.Task(loop.shutdown_default_executor(), loop=loop),  # not a task factory's
         lambda: f"its pool's running calls: {pool!r}",
     )

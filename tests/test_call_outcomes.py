@@ -16,6 +16,7 @@ import inspect
 import logging
 import threading
 from types import SimpleNamespace
+from typing import NoReturn
 
 import pytest
 
@@ -399,6 +400,36 @@ async def test_the_outcome_reaches_the_callers_loop_without_an_error(
 
 async def never_run() -> None:
     raise AssertionError("a withdrawn or refused coroutine ran")
+
+
+async def test_a_task_factory_that_raises_gives_the_call_its_error(
+    loop_factory: LoopFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The IOThread's loop refused to make the task (its task factory
+    raised): that error is the call's outcome, and the coroutine is closed,
+    where the caller used to wait for ever.  The stop, whose shutdown is a
+    task too, is not the factory's to refuse."""
+
+    class Refused(Exception):
+        pass
+
+    def refuse(loop: asyncio.AbstractEventLoop, coro: object, **kwargs: object) -> NoReturn:
+        raise Refused("no tasks here")
+
+    async def work() -> None:
+        pass
+
+    async with IOThread("io0", loop_factory=loop_factory) as io:
+        await io.run(lambda: asyncio.get_running_loop().set_task_factory(refuse))
+        coro = work()
+        with pytest.raises(Refused, match="no tasks here"):
+            await asyncio.wait_for(io.run(coro), WAIT)
+        assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+        with pytest.raises(Refused):
+            await asyncio.wait_for(io.run(work), WAIT)
+        with pytest.raises(Refused):
+            await asyncio.wrap_future(io.submit(work))
+    assert not caplog.records
 
 
 def test_a_coroutine_refused_by_a_stopped_iothread_is_closed(loop_factory: LoopFactory) -> None:

@@ -14,6 +14,7 @@ import contextvars
 import gc
 import os
 import random
+import sys
 import threading
 import traceback
 from collections.abc import AsyncIterator
@@ -555,6 +556,41 @@ def test_a_coroutines_result_is_delivered_by_its_tasks_last_step(
         assert seen == [last_step.__qualname__, True]
     finally:
         io.stop()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks came in Python 3.12")
+async def test_a_coroutine_gets_one_outcome_under_an_eager_task_factory(
+    loop_factory: LoopFactory,
+) -> None:
+    """An eager task runs its first step inside ``create_task``: a coroutine
+    done by then has delivered its result before the IOThread registered the
+    task and its done callback, which then finds nothing left to do."""
+
+    def eager() -> None:
+        # Not asyncio.eager_task_factory: uvloop 0.23 passes it an eager_start
+        # it refuses.
+        asyncio.get_running_loop().set_task_factory(
+            lambda loop, coro, **kw: asyncio.Task(
+                coro, loop=loop, name=kw.get("name"), context=kw.get("context"), eager_start=True
+            )
+        )
+
+    async with IOThread("io0", loop_factory=loop_factory) as io:
+        await io.run(eager)
+
+        async def done_at_once() -> int:
+            return 42
+
+        async def suspends() -> int:
+            await asyncio.sleep(0)
+            return 43
+
+        assert await io.run(done_at_once) == 42
+        assert io.submit(done_at_once).result(WAIT) == 42
+        assert await io.run(suspends) == 43
+        # Nothing left registered: the done callbacks ran (the call after them).
+        await io.run(lambda: None)
+        assert await io.run(lambda: len(io._calls.tasks)) == 0
 
 
 def test_a_submitted_coroutine_whose_future_is_dropped_is_not_collected_mid_run(
