@@ -150,9 +150,9 @@ class SelectorPoller(selectors.BaseSelector):
         Only where the loop would have slept, so nothing is queued before
         the work.  It wrote no wake-up, so the channel's reader would not
         run it.  Served here, before the loop takes its batch of ready
-        callbacks, what that work queues (a task's first step, which
-        delivers a coroutine's result) joins this iteration's batch instead
-        of waiting for the next iteration.  The look comes after, so that
+        callbacks, what that work queues (a task's first step, the one that
+        delivers the result of a coroutine that does not wait) joins this
+        iteration's batch instead of waiting for the next iteration.  The look comes after, so that
         its events are not stale: the work may have closed a descriptor and
         registered its number again.
         """
