@@ -28,7 +28,7 @@ from benchmarks._figures import Result
 from benchmarks._harness import Progress, in_turn
 
 REPO = Path(__file__).resolve().parent.parent
-STORED_RUN = REPO / "benchmarks" / "results" / "2026-11-30-d230d4f-x2.json"
+STORED_RUN = REPO / "benchmarks" / "results" / "2026-11-30-4d9f071-x2.json"
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 #: Bound on the smoke run (it takes seconds; a loaded machine, many more).
 SMOKE_TIMEOUT_S = 240
