@@ -554,6 +554,8 @@ def test_a_coroutines_result_is_delivered_by_its_tasks_last_step(
         assert future.result(WAIT) == 42
         assert checked.wait(WAIT)
         assert seen == [last_step.__qualname__, True]
+        # Nor does the finished task stay registered (nothing would drop it).
+        assert io.run_sync(lambda: len(io._calls.tasks)) == 0
     finally:
         io.stop()
 
