@@ -152,9 +152,9 @@ class SelectorPoller(selectors.BaseSelector):
         run it.  Served here, before the loop takes its batch of ready
         callbacks, what that work queues (a task's first step, the one that
         delivers the result of a coroutine that does not wait) joins this
-        iteration's batch instead of waiting for the next iteration.  The look comes after, so that
-        its events are not stale: the work may have closed a descriptor and
-        registered its number again.
+        iteration's batch instead of waiting for the next iteration.  The
+        look comes after, so that its events are not stale: the work may
+        have closed a descriptor and registered its number again.
         """
         self._context.serve_inbox()
         return self._inner.select(0)
