@@ -24,6 +24,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
@@ -45,6 +46,26 @@ CALLER_LOOP = ThreadRole(
 
 #: The thread of the IOThread whose calls a CallSet holds.
 CALLS_OWNER = ThreadRole("the thread of the IOThread that runs the calls")
+
+
+def _new_task(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, None],
+    name: str,
+    context: contextvars.Context,
+) -> asyncio.Task[None]:
+    """A task for a call's coroutine; on Python 3.12 and newer started
+    eagerly, unless *loop* has a task factory (which then decides).
+
+    The call starts in its turn in the inbox, and so does its coroutine's
+    first step, as under ``asyncio.eager_task_factory``: one that ends
+    without waiting (a lookup, a ``put_nowait``) has its result on the way
+    before the loop runs anything else, not after another pass of the
+    loop's ready callbacks.  (Eager tasks came in 3.12.)
+    """
+    if sys.version_info >= (3, 12) and loop.get_task_factory() is None:
+        return asyncio.Task(coro, loop=loop, name=name, context=context, eager_start=True)
+    return loop.create_task(coro, name=name, context=context)
 
 
 def check_runnable(func: Any, args: tuple[Any, ...]) -> None:
@@ -163,11 +184,20 @@ class _Call(ABC):
         try:
             # Named after the caller's coroutine, which the task's repr (in
             # the stop's warning, in asyncio's) would not show otherwise.
-            task = self.loop.create_task(runner, name=result.__qualname__, context=self.context)
-        except BaseException as exc:  # a task factory's error: the call's outcome
+            task = _new_task(self.loop, runner, result.__qualname__, self.context)
+        except BaseException as exc:
+            # A task factory's error; or a KeyboardInterrupt or SystemExit
+            # out of an eager first step: asyncio lets those out of the task
+            # as well as keeping them as its outcome.
             runner.close()
             result.close()
             self._finish(None, exc)
+            started = self.task  # set by the first step, if one ran
+            if started is not None and started.done() and not started.cancelled():
+                started.exception()  # delivered: not one "never retrieved"
+            return
+        if task.done():
+            self._task_done(task)  # an eager start ran it to its end
             return
         self.task = task
         self.calls.tasks[task] = self
@@ -180,12 +210,12 @@ class _Call(ABC):
         asyncio calls a done callback one loop iteration after the step that
         ended the task, and that iteration was on every result's way to the
         caller; an exception or a cancellation still goes that way
-        (``_task_done``).  The task is asyncio's own record of itself: under
-        an eager task factory this runs before ``create_task`` returns, and
+        (``_task_done``).  The task is asyncio's own record of itself:
+        started eagerly, this runs before ``create_task`` returns, and
         before ``start()`` has registered the task or its callback.
         """
+        task = self.task = cast("asyncio.Task[None]", asyncio.current_task())  # never None
         self._finish(await coro, None)
-        task = cast("asyncio.Task[None]", asyncio.current_task())  # this one: never None
         task.remove_done_callback(self._task_done)
         self.calls.tasks.pop(task, None)
 

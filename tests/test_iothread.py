@@ -17,7 +17,7 @@ import random
 import sys
 import threading
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import pytest
@@ -556,6 +556,48 @@ def test_a_coroutines_result_is_delivered_by_its_tasks_last_step(
         assert seen == [last_step.__qualname__, True]
         # Nor does the finished task stay registered (nothing would drop it).
         assert io.run_sync(lambda: len(io._calls.tasks)) == 0
+    finally:
+        io.stop()
+
+
+@pytest.mark.parametrize("task_factory", ["none", "lazy"])
+def test_a_coroutines_first_step_runs_in_its_calls_turn_from_python_3_12(
+    loop_factory: LoopFactory, task_factory: str
+) -> None:
+    """From Python 3.12 a call's coroutine starts eagerly: its first step
+    runs before the work queued after the call.  On 3.11, or where the loop
+    has a task factory of its own (here one making lazy tasks), the task's
+    first step waits for the loop's ready callbacks, after that work."""
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    order: list[str] = []
+    entered, gate = threading.Event(), threading.Event()
+
+    async def coroutine() -> None:
+        order.append("coroutine")
+
+    def lazy(
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any],
+        *,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
+        eager_start: bool | None = None,  # uvloop 0.23 passes one
+    ) -> asyncio.Task[Any]:
+        return asyncio.Task(coro, loop=loop, name=name, context=context)
+
+    try:
+        if task_factory == "lazy":
+            io.run_sync(lambda: asyncio.get_running_loop().set_task_factory(lazy))
+        io.call_soon_threadsafe(lambda: (entered.set(), gate.wait(WAIT)))
+        assert entered.wait(WAIT)
+        # One pass takes both: the gate holds the loop meanwhile.
+        calls = [io.submit(coroutine), io.submit(order.append, "function")]
+        gate.set()
+        for call in calls:
+            call.result(WAIT)
+        eager = sys.version_info >= (3, 12) and task_factory == "none"
+        assert order == (["coroutine", "function"] if eager else ["function", "coroutine"])
     finally:
         io.stop()
 
