@@ -1,8 +1,8 @@
 """The cross-thread call protocol of ``io.run`` and ``io.submit``.
 
 A call is started in the IOThread (a plain function is called there, a
-coroutine becomes a task on its loop) and its outcome goes back to the
-caller.  One class per kind of caller:
+coroutine becomes a task on its loop, started eagerly from Python 3.12) and
+its outcome goes back to the caller.  One class per kind of caller:
 
 * ``LoopCall`` (``io.run``): the caller awaits on a loop of its own.  If the
   awaiting task is cancelled, the call cancels the inner work **and waits for

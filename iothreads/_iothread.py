@@ -791,9 +791,11 @@ class IOThread(EventLoopBase):
         """Run *func* on the IOThread and await its outcome from any loop.
 
         A coroutine function (or a coroutine object) runs as a task on the
-        IOThread's loop; a plain function is called on the IOThread's thread.
-        The caller's contextvars are copied in.  Awaited from the IOThread's
-        own loop, it runs inline, without a hop.
+        IOThread's loop, from Python 3.12 started eagerly (its first step
+        runs as the call starts) unless that loop has a task factory; a plain
+        function is called on the IOThread's thread.  The caller's
+        contextvars are copied in.  Awaited from the IOThread's own loop, it
+        runs inline, without a hop.
 
         Cancelling the awaiting task (``asyncio.wait_for``, a task group...)
         cancels the inner work **and waits for it to finish** before the
