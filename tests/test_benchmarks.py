@@ -191,9 +191,9 @@ def test_samples_are_kept_out_of_the_garbage_collectors_sight() -> None:
     for samples in ([3, 1], [2]):
         result.new_round().samples_ns.extend(samples)
     pooled = result.samples_ns
-    for samples in [*(chunk.samples_ns for chunk in result.chunks), pooled]:
+    for held in [*(chunk.samples_ns for chunk in result.chunks), pooled]:
         # What a collection visits from the container: none of its samples.
-        assert not any(isinstance(item, int) for item in gc.get_referents(samples))
+        assert not any(isinstance(item, int) for item in gc.get_referents(held))
     assert list(pooled) == [3, 1, 2]
     assert list(result.whole().samples_ns) == [3, 1, 2]
 
