@@ -209,7 +209,7 @@ def run_suites(
     for suite in chosen:
         if hasattr(suite, "report"):
             progress.step(f"{suite.NAME} report")
-            lines += suite.report(results, derived, mode)
+            lines += suite.report(results, derived, rates, mode)
     progress.close()
     meta["duration_s"] = round(time.perf_counter() - started, 1)
     if note:

@@ -59,7 +59,7 @@ from typing import Generic, TypeVar
 
 from iothreads._pool import ThreadPool
 
-from ._figures import Chunk, Derived, Result, Spread
+from ._figures import Chunk, Derived, Rate, Result, Spread
 from ._harness import Case, Group, LoopFactory, Mode, Op, Placement, in_turn, loop_kinds
 from ._timeline import Timeline, record_timeline
 from .roundtrip import noop_sync as noop
@@ -539,8 +539,13 @@ def _groups(all_results: Sequence[Result], prefix: str) -> dict[str, dict[str, R
     return groups
 
 
-def report(all_results: Sequence[Result], all_derived: Sequence[Derived], mode: Mode) -> list[str]:
-    """The targets checked against this run."""
+def report(
+    all_results: Sequence[Result],
+    all_derived: Sequence[Derived],
+    all_rates: Sequence[Rate],
+    mode: Mode,
+) -> list[str]:
+    """The targets checked against this run (the pool has no rates)."""
     lines = [
         f"{d.group}: target ThreadPool.run p50 <= 0.8x the best baseline's: "
         f"{'met' if d.value.median <= 0.8 else 'NOT met'} ({d.value.text()}, median (range) "

@@ -45,7 +45,7 @@ import sys
 import sysconfig
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -278,7 +278,6 @@ def rates(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mode
     if server is not None:
         _idle_loops.extend(server.idle_loops)
         out += server.rates
-    _measured.extend(out)
     return out
 
 
@@ -350,13 +349,17 @@ def _unpinned(placement: Placement) -> bool:
 
 # -- the report ----------------------------------------------------------------------
 
-#: The rates of this run, gathered by ``rates`` for ``report`` (which the
-#: harness hands results and derived figures only).
-_measured: list[Rate] = []
+#: The server's rounds where a loop got no connection, gathered by ``rates``
+#: for ``report``.
 _idle_loops: list[str] = []
 
 
-def report(all_results: list[Result], all_derived: list[Derived], mode: Mode) -> list[str]:
+def report(
+    all_results: Sequence[Result],
+    all_derived: Sequence[Derived],
+    all_rates: Sequence[Rate],
+    mode: Mode,
+) -> list[str]:
     """The build this ran on, N, and each group's ratio (against its target, if any).
 
     With each ratio, the work done per CPU-second (N over one: 1.0 means the
@@ -368,7 +371,9 @@ def report(all_results: list[Result], all_derived: list[Derived], mode: Mode) ->
     lines = [f"{NAME}: ran on {build()}; N = {n} CPUs available"]
     if n < 2:
         lines.append(f"{NAME}: one CPU only: N loops against one shows nothing here")
-    for base, rate in zip(_measured[::2], _measured[1::2], strict=True):
+    # Each group's rates come in pairs, one against N (pooled over a --repeat's runs).
+    measured = [r for r in all_rates if r.group.startswith(f"{NAME}/")]
+    for base, rate in zip(measured[::2], measured[1::2], strict=True):
         x = rate_ratio(rate, base)
         assert x is not None
         assert base.group == rate.group
@@ -386,7 +391,6 @@ def report(all_results: list[Result], all_derived: list[Derived], mode: Mode) ->
             f"process CPU {rate.cpu_pct.median:.0f} % against {base.cpu_pct.median:.0f} %"
         )
     lines += [f"{NAME}: a loop got no connection: {text}" for text in _idle_loops]
-    _measured.clear()
     _idle_loops.clear()
     return lines
 

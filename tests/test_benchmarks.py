@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import _plots, _summary, report
+from benchmarks import _plots, _summary, report, scaling
 from benchmarks.__main__ import main as benchmarks_main
-from benchmarks._figures import Result
-from benchmarks._harness import Progress, in_turn
+from benchmarks._figures import Rate, RateRound, Result
+from benchmarks._harness import Mode, Progress, in_turn
 
 REPO = Path(__file__).resolve().parent.parent
 STORED_RUN = REPO / "benchmarks" / "results" / "2026-11-30-4d9f071-x2.json"
@@ -182,6 +182,28 @@ def test_in_turn_starts_each_round_at_the_next_item() -> None:
         ["a", "b", "c"],
     ]
     assert in_turn([], 5) == []
+
+
+def test_the_scaling_verdicts_judge_the_pooled_rates_once() -> None:
+    """Under ``--repeat`` the harness pools each rate's rounds over the runs:
+    the scaling report judges those, one line per group, and not each run's
+    rates apart."""
+
+    def rate(group: str, case: str, *ops_per_s: float) -> Rate:
+        rounds = [RateRound(ops, 100.0) for ops in ops_per_s]
+        return Rate(f"scaling/{group}/stdlib/unpinned", case, "work", rounds)
+
+    pooled = [
+        rate("iothreads", "1 IOThread", 100, 100),
+        rate("iothreads", "2 IOThreads", 150, 190),
+        rate("threads", "1 plain thread", 100, 100),
+        rate("threads", "2 plain threads", 200, 180),
+    ]
+    lines = scaling.report([], [], pooled, Mode("smoke", 1, 2))
+    verdicts = [line for line in lines if line.startswith("scaling/")]
+    assert len(verdicts) == 2, lines
+    assert "2 IOThreads / 1 IOThread = 1.70x" in verdicts[0]
+    assert "2 plain threads / 1 plain thread = 1.90x" in verdicts[1]
 
 
 def test_samples_are_kept_out_of_the_garbage_collectors_sight() -> None:
