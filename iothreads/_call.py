@@ -64,7 +64,7 @@ def _new_task(
     loop's ready callbacks.  (Eager tasks came in 3.12.)
     """
     if sys.version_info >= (3, 12) and loop.get_task_factory() is None:
-        return asyncio.Task(coro, loop=loop, name=name, context=context, eager_start=True)
+        return asyncio.Task(coro, loop=loop, name=name, context=context, eager_start=True)  # 3.12+
     return loop.create_task(coro, name=name, context=context)
 
 
@@ -193,11 +193,11 @@ class _Call(ABC):
             result.close()
             self._finish(None, exc)
             started = self.task  # set by the first step, if one ran
-            if started is not None and started.done() and not started.cancelled():
+            if started is not None and started.done() and not started.cancelled():  # 3.12+
                 started.exception()  # delivered: not one "never retrieved"
             return
-        if task.done():
-            self._task_done(task)  # an eager start ran it to its end
+        if task.done():  # 3.12+: an eager start ran it to its end
+            self._task_done(task)
             return
         self.task = task
         self.calls.tasks[task] = self
@@ -233,7 +233,7 @@ class _Call(ABC):
             return
         exc = task.exception()
         if exc is None:
-            return  # a result: the task's last step delivered it (_run_task)
+            return  # 3.12+: an eager first step delivered it (_run_task)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             self.calls.delivered_escapes.append(exc)  # see outcome_of_a_call
         self._finish(None, exc)
