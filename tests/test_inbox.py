@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import os
 import select
 import sysconfig
+import weakref
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -135,6 +137,26 @@ def test_a_cancelled_handle_is_taken_but_not_run(inbox: Inbox) -> None:
     inbox.run(0)
     assert ran == ["kept"]
     assert inbox.submitted == 2
+
+
+def test_a_handle_its_producer_kept_in_a_cycle_is_collected_after_its_run(
+    inbox: Inbox,
+) -> None:
+    """The native core hides a queued handle from the cyclic GC; a handle
+    that outlives the inbox's reference (its producer kept it) is shown to
+    it again, so a cycle through it is garbage like any other once it ran.
+    One whose producer dropped it dies with the inbox's reference."""
+    kept: list[object] = []
+    kept.append(inbox.submit(kept.append, "ran"))  # the handle -> kept -> the handle
+    dropped = weakref.ref(inbox.submit(len, ()))
+    handle = weakref.ref(kept[0])
+    inbox.run(0)
+    assert kept[1:] == ["ran"]
+    assert dropped() is None
+    del kept
+    assert handle() is not None  # only the cycle holds it
+    gc.collect()
+    assert handle() is None
 
 
 def test_a_closed_inbox_refuses_work(inbox: Inbox) -> None:

@@ -151,6 +151,32 @@ def test_a_producer_overtaken_by_the_stop_takes_its_handle_back_from_the_native_
     assert producer.runs == 0
 
 
+@pytest.mark.implementations("native")
+@pytest.mark.skipif(_inbox.native_core is None, reason="the native core is not built")
+def test_a_producer_whose_handle_ran_before_the_stop_is_told_nothing_by_the_native_core(
+    loop_factory: LoopFactory,
+) -> None:
+    """The producer pushes and stops before its look at ``closing``; the
+    loop, its inbox still open, takes the handle without a compare-and-swap
+    (no producer can take one back then) and runs it; then the IOThread
+    stops.  The producer's look finds ``closing`` set, and its
+    compare-and-swap must find the handle taken: it returns the handle and
+    raises nothing.  The callback ran exactly once."""
+    io = IOThread("io0", loop_factory=loop_factory)
+    io.start()
+    producer = Producer(io.aio_context, Gate(native("looked")))
+    producer.thread.start()
+    try:
+        assert producer.gate.stopped.wait(WAIT)  # pushed; about to look at closing
+        assert producer.ran.wait(WAIT)  # an ordinary pass ran it
+        io.stop()
+    finally:
+        producer.gate.resume.set()
+        producer.thread.join(WAIT)
+    assert producer.outcome == [None]
+    assert producer.runs == 1
+
+
 @pytest.mark.implementations("python")
 @PY_INBOX_ONLY
 def test_a_producer_whose_handle_the_last_drain_took_is_told_nothing(

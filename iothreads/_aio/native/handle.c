@@ -161,15 +161,18 @@ PyObject *
 handle_new(core_state *st, PyObject *callback, PyObject *args, PyObject *context,
            PyObject *loop, int debug)
 {
-    PyObject *self = st->handle_type->tp_alloc(st->handle_type, 0);
+    /* Not tracked by the cyclic GC while queued (PyObject_GC_New leaves it
+     * untracked, where tp_alloc would track it): the inbox holds it, so no
+     * cycle through it is garbage then, and thousands of queued handles
+     * would make every collection walk them.  handle_release() tracks it
+     * before the inbox lets go, if it outlives the inbox's reference. */
+    PyObject *self = (PyObject *)PyObject_GC_New(PyObject, st->handle_type);
     if (self == NULL) {
         return NULL;
     }
-    /* Not tracked by the cyclic GC while queued: the inbox holds it, so no
-     * cycle through it is garbage then, and thousands of queued handles
-     * would make every collection walk them.  handle_release() tracks it
-     * again before the inbox lets go. */
-    PyObject_GC_UnTrack(self);
+    /* Zeroed past the header, as tp_alloc would: asyncio.Handle's slots and
+     * the weak reference list stay NULL, and our fields start so. */
+    memset((char *)self + sizeof(PyObject), 0, (size_t)st->handle_type->tp_basicsize - sizeof(PyObject));
     handle_fields *f = handle_fields_of(self);
     f->callback = Py_NewRef(callback);
     f->args = Py_NewRef(args);
@@ -203,7 +206,8 @@ handle_run(core_state *st, PyObject *self)
     handle_fields *f = handle_fields_of(self);
     PyObject *result = NULL;
     if (PyContext_Enter(f->context) == 0) {
-        result = PyObject_Call(f->callback, f->args, NULL);
+        result = PyObject_Vectorcall(f->callback, &PyTuple_GET_ITEM(f->args, 0),
+                                     (size_t)PyTuple_GET_SIZE(f->args), NULL);
         if (PyContext_Exit(f->context) < 0) {
             Py_CLEAR(result);
         }
@@ -236,7 +240,12 @@ handle_run(core_state *st, PyObject *self)
 }
 
 /* The inbox lets go of a handle: the cyclic GC sees it (and the context made
- * for it) again, then the reference goes. */
+ * for it) again, then the reference goes.  Where the inbox's reference is
+ * the last one (the producer dropped the handle it was given, as one
+ * pushing callbacks does), the handle dies here, and tracking it only for
+ * its dealloc to untrack it would cost every submission two more list
+ * operations.  A count of 1 is ours alone: any other holder would count.
+ * The context is tracked either way: its own dealloc expects to be. */
 void
 handle_release(PyObject *self)
 {
@@ -244,7 +253,7 @@ handle_release(PyObject *self)
     if (f->context != NULL && !PyObject_GC_IsTracked(f->context)) {
         PyObject_GC_Track(f->context);
     }
-    if (!PyObject_GC_IsTracked(self)) {
+    if (Py_REFCNT(self) > 1 && !PyObject_GC_IsTracked(self)) {
         PyObject_GC_Track(self);
     }
     Py_DECREF(self);
