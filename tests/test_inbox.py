@@ -19,6 +19,7 @@ import os
 import select
 import sysconfig
 import weakref
+from asyncio import format_helpers
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -157,6 +158,24 @@ def test_a_handle_its_producer_kept_in_a_cycle_is_collected_after_its_run(
     assert handle() is not None  # only the cycle holds it
     gc.collect()
     assert handle() is None
+
+
+def test_a_submission_whose_source_traceback_fails_raises_and_queues_nothing(
+    inbox: Inbox, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In debug mode a handle captures where it was submitted from; when that
+    fails, the submission raises what it raised and nothing is queued (the
+    native core drops the handle and the context it made for it)."""
+    loop.set_debug(True)
+    inbox.run(0)  # the native core reads debug mode once per pass
+
+    def no_stack(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no stack to capture")
+
+    monkeypatch.setattr(format_helpers, "extract_stack", no_stack)
+    with pytest.raises(RuntimeError, match="no stack to capture"):
+        inbox.submit(print)
+    assert not inbox.pending()
 
 
 def test_a_closed_inbox_refuses_work(inbox: Inbox) -> None:

@@ -157,11 +157,10 @@ def test_a_producer_whose_handle_ran_before_the_stop_is_told_nothing_by_the_nati
     loop_factory: LoopFactory,
 ) -> None:
     """The producer pushes and stops before its look at ``closing``; the
-    loop, its inbox still open, takes the handle without a compare-and-swap
-    (no producer can take one back then) and runs it; then the IOThread
-    stops.  The producer's look finds ``closing`` set, and its
-    compare-and-swap must find the handle taken: it returns the handle and
-    raises nothing.  The callback ran exactly once."""
+    loop, its inbox still open, takes the handle in an ordinary pass and
+    runs it; then the IOThread stops.  The producer's look finds ``closing``
+    set, and its compare-and-swap must find the handle taken: it returns
+    the handle and raises nothing.  The callback ran exactly once."""
     io = IOThread("io0", loop_factory=loop_factory)
     io.start()
     producer = Producer(io.aio_context, Gate(native("looked")))

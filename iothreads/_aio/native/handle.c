@@ -177,12 +177,7 @@ handle_new(core_state *st, PyObject *callback, PyObject *args, PyObject *context
     f->callback = Py_NewRef(callback);
     f->args = Py_NewRef(args);
     f->loop = Py_NewRef(loop);
-    if (context != Py_None) {
-        f->context = Py_NewRef(context);
-    }
-    else if ((f->context = PyContext_CopyCurrent()) != NULL) {
-        PyObject_GC_UnTrack(f->context); /* ours alone until released, likewise */
-    }
+    f->context = context != Py_None ? Py_NewRef(context) : PyContext_CopyCurrent();
     atomic_init(&f->state, HANDLE_QUEUED);
     atomic_init(&f->cancelled, 0);
     if (f->context == NULL) {
@@ -195,6 +190,12 @@ handle_new(core_state *st, PyObject *callback, PyObject *args, PyObject *context
             Py_DECREF(self);
             return NULL;
         }
+    }
+    /* A context made for the handle is ours alone until released: hidden
+     * from the GC likewise.  Only now that nothing can fail: a context's
+     * dealloc expects to be tracked, and a failure above drops it. */
+    if (context == Py_None) {
+        PyObject_GC_UnTrack(f->context);
     }
     return self;
 }
@@ -244,8 +245,9 @@ handle_run(core_state *st, PyObject *self)
  * the last one (the producer dropped the handle it was given, as one
  * pushing callbacks does), the handle dies here, and tracking it only for
  * its dealloc to untrack it would cost every submission two more list
- * operations.  A count of 1 is ours alone: any other holder would count.
- * The context is tracked either way: its own dealloc expects to be. */
+ * operations.  Under the GIL a count of 1 is ours alone: any other holder
+ * would count.  The context is tracked either way: its own dealloc expects
+ * to be. */
 void
 handle_release(PyObject *self)
 {
@@ -253,7 +255,14 @@ handle_release(PyObject *self)
     if (f->context != NULL && !PyObject_GC_IsTracked(f->context)) {
         PyObject_GC_Track(f->context);
     }
+#ifdef Py_GIL_DISABLED
+    /* There a count read from another thread than the owner's is two loads,
+     * which a reference moving between them can make read 1 while it is
+     * not; and tracking is only a bit to set.  So always. */
+    if (!PyObject_GC_IsTracked(self)) {
+#else
     if (Py_REFCNT(self) > 1 && !PyObject_GC_IsTracked(self)) {
+#endif
         PyObject_GC_Track(self);
     }
     Py_DECREF(self);

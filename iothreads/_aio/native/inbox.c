@@ -318,19 +318,10 @@ inbox_run(PyObject *op, PyObject *arg)
             self->pending_tail = NULL;
         }
         f->next = NULL;
-        /* Only a producer that saw `closing` takes a handle back, and only
-         * this thread sets it: before it is set, no handle can be taken
-         * back, and a plain store marks this one taken (published to such a
-         * producer by the store of `closing`, which comes after it). */
-        if (!atomic_load_explicit(&self->closing, memory_order_relaxed)) {
-            atomic_store_explicit(&f->state, HANDLE_TAKEN, memory_order_relaxed);
-        }
-        else {
-            int expected = HANDLE_QUEUED;
-            if (!atomic_compare_exchange_strong(&f->state, &expected, HANDLE_TAKEN)) {
-                handle_release(handle); /* its producer took it back */
-                continue;
-            }
+        int expected = HANDLE_QUEUED;
+        if (!atomic_compare_exchange_strong(&f->state, &expected, HANDLE_TAKEN)) {
+            handle_release(handle); /* its producer took it back */
+            continue;
         }
         ran++;
         /* Only this thread writes it: a plain add, published for readers. */
