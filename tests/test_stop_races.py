@@ -168,8 +168,8 @@ def test_a_producer_whose_handle_ran_before_the_stop_is_told_nothing_by_the_nati
     try:
         assert producer.gate.stopped.wait(WAIT)  # pushed; about to look at closing
         assert producer.ran.wait(WAIT)  # an ordinary pass ran it
-        io.stop()
     finally:
+        io.stop()  # before the producer looks, whatever the test saw
         producer.gate.resume.set()
         producer.thread.join(WAIT)
     assert producer.outcome == [None]

@@ -172,7 +172,8 @@ handle_new(core_state *st, PyObject *callback, PyObject *args, PyObject *context
     }
     /* Zeroed past the header, as tp_alloc would: asyncio.Handle's slots and
      * the weak reference list stay NULL, and our fields start so. */
-    memset((char *)self + sizeof(PyObject), 0, (size_t)st->handle_type->tp_basicsize - sizeof(PyObject));
+    memset((char *)self + sizeof(PyObject), 0,
+           (size_t)st->handle_type->tp_basicsize - sizeof(PyObject));
     handle_fields *f = handle_fields_of(self);
     f->callback = Py_NewRef(callback);
     f->args = Py_NewRef(args);
