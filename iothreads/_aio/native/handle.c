@@ -260,10 +260,11 @@ handle_release(PyObject *self)
     /* There a count read from another thread than the owner's is two loads,
      * which a reference moving between them can make read 1 while it is
      * not; and tracking is only a bit to set.  So always. */
-    if (!PyObject_GC_IsTracked(self)) {
+    int held_elsewhere = 1;
 #else
-    if (Py_REFCNT(self) > 1 && !PyObject_GC_IsTracked(self)) {
+    int held_elsewhere = Py_REFCNT(self) > 1;
 #endif
+    if (held_elsewhere && !PyObject_GC_IsTracked(self)) {
         PyObject_GC_Track(self);
     }
     Py_DECREF(self);
