@@ -833,8 +833,17 @@ class IOThread(EventLoopBase):
             return result
         return await call.result()
 
+    # As run(): the future's result is the coroutine's, not the coroutine.
+    @overload
+    def submit(self, func: Coroutine[Any, Any, T], /) -> concurrent.futures.Future[T]: ...
+    @overload
+    def submit(
+        self, func: Callable[..., Coroutine[Any, Any, T]], /, *args: Any
+    ) -> concurrent.futures.Future[T]: ...
+    @overload
+    def submit(self, func: Callable[..., T], /, *args: Any) -> concurrent.futures.Future[T]: ...
     @runs_in(ANY)
-    def submit(self, func: Callable[..., Any], /, *args: Any) -> concurrent.futures.Future[Any]:
+    def submit(self, func: Any, /, *args: Any) -> concurrent.futures.Future[Any]:
         """Run *func* on the IOThread; return a ``concurrent.futures.Future``.
 
         For plain threads; *func* is taken as :meth:`run` takes it.  The
@@ -863,8 +872,22 @@ class IOThread(EventLoopBase):
             raise
         return call
 
+    @overload
+    def run_sync(self, func: Coroutine[Any, Any, T], /, *, timeout: float | None = None) -> T: ...
+    @overload
+    def run_sync(
+        self,
+        func: Callable[..., Coroutine[Any, Any, T]],
+        /,
+        *args: Any,
+        timeout: float | None = None,
+    ) -> T: ...
+    @overload
+    def run_sync(
+        self, func: Callable[..., T], /, *args: Any, timeout: float | None = None
+    ) -> T: ...
     @runs_in(ANY)
-    def run_sync(self, func: Callable[..., T], /, *args: Any, timeout: float | None = None) -> T:
+    def run_sync(self, func: Any, /, *args: Any, timeout: float | None = None) -> Any:
         """Block a plain thread until ``func(*args)`` has run on the IOThread.
 
         After *timeout* seconds it gives up, and says what became of the work:
@@ -889,11 +912,11 @@ class IOThread(EventLoopBase):
         call = self._submit(func, args)
         future = call.future
         try:
-            return future.result(timeout)  # type: ignore[no-any-return]
+            return future.result(timeout)
         except TimeoutError:
             if not future.cancel():
                 if future.done():
-                    return future.result()  # type: ignore[no-any-return]
+                    return future.result()
                 raise TimeoutError(
                     f"{func!r} still running on IOThread {self._id!r} after {timeout} s; "
                     "it cannot be interrupted and will run to completion, its outcome "

@@ -77,3 +77,52 @@ def test_a_type_checker_sees_every_public_name(tmp_path: Path) -> None:
         ["--strict", "--no-incremental", "--cache-dir", os.devnull, *users]
     )
     assert status == 0, out + err
+
+
+USER_OF_THE_CALLS = """
+import asyncio
+import concurrent.futures
+from typing import assert_type
+
+from iothreads import IOThread
+
+
+async def fetch(key: str) -> int:
+    return len(key)
+
+
+def count(key: str) -> bytes:
+    return key.encode()
+
+
+def from_a_plain_thread(io: IOThread) -> None:
+    assert_type(io.submit(fetch, "a"), concurrent.futures.Future[int])
+    assert_type(io.submit(fetch("a")), concurrent.futures.Future[int])
+    assert_type(io.submit(count, "a"), concurrent.futures.Future[bytes])
+    assert_type(io.submit(lambda: 3), concurrent.futures.Future[int])
+    assert_type(io.run_sync(fetch, "a"), int)
+    assert_type(io.run_sync(fetch("a"), timeout=1.0), int)
+    assert_type(io.run_sync(count, "a", timeout=1.0), bytes)
+    assert_type(io.run_sync(lambda: None), None)
+
+
+async def from_a_loop(io: IOThread) -> None:
+    assert_type(await io.run(fetch, "a"), int)
+    assert_type(await io.run(fetch("a")), int)
+    assert_type(await io.run(count, "a", abandon_on_cancel=True), bytes)
+    assert_type(await asyncio.wrap_future(io.submit(fetch, "a")), int)
+"""
+
+
+def test_a_type_checker_sees_what_a_call_returns(tmp_path: Path) -> None:
+    """``run``, ``submit`` and ``run_sync`` take a coroutine function or object
+    as a plain function: what a caller gets back is typed as what the
+    coroutine returns, not as a coroutine (a type checker run by the user
+    would otherwise reject ``run_sync(fetch) + 1``)."""
+    mypy_api = pytest.importorskip("mypy.api", reason="needs the typecheck extra")
+    user = tmp_path / "user_of_the_calls.py"
+    user.write_text(USER_OF_THE_CALLS)
+    out, err, status = mypy_api.run(
+        ["--strict", "--no-incremental", "--cache-dir", os.devnull, str(user)]
+    )
+    assert status == 0, out + err
