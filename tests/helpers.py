@@ -140,7 +140,7 @@ def refusing_executors(loop_factory: LoopFactory) -> LoopFactory:
         def set_default_executor(self, executor: object) -> None:
             raise TypeError("this loop keeps its own executor")
 
-    return Refusing  # type: ignore[no-any-return]
+    return Refusing
 
 
 def loop_errors(io: IOThread) -> list[dict[str, Any]]:
@@ -196,7 +196,7 @@ def _lines_under_lock(cls: type) -> frozenset[Line]:
     path = inspect.getsourcefile(cls) or ""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     first = inspect.getsourcelines(cls)[1]
-    lines = set()
+    lines: set[Line] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.With) and any(
             ast.unparse(item.context_expr) == "self._lock" for item in node.items
@@ -926,7 +926,7 @@ class IOThreadDriver(AsyncioLoopDriver):
         self.io.call_soon_threadsafe(fn, *args)
 
     def run_coroutine(self, coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        return self.io.submit(coroutine).result(WAIT)  # type: ignore[no-any-return]
+        return self.io.submit(coroutine).result(WAIT)
 
 
 #: Every driver of a context, as fixture ids: a MainLoop in a plain thread,

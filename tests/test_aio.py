@@ -114,7 +114,12 @@ def test_awake_loop_suppresses_wakeups(loop_factory: LoopFactory) -> None:
     """While the loop is busy, producers only enqueue: no eventfd writes."""
     with IOThread("io0", loop_factory=loop_factory, poll_max_ns=0) as io:
         entered, gate = threading.Event(), threading.Event()
-        io.call_soon_threadsafe(lambda: (entered.set(), gate.wait(WAIT)))
+
+        def hold() -> None:
+            entered.set()
+            gate.wait(WAIT)
+
+        io.call_soon_threadsafe(hold)
         assert entered.wait(WAIT)
         before = io.aio_context.statistics()
         for _ in range(1000):
@@ -459,11 +464,19 @@ def test_poll_handler_errors_go_to_the_exception_handler(loop_factory: LoopFacto
         errors: list[BaseException] = []
         seen = threading.Event()
         assert io.loop is not None
-        io.loop.set_exception_handler(
-            lambda loop, ctx: (errors.append(ctx["exception"]), seen.set())
-        )
+
+        def handler(loop: asyncio.AbstractEventLoop, ctx: dict[str, Any]) -> None:
+            errors.append(ctx["exception"])
+            seen.set()
+
+        io.loop.set_exception_handler(handler)
         fire = threading.Event()
-        io.aio_context.add_poll_handler(fire.is_set, lambda: (fire.clear(), 1 / 0))
+
+        def ready() -> float:
+            fire.clear()
+            return 1 / 0
+
+        io.aio_context.add_poll_handler(fire.is_set, ready)
         set_window(io, SPINNING_NS)
         fire.set()
         assert seen.wait(WAIT)
@@ -548,7 +561,12 @@ def test_a_pass_runs_what_was_queued_when_it_began(
         assert io.aio_context.statistics().max_batch == max_batch
         order: list[object] = []
         entered, gate = threading.Event(), threading.Event()
-        io.call_soon_threadsafe(lambda: (entered.set(), gate.wait(WAIT)))
+
+        def hold() -> None:
+            entered.set()
+            gate.wait(WAIT)
+
+        io.call_soon_threadsafe(hold)
         assert entered.wait(WAIT)
 
         def first() -> None:
@@ -638,7 +656,7 @@ def test_cpu_affinity_rejects_bad_sets() -> None:
     with pytest.raises(ValueError, match=f"CPU {missing} is not allowed to this process"):
         IOThread("io1", cpu_affinity={missing})
     with pytest.raises(TypeError, match="cpu_affinity must be a set of CPU ids or None"):
-        io.cpu_affinity = {"0"}  # type: ignore[assignment]
+        io.cpu_affinity = {"0"}  # type: ignore[arg-type]
     assert io.cpu_affinity is None
 
 
@@ -832,10 +850,12 @@ def test_in_debug_mode_a_failing_callback_is_reported_with_where_it_was_submitte
         io.run_sync(io.loop.set_debug, True)
         reported: list[dict[str, object]] = []
         done = threading.Event()
-        io.run_sync(
-            io.loop.set_exception_handler,
-            lambda loop, context: (reported.append(context), done.set()),
-        )
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            reported.append(context)
+            done.set()
+
+        io.run_sync(io.loop.set_exception_handler, handler)
 
         def fails() -> None:
             raise ValueError("in a callback")

@@ -48,7 +48,7 @@ def test_all_names_are_defined_in_the_package(module_name: str) -> None:
     module = importlib.import_module(module_name)
     for name in module.__all__:
         value = getattr(module, name)
-        defined_in = getattr(value, "__module__", None) or getattr(value, "__name__", "")
+        defined_in = str(getattr(value, "__module__", None) or getattr(value, "__name__", ""))
         if isinstance(value, (type, types.FunctionType, types.ModuleType)):
             assert defined_in.startswith("iothreads"), f"{module_name}.{name}: {defined_in}"
 

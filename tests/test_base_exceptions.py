@@ -115,7 +115,12 @@ def test_out_of_a_threadsafe_callback_it_is_reported_and_the_drain_goes_on(
         thread_id = io.thread_id
         contexts = reported(io)
         entered, gate = threading.Event(), threading.Event()
-        io.call_soon_threadsafe(lambda: (entered.set(), gate.wait(WAIT)))
+
+        def hold() -> None:
+            entered.set()
+            gate.wait(WAIT)
+
+        io.call_soon_threadsafe(hold)
         assert entered.wait(WAIT)
         ran: list[str] = []
 
@@ -197,11 +202,13 @@ def test_out_of_a_glib_callback_it_is_logged_and_the_context_goes_on(
             calls.append("boom")
             raise error("from a source")
 
+        def finish() -> bool:
+            done.set()
+            return False
+
         with caplog.at_level(logging.ERROR, logger="iothreads.glib"):
             source_id = io.run_sync(lambda: glib.idle_add(boom, context=ctx), timeout=WAIT)
-            io.run_sync(
-                lambda: glib.timeout_add(1, lambda: done.set() or False, context=ctx), timeout=WAIT
-            )
+            io.run_sync(lambda: glib.timeout_add(1, finish, context=ctx), timeout=WAIT)
             assert done.wait(WAIT)
         assert calls == ["boom"]
         assert io.run_sync(ctx.find_source_by_id, source_id, timeout=WAIT) is None
@@ -302,7 +309,7 @@ def test_only_the_very_exception_a_call_ended_with_counts_as_its_outcome() -> No
         calls = CallSet("IOThread 'io0'")
         ended = loop.create_future()
         ended.set_exception(EqualToAny())
-        calls.tasks[ended] = None  # type: ignore[index]  # only its outcome is read
+        calls.tasks[ended] = None  # type: ignore[index, assignment]  # only its outcome is read
         escaped = KeyboardInterrupt()
         assert not calls.outcome_of_a_call(escaped)
         calls.delivered_escapes = [EqualToAny()]

@@ -135,7 +135,12 @@ def test_a_plain_function_cancelled_before_it_ran_never_runs_and_is_never_marked
     and whoever waits on the future (concurrent.futures.wait) is told."""
     with IOThread("io0", loop_factory=loop_factory) as io:
         entered, gate = threading.Event(), threading.Event()
-        io.call_soon_threadsafe(lambda: (entered.set(), gate.wait(WAIT)))
+
+        def hold() -> None:
+            entered.set()
+            gate.wait(WAIT)
+
+        io.call_soon_threadsafe(hold)
         assert entered.wait(WAIT)
         ran: list[str] = []
         future = io.submit(ran.append, "ran")
@@ -211,7 +216,12 @@ def test_run_sync_timing_out_before_the_function_started_says_it_will_not_run(
 ) -> None:
     with IOThread("io0", loop_factory=loop_factory) as io:
         entered, gate = threading.Event(), threading.Event()
-        io.call_soon_threadsafe(lambda: (entered.set(), gate.wait(WAIT)))
+
+        def hold() -> None:
+            entered.set()
+            gate.wait(WAIT)
+
+        io.call_soon_threadsafe(hold)
         assert entered.wait(WAIT)
         ran: list[str] = []
         try:
@@ -304,7 +314,12 @@ async def test_run_abandon_on_cancel_still_withdraws_queued_work_and_cancels_tas
 ) -> None:
     async with IOThread("io0", loop_factory=loop_factory) as io:
         entered, gate = threading.Event(), threading.Event()
-        io.call_soon_threadsafe(lambda: (entered.set(), gate.wait(WAIT)))
+
+        def hold() -> None:
+            entered.set()
+            gate.wait(WAIT)
+
+        io.call_soon_threadsafe(hold)
         assert await asyncio.to_thread(entered.wait, WAIT)
         ran: list[str] = []
         queued = asyncio.create_task(io.run(ran.append, "ran", abandon_on_cancel=True))
@@ -332,7 +347,7 @@ async def test_run_refuses_a_non_bool_abandon_on_cancel(loop_factory: LoopFactor
     async with IOThread("io0", loop_factory=loop_factory) as io:
         ran: list[str] = []
         with pytest.raises(TypeError, match="abandon_on_cancel must be a bool, not 1"):
-            await io.run(ran.append, "ran", abandon_on_cancel=1)  # type: ignore[arg-type]
+            await io.run(ran.append, "ran", abandon_on_cancel=1)  # type: ignore[call-overload]
         assert await io.run(lambda: "alive") == "alive"
         assert ran == []
 
@@ -449,7 +464,7 @@ def test_a_coroutine_given_arguments_is_closed(loop_factory: LoopFactory) -> Non
     with IOThread("io0", loop_factory=loop_factory) as io:
         coroutine = never_run()
         with pytest.raises(TypeError, match="a coroutine object takes no arguments"):
-            io.submit(coroutine, 1)  # type: ignore[arg-type]
+            io.submit(coroutine, 1)  # type: ignore[call-overload]
         assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
 
 
@@ -458,7 +473,12 @@ async def test_a_coroutine_withdrawn_while_queued_is_closed(loop_factory: LoopFa
     and it is closed (io.submit's future cancelled; io.run's caller cancelled)."""
     async with IOThread("io0", loop_factory=loop_factory) as io:
         busy, release = threading.Event(), threading.Event()
-        io.call_soon_threadsafe(lambda: (busy.set(), release.wait(WAIT)))
+
+        def hold() -> None:
+            busy.set()
+            release.wait(WAIT)
+
+        io.call_soon_threadsafe(hold)
         assert await asyncio.to_thread(busy.wait, WAIT)  # the loop is held
         submitted = never_run()
         future = io.submit(submitted)

@@ -206,11 +206,11 @@ def test_serve_bounds_its_clients(sock_path: str) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as idle:
             idle.settimeout(WAIT)
             idle.connect(sock_path)
-            replies = idle.makefile("rb")
-            assert b"QMP" in replies.readline()
-            assert b"no request for 0.001 s" in replies.readline()
-            assert replies.readline() == b""
-            replies.close()
+            idle_replies = idle.makefile("rb")
+            assert b"QMP" in idle_replies.readline()
+            assert b"no request for 0.001 s" in idle_replies.readline()
+            assert idle_replies.readline() == b""
+            idle_replies.close()
         assert stop(proc) == 0
         assert stderr_of(proc) == ""
 

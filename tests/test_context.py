@@ -331,7 +331,12 @@ def test_the_native_spin_comes_back_for_the_poll_handlers_every_20_us(aio: AioCo
         return 0
 
     polled: list[int] = []
-    aio.add_poll_handler(lambda: bool(polled.append(1)), lambda: None)
+
+    def poll() -> bool:
+        polled.append(1)
+        return False
+
+    aio.add_poll_handler(poll, lambda: None)
     aio._native_spin = spin
     assert not aio.spin(START + 50_000)
     assert slices == [20_000, 20_000, 10_000]

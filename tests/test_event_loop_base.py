@@ -6,6 +6,7 @@ import asyncio
 import re
 import threading
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 
@@ -173,6 +174,6 @@ def test_main_loop_in_the_object_tree() -> None:
         with pytest.raises(ValueError, match=r"^Parameter 'poll-max-ns' is unexpected$"):
             iothreads.object_add("main-loop", "main-loop2", **{"poll-max-ns": 0})
     finally:
-        ml.close()
+        cast(MainLoop, ml).close()  # asserted above
     with pytest.raises(iothreads.DeviceNotFound):
         iothreads.qom_get("/objects/main-loop", "type")

@@ -319,7 +319,7 @@ def test_close_finishes_even_if_a_step_raises(kind: str) -> None:
                 raise RuntimeError("remove_reader failed")
             return real_remove(fd)
 
-        loop.remove_reader = flaky_remove  # type: ignore[method-assign]
+        loop.remove_reader = flaky_remove  # type: ignore[method-assign, assignment]
         with pytest.raises(RuntimeError, match="remove_reader failed"):
             driver.close()
         assert finalized == [True]

@@ -291,7 +291,12 @@ def test_a_wake_up_before_the_first_poll_is_kept_without_a_descriptor(ctx: MainC
     assert open_fds() == fds
     # Nothing to dispatch and no timeout: only the kept wake-up ends the poll.
     returned = threading.Event()
-    poller = threading.Thread(target=lambda: (ctx.iteration(True), returned.set()), daemon=True)
+
+    def poll() -> None:
+        ctx.iteration(True)
+        returned.set()
+
+    poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     assert returned.wait(WAIT)
     poller.join(WAIT)

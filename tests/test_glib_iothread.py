@@ -429,6 +429,10 @@ def test_a_flood_of_ready_sources_leaves_the_asyncio_side_its_turn(
     seen_at: list[int] = []
     done = threading.Event()
 
+    def record() -> None:
+        seen_at.append(dispatched[0])
+        done.set()
+
     def bomb() -> bool:
         dispatched[0] += 1
         for _ in range(2):
@@ -437,7 +441,7 @@ def test_a_flood_of_ready_sources_leaves_the_asyncio_side_its_turn(
                 glib.idle_add(bomb, context=ctx)
         if dispatched[0] == queued_at:
             # From the IOThread itself, through its inbox: counted exactly.
-            io.call_soon_threadsafe(lambda: (seen_at.append(dispatched[0]), done.set()))
+            io.call_soon_threadsafe(record)
         return glib.SOURCE_REMOVE
 
     with IOThread("g0", loop_factory=loop_factory) as io:

@@ -21,6 +21,7 @@ import sysconfig
 import weakref
 from asyncio import format_helpers
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import pytest
 
@@ -108,7 +109,12 @@ def test_the_last_look_before_sleeping(inbox: Inbox) -> None:
 def test_a_pass_runs_what_was_queued_at_its_start(inbox: Inbox) -> None:
     ran: list[str] = []
     inbox.submit(ran.append, "a")
-    inbox.submit(lambda: (ran.append("b"), inbox.submit(ran.append, "late")))
+
+    def b_then_late() -> None:
+        ran.append("b")
+        inbox.submit(ran.append, "late")
+
+    inbox.submit(b_then_late)
     inbox.run(0)
     assert ran == ["a", "b"]
     assert inbox.submitted == 2
@@ -226,7 +232,7 @@ def test_a_handle_taken_back_during_a_pass_ends_it(
                 refused.append("second")
 
         inbox.submit(take_back_the_next)
-        second = inbox.submit(ran.append, "second")
+        second = cast(ThreadsafeHandle, inbox.submit(ran.append, "second"))
         inbox.run(0)
         assert (ran, refused, inbox.submitted) == (["first"], ["second"], 1)
         # A handle the loop took already is the loop's: taking it back does nothing.

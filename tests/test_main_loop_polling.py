@@ -268,9 +268,12 @@ def test_close_from_another_thread_after_the_loop_stopped_detaches_there(
     thread.start()
     try:
         installed = threading.Event()
-        loop.call_soon_threadsafe(
-            lambda: (main_loop.install(poll_max_ns=WINDOW_NS), installed.set())
-        )
+
+        def install() -> None:
+            main_loop.install(poll_max_ns=WINDOW_NS)
+            installed.set()
+
+        loop.call_soon_threadsafe(install)
         assert installed.wait(WAIT)
         in_last, release, queued = threading.Event(), threading.Event(), threading.Event()
 
@@ -288,7 +291,7 @@ def test_close_from_another_thread_after_the_loop_stopped_detaches_there(
             queued.set()
             return handle
 
-        loop.call_soon_threadsafe = spy  # type: ignore[method-assign]
+        loop.call_soon_threadsafe = spy  # type: ignore[method-assign, assignment]
         closer = threading.Thread(target=main_loop.close)
         closer.start()
         assert queued.wait(WAIT)  # the detach is queued, after the stop

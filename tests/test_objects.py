@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -133,7 +134,7 @@ def test_object_add_and_del() -> None:
     ],
 )
 def test_object_add_errors_leave_nothing(
-    args: tuple[str, str | None], props: dict[str, object], exc: type[Exception], message: str
+    args: tuple[str, str | None], props: dict[str, Any], exc: type[Exception], message: str
 ) -> None:
     with pytest.raises(exc) as info:
         iothreads.object_add(*args, **props)

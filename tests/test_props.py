@@ -6,6 +6,7 @@ See docs/design.md, "Properties and validation".
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 
@@ -20,18 +21,20 @@ PROPS = ["poll_max_ns", "poll_grow", "poll_shrink", "aio_max_batch", "thread_poo
 @pytest.mark.parametrize("attr", PROPS)
 def test_negative_value_is_a_range_error(attr: str) -> None:
     wire = attr.replace("_", "-")
+    props: dict[str, Any] = {attr: -1}
     with pytest.raises(ValueError, match=rf"^{wire} value must be in range \[0, {INT64_MAX}\]$"):
-        IOThread("io0", **{attr: -1})
+        IOThread("io0", **props)
 
 
 @pytest.mark.parametrize("bad", [True, False, 1.0, "1", None, INT64_MAX + 1])
 @pytest.mark.parametrize("attr", PROPS)
 def test_non_integer_is_a_type_error(attr: str, bad: object) -> None:
     wire = attr.replace("_", "-")
+    props: dict[str, Any] = {attr: bad}
     with pytest.raises(
         TypeError, match=rf"^Invalid parameter type for '{wire}', expected: integer$"
     ):
-        IOThread("io0", **{attr: bad})
+        IOThread("io0", **props)
 
 
 def test_int64_max_is_accepted() -> None:

@@ -47,5 +47,5 @@ def test_outside_debug_mode_the_marker_is_only_a_label() -> None:
     assert _run(debug=False).splitlines() == ["handed over"]
     if not _runs_in.DEBUG:
         # Not wrapped: the hot path calls the function itself.
-        assert PyInbox.submit.__runs_in__ is _runs_in.ANY
+        assert PyInbox.submit.__runs_in__ is _runs_in.ANY  # type: ignore[attr-defined]
         assert not hasattr(AioContext.set_params, "__wrapped__")

@@ -122,7 +122,12 @@ class Trial:
         """Run *func* in the IOThread; False if it did not run within the bound."""
         done = self._done
         done.clear()
-        self.io.call_soon_threadsafe(lambda: (func(), done.set()))
+
+        def run() -> None:
+            func()
+            done.set()
+
+        self.io.call_soon_threadsafe(run)
         return done.wait(WAIT)
 
     def settle(self) -> None:

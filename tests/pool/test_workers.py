@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import pytest
@@ -32,6 +33,11 @@ from ..helpers import (
 # Idle timeout small enough for shrink tests to be quick (the poll in
 # wait_until makes the test independent of how quickly it really happens).
 TINY = 0.01
+
+
+def idle_workers(pool: ThreadPool, n: int) -> Callable[[], bool]:
+    """For wait_until: whether *pool* has *n* idle workers."""
+    return lambda: pool.statistics().idle == n
 
 
 # ------------------------------------------------------------------- spawning
@@ -227,7 +233,7 @@ def test_idle_workers_are_reused_most_recently_idle_first(pools: Pools) -> None:
     # Let them go idle one at a time: 0 first, 2 last.
     for n, gate in enumerate(gates, start=1):
         gate.set()
-        wait_until(lambda n=n: pool.statistics().idle == n)
+        wait_until(idle_workers(pool, n))
     order = [f.result(0) for f in futures]
     assert pool.submit(thread_name).result(BOUND) == order[2]
     # Hold the most recent one busy: the next request goes to the one below.
@@ -251,7 +257,7 @@ def test_a_worker_started_idle_goes_to_the_bottom_of_the_stack(pools: Pools) -> 
     for n, gate in enumerate(gates, start=1):  # they go idle one after the other
         gate.set()
         order.append(futures[n - 1].result(BOUND))
-        wait_until(lambda n=n: pool.statistics().idle == n)
+        wait_until(idle_workers(pool, n))
     pool.min_threads = 3  # the spawner makes bottom-3, started idle
     wait_until(lambda: pool.statistics().idle == 3, "the spawner's top-up")
     hold = pools.gate()
@@ -504,7 +510,7 @@ def test_lowering_max_retires_the_coldest_idle_worker(pools: Pools) -> None:
     for n, gate in enumerate(gates, start=1):  # they go idle one after the other
         gate.set()
         order.append(futures[n - 1].result(BOUND))
-        wait_until(lambda n=n: pool.statistics().idle == n)
+        wait_until(idle_workers(pool, n))
     pool.max_threads = 2
     coldest = order[0]
     wait_until(lambda: coldest not in workers("cold"), f"{coldest} to exit")

@@ -26,9 +26,11 @@ async def test_qom_set_of_the_bound_leaves_the_monitor_answering(
             args = {"path": path, "property": prop, "value": THREAD_POOL_LIMIT}
             assert await qmp.execute("qom-set", args) == {}
         # Held starting the first worker, the pool made only that one.
-        pools = {p["id"]: p for p in await qmp.execute("x-query-thread-pools")}  # type: ignore[union-attr]
+        thread_pools = await qmp.execute("x-query-thread-pools")
+        pools = {p["id"]: p for p in thread_pools}  # type: ignore[attr-defined]
         assert pools["io0"]["spawned"] == 1
-        assert [i["id"] for i in await qmp.execute("query-iothreads")] == ["io0"]  # type: ignore[union-attr]
+        listed = await qmp.execute("query-iothreads")
+        assert [i["id"] for i in listed] == ["io0"]  # type: ignore[attr-defined]
         await qmp.execute("qom-set", {"path": path, "property": "thread-pool-min", "value": 0})
     finally:
         may_start.set()
