@@ -16,9 +16,9 @@ window (poll-max-ns): the default 32768, a wide 262144, or 0 (polling off).
   coroutine awaited (``io.run`` against ``run_coroutine_threadsafe``);
 * sparse traffic (200 us and 5 ms between requests), each window vs polling
   off: the window must shrink, so polling costs no CPU and no latency there;
-* throughput of one producer thread pushing unbatched call_soon_threadsafe,
-  against the same loop kind's own call_soon_threadsafe, in interleaved
-  rounds;
+* throughput of one producer thread pushing unbatched call_soon_threadsafe
+  for a set time, against the same loop kind's own call_soon_threadsafe, in
+  interleaved rounds;
 * the CPU an idle IOThread burns, against an idle plain loop thread, in
   interleaved rounds;
 * the window over time (``_window_timeline``, the ``recordings()`` hook): an
@@ -275,36 +275,51 @@ def _cpu_and_wall() -> Iterator[dict[str, float]]:
     out["wall"] = time.perf_counter() - wall0
 
 
-def _push(schedule: Callable[..., Any], n: int) -> dict[str, float]:
-    """Push *n* unbatched callbacks from this (plain) thread; time until the last ran."""
+def _push(schedule: Callable[..., Any], seconds: float) -> tuple[int, dict[str, float]]:
+    """Push unbatched callbacks from this (plain) thread for *seconds*; return
+    how many, and the time from the first push until the last ran."""
     done = threading.Event()
-    count = 0
+    count = pushed = 0
 
     def bump() -> None:
         nonlocal count
         count += 1
 
     with _cpu_and_wall() as figures:
-        for _ in range(n):
-            schedule(bump)
+        deadline = time.perf_counter() + seconds
+        while True:
+            for _ in range(PUSH_CHUNK):
+                schedule(bump)
+            pushed += PUSH_CHUNK
+            if time.perf_counter() >= deadline:
+                break
         schedule(done.set)
         done.wait()
-    assert count == n
-    return figures
+    assert count == pushed
+    return pushed, figures
 
 
-#: Throughput: callbacks one producer pushes per case over the whole run.
-PUSHES = {"smoke": 2_000, "quick": 50_000, "full": 1_000_000}
+#: Throughput: how long one producer pushes in each round, the same for
+#: every case.  Under the GIL producer and loop take turns of a switch
+#: interval (5 ms): a round of a fixed count (200 000 pushes) lasted about
+#: ten turns for the fast cases and over two hundred for the stdlib loop's
+#: own, and a short round's first and last turns weigh more in its rate
+#: (docs/design.md, "Measurements").
+PUSH_S = {"smoke": 0.005, "quick": 0.1, "full": 0.5}
+#: Pushes between two looks at the clock.
+PUSH_CHUNK = 1000
 #: Idle cost: seconds each case idles over the whole run; 5 s shows a steady
 #: idle cost (no spin left running), quick runs are short.
 IDLE_S = {"smoke": 0.1, "quick": 1.0, "full": 5.0}
 LOOP_PUSH = "loop.call_soon_threadsafe"
-WORK_PUSH = "one plain thread pushing no-op callbacks, unbatched, until the last ran"
+WORK_PUSH = (
+    "one plain thread pushing no-op callbacks, unbatched, for a set time, until the last ran"
+)
 
 
 def rates(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mode) -> list[Rate]:
     """Throughput of one producer, and the idle cost (unpinned only), in rounds."""
-    n = PUSHES[mode.name] // mode.rounds
+    seconds = PUSH_S[mode.name]
 
     def io_target(
         implementation: Implementation,
@@ -330,7 +345,7 @@ def rates(kind: str, loop_factory: LoopFactory, placement: Placement, mode: Mode
                 with contextlib.ExitStack() as stack:
                     with placement.starting_workers():
                         schedule = target(stack)
-                    f = _push(schedule, n)
+                    n, f = _push(schedule, seconds)
                 rate.rounds.append(RateRound(n / f["wall"], _pct(f)))
         if placement.caller is None:
             out += _idle_rates(kind, loop_factory, placement, mode)
