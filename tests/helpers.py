@@ -72,6 +72,21 @@ def loop_kind(loop: asyncio.AbstractEventLoop) -> str:
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
+def gate_loop(io: IOThread) -> threading.Event:
+    """Hold *io*'s loop in a callback until the returned event is set (to
+    queue work behind it, or keep a pass from starting)."""
+    entered = threading.Event()
+    gate = threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        assert gate.wait(WAIT)
+
+    io.call_soon_threadsafe(hold)
+    assert entered.wait(WAIT)
+    return gate
+
+
 def wait_until(
     predicate: Callable[[], object], what: str = "the condition", *, within: float = WAIT
 ) -> None:

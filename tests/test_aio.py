@@ -33,7 +33,7 @@ from iothreads._aio._callback_poller import STEP_NS
 from iothreads._aio._context import NATIVE_SPIN_SHARED
 from iothreads._aio._wakeup import WakeupChannel
 
-from .helpers import WAIT, FakeClock, LoopFactory, wait_until
+from .helpers import WAIT, FakeClock, LoopFactory, gate_loop, wait_until
 
 #: A poll-max-ns so large that every round trip in a test grows the window.
 HUGE_POLL_NS = 10**11
@@ -113,14 +113,7 @@ def test_a_spin_never_delays_a_timer(loop_factory: LoopFactory) -> None:
 def test_awake_loop_suppresses_wakeups(loop_factory: LoopFactory) -> None:
     """While the loop is busy, producers only enqueue: no eventfd writes."""
     with IOThread("io0", loop_factory=loop_factory, poll_max_ns=0) as io:
-        entered, gate = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            entered.set()
-            gate.wait(WAIT)
-
-        io.call_soon_threadsafe(hold)
-        assert entered.wait(WAIT)
+        gate = gate_loop(io)
         before = io.aio_context.statistics()
         for _ in range(1000):
             io.call_soon_threadsafe(lambda: None)
@@ -560,14 +553,7 @@ def test_a_pass_runs_what_was_queued_when_it_began(
     with IOThread("io0", loop_factory=loop_factory, aio_max_batch=max_batch) as io:
         assert io.aio_context.statistics().max_batch == max_batch
         order: list[object] = []
-        entered, gate = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            entered.set()
-            gate.wait(WAIT)
-
-        io.call_soon_threadsafe(hold)
-        assert entered.wait(WAIT)
+        gate = gate_loop(io)
 
         def first() -> None:
             order.append(0)

@@ -22,7 +22,7 @@ import iothreads._iothread
 from iothreads import IOThread, IOThreadStopped, glib
 from iothreads._call import CallSet
 
-from .helpers import WAIT, LoopFactory, wait_until
+from .helpers import WAIT, LoopFactory, gate_loop, wait_until
 
 ERRORS = [KeyboardInterrupt, SystemExit]
 
@@ -114,14 +114,7 @@ def test_out_of_a_threadsafe_callback_it_is_reported_and_the_drain_goes_on(
     with IOThread("io0", loop_factory=loop_factory) as io:
         thread_id = io.thread_id
         contexts = reported(io)
-        entered, gate = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            entered.set()
-            gate.wait(WAIT)
-
-        io.call_soon_threadsafe(hold)
-        assert entered.wait(WAIT)
+        gate = gate_loop(io)
         ran: list[str] = []
 
         def boom() -> None:

@@ -23,7 +23,14 @@ import pytest
 from iothreads import IOThread, IOThreadStopped
 from iothreads._call import CALLER_LOOP, FutureCall
 
-from .helpers import WAIT, LoopFactory, SlowToCancel, loop_errors, task_of_a_closed_loop
+from .helpers import (
+    WAIT,
+    LoopFactory,
+    SlowToCancel,
+    gate_loop,
+    loop_errors,
+    task_of_a_closed_loop,
+)
 
 
 async def test_a_caller_cancelled_while_the_iothread_stops_still_waits_for_the_inner_work(
@@ -134,14 +141,7 @@ def test_a_plain_function_cancelled_before_it_ran_never_runs_and_is_never_marked
     set_running_or_notify_cancel() in the IOThread: the function never runs,
     and whoever waits on the future (concurrent.futures.wait) is told."""
     with IOThread("io0", loop_factory=loop_factory) as io:
-        entered, gate = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            entered.set()
-            gate.wait(WAIT)
-
-        io.call_soon_threadsafe(hold)
-        assert entered.wait(WAIT)
+        gate = gate_loop(io)
         ran: list[str] = []
         future = io.submit(ran.append, "ran")
         assert future.cancel()
@@ -215,14 +215,7 @@ def test_run_sync_timing_out_before_the_function_started_says_it_will_not_run(
     loop_factory: LoopFactory,
 ) -> None:
     with IOThread("io0", loop_factory=loop_factory) as io:
-        entered, gate = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            entered.set()
-            gate.wait(WAIT)
-
-        io.call_soon_threadsafe(hold)
-        assert entered.wait(WAIT)
+        gate = gate_loop(io)
         ran: list[str] = []
         try:
             with pytest.raises(TimeoutError, match="cancelled before it started and will not run"):

@@ -28,6 +28,7 @@ from .helpers import (
     WAIT_MS,
     Finalized,
     LoopFactory,
+    gate_loop,
     in_thread,
     keep_calling,
     open_fds,
@@ -509,26 +510,13 @@ def test_a_scan_of_many_sources_leaves_the_asyncio_side_its_turn(
     assert Scanned.seen[0] - (n + 1) <= 4 * SOURCES_PER_ROUND < n - 1
 
 
-def blocked_loop(io: IOThread) -> threading.Event:
-    """Hold the IOThread's loop in a callback until the returned Event is set."""
-    entered, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        entered.set()
-        release.wait(WAIT)
-
-    io.call_soon_threadsafe(hold)
-    assert entered.wait(WAIT)
-    return release
-
-
 def test_attach_after_stop_began_raises(loop_factory: LoopFactory) -> None:
     io = IOThread("g0", loop_factory=loop_factory)
     io.start()
     ctx = io.get_g_main_context()
     ran = threading.Event()
     glib.idle_add(lambda: ran.set(), context=ctx)  # attached before: it runs
-    release = blocked_loop(io)
+    release = gate_loop(io)
     stopper = threading.Thread(target=io.stop)
     stopper.start()
     try:
@@ -600,7 +588,7 @@ def test_a_context_first_asked_for_by_a_call_the_stop_drains_refuses_sources(
             return str(exc)
         return "attached"
 
-    release = blocked_loop(io)
+    release = gate_loop(io)
     queued = io.submit(make_and_attach)
     stopper = threading.Thread(target=io.stop)
     stopper.start()

@@ -25,7 +25,7 @@ import pytest
 import iothreads._shutdown
 from iothreads import IOThread, IOThreadStopped
 
-from .helpers import WAIT, LoopFactory, loop_kind, wait_until
+from .helpers import WAIT, LoopFactory, gate_loop, loop_kind, wait_until
 
 if sys.version_info >= (3, 12):
     TaskCoroutine: TypeAlias = Coroutine[Any, Any, Any]
@@ -39,20 +39,6 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 async def io(loop_factory: LoopFactory) -> AsyncIterator[IOThread]:
     async with IOThread("io0", loop_factory=loop_factory) as io:
         yield io
-
-
-def gate_loop(io: IOThread) -> threading.Event:
-    """Block io's loop until the returned event is set (to queue work behind it)."""
-    entered = threading.Event()
-    gate = threading.Event()
-
-    def hold() -> None:
-        entered.set()
-        assert gate.wait(WAIT)
-
-    io.call_soon_threadsafe(hold)
-    assert entered.wait(WAIT)
-    return gate
 
 
 def flush(io: IOThread) -> None:
