@@ -572,7 +572,6 @@ def test_a_coroutines_first_step_runs_in_its_calls_turn_from_python_3_12(
     io = IOThread("io0", loop_factory=loop_factory)
     io.start()
     order: list[str] = []
-    entered, gate = threading.Event(), threading.Event()
 
     async def coroutine() -> None:
         order.append("coroutine")
@@ -587,15 +586,10 @@ def test_a_coroutines_first_step_runs_in_its_calls_turn_from_python_3_12(
     ) -> asyncio.Task[Any]:
         return asyncio.Task(coro, loop=loop, name=name, context=context)
 
-    def hold() -> None:
-        entered.set()
-        gate.wait(WAIT)
-
     try:
         if task_factory == "lazy":
             io.run_sync(lambda: asyncio.get_running_loop().set_task_factory(lazy))
-        io.call_soon_threadsafe(hold)
-        assert entered.wait(WAIT)
+        gate = gate_loop(io)
         # One pass takes both: the gate holds the loop meanwhile.
         calls = [io.submit(coroutine), io.submit(order.append, "function")]
         gate.set()
