@@ -161,11 +161,12 @@ PyObject *
 handle_new(core_state *st, PyObject *callback, PyObject *args, PyObject *context,
            PyObject *loop, int debug)
 {
-    /* Not tracked by the cyclic GC while queued (PyObject_GC_New leaves it
-     * untracked, where tp_alloc would track it): the inbox holds it, so no
-     * cycle through it is garbage then, and thousands of queued handles
-     * would make every collection walk them.  handle_release() tracks it
-     * before the inbox lets go, if it outlives the inbox's reference. */
+    /* With the GIL, not tracked by the cyclic GC while queued
+     * (PyObject_GC_New leaves it untracked, where tp_alloc would track it):
+     * the inbox holds it, so no cycle through it is garbage then, and
+     * thousands of queued handles would make every collection walk them.
+     * handle_release() tracks it before the inbox lets go, if it outlives
+     * the inbox's reference.  Free-threaded, tracked from birth (below). */
     PyObject *self = (PyObject *)PyObject_GC_New(PyObject, st->handle_type);
     if (self == NULL) {
         return NULL;
@@ -192,12 +193,24 @@ handle_new(core_state *st, PyObject *callback, PyObject *args, PyObject *context
             return NULL;
         }
     }
+#ifdef Py_GIL_DISABLED
+    /* There the collector walks every block of the GC heap, tracked or not,
+     * and it spaces collections by the tracked objects that survived the
+     * last one (a quarter of them must be allocated first).  Hidden, a
+     * backlog of queued handles saves no walking, and each handle and its
+     * context count as allocations but never as survivors: a producer
+     * outpacing the loop for half a second set off 83 stop-the-world
+     * collections where tracked handles set off 18 to 28 (docs/design.md,
+     * "The free-threaded build"). */
+    PyObject_GC_Track(self);
+#else
     /* A context made for the handle is ours alone until released: hidden
      * from the GC likewise.  Only now that nothing can fail: a context's
      * dealloc expects to be tracked, and a failure above drops it. */
     if (context == Py_None) {
         PyObject_GC_UnTrack(f->context);
     }
+#endif
     return self;
 }
 
@@ -241,31 +254,25 @@ handle_run(core_state *st, PyObject *self)
     Py_XDECREF(reported);
 }
 
-/* The inbox lets go of a handle: the cyclic GC sees it (and the context made
- * for it) again, then the reference goes.  Where the inbox's reference is
- * the last one (the producer dropped the handle it was given, as one
- * pushing callbacks does), the handle dies here, and tracking it only for
- * its dealloc to untrack it would cost every submission two more list
- * operations.  Under the GIL a count of 1 is ours alone: any other holder
- * would count.  The context is tracked either way: its own dealloc expects
- * to be. */
+/* The inbox lets go of a handle.  With the GIL, the cyclic GC sees it (and
+ * the context made for it) again, then the reference goes.  Where the
+ * inbox's reference is the last one (the producer dropped the handle it was
+ * given, as one pushing callbacks does), the handle dies here, and tracking
+ * it only for its dealloc to untrack it would cost every submission two more
+ * list operations.  Under the GIL a count of 1 is ours alone: any other
+ * holder would count.  The context is tracked either way: its own dealloc
+ * expects to be.  Free-threaded, both were tracked from birth. */
 void
 handle_release(PyObject *self)
 {
+#ifndef Py_GIL_DISABLED
     handle_fields *f = handle_fields_of(self);
     if (f->context != NULL && !PyObject_GC_IsTracked(f->context)) {
         PyObject_GC_Track(f->context);
     }
-#ifdef Py_GIL_DISABLED
-    /* There a count read from another thread than the owner's is two loads,
-     * which a reference moving between them can make read 1 while it is
-     * not; and tracking is only a bit to set.  So always. */
-    int held_elsewhere = 1;
-#else
-    int held_elsewhere = Py_REFCNT(self) > 1;
-#endif
-    if (held_elsewhere && !PyObject_GC_IsTracked(self)) {
+    if (Py_REFCNT(self) > 1 && !PyObject_GC_IsTracked(self)) {
         PyObject_GC_Track(self);
     }
+#endif
     Py_DECREF(self);
 }
