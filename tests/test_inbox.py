@@ -166,6 +166,29 @@ def test_a_handle_its_producer_kept_in_a_cycle_is_collected_after_its_run(
     assert handle() is None
 
 
+@pytest.mark.skipif(_inbox.native_core is None, reason="the native core is not built")
+def test_the_native_core_shows_a_queued_handle_to_the_collector_only_without_the_gil(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """With the GIL a queued handle and the context made for it are hidden
+    from the cyclic GC, so a flood's queue is not walked at each collection.
+    Free-threaded they are tracked from birth: there the collector walks
+    every GC object anyway, and spaces collections by the tracked ones that
+    survive (docs/design.md, "The native core")."""
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    assert _inbox.native_core is not None
+    inbox = _inbox.native_core.Inbox(loop, STOPPED)
+    try:
+        handle = inbox.submit(len, ())
+        assert gc.is_tracked(handle) is free_threaded
+        assert gc.is_tracked(handle.get_context()) is free_threaded
+        inbox.run(0)
+        assert gc.is_tracked(handle)  # its producer kept it
+        assert gc.is_tracked(handle.get_context())
+    finally:
+        inbox.shutdown()
+
+
 def test_a_submission_whose_source_traceback_fails_raises_and_queues_nothing(
     inbox: Inbox, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
