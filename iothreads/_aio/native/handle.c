@@ -195,13 +195,13 @@ handle_new(core_state *st, PyObject *callback, PyObject *args, PyObject *context
     }
 #ifdef Py_GIL_DISABLED
     /* There the collector walks every block of the GC heap, tracked or not,
-     * and it spaces collections by the tracked objects that survived the
-     * last one (a quarter of them must be allocated first).  Hidden, a
-     * backlog of queued handles saves no walking, and each handle and its
-     * context count as allocations but never as survivors: a producer
-     * outpacing the loop for half a second set off 83 stop-the-world
-     * collections where tracked handles set off 18 to 28 (docs/design.md,
-     * "The free-threaded build"). */
+     * and it waits between collections for as many allocations as a quarter
+     * of the tracked objects that survived the last one.  Hidden, a backlog
+     * of queued handles saves no walking, and each handle and its context
+     * count as allocations but never as survivors: a producer outpacing the
+     * loop for half a second set off 83 stop-the-world collections where
+     * tracked handles set off 18 to 28 (docs/design.md, "Throughput on the
+     * free-threaded build"). */
     PyObject_GC_Track(self);
 #else
     /* A context made for the handle is ours alone until released: hidden
