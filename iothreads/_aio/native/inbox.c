@@ -406,11 +406,16 @@ inbox_drain_wakeups(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (!atomic_load(&self->wake_pending)) {
         return PyLong_FromLong(0);
     }
-    pthread_mutex_lock(&self->wake_lock);
+    /* Without the lock: it keeps close() from reusing the number under a
+     * writer, and only this thread closes the channel (shutdown() is the
+     * loop's; dealloc has no other holder).  A producer holds the lock for
+     * its write, and the write may have just woken this thread: on one CPU
+     * the kernel can run us before that producer unlocks, and the lock
+     * would put us back to sleep until it did, two more context switches a
+     * wake-up. */
     if (self->wake_fd >= 0 && read(self->wake_fd, &count, sizeof(count)) != sizeof(count)) {
         count = 0; /* EAGAIN: nothing was written */
     }
-    pthread_mutex_unlock(&self->wake_lock);
     /* After the read (see inbox_wake()): cleared before it, a write made
      * between the two would be read here and leave the flag set with
      * nothing left to read, and producers would skip every write after. */
