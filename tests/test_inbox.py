@@ -18,6 +18,7 @@ import gc
 import os
 import select
 import sysconfig
+import threading
 import weakref
 from asyncio import format_helpers
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from iothreads._aio._handle import ThreadsafeHandle
 from iothreads._aio._inbox import Inbox, LockedPyInbox, PyInbox, new_inbox
 from iothreads._aio._wakeup import WakeupChannel
 
-from .helpers import stdin_closed
+from .helpers import WAIT, Gate, native, stdin_closed
 
 STOPPED = "the test's loop is stopped; it takes no more work"
 
@@ -205,6 +206,41 @@ def test_a_submission_whose_source_traceback_fails_raises_and_queues_nothing(
     with pytest.raises(RuntimeError, match="no stack to capture"):
         inbox.submit(print)
     assert not inbox.pending()
+
+
+@pytest.mark.skipif(_inbox.native_core is None, reason="the native core is not built")
+def test_a_native_drain_between_a_producers_flag_and_its_write_leaves_the_flag_to_that_write(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The native core's producer sets the wake-up-pending flag, then writes
+    (the pure-Python channel does both under one lock: its channel's own
+    test models the drain in between).  A drain with the producer stopped
+    between the two reads nothing and leaves the flag set, so the drain
+    after the write reads it, and the channel is not left readable."""
+    assert _inbox.native_core is not None
+    inbox = _inbox.native_core.Inbox(loop, STOPPED)
+    gate = Gate(native("flagged"))
+
+    def produce() -> None:
+        gate.install()
+        try:
+            inbox.wake()
+        finally:
+            gate.uninstall()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        assert gate.stopped.wait(WAIT)
+        assert inbox.drain_wakeups() == 0
+    finally:
+        gate.go_on()
+        producer.join(WAIT)
+    try:
+        assert inbox.drain_wakeups() == 1
+        assert select.select([inbox.fileno()], [], [], 0)[0] == []
+    finally:
+        inbox.shutdown()
 
 
 def test_a_closed_inbox_refuses_work(inbox: Inbox) -> None:
@@ -399,14 +435,24 @@ def test_one_write_until_the_watcher_drains(channel: WakeupChannel) -> None:
     assert channel.drain() == 1
 
 
-def test_a_drain_between_a_producers_flag_and_its_write_reads_nothing(
+def test_a_drain_between_a_producers_flag_and_its_write_leaves_the_flag_to_that_write(
     channel: WakeupChannel,
 ) -> None:
     """A producer sets the flag, then writes: a drain landing in between
-    finds the flag set and nothing to read, and counts nothing."""
+    finds nothing to read, counts nothing and leaves the flag set, so the
+    drain after the write reads it.  Cleared there, the flag would leave
+    that write unread and the descriptor readable: the watcher would wake
+    at every look until the next producer's write."""
     channel._pending = True  # the producer's write is still to come
     assert channel.drain() == 0
+    assert channel._pending
+    if channel._rfd == channel._wfd:  # the write lands
+        os.eventfd_write(channel._wfd, 1)
+    else:
+        os.write(channel._wfd, b"\0")
+    assert channel.drain() == 1
     assert not channel._pending
+    assert select.select([channel.fileno()], [], [], 0)[0] == []
 
 
 def test_a_closed_channel_does_nothing(channel: WakeupChannel) -> None:

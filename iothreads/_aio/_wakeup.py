@@ -66,18 +66,22 @@ class WakeupChannel:
         The flag is cleared after the read: a producer that found it set
         queued its work before, and the drain's caller runs the inbox after
         this.  (Cleared before the read, a write made between the two would
-        be read here and leave the flag set with nothing left to read.)
-        With the flag clear nothing was written: no system call (a write
-        landing after that look leaves the descriptor readable, and the
-        watcher drains it on its next pass).
+        be read here and leave the flag set with nothing left to read.)  And
+        only after a read that took a write: a producer sets the flag, then
+        writes, and a read in between takes nothing; cleared then, that
+        write would land with the flag clear, never to be read, and the
+        descriptor would wake the watcher at every look until the next
+        producer's write.  With the flag clear nothing was written: no
+        system call (a write landing after that look set the flag first, and
+        the watcher drains it on its next pass).
         """
         if not self._pending:
             return 0
-        try:
-            return self._read()
-        finally:
+        count = self._read()
+        if count:
             with self._lock:
                 self._pending = False
+        return count
 
     def _read(self) -> int:
         if self._wfd == self._rfd:

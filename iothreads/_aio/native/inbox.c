@@ -41,6 +41,7 @@ inbox_wake(inbox_object *self)
     if (atomic_exchange(&self->wake_pending, 1)) {
         return;
     }
+    test_point(self->st, "flagged");
     /* The lock keeps close() from reusing the number under a writer. */
     pthread_mutex_lock(&self->wake_lock);
     if (self->wake_fd >= 0) {
@@ -418,8 +419,15 @@ inbox_drain_wakeups(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     /* After the read (see inbox_wake()): cleared before it, a write made
      * between the two would be read here and leave the flag set with
-     * nothing left to read, and producers would skip every write after. */
-    atomic_store(&self->wake_pending, 0);
+     * nothing left to read, and producers would skip every write after.
+     * And only after a read that took a write: the flag is set before the
+     * write, and a read in between takes nothing.  Cleared then, the write
+     * would land with the flag clear, and no drain would read it: the
+     * channel would stay readable, and wake the loop at every iteration,
+     * until the next producer's write. */
+    if (count > 0) {
+        atomic_store(&self->wake_pending, 0);
+    }
     atomic_fetch_add_explicit(&self->wakeups, count, memory_order_relaxed);
     return PyLong_FromUnsignedLongLong(count);
 }
