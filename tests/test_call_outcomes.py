@@ -306,14 +306,7 @@ async def test_run_abandon_on_cancel_still_withdraws_queued_work_and_cancels_tas
     loop_factory: LoopFactory,
 ) -> None:
     async with IOThread("io0", loop_factory=loop_factory) as io:
-        entered, gate = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            entered.set()
-            gate.wait(WAIT)
-
-        io.call_soon_threadsafe(hold)
-        assert await asyncio.to_thread(entered.wait, WAIT)
+        gate = await asyncio.to_thread(gate_loop, io)
         ran: list[str] = []
         queued = asyncio.create_task(io.run(ran.append, "ran", abandon_on_cancel=True))
         await asyncio.sleep(0)  # the call is queued on the IOThread
@@ -465,14 +458,7 @@ async def test_a_coroutine_withdrawn_while_queued_is_closed(loop_factory: LoopFa
     """Cancelled by its caller before the IOThread started it: it never runs,
     and it is closed (io.submit's future cancelled; io.run's caller cancelled)."""
     async with IOThread("io0", loop_factory=loop_factory) as io:
-        busy, release = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            busy.set()
-            release.wait(WAIT)
-
-        io.call_soon_threadsafe(hold)
-        assert await asyncio.to_thread(busy.wait, WAIT)  # the loop is held
+        release = await asyncio.to_thread(gate_loop, io)  # the loop is held
         submitted = never_run()
         future = io.submit(submitted)
         assert future.cancel()
