@@ -832,13 +832,13 @@ def test_every_handler_is_polled_and_the_ready_ones_run_once(handlers: Handlers)
     handlers.add("a", ready=True)
     handlers.add("b")
     handlers.add("c", ready=True)
-    assert not handlers.set.has_ready()
+    assert not handlers.set.ready_handlers
     assert handlers.set.poll()
-    assert handlers.set.has_ready()
+    assert handlers.set.ready_handlers
     # A handler found ready is not polled again until it has run.
     assert handlers.set.poll()
     handlers.set.run_ready()
-    assert not handlers.set.has_ready()
+    assert not handlers.set.ready_handlers
     handlers.set.run_ready()
     assert handlers.take_log() == ["a.poll", "b.poll", "c.poll", "b.poll", "a.ready", "c.ready"]
     # ... and after it ran, it is polled again.
@@ -932,7 +932,7 @@ def test_closing_ends_the_phase_without_polling(handlers: Handlers) -> None:
     handlers.set.close()
     handlers.set.run_ready()
     assert handlers.take_log() == ["a.poll", "a.begin", "b.begin", "a.end", "b.end"]
-    assert not handlers.set.has_ready()
+    assert not handlers.set.ready_handlers
 
 
 @pytest.mark.parametrize("method", ["poll", "ready", "begin", "end"])

@@ -47,7 +47,7 @@ SLEEPING = line_of(AioContext.prepare_to_block, "self._blocks += 1", offset=1)
 #: poller's select() measures the block, uvloop calls the inbox's reader.
 WAKING = {
     line_of(SelectorPoller.select, "context.woke("),
-    line_of(AioContext.serve_inbox, "self._inbox.drain_wakeups()"),
+    line_of(AioContext.serve_inbox, "inbox.drain_wakeups()"),
 }
 
 

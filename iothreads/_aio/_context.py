@@ -173,10 +173,11 @@ class AioContext:
         self._inbox = new_inbox(loop, f"{owner} is stopped; it takes no more work")
         # The native inbox's spin, which waits without the GIL; None: spin in Python.
         self._native_spin: Callable[[int, int], int] | None = getattr(self._inbox, "spin", None)
-        # Set (once) by the loop's thread when it stops taking work, and
-        # when it has closed (the loop may go on running: a main-loop's).
-        self._closing = False
-        self._closed = False
+        #: True once the loop takes no more work (set once, by the loop's thread).
+        self.closing = False
+        #: True once the context is detached from the loop, which may go on
+        #: running: a main-loop's (set once, by the loop's thread).
+        self.closed = False
         self._window = PollWindow(poll_max_ns, poll_grow, poll_shrink)
         self._max_batch = aio_max_batch
         #: where the owning IOThread pinned the loop's thread (None: unpinned)
@@ -269,7 +270,7 @@ class AioContext:
         After this, the loop's shutdown drains the inbox until it is empty;
         producers racing with it are refused or take their handle back.
         """
-        self._closing = True
+        self.closing = True
         self._inbox.close()
 
     @runs_in(LOOP)
@@ -278,7 +279,8 @@ class AioContext:
         ran = False
         while self.work_pending():
             ran = True
-            self._run_inbox()
+            self._inbox.run(self._max_batch)
+            self._handlers.run_ready()
         return ran
 
     @runs_in(LOOP)
@@ -295,31 +297,21 @@ class AioContext:
         callback, which may still be queued; it finds the poller detached and
         does nothing).
         """
-        if self._closed:
+        if self.closed:
             return
-        if not self._closing:
+        if not self.closing:
             self.close_inbox()
         if not self.loop.is_closed():
             while self._inbox.pending():
                 self._inbox.run(0)
         _SERVING.pop(self.loop, None)  # ours (one per loop), unless a fork cleared it
-        self._closed = True
+        self.closed = True
         self._poller.detach()
         self.loop.remove_reader(self._inbox.fileno())
         self._inbox.shutdown()
         self._handlers.close()
 
     # -- the pollers' interface (the loop's thread) --------------------------
-
-    @property
-    def closing(self) -> bool:
-        """True once the loop takes no more work."""
-        return self._closing
-
-    @property
-    def closed(self) -> bool:
-        """True once the context is detached from the loop."""
-        return self._closed
 
     @property
     def poll_ns(self) -> int:
@@ -333,16 +325,23 @@ class AioContext:
     @runs_in(LOOP)
     def work_pending(self) -> bool:
         """True when the inbox or a poll handler has work."""
-        return self._inbox.pending() or self._handlers.has_ready()
+        return self._inbox.pending() or bool(self._handlers.ready_handlers)
 
     @runs_in(LOOP)
     def serve_inbox(self) -> None:
         """The wake-up channel is readable, or work is queued: serve it."""
-        if self._closed:
+        # The wake-up path, where each Python call costs the round trip about
+        # 0.3 us on the free-threaded build (docs/design.md, "The wake-up
+        # path in Python"): the inbox is a local, and the poll handlers'
+        # pass is called only when one is ready.
+        if self.closed:
             return  # queued by a poller before the context closed
-        self._inbox.drain_wakeups()
-        self._inbox.woke()
-        self._run_inbox()
+        inbox = self._inbox
+        inbox.drain_wakeups()
+        inbox.woke()
+        inbox.run(self._max_batch)
+        if self._handlers.ready_handlers:
+            self._handlers.run_ready()
         self._poller.after_work()
 
     @runs_in(LOOP)
@@ -438,7 +437,7 @@ class AioContext:
         """
         if not self._inbox.prepare_to_block():
             return False
-        if self._handlers.has_ready():
+        if self._handlers.ready_handlers:
             self._inbox.woke()
             return False
         self._blocks += 1
@@ -449,9 +448,3 @@ class AioContext:
         """The loop has work again after blocking for *block_ns* (polling plus sleeping)."""
         self._inbox.woke()
         self._window.adjust(block_ns)
-
-    @runs_in(LOOP)
-    def _run_inbox(self) -> None:
-        """Run one pass of the inbox, then the ready poll handlers."""
-        self._inbox.run(self._max_batch)
-        self._handlers.run_ready()

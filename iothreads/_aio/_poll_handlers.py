@@ -65,8 +65,9 @@ class PollHandlerSet:
         # Serialises the rewrites of _handlers (add and remove may come from
         # different threads at once); readers need no lock.
         self._lock = threading.Lock()
-        # Loop thread only: handlers whose poll() said yes, not yet run.
-        self._ready: list[PollHandler] = []
+        #: Loop thread only: handlers whose poll() said yes, not yet run (the
+        #: context reads it where a call to ask would cost its wake-up path).
+        self.ready_handlers: list[PollHandler] = []
         # Loop thread only: the handlers whose begin() opened the current
         # phase; only they get its end() (brackets come in pairs).
         self._bracketed: tuple[PollHandler, ...] = ()
@@ -89,10 +90,6 @@ class PollHandlerSet:
         with self._lock:
             self._handlers = tuple(h for h in self._handlers if h is not handler)
 
-    @runs_in(LOOP)
-    def has_ready(self) -> bool:
-        return bool(self._ready)
-
     @runs_in(ANY)
     def registered(self) -> bool:
         """True while any handler is registered."""
@@ -102,18 +99,18 @@ class PollHandlerSet:
     def poll(self) -> bool:
         """One spin step over the handlers; True if one is ready to run."""
         for handler in self._handlers:
-            if handler._in_ready or handler in self._ready:
+            if handler._in_ready or handler in self.ready_handlers:
                 continue
             if self._call(handler.poll, "poll"):
-                self._ready.append(handler)
-        return bool(self._ready)
+                self.ready_handlers.append(handler)
+        return bool(self.ready_handlers)
 
     @runs_in(LOOP)
     def run_ready(self) -> None:
         """Run ``ready()`` of every handler found ready, unless removed meanwhile."""
-        if not self._ready:
+        if not self.ready_handlers:
             return
-        ready, self._ready = self._ready, []
+        ready, self.ready_handlers = self.ready_handlers, []
         for handler in ready:
             if handler._in_ready or handler not in self._handlers:
                 continue
@@ -160,7 +157,7 @@ class PollHandlerSet:
         self.end_phase(recheck=False)
         with self._lock:
             self._handlers = ()
-        self._ready = []
+        self.ready_handlers = []
 
     def _call(self, method: Callable[[], object], name: str) -> object:
         """Call a handler's method; report what it raises, never raise.
