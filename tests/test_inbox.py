@@ -455,6 +455,63 @@ def test_a_drain_between_a_producers_flag_and_its_write_leaves_the_flag_to_that_
     assert select.select([channel.fileno()], [], [], 0)[0] == []
 
 
+def test_a_drain_interrupted_after_its_read_leaves_the_channel_readable(
+    channel: WakeupChannel,
+) -> None:
+    """A KeyboardInterrupt raised between the read's system call and its
+    result loses whether the read took the write.  The flag, still set,
+    would keep every producer from writing again over an empty channel, and
+    the watcher would sleep through their work: the drain writes once more,
+    so the watcher wakes, drains and clears the flag, and the next
+    producer's write wakes it again."""
+    channel.wake()
+    read = channel._read
+
+    def interrupted_read() -> int:
+        read()
+        raise KeyboardInterrupt
+
+    channel._read = interrupted_read  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        channel.drain()
+    del channel._read
+    fd = channel.fileno()
+    assert select.select([fd], [], [], 0)[0] == [fd]
+    assert channel.drain() == 1
+    assert not channel._pending
+    channel.wake()
+    assert select.select([fd], [], [], 0)[0] == [fd]
+
+
+class InterruptedRelease:
+    """A lock whose release raises KeyboardInterrupt once it has released."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+        raise KeyboardInterrupt
+
+
+def test_a_drain_interrupted_after_its_clear_writes_nothing_more(
+    channel: WakeupChannel,
+) -> None:
+    """Interrupted once the flag is cleared, the drain knows the read took
+    the write: a write then would land with the flag clear, never to be
+    read, and wake the watcher at every look."""
+    channel.wake()
+    lock, channel._lock = channel._lock, InterruptedRelease()  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        channel.drain()
+    channel._lock = lock
+    assert not channel._pending
+    assert select.select([channel.fileno()], [], [], 0)[0] == []
+
+
 def test_a_closed_channel_does_nothing(channel: WakeupChannel) -> None:
     channel.close()
     assert channel.fileno() == -1

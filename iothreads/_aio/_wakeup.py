@@ -48,16 +48,22 @@ class WakeupChannel:
     def wake(self) -> None:
         """Make the descriptor readable; nothing happens once closed."""
         with self._lock:
-            if self._wfd < 0 or self._pending:
+            if self._pending:
                 return
             self._pending = True
-            try:
-                if self._wfd == self._rfd:
-                    os.eventfd_write(self._wfd, 1)
-                else:  # pragma: no cover - non-Linux
-                    os.write(self._wfd, b"\0")
-            except BlockingIOError:
-                pass  # the channel is full, so a wake-up is pending already
+            self._write()
+
+    def _write(self) -> None:
+        """One write, unless closed (the caller holds ``_lock``)."""
+        if self._wfd < 0:
+            return
+        try:
+            if self._wfd == self._rfd:
+                os.eventfd_write(self._wfd, 1)
+            else:  # pragma: no cover - non-Linux
+                os.write(self._wfd, b"\0")
+        except BlockingIOError:
+            pass  # the channel is full, so a wake-up is pending already
 
     @runs_in(WATCHER)
     def drain(self) -> int:
@@ -77,10 +83,21 @@ class WakeupChannel:
         """
         if not self._pending:
             return 0
-        count = self._read()
-        if count:
+        try:
+            count = self._read()
+            if count:
+                with self._lock:
+                    self._pending = False
+        except BaseException:
+            # Raised between the read's system call and the clear (a
+            # KeyboardInterrupt, on the main thread): whether the read took
+            # the write is lost.  A flag left set over an empty channel would
+            # keep every producer from writing again, so while it is set, one
+            # more write keeps it true to its meaning.
             with self._lock:
-                self._pending = False
+                if self._pending:
+                    self._write()
+            raise
         return count
 
     def _read(self) -> int:
