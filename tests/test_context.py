@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 from iothreads import IOThreadStopped
-from iothreads._aio import AioContext, _context
+from iothreads._aio import AioContext, _context, _inbox
 from iothreads._aio._callback_poller import CallbackPoller
 from iothreads._aio._selector_poller import SelectorPoller
 
@@ -481,6 +481,17 @@ def test_work_the_native_spin_caught_on_a_shared_cpu_is_caught_and_says_so(
     assert aio.spin(START + 10**9) is True
     assert aio.cpu_shared is guard
     assert aio.statistics().spins_shared == 0
+
+
+@pytest.mark.skipif(_inbox.native_core is None, reason="the native core is not built here")
+def test_the_spin_outcomes_the_context_tells_apart_are_the_native_cores() -> None:
+    """The context reads two of C's spin outcomes by number: spin.c's own."""
+    core = _inbox.native_core
+    assert core is not None
+    assert (_context.NATIVE_SPIN_SHARED, _context.NATIVE_SPIN_CAUGHT_SHARED) == (
+        core.SPIN_SHARED,
+        core.SPIN_WORK_SHARED,
+    )
 
 
 def test_a_polling_phase_starts_with_the_cpu_not_known_shared(

@@ -26,7 +26,9 @@ core_exec(PyObject *module)
         || (st->handle_type = handle_type_create(module, base)) == NULL
         || (st->inbox_type = inbox_type_create(module)) == NULL
         || PyModule_AddObjectRef(module, "Handle", (PyObject *)st->handle_type) < 0
-        || PyModule_AddObjectRef(module, "Inbox", (PyObject *)st->inbox_type) < 0) {
+        || PyModule_AddObjectRef(module, "Inbox", (PyObject *)st->inbox_type) < 0
+        || PyModule_AddIntConstant(module, "SPIN_SHARED", SPIN_SHARED) < 0
+        || PyModule_AddIntConstant(module, "SPIN_WORK_SHARED", SPIN_WORK_SHARED) < 0) {
         goto done;
     }
     status = 0;

@@ -44,7 +44,6 @@
  * the wake-up it saves cannot pay. */
 #define HANDOVER_WAIT_NS 50000
 
-enum { SPIN_TIMEOUT = 0, SPIN_WORK = 1, SPIN_IO = 2, SPIN_SHARED = 3, SPIN_WORK_SHARED = 4 };
 
 static int64_t
 now_ns(void)
