@@ -69,6 +69,7 @@ GROUPS: dict[str, Group] = {
             "tests/test_stop_races.py",
             "tests/test_wakeups.py",
             "tests/test_main_loop_polling.py",
+            "tests/test_fork.py",
         ),
     ),
     "window": Group(
@@ -277,7 +278,7 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         "iothreads/_aio/_wakeup.py",
         "core/ReplaceComparisonOperator_Eq_Is",
         "if self._wfd == self._rfd:",
-        29,
+        25,
     ): _ONE_DESCRIPTOR,
     (
         "iothreads/_aio/_wakeup.py",
