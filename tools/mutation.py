@@ -562,21 +562,6 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         " the only places the flag is read for"
     ),
     (
-        "iothreads/_aio/_callback_poller.py",
-        "core/ReplaceComparisonOperator_Lt_NotEq",
-        "if not context.spin(step_end, self._fd) and step_end < deadline:",
-        61,
-    ): "step_end is min(deadline, ...), never above deadline, so < and != agree",
-    (
-        "iothreads/_aio/_callback_poller.py",
-        "core/ReplaceComparisonOperator_Lt_IsNot",
-        "if not context.spin(step_end, self._fd) and step_end < deadline:",
-        61,
-    ): (
-        "step_end is min(deadline, ...): deadline itself (min returns its first"
-        " argument on a tie) or a smaller number, so 'is not' and < agree"
-    ),
-    (
         "iothreads/_aio/_poll_handlers.py",
         "core/ReplaceBinaryOperator_Mul_Div",
         "def end_phase(self, *, recheck: bool = True) -> None:",
