@@ -62,8 +62,8 @@ test_point(core_state *st, const char *point)
  * both and never neither (docs/design.md, "Threading rules"). */
 enum { HANDLE_QUEUED = 0, HANDLE_TAKEN = 1, HANDLE_WITHDRAWN = 2 };
 
-/* What spin() answers (spin.c); the module exports the two the loop tells
- * apart from a plain catch, so that Python reads them rather than copies. */
+/* What spin() answers (spin.c).  The module exports the two that the context
+ * tells apart from a plain catch, and a test holds its numbers equal to them. */
 enum { SPIN_TIMEOUT = 0, SPIN_WORK = 1, SPIN_IO = 2, SPIN_SHARED = 3, SPIN_WORK_SHARED = 4 };
 
 /* A handle's own fields, after the layout of asyncio.Handle (whose slots it

@@ -44,7 +44,6 @@
  * the wake-up it saves cannot pay. */
 #define HANDOVER_WAIT_NS 50000
 
-
 static int64_t
 now_ns(void)
 {
