@@ -446,10 +446,7 @@ def test_a_drain_between_a_producers_flag_and_its_write_leaves_the_flag_to_that_
     channel._pending = True  # the producer's write is still to come
     assert channel.drain() == 0
     assert channel._pending
-    if channel._rfd == channel._wfd:  # the write lands
-        os.eventfd_write(channel._wfd, 1)
-    else:
-        os.write(channel._wfd, b"\0")
+    channel._write()  # the write lands
     assert channel.drain() == 1
     assert not channel._pending
     assert select.select([channel.fileno()], [], [], 0)[0] == []
