@@ -60,7 +60,7 @@ def use_a_fake_clock(io: IOThread) -> None:
     def reset() -> int:
         aio.clock = FakeClock()
         aio.spin_guard = False  # each spin runs its window out, as the sequences expect
-        aio._window.poll_ns = 0
+        aio.window.poll_ns = 0
         return aio.statistics().blocks
 
     blocks = io.run_sync(reset)
@@ -77,7 +77,7 @@ def set_window(io: IOThread, poll_ns: int) -> None:
 def set_window_here(aio: iothreads._aio.AioContext, poll_ns: int) -> None:
     """set_window(), in the loop's thread."""
     aio.spin_guard = False
-    aio._window.poll_ns = poll_ns
+    aio.window.poll_ns = poll_ns
 
 
 def test_the_window_follows_the_block_time_the_loop_measures(loop_factory: LoopFactory) -> None:
@@ -103,7 +103,7 @@ def test_a_spin_never_delays_a_timer(loop_factory: LoopFactory) -> None:
         fired = threading.Event()
 
         def arm() -> None:
-            io.aio_context._window.poll_ns = HUGE_POLL_NS  # as set_window() does
+            io.aio_context.window.poll_ns = HUGE_POLL_NS  # as set_window() does
             asyncio.get_running_loop().call_later(0.01, fired.set)
 
         io.call_soon_threadsafe(arm)
@@ -166,7 +166,7 @@ def share_the_cpu_in_every_spin(
 
             aio.switches = switches
         aio.spin_guard = True
-        aio._window.poll_ns = HUGE_POLL_NS
+        aio.window.poll_ns = HUGE_POLL_NS
         return aio.statistics()
 
     return io.run_sync(install)
@@ -247,7 +247,7 @@ def test_the_guard_sees_a_thread_running_on_the_spins_cpu(loop_factory: LoopFact
         try:
             aio = io.aio_context
             before = aio.statistics()
-            io.run_sync(setattr, aio._window, "poll_ns", HUGE_POLL_NS)
+            io.run_sync(setattr, aio.window, "poll_ns", HUGE_POLL_NS)
             wait_until(lambda: aio.statistics().spins_shared > before.spins_shared, "the guard")
         finally:
             stop.set()

@@ -110,7 +110,7 @@ def test_a_change_of_a_poll_parameter_restarts_the_window(
 ) -> None:
     """Whichever parameter moves, up or down; a change of aio-max-batch alone
     keeps the window."""
-    aio._window.poll_ns = 8000
+    aio.window.poll_ns = 8000
     params = dict(zip(("poll-max-ns", "poll-grow", "poll-shrink"), poll, strict=True))
     aio.set_params({**params, "aio-max-batch": 7})
     assert aio.statistics().max_batch == 7

@@ -22,7 +22,7 @@ import threading
 import weakref
 from asyncio import format_helpers
 from collections.abc import Callable, Iterator
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -36,7 +36,7 @@ from .helpers import WAIT, Gate, native, stdin_closed
 
 STOPPED = "the test's loop is stopped; it takes no more work"
 
-KINDS: dict[str, Callable[[asyncio.AbstractEventLoop, str], Inbox]] = {
+KINDS: dict[str, Callable[[asyncio.AbstractEventLoop, str, list[Any]], Inbox]] = {
     "python": PyInbox,
     "locked": LockedPyInbox,
 }
@@ -51,9 +51,17 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
+@pytest.fixture
+def ready() -> list[Any]:
+    """The list of poll handlers found ready that the inbox is given."""
+    return []
+
+
 @pytest.fixture(params=list(KINDS))
-def inbox(request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop) -> Iterator[Inbox]:
-    inbox = KINDS[request.param](loop, STOPPED)
+def inbox(
+    request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop, ready: list[Any]
+) -> Iterator[Inbox]:
+    inbox = KINDS[request.param](loop, STOPPED, ready)
     yield inbox
     inbox.shutdown()
 
@@ -105,6 +113,35 @@ def test_the_last_look_before_sleeping(inbox: Inbox) -> None:
     assert not inbox.prepare_to_block()
     inbox.submit(lambda: None)
     assert inbox.drain_wakeups() == 0
+
+
+def test_the_sleeps_kept_are_counted(inbox: Inbox) -> None:
+    inbox.woke()
+    assert inbox.prepare_to_block()
+    inbox.woke()
+    inbox.submit(lambda: None)
+    assert not inbox.prepare_to_block()  # called off: not counted
+    inbox.run(0)
+    assert inbox.prepare_to_block()
+    assert inbox.blocks == 2
+
+
+def test_a_ready_poll_handler_is_work_that_keeps_the_loop_awake(
+    inbox: Inbox, ready: list[Any]
+) -> None:
+    """The poll handlers found ready count as pending work: the loop may not
+    sleep, the sleep is not counted, and producers do not wake it."""
+    ready.append("a handler found ready")
+    assert inbox.pending()
+    assert not inbox.prepare_to_block()
+    inbox.submit(lambda: None)
+    assert inbox.drain_wakeups() == 0
+    assert inbox.blocks == 0
+    inbox.run(0)
+    ready.clear()
+    assert not inbox.pending()
+    assert inbox.prepare_to_block()
+    assert inbox.blocks == 1
 
 
 def test_a_pass_runs_what_was_queued_at_its_start(inbox: Inbox) -> None:
@@ -277,7 +314,7 @@ def test_a_handle_taken_back_during_a_pass_ends_it(
     """A producer racing close() may take its handle back while the loop's
     last pass runs: the pass ends at the empty queue, and the take-back
     tells the producer its work was refused, as it was not run."""
-    inbox = KINDS[kind](loop, STOPPED)
+    inbox = KINDS[kind](loop, STOPPED, [])
     assert isinstance(inbox, PyInbox)
     try:
         ran: list[str] = []
@@ -302,7 +339,7 @@ def test_a_handle_taken_back_during_a_pass_ends_it(
 
 @pytest.mark.skipif(_inbox.native_core is None, reason="the native core is not built")
 def test_new_inbox_takes_the_native_core_where_built(loop: asyncio.AbstractEventLoop) -> None:
-    inbox = new_inbox(loop, STOPPED)
+    inbox = new_inbox(loop, STOPPED, [])
     try:
         assert type(inbox) is KINDS["native"]
     finally:
@@ -364,7 +401,7 @@ def test_new_inbox_without_the_core_takes_the_pure_python_inbox_of_this_build(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_inbox, "native_core", None)
-    inbox = new_inbox(loop, STOPPED)
+    inbox = new_inbox(loop, STOPPED, [])
     try:
         free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
         assert type(inbox) is (LockedPyInbox if free_threaded else PyInbox)

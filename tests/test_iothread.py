@@ -892,7 +892,7 @@ def test_writes_made_while_the_thread_starts_reach_the_loop_and_the_pool(
     try:
         assert io.running
         window, applied = io.run_sync(
-            lambda: (io.aio_context._window.poll_max_ns, io.aio_context.cpu_affinity),
+            lambda: (io.aio_context.window.poll_max_ns, io.aio_context.cpu_affinity),
             timeout=WAIT,
         )
         assert window == 0

@@ -197,7 +197,7 @@ async def test_aio_max_batch_reaches_the_main_loops_context_live(main_loop: Main
     aio = main_loop.aio_context
     assert aio is not None
     assert aio.statistics().max_batch == 0
-    aio._window.poll_ns = 4000  # as if grown: a restart would set it to 0
+    aio.window.poll_ns = 4000  # as if grown: a restart would set it to 0
     main_loop.aio_max_batch = 5
     # Applied by a callback through the context's inbox, which the loop
     # serves at its next look (a zero-timeout select: no sleep, no window

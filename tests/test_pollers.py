@@ -49,7 +49,7 @@ class StubContext:
     def __init__(self, clock: Clock, *, poll_ns: int = 0) -> None:
         self.loop = StubLoop()
         self.clock = clock
-        self.poll_ns = poll_ns
+        self.window = StubWindow(poll_ns, self)
         self.closing = False
         #: what work_pending() answers
         self.pending = False
@@ -63,6 +63,10 @@ class StubContext:
         #: whether each spin() finds its CPU shared (sets cpu_shared)
         self.spins_share = False
         self.calls: list[tuple[Any, ...]] = []
+
+    @property
+    def poll_ns(self) -> int:
+        return self.window.poll_ns
 
     def work_pending(self) -> bool:
         return self.pending
@@ -98,6 +102,18 @@ class StubContext:
 
     def served(self) -> None:
         """What serving the inbox does besides (a test replaces it)."""
+
+
+class StubWindow:
+    """A window that stays where it is; ``adjust()`` is recorded in the context's calls."""
+
+    def __init__(self, poll_ns: int, context: StubContext) -> None:
+        self.poll_ns = poll_ns
+        self._context = context
+
+    def adjust(self, block_ns: int) -> int:
+        self._context.calls.append(("adjust", block_ns))
+        return self.poll_ns
 
 
 class StubLoop:
@@ -523,11 +539,15 @@ def test_without_a_window_the_loop_announces_its_sleep_and_measures_it(clock: Cl
     assert context.loop.soon == []
     clock.now += 3_000_000  # the loop sleeps, and is woken
     poller.after_work()
-    assert context.calls[1] == ("woke", 3_000_000)
+    assert context.calls[1] == ("adjust", 3_000_000)
     # The block was accounted once: the next pass measures the next sleep.
     clock.now += 1_000_000
     poller.after_work()
-    assert context.calls[2:] == [("prepare_to_block",), ("woke", 1_000_000), ("prepare_to_block",)]
+    assert context.calls[2:] == [
+        ("prepare_to_block",),
+        ("adjust", 1_000_000),
+        ("prepare_to_block",),
+    ]
 
 
 @pytest.mark.usefixtures("no_native_core")
@@ -538,7 +558,7 @@ def test_work_slipped_in_before_the_sleep_was_announced_is_served_next(clock: Cl
     assert context.loop.soon == [context.serve_inbox]
     clock.now += 5000
     poller.after_work()  # not a wake-up from a sleep: nothing to measure
-    assert ("woke", 5000) not in context.calls
+    assert ("adjust", 5000) not in context.calls
 
 
 @pytest.mark.usefixtures("no_native_core")
@@ -582,7 +602,7 @@ def test_the_spin_runs_in_steps_until_the_window_closes(clock: Clock) -> None:
     ]
     clock.now += 1_000_000
     poller.after_work()
-    assert context.calls[-2] == ("woke", 1_120_000)
+    assert context.calls[-2] == ("adjust", 1_120_000)
 
 
 @pytest.mark.usefixtures("no_native_core")

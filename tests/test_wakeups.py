@@ -24,6 +24,7 @@ import pytest
 
 from iothreads import IOThread
 from iothreads._aio import AioContext
+from iothreads._aio._callback_poller import CallbackPoller
 from iothreads._aio._selector_poller import SelectorPoller
 
 from .helpers import (
@@ -41,14 +42,22 @@ from .helpers import (
 pytestmark = pytest.mark.interleaving
 
 #: Where the loop has made its last look and is about to sleep: the line
-#: after the one that counts the block.
-SLEEPING = line_of(AioContext.prepare_to_block, "self._blocks += 1", offset=1)
+#: each poller runs once the inbox's prepare_to_block() said it may.
+SLEEPING = {
+    line_of(SelectorPoller.select, "events = self._inner.select(timeout)"),
+    line_of(CallbackPoller._go_idle, "self._idle_since = since"),
+}
 #: The first line each loop runs once its sleep has ended: the stdlib
 #: poller's select() measures the block, uvloop calls the inbox's reader.
 WAKING = {
     line_of(SelectorPoller.select, "context.woke("),
     line_of(AioContext.serve_inbox, "inbox.drain_wakeups()"),
 }
+
+
+def asleep(lines: list[Line], start: int = 0) -> int:
+    """The index of the first line of *lines* from *start* where the loop sleeps."""
+    return next(i for i in range(start, len(lines)) if lines[i] in SLEEPING)
 
 
 class Trial:
@@ -68,7 +77,7 @@ class Trial:
         self.poll_ns = poll_ns
         self.locks = self._own_inbox_lock()
         self._events: list[ParkingEvent] = []
-        self.loop_gate = Gate(marks={SLEEPING}, locks=self.locks, event=self._event)
+        self.loop_gate = Gate(marks=SLEEPING, locks=self.locks, event=self._event)
         self.producer_gate = Gate(locks=self.locks, event=self._event)
         self._ran = self._event()
         self._done = self._event()
@@ -149,7 +158,7 @@ class Trial:
         # where it ends a spin, the way to sleep goes on as after a spin
         # that ran out, whose lines every trial covers.
         self.aio.spin_guard = False
-        self.aio._window.poll_ns = self.poll_ns
+        self.aio.window.poll_ns = self.poll_ns
         gate.install()
 
     def loop_path(self, *, woken: bool) -> list[Line]:
@@ -160,12 +169,12 @@ class Trial:
         self.settle()
         self.io.call_soon_threadsafe(self.arm, gate)
         assert gate.stopped.wait(WAIT), "the loop never reached its sleep"
-        end = gate.lines.index(SLEEPING) + 1
+        end = asleep(gate.lines) + 1
         if woken:
             gate.stopped.clear()
             self.io.call_soon_threadsafe(lambda: None)  # from an untraced thread
             assert gate.stopped.wait(WAIT), "the loop never slept again"
-            end = gate.lines.index(SLEEPING, end) + 1
+            end = asleep(gate.lines, end) + 1
         path = gate.lines[:end]
         assert self._in_loop(gate.uninstall)
         return path
@@ -273,8 +282,7 @@ def test_a_producer_landing_anywhere_on_the_loops_way_is_never_lost(
         trial.poll_ns = shorter
     first = 0
     if woken:  # from the first line the loop runs once its sleep has ended
-        asleep = path.index(SLEEPING)
-        first = next(i for i in range(asleep, len(path)) if path[i] in WAKING)
+        first = next(i for i in range(asleep(path), len(path)) if path[i] in WAKING)
     # One cut more than the producer's lines: the last one falls after it.
     for producer_line in range(trial.producer_length() + 1):
         for loop_line in range(first, len(path)):

@@ -51,6 +51,10 @@ class CallbackPoller:
     def __init__(self, context: AioContext) -> None:
         self._context = context
         self.loop: asyncio.AbstractEventLoop = context.loop
+        # The window itself, not the context's methods over it: the inbox's
+        # reader has already told the inbox the loop woke, and each Python
+        # call costs the wake-up path (docs/design.md, "The wake-up path in Python").
+        self._window = context.window
         # (start, deadline) of the spin under way, None when not spinning.
         self._spinning: tuple[int, int] | None = None
         # When the loop last announced its sleep, for the window's block_ns.
@@ -69,7 +73,7 @@ class CallbackPoller:
         context = self._context
         now = context.clock()
         if self._idle_since is not None:
-            context.woke(now - self._idle_since)
+            self._window.adjust(now - self._idle_since)
             self._idle_since = None
         if context.closing:
             return
@@ -79,7 +83,7 @@ class CallbackPoller:
             return
         if self._spinning is not None:
             return  # the spin under way notices the work served
-        poll_ns = context.poll_ns
+        poll_ns = self._window.poll_ns
         if poll_ns and self._skips:
             self._skips -= 1
             self._go_idle(now)

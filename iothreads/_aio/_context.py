@@ -170,7 +170,20 @@ class AioContext:
         self.cpu_shared = False
         #: who runs the loop, for error messages ("IOThread 'io0'")
         self.owner: str = owner
-        self._inbox = new_inbox(loop, f"{owner} is stopped; it takes no more work")
+        self._handlers = PollHandlerSet(loop)
+        self._inbox = new_inbox(
+            loop, f"{owner} is stopped; it takes no more work", self._handlers.ready_handlers
+        )
+        # The pollers' interface, on the wake-up path: the inbox's own
+        # methods, which count the ready poll handlers as work, with no
+        # Python call in between (docs/design.md, "The wake-up path in Python").
+        #: True when the inbox or a poll handler has work (the loop's thread).
+        self.work_pending: Callable[[], bool] = self._inbox.pending
+        #: Announce the sleep, then take the last look; True if the loop may
+        #: sleep, False when work slipped in before ``notify_me`` was visible
+        #: or a poll handler is ready: the loop serves it instead of
+        #: sleeping (the loop's thread; see the module doc).
+        self.prepare_to_block: Callable[[], bool] = self._inbox.prepare_to_block
         # The native inbox's spin, which waits without the GIL; None: spin in Python.
         self._native_spin: Callable[[int, int], int] | None = getattr(self._inbox, "spin", None)
         #: True once the loop takes no more work (set once, by the loop's thread).
@@ -178,15 +191,14 @@ class AioContext:
         #: True once the context is detached from the loop, which may go on
         #: running: a main-loop's (set once, by the loop's thread).
         self.closed = False
-        self._window = PollWindow(poll_max_ns, poll_grow, poll_shrink)
+        #: the polling window (the loop's thread moves it; tests set it)
+        self.window = PollWindow(poll_max_ns, poll_grow, poll_shrink)
         self._max_batch = aio_max_batch
         #: where the owning IOThread pinned the loop's thread (None: unpinned)
         self.cpu_affinity: frozenset[int] | None = None
-        self._handlers = PollHandlerSet(loop)
         # Counters, each written by the loop thread only (so exact).
         self._polls = 0
         self._poll_hits = 0
-        self._blocks = 0
         self._spin_ns = 0
         self._spins_shared = 0
         try:
@@ -229,10 +241,10 @@ class AioContext:
         """A snapshot of the counters (each counter is exact)."""
         submitted, wakeups = self._inbox.submitted, self._inbox.wakeups
         return AioContextStatistics(
-            poll_ns=self._window.poll_ns,
+            poll_ns=self.window.poll_ns,
             polls=self._polls,
             poll_hits=self._poll_hits,
-            blocks=self._blocks,
+            blocks=self._inbox.blocks,
             submitted=submitted,
             wakeups_sent=wakeups,
             wakeups_suppressed=max(0, submitted - wakeups),
@@ -252,7 +264,7 @@ class AioContext:
         Like QEMU, a change to a poll parameter restarts the window from 0; a
         change of aio-max-batch alone leaves the window as it is.
         """
-        window = self._window
+        window = self.window
         now = (window.poll_max_ns, window.poll_grow, window.poll_shrink)
         poll = (
             params.get("poll-max-ns", window.poll_max_ns),
@@ -301,6 +313,9 @@ class AioContext:
             return
         if not self.closing:
             self.close_inbox()
+        # The poll handlers are dropped below, their ready() calls with them:
+        # pending() then counts the queued handles alone.
+        self._handlers.ready_handlers.clear()
         if not self.loop.is_closed():
             while self._inbox.pending():
                 self._inbox.run(0)
@@ -316,16 +331,11 @@ class AioContext:
     @property
     def poll_ns(self) -> int:
         """The polling window now, in ns (0: do not poll)."""
-        return self._window.poll_ns
+        return self.window.poll_ns
 
     def wakeup_fileno(self) -> int:
         """The descriptor producers make readable to end the loop's sleep."""
         return self._inbox.fileno()
-
-    @runs_in(LOOP)
-    def work_pending(self) -> bool:
-        """True when the inbox or a poll handler has work."""
-        return self._inbox.pending() or bool(self._handlers.ready_handlers)
 
     @runs_in(LOOP)
     def serve_inbox(self) -> None:
@@ -425,26 +435,11 @@ class AioContext:
         if not (io_ready or self.work_pending()):
             return False
         self._poll_hits += 1
-        self._window.adjust(spun)
-        return True
-
-    @runs_in(LOOP)
-    def prepare_to_block(self) -> bool:
-        """Announce the sleep, then take the last look; True if the loop may sleep.
-
-        False when work slipped in before ``notify_me`` was visible: the loop
-        serves it instead of sleeping (see the module doc).
-        """
-        if not self._inbox.prepare_to_block():
-            return False
-        if self._handlers.ready_handlers:
-            self._inbox.woke()
-            return False
-        self._blocks += 1
+        self.window.adjust(spun)
         return True
 
     @runs_in(LOOP)
     def woke(self, block_ns: int) -> None:
         """The loop has work again after blocking for *block_ns* (polling plus sleeping)."""
         self._inbox.woke()
-        self._window.adjust(block_ns)
+        self.window.adjust(block_ns)

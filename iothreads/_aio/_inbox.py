@@ -6,6 +6,13 @@ in the next one, so a flood cannot starve the loop's timers and sockets).  A
 producer writes the wake-up channel only while the loop is blocking or about
 to block (QEMU's ``notify_me``, docs/design.md, "Wake-up suppression").
 
+The loop's poll handlers found ready count as pending work too (the list of
+them, which the loop's thread mutates in place, is given at construction):
+so ``pending()`` and ``prepare_to_block()`` answer for all the loop has to
+do, and the context hands them to its pollers as they are, with no Python
+call in between on the wake-up path (docs/design.md, "The wake-up path in
+Python").
+
 Two implementations with one interface (``Inbox`` below):
 
 * the native core, ``_core.Inbox`` (C11 atomics; the spin without the GIL),
@@ -45,6 +52,7 @@ class Inbox(Protocol):
 
     submitted: int  # handles the loop took (the loop writes, any thread reads)
     wakeups: int  # wake-ups producers wrote
+    blocks: int  # sleeps the loop announced and kept
 
     @runs_in(ANY)
     def submit(
@@ -64,9 +72,13 @@ class Inbox(Protocol):
         """Make the loop leave its sleep."""
 
     @runs_in(LOOP)
-    def pending(self) -> bool: ...
+    def pending(self) -> bool:
+        """True when work is queued or a poll handler is ready."""
+
     @runs_in(LOOP)
-    def prepare_to_block(self) -> bool: ...
+    def prepare_to_block(self) -> bool:
+        """Announce the sleep, then take the last look; True if the loop may sleep."""
+
     @runs_in(LOOP)
     def woke(self) -> None: ...
     @runs_in(LOOP)
@@ -98,9 +110,16 @@ native_core: ModuleType | None = _load_native()
 class PyInbox:
     """The pure-Python inbox: a deque (atomic append and popleft) and two flags."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stopped_message: str) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stopped_message: str,
+        ready: list[Any] | None = None,
+    ) -> None:
         self.loop = loop
         self._stopped_message = stopped_message
+        # The poll handlers found ready (the loop's thread mutates the list).
+        self._ready: list[Any] = [] if ready is None else ready
         # Producers append, the loop poplefts.
         self._queue: collections.deque[ThreadsafeHandle] = collections.deque()
         # QEMU's notify_me: True while the loop blocks or is about to block.
@@ -112,6 +131,7 @@ class PyInbox:
         # Written by the loop's thread only (so exact); read by any.
         self.submitted = 0
         self.wakeups = 0
+        self.blocks = 0
 
     @runs_in(ANY)
     def submit(
@@ -170,15 +190,21 @@ class PyInbox:
 
     @runs_in(LOOP)
     def pending(self) -> bool:
-        return bool(self._queue)
+        return bool(self._queue or self._ready)
 
     @runs_in(LOOP)
     def prepare_to_block(self) -> bool:
         """Announce the sleep, then take the last look; True if the loop may sleep."""
+        if self._ready:
+            # Only the loop's thread makes a handler ready: no need to
+            # announce first.  The loop stays awake, and producers need not wake it.
+            self._notify_me = False
+            return False
         self._notify_me = True
         if self._queue:
             self._notify_me = False
             return False
+        self.blocks += 1
         return True
 
     @runs_in(LOOP)
@@ -218,8 +244,13 @@ class LockedPyInbox(PyInbox):
     a producer after ``close()`` is refused (no handle needs taking back).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stopped_message: str) -> None:
-        super().__init__(loop, stopped_message)
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stopped_message: str,
+        ready: list[Any] | None = None,
+    ) -> None:
+        super().__init__(loop, stopped_message, ready)
         self._lock = threading.Lock()
 
     @runs_in(ANY)
@@ -257,9 +288,10 @@ _FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 @runs_in(ANY)
-def new_inbox(loop: asyncio.AbstractEventLoop, stopped_message: str) -> Inbox:
-    """An inbox for *loop*: the native one where available."""
+def new_inbox(loop: asyncio.AbstractEventLoop, stopped_message: str, ready: list[Any]) -> Inbox:
+    """An inbox for *loop*: the native one where available.  *ready* is the
+    list of the loop's poll handlers found ready, which it counts as work."""
     if native_core is not None:
-        inbox: Inbox = native_core.Inbox(loop, stopped_message)
+        inbox: Inbox = native_core.Inbox(loop, stopped_message, ready)
         return inbox
-    return (LockedPyInbox if _FREE_THREADED else PyInbox)(loop, stopped_message)
+    return (LockedPyInbox if _FREE_THREADED else PyInbox)(loop, stopped_message, ready)

@@ -65,8 +65,10 @@ class PollHandlerSet:
         # Serialises the rewrites of _handlers (add and remove may come from
         # different threads at once); readers need no lock.
         self._lock = threading.Lock()
-        #: Loop thread only: handlers whose poll() said yes, not yet run (the
-        #: context reads it where a call to ask would cost its wake-up path).
+        #: Loop thread only: handlers whose poll() said yes, not yet run.
+        #: The inbox counts them as work (the context reads the list too,
+        #: where a call to ask would cost its wake-up path): it is mutated
+        #: in place, never replaced.
         self.ready_handlers: list[PollHandler] = []
         # Loop thread only: the handlers whose begin() opened the current
         # phase; only they get its end() (brackets come in pairs).
@@ -110,7 +112,8 @@ class PollHandlerSet:
         """Run ``ready()`` of every handler found ready, unless removed meanwhile."""
         if not self.ready_handlers:
             return
-        ready, self.ready_handlers = self.ready_handlers, []
+        ready = self.ready_handlers.copy()
+        self.ready_handlers.clear()
         for handler in ready:
             if handler._in_ready or handler not in self._handlers:
                 continue
@@ -157,7 +160,7 @@ class PollHandlerSet:
         self.end_phase(recheck=False)
         with self._lock:
             self._handlers = ()
-        self.ready_handlers = []
+        self.ready_handlers.clear()
 
     def _call(self, method: Callable[[], object], name: str) -> object:
         """Call a handler's method; report what it raises, never raise.

@@ -115,9 +115,14 @@ typedef struct {
     int wake_fd;                    /* guarded by wake_lock */
     _Atomic int wake_pending;       /* written since the loop last read it */
     pthread_mutex_t wake_lock;
+    /* The loop's poll handlers found ready and not yet run (a list the
+     * loop's thread mutates in place), or NULL: work for the loop as much
+     * as a queued handle, so pending() and prepare_to_block() count them. */
+    PyObject *ready;
     /* Written by the loop's thread only, read by any: relaxed atomics. */
     _Atomic uint64_t submitted;
     _Atomic uint64_t wakeups;
+    _Atomic uint64_t blocks;        /* sleeps announced and kept */
     /* Counted in st->loops_awake: the loop's thread left its spin or its
      * sleep and runs Python (the loop's thread writes both), and the count's
      * generation it was counted in. */

@@ -75,9 +75,10 @@ inbox_refresh_debug(inbox_object *self)
 static PyObject *
 inbox_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *keywords[] = {"loop", "stopped_message", NULL};
-    PyObject *loop, *message;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OU:Inbox", keywords, &loop, &message)) {
+    static char *keywords[] = {"loop", "stopped_message", "ready", NULL};
+    PyObject *loop, *message, *ready = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OU|O!:Inbox", keywords, &loop, &message,
+                                     &PyList_Type, &ready)) {
         return NULL;
     }
     core_state *st = PyType_GetModuleState(type);
@@ -96,11 +97,13 @@ inbox_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->st = st;
     self->loop = Py_NewRef(loop);
     self->stopped_message = Py_NewRef(message);
+    self->ready = Py_XNewRef(ready);
     atomic_init(&self->head, NULL);
     atomic_init(&self->notify_me, 1);
     atomic_init(&self->closing, 0);
     atomic_init(&self->submitted, 0);
     atomic_init(&self->wakeups, 0);
+    atomic_init(&self->blocks, 0);
     atomic_init(&self->debug, 0);
     atomic_init(&self->wake_pending, 0);
     atomic_init(&self->awake, 0);
@@ -149,6 +152,7 @@ inbox_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(self->loop);
     Py_VISIT(self->stopped_message);
+    Py_VISIT(self->ready);
     /* Only the loop's FIFO: the stack's head may change under the collector
      * (producers push without the GIL on a free-threaded build), and its
      * handles reach nothing the inbox does not also hold. */
@@ -183,6 +187,7 @@ inbox_clear(PyObject *op)
     inbox_forget_handles(self);
     Py_CLEAR(self->loop);
     Py_CLEAR(self->stopped_message);
+    Py_CLEAR(self->ready);
     return 0;
 }
 
@@ -344,17 +349,32 @@ inbox_wake_method(PyObject *op, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* A poll handler found ready and not yet run (the loop's thread). */
+static int
+inbox_handler_ready(inbox_object *self)
+{
+    return self->ready != NULL && PyList_GET_SIZE(self->ready) > 0;
+}
+
 static PyObject *
 inbox_pending(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     inbox_object *self = INBOX(op);
-    return PyBool_FromLong(self->pending_head != NULL || atomic_load(&self->head) != NULL);
+    return PyBool_FromLong(self->pending_head != NULL || atomic_load(&self->head) != NULL
+                           || inbox_handler_ready(self));
 }
 
 static PyObject *
 inbox_prepare_to_block(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     inbox_object *self = INBOX(op);
+    /* Only the loop's thread makes a handler ready: no need to announce
+     * first.  The loop stays awake, and producers need not wake it. */
+    if (inbox_handler_ready(self)) {
+        atomic_store_explicit(&self->notify_me, 0, memory_order_relaxed);
+        inbox_set_awake(self, 1);
+        Py_RETURN_FALSE;
+    }
     atomic_store(&self->notify_me, 1);
     test_point(self->st, "announced");
     if (self->pending_head != NULL || atomic_load(&self->head) != NULL) {
@@ -362,6 +382,8 @@ inbox_prepare_to_block(PyObject *op, PyObject *Py_UNUSED(ignored))
         Py_RETURN_FALSE;
     }
     inbox_set_awake(self, 0);
+    atomic_store_explicit(&self->blocks, atomic_load_explicit(&self->blocks, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     Py_RETURN_TRUE;
 }
 
@@ -456,12 +478,19 @@ inbox_get_wakeups(PyObject *op, void *Py_UNUSED(closure))
         atomic_load_explicit(&INBOX(op)->wakeups, memory_order_relaxed));
 }
 
+static PyObject *
+inbox_get_blocks(PyObject *op, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(
+        atomic_load_explicit(&INBOX(op)->blocks, memory_order_relaxed));
+}
+
 static PyMethodDef inbox_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))inbox_submit, METH_FASTCALL | METH_KEYWORDS,
      "submit(callback, *args, context=None) -> Handle; any thread."},
     {"wake", inbox_wake_method, METH_NOARGS, "Make the loop leave its sleep; any thread."},
     {"run", inbox_run, METH_O, "Run what is queued now, at most limit handles (0: all)."},
-    {"pending", inbox_pending, METH_NOARGS, "True when work is queued."},
+    {"pending", inbox_pending, METH_NOARGS, "True when work is queued or a poll handler is ready."},
     {"prepare_to_block", inbox_prepare_to_block, METH_NOARGS,
      "Announce the sleep, then take the last look; True if the loop may sleep."},
     {"woke", inbox_woke, METH_NOARGS, "The loop is awake: producers need not wake it."},
@@ -479,11 +508,12 @@ static PyMethodDef inbox_methods[] = {
 static PyGetSetDef inbox_getset[] = {
     {"submitted", inbox_get_submitted, NULL, "Handles taken by the loop.", NULL},
     {"wakeups", inbox_get_wakeups, NULL, "Wake-ups producers wrote.", NULL},
+    {"blocks", inbox_get_blocks, NULL, "Sleeps the loop announced and kept.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyType_Slot inbox_slots[] = {
-    {Py_tp_doc, "Inbox(loop, stopped_message): one loop's cross-thread inbox."},
+    {Py_tp_doc, "Inbox(loop, stopped_message, ready=None): one loop's cross-thread inbox."},
     {Py_tp_new, inbox_new},
     {Py_tp_traverse, inbox_traverse},
     {Py_tp_clear, inbox_clear},
