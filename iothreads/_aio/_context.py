@@ -191,8 +191,13 @@ class AioContext:
         #: True once the context is detached from the loop, which may go on
         #: running: a main-loop's (set once, by the loop's thread).
         self.closed = False
-        #: the polling window (the loop's thread moves it; tests set it)
-        self.window = PollWindow(poll_max_ns, poll_grow, poll_shrink)
+        #: the polling window (the loop's thread moves it; tests set it):
+        #: the native core's, which moves without a Python call, with the
+        #: native inbox
+        core = _inbox.native_core
+        self.window: PollWindow = (PollWindow if core is None else core.PollWindow)(
+            poll_max_ns, poll_grow, poll_shrink
+        )
         self._max_batch = aio_max_batch
         #: where the owning IOThread pinned the loop's thread (None: unpinned)
         self.cpu_affinity: frozenset[int] | None = None

@@ -12,7 +12,13 @@ class Handle(asyncio.Handle):
 class Inbox:
     submitted: int
     wakeups: int
-    def __init__(self, loop: asyncio.AbstractEventLoop, stopped_message: str) -> None: ...
+    blocks: int
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stopped_message: str,
+        ready: list[Any] | None = None,
+    ) -> None: ...
     def submit(
         self,
         callback: Callable[..., object],
@@ -32,6 +38,23 @@ class Inbox:
     # 4: the CPU is shared and work is queued (spin.c)
     def spin(self, duration_ns: int, fd: int, /) -> int: ...
 
+@final
+class PollWindow:
+    poll_max_ns: int
+    poll_grow: int
+    poll_shrink: int
+    poll_ns: int
+    def __init__(
+        self,
+        poll_max_ns: int = 32768,
+        poll_grow: int = 0,
+        poll_shrink: int = 0,
+        poll_ns: int = 0,
+    ) -> None: ...
+    def reset(self, poll_max_ns: int, poll_grow: int, poll_shrink: int) -> None: ...
+    def adjust(self, block_ns: int) -> int: ...
+
+POLL_START_NS: int
 SPIN_SHARED: int
 SPIN_WORK_SHARED: int
 

@@ -3,8 +3,9 @@
  * One file per object, as uvloop's handles/: handle.c (the handle of a
  * submission), inbox.c (the multi-producer inbox, notify_me, the wake-up
  * channel and the drain), spin.c (the polling window's spin, with the GIL
- * released), module.c (the module and what it borrows from Python), uvloop.c (what
- * the spin may watch on a uvloop loop).
+ * released), window.c (the polling window's arithmetic), module.c (the module
+ * and what it borrows from Python), uvloop.c (what the spin may watch on a
+ * uvloop loop).
  *
  * Public C API only; every ordering that crosses threads is a C11 atomic
  * (docs/design.md, "Wake-up suppression").  The module declares that it
@@ -21,10 +22,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* What the module holds: its two types and the Python objects it calls. */
+/* What the module holds: its types and the Python objects it calls. */
 typedef struct {
     PyTypeObject *handle_type;
     PyTypeObject *inbox_type;
+    PyTypeObject *window_type;
     PyObject *stopped_error;   /* iothreads.IOThreadStopped */
     PyObject *report_error;    /* iothreads._aio._handle.report_error(handle, exc) */
     PyObject *capture_stack;   /* iothreads._aio._handle.capture_stack() */
@@ -138,6 +140,17 @@ void inbox_set_awake(inbox_object *self, int awake);
 /* ---- spin.c ------------------------------------------------------------- */
 
 PyObject *inbox_spin(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* ---- window.c ----------------------------------------------------------- */
+
+/* QEMU starts growing the window from 4 us (_window.POLL_START_NS; the
+ * module exports it, and a test holds the two equal). */
+#define POLL_START_NS 4000
+
+PyTypeObject *window_type_create(PyObject *module);
+/* Moves the window after an iteration that blocked for block_ns; returns
+ * the new window.  The loop's thread. */
+long long window_adjust(PyObject *window, long long block_ns);
 
 /* ---- uvloop.c ----------------------------------------------------------- */
 

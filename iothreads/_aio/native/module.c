@@ -25,8 +25,11 @@ core_exec(PyObject *module)
         || (st->hooks_seen = PyList_New(0)) == NULL
         || (st->handle_type = handle_type_create(module, base)) == NULL
         || (st->inbox_type = inbox_type_create(module)) == NULL
+        || (st->window_type = window_type_create(module)) == NULL
         || PyModule_AddObjectRef(module, "Handle", (PyObject *)st->handle_type) < 0
         || PyModule_AddObjectRef(module, "Inbox", (PyObject *)st->inbox_type) < 0
+        || PyModule_AddObjectRef(module, "PollWindow", (PyObject *)st->window_type) < 0
+        || PyModule_AddIntConstant(module, "POLL_START_NS", POLL_START_NS) < 0
         || PyModule_AddIntConstant(module, "SPIN_SHARED", SPIN_SHARED) < 0
         || PyModule_AddIntConstant(module, "SPIN_WORK_SHARED", SPIN_WORK_SHARED) < 0) {
         goto done;
@@ -46,6 +49,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     core_state *st = PyModule_GetState(module);
     Py_VISIT(st->handle_type);
     Py_VISIT(st->inbox_type);
+    Py_VISIT(st->window_type);
     Py_VISIT(st->stopped_error);
     Py_VISIT(st->report_error);
     Py_VISIT(st->capture_stack);
@@ -59,6 +63,7 @@ core_clear(PyObject *module)
     core_state *st = PyModule_GetState(module);
     Py_CLEAR(st->handle_type);
     Py_CLEAR(st->inbox_type);
+    Py_CLEAR(st->window_type);
     Py_CLEAR(st->stopped_error);
     Py_CLEAR(st->report_error);
     Py_CLEAR(st->capture_stack);
