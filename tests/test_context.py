@@ -14,6 +14,7 @@ import select
 import socket
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -69,12 +70,21 @@ def test_a_statistics_snapshot_cannot_be_changed(aio: AioContext) -> None:
         stats.polls = 1  # type: ignore[misc]
 
 
-def test_each_loop_kind_gets_its_poller(aio: AioContext) -> None:
+def test_each_loop_kind_gets_its_poller(aio: AioContext, implementation: str) -> None:
+    """The stdlib's selector is wrapped; uvloop gets a callback poller, the
+    native core's with the native inbox, whose spin watches libuv's descriptor."""
     wrapped = getattr(aio.loop, "_selector", None)
     if isinstance(wrapped, SelectorPoller):
         assert aio._poller is wrapped
+        return
+    core, poller = _inbox.native_core, cast(Any, aio._poller)
+    if implementation == "native":
+        assert core is not None
+        assert type(poller) is core.CallbackPoller
+        assert poller.fd == core.uv_backend_fd(aio.loop) >= 0
     else:
-        assert isinstance(aio._poller, CallbackPoller)
+        assert type(poller) is CallbackPoller
+        assert poller.fd == -1
 
 
 def test_a_context_on_a_closed_loop_fails_and_leaves_no_descriptor(

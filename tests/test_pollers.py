@@ -15,7 +15,7 @@ import asyncio
 import selectors
 from collections.abc import Callable, Iterator, Mapping
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -491,29 +491,42 @@ def test_without_queued_work_the_events_are_the_selectors(clock: Clock) -> None:
 
 # -- CallbackPoller ------------------------------------------------------------------
 
+#: The callback poller's implementations: the reference and the native core's.
+POLLER_KINDS = ["python", *(["native"] if _inbox.native_core is not None else [])]
 
-@pytest.fixture
-def no_native_core(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_inbox, "native_core", None)
-
-
-def callback_poller(clock: Clock, *, poll_ns: int = 0) -> tuple[CallbackPoller, StubContext]:
-    context = StubContext(clock, poll_ns=poll_ns)
-    return CallbackPoller(context), context  # type: ignore[arg-type]
+#: A callback poller on a stub context of the clock and the window given, and
+#: that context; the spin watches *fd*.
+MakePoller = Callable[..., tuple[CallbackPoller, StubContext]]
 
 
-def test_the_callback_poller_watches_libuvs_descriptor_where_the_core_gives_it(
-    clock: Clock, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture(params=POLLER_KINDS)
+def callback_poller(request: pytest.FixtureRequest) -> MakePoller:
+    """Callback pollers of the implementation the test runs on."""
+
+    def make(clock: Clock, *, poll_ns: int = 0, fd: int = -1) -> tuple[CallbackPoller, StubContext]:
+        context = StubContext(clock, poll_ns=poll_ns)
+        if request.param == "python":
+            return CallbackPoller(context, fd), context  # type: ignore[arg-type]
+        assert _inbox.native_core is not None
+        return cast(CallbackPoller, _inbox.native_core.CallbackPoller(context, fd)), context
+
+    return make
+
+
+def test_the_native_poller_steps_as_far_as_the_reference() -> None:
+    core = _inbox.native_core
+    if core is None:
+        pytest.skip("the native core is not built")
+    assert (core.STEP_NS, core.MAX_BACKOFF) == (
+        _callback_poller.STEP_NS,
+        _callback_poller.MAX_BACKOFF,
+    )
+
+
+def test_the_spin_watches_the_descriptor_the_poller_was_given(
+    clock: Clock, callback_poller: MakePoller
 ) -> None:
-    asked: list[object] = []
-
-    def uv_backend_fd(loop: object) -> int:
-        asked.append(loop)
-        return 7
-
-    monkeypatch.setattr(_inbox, "native_core", SimpleNamespace(uv_backend_fd=uv_backend_fd))
-    poller, context = callback_poller(clock, poll_ns=5000)
-    assert asked == [context.loop]
+    poller, context = callback_poller(clock, poll_ns=5000, fd=7)
     context.spins = [(True, 0)]
     poller.after_work()
     context.loop.run_one()  # the first step spins nothing: it queues the spin
@@ -521,18 +534,9 @@ def test_the_callback_poller_watches_libuvs_descriptor_where_the_core_gives_it(
     assert context.calls[1] == ("spin", START + 5000, 7)
 
 
-@pytest.mark.usefixtures("no_native_core")
-def test_without_the_core_the_callback_poller_watches_the_inbox_alone(clock: Clock) -> None:
-    poller, context = callback_poller(clock, poll_ns=5000)
-    context.spins = [(True, 0)]
-    poller.after_work()
-    context.loop.run_one()  # the first step spins nothing: it queues the spin
-    context.loop.run_one()
-    assert context.calls[1] == ("spin", START + 5000, -1)
-
-
-@pytest.mark.usefixtures("no_native_core")
-def test_without_a_window_the_loop_announces_its_sleep_and_measures_it(clock: Clock) -> None:
+def test_without_a_window_the_loop_announces_its_sleep_and_measures_it(
+    clock: Clock, callback_poller: MakePoller
+) -> None:
     poller, context = callback_poller(clock)
     poller.after_work()
     assert context.calls == [("prepare_to_block",)]
@@ -550,8 +554,9 @@ def test_without_a_window_the_loop_announces_its_sleep_and_measures_it(clock: Cl
     ]
 
 
-@pytest.mark.usefixtures("no_native_core")
-def test_work_slipped_in_before_the_sleep_was_announced_is_served_next(clock: Clock) -> None:
+def test_work_slipped_in_before_the_sleep_was_announced_is_served_next(
+    clock: Clock, callback_poller: MakePoller
+) -> None:
     poller, context = callback_poller(clock)
     context.may_block = False
     poller.after_work()
@@ -561,8 +566,22 @@ def test_work_slipped_in_before_the_sleep_was_announced_is_served_next(clock: Cl
     assert ("adjust", 5000) not in context.calls
 
 
-@pytest.mark.usefixtures("no_native_core")
-def test_work_still_queued_is_served_after_the_other_callbacks(clock: Clock) -> None:
+def test_a_sleep_is_measured_once_though_the_loop_stays_awake_after_it(
+    clock: Clock, callback_poller: MakePoller
+) -> None:
+    poller, context = callback_poller(clock)
+    poller.after_work()  # the loop sleeps
+    clock.now += 3_000_000
+    context.pending = True
+    poller.after_work()  # woken, with work still queued: no sleep
+    clock.now += 5000
+    poller.after_work()  # not a wake-up from a sleep: nothing to measure
+    assert [call for call in context.calls if call[0] == "adjust"] == [("adjust", 3_000_000)]
+
+
+def test_work_still_queued_is_served_after_the_other_callbacks(
+    clock: Clock, callback_poller: MakePoller
+) -> None:
     poller, context = callback_poller(clock, poll_ns=5000)
     context.pending = True
     poller.after_work()
@@ -570,8 +589,7 @@ def test_work_still_queued_is_served_after_the_other_callbacks(clock: Clock) -> 
     assert context.calls == []
 
 
-@pytest.mark.usefixtures("no_native_core")
-def test_a_closing_loop_neither_spins_nor_sleeps(clock: Clock) -> None:
+def test_a_closing_loop_neither_spins_nor_sleeps(clock: Clock, callback_poller: MakePoller) -> None:
     poller, context = callback_poller(clock, poll_ns=5000)
     context.closing = True
     context.pending = True
@@ -579,8 +597,9 @@ def test_a_closing_loop_neither_spins_nor_sleeps(clock: Clock) -> None:
     assert (context.loop.soon, context.calls) == ([], [])
 
 
-@pytest.mark.usefixtures("no_native_core")
-def test_the_spin_runs_in_steps_until_the_window_closes(clock: Clock) -> None:
+def test_the_spin_runs_in_steps_until_the_window_closes(
+    clock: Clock, callback_poller: MakePoller
+) -> None:
     """Each step spins for at most 50 us (a timer due meanwhile runs this
     late at most), then gives the loop back; the last step ends at the
     window's end exactly, and the loop then announces its sleep, which is
@@ -605,8 +624,7 @@ def test_the_spin_runs_in_steps_until_the_window_closes(clock: Clock) -> None:
     assert context.calls[-2] == ("adjust", 1_120_000)
 
 
-@pytest.mark.usefixtures("no_native_core")
-def test_a_step_that_overruns_ends_the_spin(clock: Clock) -> None:
+def test_a_step_that_overruns_ends_the_spin(clock: Clock, callback_poller: MakePoller) -> None:
     """A step whose clock reading comes after the window's end still ends at
     the window's end: no spin is ever longer than its window."""
     poller, context = callback_poller(clock, poll_ns=60_000)
@@ -620,8 +638,9 @@ def test_a_step_that_overruns_ends_the_spin(clock: Clock) -> None:
     assert context.loop.soon == []
 
 
-@pytest.mark.usefixtures("no_native_core")
-def test_a_spin_that_catches_work_serves_it_at_once(clock: Clock) -> None:
+def test_a_spin_that_catches_work_serves_it_at_once(
+    clock: Clock, callback_poller: MakePoller
+) -> None:
     poller, context = callback_poller(clock, poll_ns=120_000)
     context.spins = [(False, 50_000), (True, 10_000)]
     context.caught = True
@@ -633,8 +652,9 @@ def test_a_spin_that_catches_work_serves_it_at_once(clock: Clock) -> None:
     assert context.calls[3:] == [("end_polling", START, False), ("serve_inbox",)]
 
 
-@pytest.mark.usefixtures("no_native_core")
-def test_a_step_that_sees_only_io_gives_the_loop_back_to_serve_it(clock: Clock) -> None:
+def test_a_step_that_sees_only_io_gives_the_loop_back_to_serve_it(
+    clock: Clock, callback_poller: MakePoller
+) -> None:
     """The spin saw I/O but no work: the window closes without a hit and the
     loop announces its sleep, which its I/O ends at once."""
     poller, context = callback_poller(clock, poll_ns=120_000)
@@ -646,8 +666,9 @@ def test_a_step_that_sees_only_io_gives_the_loop_back_to_serve_it(clock: Clock) 
     assert context.calls[2:] == [("end_polling", START, False), ("prepare_to_block",)]
 
 
-@pytest.mark.usefixtures("no_native_core")
-def test_work_served_during_a_spin_leaves_the_spin_under_way(clock: Clock) -> None:
+def test_work_served_during_a_spin_leaves_the_spin_under_way(
+    clock: Clock, callback_poller: MakePoller
+) -> None:
     """The inbox's reader may run between two steps: the spin under way
     goes on (one spin at a time), and notices the work served."""
     poller, context = callback_poller(clock, poll_ns=120_000)
@@ -665,9 +686,9 @@ def test_work_served_during_a_spin_leaves_the_spin_under_way(clock: Clock) -> No
     assert context.calls[-1] == ("begin_polling",)
 
 
-@pytest.mark.usefixtures("no_native_core")
 def test_the_first_step_spins_nothing_and_queues_the_spin_behind_the_callbacks(
     clock: Clock,
+    callback_poller: MakePoller,
 ) -> None:
     """A task's step queues its done callbacks (which deliver its result):
     the spin waits behind them instead of making them wait a spin step."""
@@ -684,10 +705,9 @@ def test_the_first_step_spins_nothing_and_queues_the_spin_behind_the_callbacks(
     assert context.calls[1] == ("spin", START + 5000, -1)
 
 
-@pytest.mark.usefixtures("no_native_core")
 @pytest.mark.parametrize("steps_run", [0, 1])
 def test_a_detached_poller_leaves_its_queued_steps_nothing_to_do(
-    clock: Clock, steps_run: int
+    clock: Clock, callback_poller: MakePoller, steps_run: int
 ) -> None:
     """A main-loop's context closes while its loop goes on: the step still
     queued (the first, or a spin step) finds the spin gone and returns."""
@@ -725,10 +745,9 @@ def phases_skipped(poller: CallbackPoller, context: StubContext) -> int:
         skipped += 1
 
 
-@pytest.mark.usefixtures("no_native_core")
 @pytest.mark.parametrize("caught", [True, False])
 def test_after_phases_that_found_their_cpu_shared_the_next_are_skipped_doubling(
-    clock: Clock, caught: bool
+    clock: Clock, callback_poller: MakePoller, caught: bool
 ) -> None:
     """A phase costs two loop iterations before its first look, which a CPU
     shared with the producers does not earn back: 1, 2, 4... phases are
@@ -738,14 +757,15 @@ def test_after_phases_that_found_their_cpu_shared_the_next_are_skipped_doubling(
     for _ in range(8):
         shared_phase(poller, context, caught=caught)
         skipped.append(phases_skipped(poller, context))
-        context.loop.soon.clear()  # the phase that phases_skipped() began
-        poller._spinning = None
+        poller.detach()  # the phase that phases_skipped() began, dropped
+        context.loop.soon.clear()
     assert skipped == [1, 2, 4, 8, 16, 32, 64, 64]
     assert _callback_poller.MAX_BACKOFF == 64
 
 
-@pytest.mark.usefixtures("no_native_core")
-def test_a_phase_that_did_not_find_its_cpu_shared_ends_the_backoff(clock: Clock) -> None:
+def test_a_phase_that_did_not_find_its_cpu_shared_ends_the_backoff(
+    clock: Clock, callback_poller: MakePoller
+) -> None:
     poller, context = callback_poller(clock, poll_ns=120_000)
     shared_phase(poller, context, caught=True)
     assert phases_skipped(poller, context) == 1
@@ -756,8 +776,9 @@ def test_a_phase_that_did_not_find_its_cpu_shared_ends_the_backoff(clock: Clock)
     assert phases_skipped(poller, context) == 1  # from 1 again, not 2
 
 
-@pytest.mark.usefixtures("no_native_core")
-def test_a_step_that_finds_its_cpu_shared_ends_the_spin(clock: Clock) -> None:
+def test_a_step_that_finds_its_cpu_shared_ends_the_spin(
+    clock: Clock, callback_poller: MakePoller
+) -> None:
     """The guard: threads sharing the spin's CPU take turns with it, and
     cannot hand work over while it spins; the window closes without a hit."""
     poller, context = callback_poller(clock, poll_ns=120_000)

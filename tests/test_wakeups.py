@@ -36,28 +36,29 @@ from .helpers import (
     OwnedLock,
     ParkingEvent,
     line_of,
+    native,
     wait_until,
 )
 
 pytestmark = pytest.mark.interleaving
 
-#: Where the loop has made its last look and is about to sleep: the line
-#: each poller runs once the inbox's prepare_to_block() said it may.
-SLEEPING = {
-    line_of(SelectorPoller.select, "events = self._inner.select(timeout)"),
-    line_of(CallbackPoller._go_idle, "self._idle_since = since"),
-}
+#: Where the loop is about to sleep: the line each Python poller runs once
+#: the inbox's prepare_to_block() said it may; the native callback poller
+#: runs no Python there, and its way to sleep ends at the native inbox's
+#: announcement, before its last look.
+SLEEPING_PYTHON = frozenset(
+    {
+        line_of(SelectorPoller.select, "events = self._inner.select(timeout)"),
+        line_of(CallbackPoller._go_idle, "self._idle_since = since"),
+    }
+)
+SLEEPING_NATIVE = frozenset({native("announced")})
 #: The first line each loop runs once its sleep has ended: the stdlib
 #: poller's select() measures the block, uvloop calls the inbox's reader.
 WAKING = {
     line_of(SelectorPoller.select, "context.woke("),
     line_of(AioContext.serve_inbox, "inbox.drain_wakeups()"),
 }
-
-
-def asleep(lines: list[Line], start: int = 0) -> int:
-    """The index of the first line of *lines* from *start* where the loop sleeps."""
-    return next(i for i in range(start, len(lines)) if lines[i] in SLEEPING)
 
 
 class Trial:
@@ -75,9 +76,11 @@ class Trial:
         self.io = io
         self.aio = io.aio_context
         self.poll_ns = poll_ns
+        python = isinstance(self.aio._poller, (SelectorPoller, CallbackPoller))
+        self.sleeping = SLEEPING_PYTHON if python else SLEEPING_NATIVE
         self.locks = self._own_inbox_lock()
         self._events: list[ParkingEvent] = []
-        self.loop_gate = Gate(marks=SLEEPING, locks=self.locks, event=self._event)
+        self.loop_gate = Gate(marks=self.sleeping, locks=self.locks, event=self._event)
         self.producer_gate = Gate(locks=self.locks, event=self._event)
         self._ran = self._event()
         self._done = self._event()
@@ -86,6 +89,10 @@ class Trial:
         self._job_done = self._event()
         self._producer = threading.Thread(target=self._produce, name="producer")
         self._producer.start()
+
+    def asleep(self, lines: list[Line], start: int = 0) -> int:
+        """The index of the first line of *lines* from *start* where the loop sleeps."""
+        return next(i for i in range(start, len(lines)) if lines[i] in self.sleeping)
 
     def _event(self) -> ParkingEvent:
         event = ParkingEvent()
@@ -169,12 +176,12 @@ class Trial:
         self.settle()
         self.io.call_soon_threadsafe(self.arm, gate)
         assert gate.stopped.wait(WAIT), "the loop never reached its sleep"
-        end = asleep(gate.lines) + 1
+        end = self.asleep(gate.lines) + 1
         if woken:
             gate.stopped.clear()
             self.io.call_soon_threadsafe(lambda: None)  # from an untraced thread
             assert gate.stopped.wait(WAIT), "the loop never slept again"
-            end = asleep(gate.lines, end) + 1
+            end = self.asleep(gate.lines, end) + 1
         path = gate.lines[:end]
         assert self._in_loop(gate.uninstall)
         return path
@@ -282,7 +289,7 @@ def test_a_producer_landing_anywhere_on_the_loops_way_is_never_lost(
         trial.poll_ns = shorter
     first = 0
     if woken:  # from the first line the loop runs once its sleep has ended
-        first = next(i for i in range(asleep(path), len(path)) if path[i] in WAKING)
+        first = next(i for i in range(trial.asleep(path), len(path)) if path[i] in WAKING)
     # One cut more than the producer's lines: the last one falls after it.
     for producer_line in range(trial.producer_length() + 1):
         for loop_line in range(first, len(path)):

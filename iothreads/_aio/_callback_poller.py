@@ -9,6 +9,12 @@ timers and I/O are served between steps and the window needs no "time to
 the next timer" bound here.  When the window closes, the poller announces
 the sleep and lets the loop sleep.
 
+Two implementations: ``CallbackPoller`` here, the reference and the
+fallback, and the native core's, with the same steps in C (``poller.c``):
+with the native inbox and window, the way back to sleep then runs no Python
+call (docs/design.md, "The wake-up path in Python").  ``new_callback_poller``
+chooses, as ``new_inbox`` does.
+
 The loop's own idleness is invisible to a callback, so ``notify_me`` is only
 cleared by inbox work: the loop may be woken while it is busy with other
 callbacks, which costs a system call, never a lost wake-up.
@@ -30,9 +36,9 @@ from .._runs_in import LOOP, runs_in
 from . import _inbox
 
 if TYPE_CHECKING:
-    from ._context import AioContext
+    from ._context import AioContext, Poller
 
-__all__ = ["CallbackPoller"]
+__all__ = ["CallbackPoller", "new_callback_poller"]
 
 #: The longest one spin step keeps the loop: a timer due meanwhile runs this
 #: late at most (plus, after a step that caught work, the native spin's
@@ -48,7 +54,7 @@ MAX_BACKOFF: Final = 64
 class CallbackPoller:
     """The polling window of one loop, as callbacks on that loop."""
 
-    def __init__(self, context: AioContext) -> None:
+    def __init__(self, context: AioContext, fd: int) -> None:
         self._context = context
         self.loop: asyncio.AbstractEventLoop = context.loop
         # The window itself, not the context's methods over it: the inbox's
@@ -62,10 +68,9 @@ class CallbackPoller:
         # Phases still to skip, and how many the last backoff skipped.
         self._skips = 0
         self._backoff = 0
-        # libuv's own descriptor, readable when I/O is ready, where the
-        # native core can get it from uvloop; -1: the spin watches the inbox.
-        core = _inbox.native_core
-        self._fd = core.uv_backend_fd(self.loop) if core is not None else -1
+        #: libuv's own descriptor, readable when I/O is ready, which the
+        #: spin watches too; -1: the spin watches the inbox alone.
+        self.fd = fd
 
     @runs_in(LOOP)
     def after_work(self) -> None:
@@ -115,7 +120,7 @@ class CallbackPoller:
         context = self._context
         start, deadline = self._spinning
         step_end = min(deadline, context.clock() + STEP_NS)
-        caught = context.spin(step_end, self._fd)
+        caught = context.spin(step_end, self.fd)
         if not (caught or context.cpu_shared) and step_end < deadline:
             self.loop.call_soon(self._spin)
             return
@@ -134,3 +139,14 @@ class CallbackPoller:
             self._idle_since = since
         else:
             self.loop.call_soon(self._context.serve_inbox)
+
+
+def new_callback_poller(context: AioContext) -> Poller:
+    """The callback poller of *context*'s loop: the native core's where the
+    context has the native inbox (the spin then watches libuv's descriptor,
+    where the core can get it from uvloop)."""
+    core = _inbox.native_core
+    if core is None:
+        return CallbackPoller(context, -1)
+    poller: Poller = core.CallbackPoller(context, core.uv_backend_fd(context.loop))
+    return poller

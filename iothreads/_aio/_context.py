@@ -33,7 +33,7 @@ from typing import Final, Protocol
 from .. import _fork
 from .._runs_in import ANY, LOOP, runs_in
 from . import _inbox
-from ._callback_poller import CallbackPoller
+from ._callback_poller import new_callback_poller
 from ._inbox import new_inbox
 from ._poll_handlers import PollHandler, PollHandlerSet
 from ._selector_poller import SelectorPoller
@@ -212,7 +212,7 @@ class AioContext:
             self._inbox.shutdown()  # a closed loop, say: no one else would close its channel
             raise
         # The one place that chooses how this loop polls.
-        self._poller: Poller = SelectorPoller.attach(loop, self) or CallbackPoller(self)
+        self._poller: Poller = SelectorPoller.attach(loop, self) or new_callback_poller(self)
         #: Schedule ``callback(*args)`` on the loop from any thread; the
         #: handle can be cancelled from any thread.  Raises IOThreadStopped
         #: once the loop takes no more work.  (The inbox's own method: the

@@ -3,7 +3,8 @@
  * One file per object, as uvloop's handles/: handle.c (the handle of a
  * submission), inbox.c (the multi-producer inbox, notify_me, the wake-up
  * channel and the drain), spin.c (the polling window's spin, with the GIL
- * released), window.c (the polling window's arithmetic), module.c (the module
+ * released), window.c (the polling window's arithmetic), poller.c (the
+ * callback poller: a uvloop loop's way back to sleep), module.c (the module
  * and what it borrows from Python), uvloop.c (what the spin may watch on a
  * uvloop loop).
  *
@@ -22,11 +23,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The names the callback poller looks up on its context, its loop, its
+ * window and itself, interned once (module.c). */
+enum {
+    NAME_LOOP, NAME_WINDOW, NAME_CLOCK, NAME_CLOSING, NAME_WORK_PENDING, NAME_PREPARE_TO_BLOCK,
+    NAME_SERVE_INBOX, NAME_BEGIN_POLLING, NAME_SPIN, NAME_CPU_SHARED, NAME_END_POLLING,
+    NAME_CALL_SOON, NAME_FIRST_STEP, NAME_SPIN_STEP, NAME_POLL_NS, NAME_ADJUST, NAME_COUNT
+};
+
 /* What the module holds: its types and the Python objects it calls. */
 typedef struct {
     PyTypeObject *handle_type;
     PyTypeObject *inbox_type;
     PyTypeObject *window_type;
+    PyTypeObject *poller_type;
+    PyObject *names[NAME_COUNT];
     PyObject *stopped_error;   /* iothreads.IOThreadStopped */
     PyObject *report_error;    /* iothreads._aio._handle.report_error(handle, exc) */
     PyObject *capture_stack;   /* iothreads._aio._handle.capture_stack() */
@@ -151,6 +162,17 @@ PyTypeObject *window_type_create(PyObject *module);
 /* Moves the window after an iteration that blocked for block_ns; returns
  * the new window.  The loop's thread. */
 long long window_adjust(PyObject *window, long long block_ns);
+/* The window now, in ns. */
+long long window_now(PyObject *window);
+
+/* ---- poller.c ----------------------------------------------------------- */
+
+/* The callback poller's step and backoff bounds (_callback_poller's; the
+ * module exports them, and a test holds the two equal). */
+#define STEP_NS 50000LL
+#define MAX_BACKOFF 64LL
+
+PyTypeObject *poller_type_create(PyObject *module);
 
 /* ---- uvloop.c ----------------------------------------------------------- */
 

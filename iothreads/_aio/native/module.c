@@ -7,6 +7,13 @@
  */
 #include "core.h"
 
+/* The names of core.h's NAME_* enum, in its order. */
+static const char *const names[NAME_COUNT] = {
+    "loop", "window", "clock", "closing", "work_pending", "prepare_to_block",
+    "serve_inbox", "begin_polling", "spin", "cpu_shared", "end_polling",
+    "call_soon", "_first_step", "_spin", "poll_ns", "adjust",
+};
+
 static int
 core_exec(PyObject *module)
 {
@@ -15,6 +22,11 @@ core_exec(PyObject *module)
     int status = -1;
     atomic_init(&st->loops_awake, 0);
     atomic_init(&st->awake_generation, 0);
+    for (int i = 0; i < NAME_COUNT; i++) {
+        if ((st->names[i] = PyUnicode_InternFromString(names[i])) == NULL) {
+            return -1;
+        }
+    }
     if ((asyncio = PyImport_ImportModule("asyncio")) == NULL
         || (base = PyObject_GetAttrString(asyncio, "Handle")) == NULL
         || (errors = PyImport_ImportModule("iothreads._errors")) == NULL
@@ -26,9 +38,13 @@ core_exec(PyObject *module)
         || (st->handle_type = handle_type_create(module, base)) == NULL
         || (st->inbox_type = inbox_type_create(module)) == NULL
         || (st->window_type = window_type_create(module)) == NULL
+        || (st->poller_type = poller_type_create(module)) == NULL
         || PyModule_AddObjectRef(module, "Handle", (PyObject *)st->handle_type) < 0
         || PyModule_AddObjectRef(module, "Inbox", (PyObject *)st->inbox_type) < 0
         || PyModule_AddObjectRef(module, "PollWindow", (PyObject *)st->window_type) < 0
+        || PyModule_AddObjectRef(module, "CallbackPoller", (PyObject *)st->poller_type) < 0
+        || PyModule_AddIntConstant(module, "STEP_NS", STEP_NS) < 0
+        || PyModule_AddIntConstant(module, "MAX_BACKOFF", MAX_BACKOFF) < 0
         || PyModule_AddIntConstant(module, "POLL_START_NS", POLL_START_NS) < 0
         || PyModule_AddIntConstant(module, "SPIN_SHARED", SPIN_SHARED) < 0
         || PyModule_AddIntConstant(module, "SPIN_WORK_SHARED", SPIN_WORK_SHARED) < 0) {
@@ -50,6 +66,10 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->handle_type);
     Py_VISIT(st->inbox_type);
     Py_VISIT(st->window_type);
+    Py_VISIT(st->poller_type);
+    for (int i = 0; i < NAME_COUNT; i++) {
+        Py_VISIT(st->names[i]);
+    }
     Py_VISIT(st->stopped_error);
     Py_VISIT(st->report_error);
     Py_VISIT(st->capture_stack);
@@ -64,6 +84,10 @@ core_clear(PyObject *module)
     Py_CLEAR(st->handle_type);
     Py_CLEAR(st->inbox_type);
     Py_CLEAR(st->window_type);
+    Py_CLEAR(st->poller_type);
+    for (int i = 0; i < NAME_COUNT; i++) {
+        Py_CLEAR(st->names[i]);
+    }
     Py_CLEAR(st->stopped_error);
     Py_CLEAR(st->report_error);
     Py_CLEAR(st->capture_stack);

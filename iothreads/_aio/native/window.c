@@ -104,6 +104,12 @@ window_adjust(PyObject *op, long long block_ns)
     return poll_ns;
 }
 
+long long
+window_now(PyObject *op)
+{
+    return get(&WINDOW(op)->poll_ns);
+}
+
 /* adjust(block_ns) -> poll_ns: move the window after an iteration that
  * blocked for block_ns.  The loop's thread. */
 static PyObject *
