@@ -11,7 +11,7 @@ the sleep and lets the loop sleep.
 
 Two implementations: ``CallbackPoller`` here, the reference and the
 fallback, and the native core's, with the same steps in C (``poller.c``):
-with the native inbox and window, the way back to sleep then runs no Python
+with the native inbox and window, its way back to sleep then runs no Python
 call (docs/design.md, "The wake-up path in Python").  ``new_callback_poller``
 chooses, as ``new_inbox`` does.
 
