@@ -382,8 +382,8 @@ inbox_prepare_to_block(PyObject *op, PyObject *Py_UNUSED(ignored))
         Py_RETURN_FALSE;
     }
     inbox_set_awake(self, 0);
-    atomic_store_explicit(&self->blocks, atomic_load_explicit(&self->blocks, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    uint64_t blocks = atomic_load_explicit(&self->blocks, memory_order_relaxed);
+    atomic_store_explicit(&self->blocks, blocks + 1, memory_order_relaxed);
     Py_RETURN_TRUE;
 }
 

@@ -293,8 +293,10 @@ poller_spin(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     Py_XDECREF(args[1]);
     Py_XDECREF(args[2]);
-    int caught = as_truth(result);
-    int shared = caught < 0 ? -1 : as_truth(PyObject_GetAttr(self->context, st->names[NAME_CPU_SHARED]));
+    int caught = as_truth(result), shared = -1;
+    if (caught >= 0) {
+        shared = as_truth(PyObject_GetAttr(self->context, st->names[NAME_CPU_SHARED]));
+    }
     if (shared < 0) {
         return NULL;
     }
@@ -314,8 +316,9 @@ poller_spin(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (start == NULL) {
         return NULL;
     }
-    int hit = as_truth(PyObject_CallMethodOneArg(self->context, st->names[NAME_END_POLLING], start));
+    PyObject *ended = PyObject_CallMethodOneArg(self->context, st->names[NAME_END_POLLING], start);
     Py_DECREF(start);
+    int hit = as_truth(ended);
     if (hit < 0) {
         return NULL;
     }
