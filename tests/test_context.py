@@ -212,8 +212,8 @@ def test_the_last_look_lets_the_loop_sleep_and_counts_it(aio: AioContext) -> Non
 
 
 def test_a_ready_poll_handler_keeps_the_loop_awake(aio: AioContext) -> None:
-    """... and awake means producers do not wake it: the sleep it announced
-    is called off."""
+    """... and awake means producers do not wake it: the loop does not
+    announce a sleep it would have to call off."""
     aio.add_poll_handler(lambda: True, lambda: None)
     aio._inbox.drain_wakeups()
     assert aio.poll_step()

@@ -15,9 +15,11 @@ every bottom half queued at its entry.
 How the loop sleeps is a poller's business, chosen once, in the constructor:
 the stdlib selector loop's selector is wrapped (``SelectorPoller``); any other
 loop, uvloop first among them, gets a self-rescheduling callback
-(``CallbackPoller``).  Both drive the same polling window, spin through
-``spin()`` (in C without the GIL where the native core is built) and talk to
-the context through the methods under "the pollers' interface" below.
+(``CallbackPoller``, or the native core's).  Both drive the same polling
+window, spin through ``spin()`` (in C without the GIL where the native core
+is built) and talk to the context through the methods under "the pollers'
+interface" below and the attributes the constructor binds for the wake-up
+path: ``window``, ``work_pending`` and ``prepare_to_block``.
 """
 
 from __future__ import annotations
