@@ -20,7 +20,7 @@ from typing import Any, cast
 import pytest
 
 from iothreads._aio import _callback_poller, _inbox
-from iothreads._aio._callback_poller import CallbackPoller
+from iothreads._aio._callback_poller import CallbackPoller, new_callback_poller
 from iothreads._aio._poll_handlers import PollHandler, PollHandlerSet
 from iothreads._aio._selector_poller import SelectorPoller
 
@@ -521,6 +521,20 @@ def test_the_native_poller_steps_as_far_as_the_reference() -> None:
         _callback_poller.STEP_NS,
         _callback_poller.MAX_BACKOFF,
     )
+
+
+def test_without_the_core_the_callback_poller_watches_the_inbox_alone(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_inbox, "native_core", None)
+    context = StubContext(clock, poll_ns=5000)
+    poller = new_callback_poller(context)  # type: ignore[arg-type]
+    assert type(poller) is CallbackPoller
+    context.spins = [(True, 0)]
+    poller.after_work()
+    context.loop.run_one()  # the first step spins nothing: it queues the spin
+    context.loop.run_one()
+    assert context.calls[1] == ("spin", START + 5000, -1)
 
 
 def test_the_spin_watches_the_descriptor_the_poller_was_given(
