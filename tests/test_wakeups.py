@@ -45,14 +45,14 @@ pytestmark = pytest.mark.interleaving
 #: Where the loop is about to sleep: the line each Python poller runs once
 #: the inbox's prepare_to_block() said it may; the native callback poller
 #: runs no Python there, and its way to sleep ends at the native inbox's
-#: announcement, before its last look.
+#: point after its last look found nothing.
 SLEEPING_PYTHON = frozenset(
     {
         line_of(SelectorPoller.select, "events = self._inner.select(timeout)"),
         line_of(CallbackPoller._go_idle, "self._idle_since = since"),
     }
 )
-SLEEPING_NATIVE = frozenset({native("announced")})
+SLEEPING_NATIVE = frozenset({native("sleeping")})
 #: The first line each loop runs once its sleep has ended: the stdlib
 #: poller's select() measures the block, uvloop calls the inbox's reader.
 WAKING = {

@@ -384,6 +384,7 @@ inbox_prepare_to_block(PyObject *op, PyObject *Py_UNUSED(ignored))
     inbox_set_awake(self, 0);
     uint64_t blocks = atomic_load_explicit(&self->blocks, memory_order_relaxed);
     atomic_store_explicit(&self->blocks, blocks + 1, memory_order_relaxed);
+    test_point(self->st, "sleeping");
     Py_RETURN_TRUE;
 }
 
