@@ -215,7 +215,7 @@ def test_the_native_core_shows_a_queued_handle_to_the_collector_only_without_the
     survive (docs/design.md, "The native core")."""
     free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
     assert _inbox.native_core is not None
-    inbox = _inbox.native_core.Inbox(loop, STOPPED)
+    inbox = _inbox.native_core.Inbox(loop, STOPPED, [])
     try:
         handle = inbox.submit(len, ())
         assert gc.is_tracked(handle) is free_threaded
@@ -255,7 +255,7 @@ def test_a_native_drain_between_a_producers_flag_and_its_write_leaves_the_flag_t
     between the two reads nothing and leaves the flag set, so the drain
     after the write reads it, and the channel is not left readable."""
     assert _inbox.native_core is not None
-    inbox = _inbox.native_core.Inbox(loop, STOPPED)
+    inbox = _inbox.native_core.Inbox(loop, STOPPED, [])
     gate = Gate(native("flagged"))
 
     def produce() -> None:
@@ -358,7 +358,7 @@ def test_an_inbox_counts_its_loop_awake_from_a_wake_up_to_its_spin_or_sleep(
     inboxes may still be alive."""
     core = _inbox.native_core
     assert core is not None
-    inbox = core.Inbox(loop, STOPPED)
+    inbox = core.Inbox(loop, STOPPED, [])
     base = core._loops_awake()
     try:
         inbox.woke()
@@ -387,7 +387,7 @@ def test_a_spin_that_caught_work_while_another_loop_runs_python_returns_it(
     awake throughout) delays the spin's return, never keeps it."""
     core = _inbox.native_core
     assert core is not None
-    spinning, other = core.Inbox(loop, STOPPED), core.Inbox(loop, STOPPED)
+    spinning, other = core.Inbox(loop, STOPPED, []), core.Inbox(loop, STOPPED, [])
     try:
         other.woke()
         spinning.submit(lambda: None)

@@ -14,10 +14,7 @@ class Inbox:
     wakeups: int
     blocks: int
     def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        stopped_message: str,
-        ready: list[Any] | None = None,
+        self, loop: asyncio.AbstractEventLoop, stopped_message: str, ready: list[Any]
     ) -> None: ...
     def submit(
         self,

@@ -111,15 +111,12 @@ class PyInbox:
     """The pure-Python inbox: a deque (atomic append and popleft) and two flags."""
 
     def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        stopped_message: str,
-        ready: list[Any] | None = None,
+        self, loop: asyncio.AbstractEventLoop, stopped_message: str, ready: list[Any]
     ) -> None:
         self.loop = loop
         self._stopped_message = stopped_message
         # The poll handlers found ready (the loop's thread mutates the list).
-        self._ready: list[Any] = [] if ready is None else ready
+        self._ready = ready
         # Producers append, the loop poplefts.
         self._queue: collections.deque[ThreadsafeHandle] = collections.deque()
         # QEMU's notify_me: True while the loop blocks or is about to block.
@@ -245,10 +242,7 @@ class LockedPyInbox(PyInbox):
     """
 
     def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        stopped_message: str,
-        ready: list[Any] | None = None,
+        self, loop: asyncio.AbstractEventLoop, stopped_message: str, ready: list[Any]
     ) -> None:
         super().__init__(loop, stopped_message, ready)
         self._lock = threading.Lock()

@@ -129,8 +129,9 @@ typedef struct {
     _Atomic int wake_pending;       /* written since the loop last read it */
     pthread_mutex_t wake_lock;
     /* The loop's poll handlers found ready and not yet run (a list the
-     * loop's thread mutates in place), or NULL: work for the loop as much
-     * as a queued handle, so pending() and prepare_to_block() count them. */
+     * loop's thread mutates in place): work for the loop as much as a
+     * queued handle, so pending() and prepare_to_block() count them.  Only
+     * inbox_clear() drops it, when nothing runs the loop any more. */
     PyObject *ready;
     /* Written by the loop's thread only, read by any: relaxed atomics. */
     _Atomic uint64_t submitted;

@@ -76,8 +76,8 @@ static PyObject *
 inbox_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"loop", "stopped_message", "ready", NULL};
-    PyObject *loop, *message, *ready = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OU|O!:Inbox", keywords, &loop, &message,
+    PyObject *loop, *message, *ready;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OUO!:Inbox", keywords, &loop, &message,
                                      &PyList_Type, &ready)) {
         return NULL;
     }
@@ -97,7 +97,7 @@ inbox_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->st = st;
     self->loop = Py_NewRef(loop);
     self->stopped_message = Py_NewRef(message);
-    self->ready = Py_XNewRef(ready);
+    self->ready = Py_NewRef(ready);
     atomic_init(&self->head, NULL);
     atomic_init(&self->notify_me, 1);
     atomic_init(&self->closing, 0);
@@ -349,7 +349,8 @@ inbox_wake_method(PyObject *op, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* A poll handler found ready and not yet run (the loop's thread). */
+/* A poll handler found ready and not yet run (the loop's thread).  The list
+ * is gone only once the collector cleared the inbox. */
 static int
 inbox_handler_ready(inbox_object *self)
 {
@@ -514,7 +515,7 @@ static PyGetSetDef inbox_getset[] = {
 };
 
 static PyType_Slot inbox_slots[] = {
-    {Py_tp_doc, "Inbox(loop, stopped_message, ready=None): one loop's cross-thread inbox."},
+    {Py_tp_doc, "Inbox(loop, stopped_message, ready): one loop's cross-thread inbox."},
     {Py_tp_new, inbox_new},
     {Py_tp_traverse, inbox_traverse},
     {Py_tp_clear, inbox_clear},
