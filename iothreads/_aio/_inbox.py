@@ -195,7 +195,7 @@ class PyInbox:
         if self._ready:
             # Only the loop's thread makes a handler ready: no need to
             # announce first.  The loop stays awake, and producers need not wake it.
-            self._notify_me = False
+            self.woke()
             return False
         self._notify_me = True
         if self._queue:

@@ -349,6 +349,15 @@ inbox_wake_method(PyObject *op, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* The loop is awake: producers need not wake it (the loop's thread).  A
+ * producer that still reads 1 only writes a needless wake-up. */
+static void
+inbox_stay_awake(inbox_object *self)
+{
+    atomic_store_explicit(&self->notify_me, 0, memory_order_relaxed);
+    inbox_set_awake(self, 1);
+}
+
 /* A poll handler found ready and not yet run (the loop's thread).  The list
  * is gone only once the collector cleared the inbox. */
 static int
@@ -372,8 +381,7 @@ inbox_prepare_to_block(PyObject *op, PyObject *Py_UNUSED(ignored))
     /* Only the loop's thread makes a handler ready: no need to announce
      * first.  The loop stays awake, and producers need not wake it. */
     if (inbox_handler_ready(self)) {
-        atomic_store_explicit(&self->notify_me, 0, memory_order_relaxed);
-        inbox_set_awake(self, 1);
+        inbox_stay_awake(self);
         Py_RETURN_FALSE;
     }
     atomic_store(&self->notify_me, 1);
@@ -392,9 +400,7 @@ inbox_prepare_to_block(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 inbox_woke(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    /* A producer that still reads 1 only writes a needless wake-up. */
-    atomic_store_explicit(&INBOX(op)->notify_me, 0, memory_order_relaxed);
-    inbox_set_awake(INBOX(op), 1);
+    inbox_stay_awake(INBOX(op));
     Py_RETURN_NONE;
 }
 
