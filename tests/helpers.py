@@ -207,14 +207,14 @@ def line_of(func: Callable[..., Any], text: str, *, offset: int = 0) -> Line:
 
 
 def _lines_under_lock(cls: type) -> frozenset[Line]:
-    """The lines of *cls*'s ``with self._lock:`` blocks, the with lines included."""
+    """The lines of *cls*'s ``with self._..._lock:`` blocks, the with lines included."""
     path = inspect.getsourcefile(cls) or ""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     first = inspect.getsourcelines(cls)[1]
     lines: set[Line] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.With) and any(
-            ast.unparse(item.context_expr) == "self._lock" for item in node.items
+            re.fullmatch(r"self\._\w*lock", ast.unparse(item.context_expr)) for item in node.items
         ):
             # The with line too: Python reports it again as the block exits,
             # before __exit__ releases the lock.

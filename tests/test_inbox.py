@@ -3,11 +3,12 @@
 Each inbox implementation (the pure-Python one, its locked variant for
 free-threaded builds, and the native core where it was built) is driven
 through the interface the AioContext uses, with no loop running: the loop's
-side of the protocol is called by the test itself.  So every test is exact
-and deterministic; the races between the two sides are
-tests/test_wakeups.py's and tests/test_stop_races.py's.  The inbox needs a
-loop only for its handles (their ``_loop``, debug mode), so one stdlib loop
-serves; no callback here depends on the loop's kind.
+side of the protocol is called by the test itself (one test runs the
+watcher's drain in a thread of its own, at a chosen point of a producer's
+write).  So every test is exact and deterministic; the races between the
+two sides are tests/test_wakeups.py's and tests/test_stop_races.py's.  The
+inbox needs a loop only for its handles (their ``_loop``, debug mode), so
+one stdlib loop serves; no callback here depends on the loop's kind.
 """
 
 from __future__ import annotations
@@ -538,12 +539,55 @@ def test_a_drain_interrupted_after_its_clear_writes_nothing_more(
     the write: a write then would land with the flag clear, never to be
     read, and wake the watcher at every look."""
     channel.wake()
-    lock, channel._lock = channel._lock, InterruptedRelease()  # type: ignore[assignment]
+    lock, channel._flag_lock = channel._flag_lock, InterruptedRelease()  # type: ignore[assignment]
     with pytest.raises(KeyboardInterrupt):
         channel.drain()
-    channel._lock = lock
+    channel._flag_lock = lock
     assert not channel._pending
     assert select.select([channel.fileno()], [], [], 0)[0] == []
+
+
+def test_the_watcher_drains_while_the_writer_is_still_in_its_write(
+    channel: WakeupChannel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write wakes the watcher, which on the writer's CPU may run before
+    the writer has left its write: its drain must not wait for the writer.
+    (It waited on the lock the writer held across the write, and on one
+    CPU the woken loop went back to sleep until the writer ran again: the
+    free-threaded build's spin on that lock cost tens of microseconds a
+    wake-up.)  The watcher's drain runs here in a thread of its own, while
+    this thread is inside the write."""
+    drained: list[int] = []
+    watchers: list[threading.Thread] = []
+
+    def drain_meanwhile() -> None:
+        watcher = threading.Thread(target=lambda: drained.append(channel.drain()))
+        watchers.append(watcher)
+        watcher.start()
+        watcher.join(WAIT)
+        assert not watcher.is_alive(), "the watcher's drain waited for the writer"
+
+    def writing(write: Callable[..., Any]) -> Callable[..., Any]:
+        def write_then_drain(fd: int, data: Any) -> Any:
+            written = write(fd, data)
+            if fd == channel._wfd:
+                drain_meanwhile()
+            return written
+
+        return write_then_drain
+
+    monkeypatch.setattr(os, "write", writing(os.write))
+    if hasattr(os, "eventfd_write"):
+        monkeypatch.setattr(os, "eventfd_write", writing(os.eventfd_write))
+    try:
+        channel.wake()
+        assert drained == [1]
+        assert not channel._pending
+        channel.wake()  # drained: the next wake-up writes again
+        assert drained == [1, 1]
+    finally:
+        for watcher in watchers:
+            watcher.join()  # this thread has left the write: a waiting drain ends
 
 
 def test_a_closed_channel_does_nothing(channel: WakeupChannel) -> None:

@@ -31,14 +31,21 @@ class WakeupChannel:
             os.set_blocking(self._wfd, False)
         # Guards the descriptors against close(): a producer that decided to
         # wake the loop may write just as the loop closes, and the number
-        # could by then belong to an unrelated file.  Only wake-ups take it,
-        # and they make a syscall anyway.
-        self._lock = threading.Lock()
-        # Written since the watcher last drained (guarded by _lock): one
+        # could by then belong to an unrelated file.  Only writes and
+        # close() take it, and they make a system call anyway.
+        self._fd_lock = threading.Lock()
+        # Written since the watcher last drained (guarded by _flag_lock): one
         # write is enough until then.  The watcher can take a while to get
         # the GIL after its sleep ends, and producers would otherwise each
         # pay a system call meanwhile.
         self._pending = False
+        # Guards _pending: a producer's test-and-set against the watcher's
+        # clear.  A lock of its own, not _fd_lock: the write wakes the
+        # watcher, which on the writer's CPU may run at once, and would find
+        # _fd_lock still held by the writer it preempted, and wait for it
+        # (docs/design.md, "The wake-up channel's lock, on one CPU").  The
+        # native core keeps the flag in an atomic.
+        self._flag_lock = threading.Lock()
 
     def fileno(self) -> int:
         """The descriptor to watch for readability; -1 once closed."""
@@ -47,23 +54,24 @@ class WakeupChannel:
     @runs_in(ANY)
     def wake(self) -> None:
         """Make the descriptor readable; nothing happens once closed."""
-        with self._lock:
+        with self._flag_lock:
             if self._pending:
                 return
             self._pending = True
-            self._write()
+        self._write()
 
     def _write(self) -> None:
-        """One write, unless closed (the caller holds ``_lock``)."""
-        if self._wfd < 0:
-            return
-        try:
-            if self._wfd == self._rfd:
-                os.eventfd_write(self._wfd, 1)
-            else:  # pragma: no cover - non-Linux
-                os.write(self._wfd, b"\0")
-        except BlockingIOError:
-            pass  # the channel is full, so a wake-up is pending already
+        """One write, unless closed."""
+        with self._fd_lock:
+            if self._wfd < 0:
+                return
+            try:
+                if self._wfd == self._rfd:
+                    os.eventfd_write(self._wfd, 1)
+                else:  # pragma: no cover - non-Linux
+                    os.write(self._wfd, b"\0")
+            except BlockingIOError:
+                pass  # the channel is full, so a wake-up is pending already
 
     @runs_in(WATCHER)
     def drain(self) -> int:
@@ -86,7 +94,7 @@ class WakeupChannel:
         try:
             count = self._read()
             if count:
-                with self._lock:
+                with self._flag_lock:
                     self._pending = False
         except BaseException:
             # Raised between the read's system call and the clear (a
@@ -94,7 +102,7 @@ class WakeupChannel:
             # the write is lost.  A flag left set over an empty channel would
             # keep every producer from writing again, so while it is set, one
             # more write keeps it true to its meaning.
-            with self._lock:
+            with self._flag_lock:
                 if self._pending:
                     self._write()
             raise
@@ -119,7 +127,7 @@ class WakeupChannel:
     @runs_in(ANY)
     def close(self) -> None:
         """Close the descriptors; later wake-ups do nothing."""
-        with self._lock:
+        with self._fd_lock:
             if self._rfd < 0:
                 return
             os.close(self._rfd)
