@@ -552,11 +552,10 @@ def test_the_watcher_drains_while_the_writer_is_still_in_its_write(
 ) -> None:
     """The write wakes the watcher, which on the writer's CPU may run before
     the writer has left its write: its drain must not wait for the writer.
-    (It waited on the lock the writer held across the write, and on one
-    CPU the woken loop went back to sleep until the writer ran again: the
-    free-threaded build's spin on that lock cost tens of microseconds a
-    wake-up.)  The watcher's drain runs here in a thread of its own, while
-    this thread is inside the write."""
+    (It waited on the lock the writer held across the write, on one CPU
+    until the writer ran again: on the free-threaded build, tens of
+    microseconds a wake-up.)  The watcher's drain runs here in a thread of
+    its own, while this thread is inside the write."""
     drained: list[int] = []
     watchers: list[threading.Thread] = []
 
