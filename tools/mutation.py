@@ -278,7 +278,7 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         "iothreads/_aio/_wakeup.py",
         "core/ReplaceComparisonOperator_Eq_Is",
         "if self._wfd == self._rfd:",
-        25,
+        29,
     ): _ONE_DESCRIPTOR,
     (
         "iothreads/_aio/_wakeup.py",
@@ -582,16 +582,6 @@ EQUIVALENT: dict[tuple[str, str, str, int], str] = {
         "a key equals the wake-up channel's only if it has the same descriptor and"
         " the same data (the reader's handle, equal only to itself): the same"
         " registration, whose key the selector keeps until the context closes"
-    ),
-    (
-        "iothreads/_aio/_context.py",
-        "core/NumberReplacer",
-        "GUARD_STEPS: Final = 8",
-        21,
-    ): (
-        "a tuning constant, how many yields pass between two readings of the switch"
-        " counter: 7 or 9 is the same rule at another cadence, and the tests that"
-        " count readings check the constant they count with"
     ),
     (
         "iothreads/_aio/_context.py",
