@@ -131,7 +131,7 @@ clock_now(poller_object *self, long long *now)
     return as_long_long(reading, now);
 }
 
-/* context.<name>(), as a truth value. */
+/* context.<name>(), as a truth value (0 for one that returns None). */
 static int
 ask(poller_object *self, int name)
 {
@@ -245,8 +245,7 @@ poller_after_work(PyObject *op, PyObject *Py_UNUSED(ignored))
     self->spinning = 1;
     self->start = now;
     self->deadline = now + poll_ns;
-    if (as_truth(PyObject_CallMethodNoArgs(self->context, self->st->names[NAME_BEGIN_POLLING]))
-        < 0) {
+    if (ask(self, NAME_BEGIN_POLLING) < 0) {
         return NULL;
     }
     return call_soon(self, op, NAME_FIRST_STEP);
